@@ -1,0 +1,9 @@
+//! paperbot's trading engine.
+//!
+//! One engine serves every mode (replay as fast as the CPU allows, paced
+//! replay, simulated markets); time always comes from the data through a
+//! clock, never from the wall clock inside the engine.
+
+pub mod ledger;
+pub mod params;
+pub mod types;

@@ -1,0 +1,121 @@
+//! `PaperAccount`: a virtual account that sessions draw their allocation from.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    condition::Condition,
+    validation::{Errors, FieldError},
+    values::DecimalString,
+};
+
+/// A virtual trading account in one base currency. Sessions draw an
+/// `allocation` from it; the account-wide limits act as a kill switch over all
+/// of its sessions.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "paperbot.io",
+    version = "v1alpha1",
+    kind = "PaperAccount",
+    namespaced,
+    status = "PaperAccountStatus",
+    shortname = "pa",
+    category = "paperbot",
+    printcolumn(name = "Balance", type_ = "string", json_path = ".spec.initialBalance"),
+    printcolumn(name = "Equity", type_ = "string", json_path = ".status.equity"),
+    printcolumn(
+        name = "Sessions",
+        type_ = "integer",
+        json_path = ".status.activeSessions"
+    ),
+    printcolumn(name = "ROI %", type_ = "string", json_path = ".status.roiPct"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaperAccountSpec {
+    /// ISO code of the currency all money in this account is counted in (default `USD`).
+    #[serde(default = "default_base_currency")]
+    pub base_currency: String,
+    /// Starting balance in the base currency, e.g. `"100000"`. Must be > 0.
+    pub initial_balance: DecimalString,
+    /// Account-wide kill switch; a session that breaks one halts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<AccountLimits>,
+}
+
+fn default_base_currency() -> String {
+    "USD".into()
+}
+
+/// Account-wide loss limits (the kill switch).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountLimits {
+    /// Halt when equity falls this many percent (0-100) below its peak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drawdown_pct: Option<DecimalString>,
+    /// Halt when the loss since the start of the UTC day exceeds this percent (0-100)
+    /// of the equity at the start of that day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_loss_pct: Option<DecimalString>,
+}
+
+/// What the operator observes about an account.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaperAccountStatus {
+    /// Cash not held in positions, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cash: Option<DecimalString>,
+    /// Cash plus marked value of all positions, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equity: Option<DecimalString>,
+    /// Sum of the allocations of active sessions, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<DecimalString>,
+    /// Realized P&L, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realized_pnl: Option<DecimalString>,
+    /// Unrealized P&L, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrealized_pnl: Option<DecimalString>,
+    /// Return on the initial balance, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roi_pct: Option<DecimalString>,
+    /// Winning round trips / closed round trips, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_rate_pct: Option<DecimalString>,
+    /// Number of fills over all sessions.
+    #[serde(default)]
+    pub total_trades: u64,
+    /// Sessions currently running or paused.
+    #[serde(default)]
+    pub active_sessions: u32,
+    /// `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Degraded, ... (`metav1.Condition` shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl PaperAccountSpec {
+    /// Check the rules the API server also enforces. Paths start at `spec`.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut e = Errors::default();
+        if self.base_currency.trim().is_empty() {
+            e.push("spec.baseCurrency", "must not be empty (e.g. \"USD\")");
+        }
+        e.positive("spec.initialBalance", Some(self.initial_balance));
+        if let Some(l) = &self.limits {
+            e.pct("spec.limits.maxDrawdownPct", l.max_drawdown_pct);
+            e.pct("spec.limits.dailyLossPct", l.daily_loss_pct);
+        }
+        e.finish()
+    }
+}

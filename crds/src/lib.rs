@@ -1,0 +1,28 @@
+//! API types of the `paperbot.io/v1alpha1` custom resources — `PaperAccount`,
+//! `StrategyConfig` and `BotSession` — shared by the operator and the runtime.
+//!
+//! Money, prices, quantities and percentages are exact decimals written as
+//! strings ([`DecimalString`]); durations are Kubernetes-style strings
+//! ([`DurationString`]). Each spec has a `validate()` that mirrors the checks
+//! the API server applies, so a local run refuses what `kubectl apply` would.
+
+pub mod account;
+pub mod condition;
+pub mod session;
+pub mod strategy;
+pub mod validation;
+pub mod values;
+
+pub use account::{AccountLimits, PaperAccount, PaperAccountSpec, PaperAccountStatus};
+pub use condition::Condition;
+pub use session::*;
+pub use strategy::*;
+pub use validation::FieldError;
+pub use values::{DecimalString, DurationString};
+
+/// API group of all paperbot resources.
+pub const GROUP: &str = "paperbot.io";
+/// API version of all paperbot resources.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in manifests.
+pub const API_VERSION: &str = "paperbot.io/v1alpha1";

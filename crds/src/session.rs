@@ -1,0 +1,472 @@
+//! `BotSession`: one running bot, trading one StrategyConfig with money
+//! allocated from one PaperAccount.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    condition::Condition,
+    validation::{Errors, FieldError},
+    values::{DecimalString, DurationString},
+};
+
+/// One paper-trading bot. The operator runs one `bot-runtime` pod per
+/// session; `bot-runtime run -f` runs it locally.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "paperbot.io",
+    version = "v1alpha1",
+    kind = "BotSession",
+    namespaced,
+    status = "BotSessionStatus",
+    shortname = "bs",
+    category = "paperbot",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Account",
+        type_ = "string",
+        json_path = ".spec.accountRef.name"
+    ),
+    printcolumn(
+        name = "Strategy",
+        type_ = "string",
+        json_path = ".spec.strategyRef.name"
+    ),
+    printcolumn(name = "Equity", type_ = "string", json_path = ".status.equity"),
+    printcolumn(name = "P&L %", type_ = "string", json_path = ".status.pnlPct"),
+    printcolumn(name = "Trades", type_ = "integer", json_path = ".status.trades"),
+    printcolumn(name = "Breaker", type_ = "string", json_path = ".status.breaker"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BotSessionSpec {
+    /// The PaperAccount (same namespace) the allocation is drawn from.
+    pub account_ref: ObjectRef,
+    /// The StrategyConfig (same namespace) this bot trades.
+    pub strategy_ref: ObjectRef,
+    /// Money drawn from the account for this session, base currency; > 0.
+    pub allocation: DecimalString,
+    /// Symbols to trade, e.g. `["BTC-USD"]`; non-empty, unique.
+    pub symbols: Vec<String>,
+    /// Where prices come from.
+    pub market_data: MarketDataSpec,
+    /// Simulated execution realism (fees, slippage, latency, failures).
+    #[serde(default)]
+    pub execution: ExecutionSpec,
+    /// How often a live or paced bot evaluates (default: every candle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick_interval: Option<DurationString>,
+    /// `Running` (default), `Paused` (no trading, state kept) or `Stopped`.
+    #[serde(default)]
+    pub desired_state: DesiredState,
+    /// End the session after this much market time, e.g. `"24h"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after: Option<DurationString>,
+    /// Record Hold decisions in the ledger too (they are always counted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_holds: bool,
+}
+
+/// A reference to an object in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectRef {
+    /// `metadata.name` of the referenced object.
+    pub name: String,
+}
+
+/// The state the user wants the session in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum DesiredState {
+    /// Trade.
+    #[default]
+    Running,
+    /// Keep state, make no decisions.
+    Paused,
+    /// Stop the bot.
+    Stopped,
+}
+
+/// Market data source. `source` selects which of the other fields is used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarketDataSpec {
+    /// `Replay` (recorded candle files) or `Simulated` (seeded geometric Brownian motion).
+    pub source: MarketDataSource,
+    /// Recorded candles, used when `source: Replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySpec>,
+    /// Synthetic prices, used when `source: Simulated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<SimulatedSpec>,
+}
+
+/// Kind of market data source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum MarketDataSource {
+    /// Replay recorded candle CSV files.
+    Replay,
+    /// Geometric Brownian motion from a seed.
+    Simulated,
+}
+
+/// Recorded candles to replay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplaySpec {
+    /// One candle file per symbol (format: `timestamp,open,high,low,close,volume`
+    /// with RFC 3339 UTC open times). Several files are merged by timestamp.
+    pub files: Vec<ReplayFile>,
+}
+
+/// One candle file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplayFile {
+    /// Symbol the file holds; must be one of `spec.symbols`.
+    pub symbol: String,
+    /// Path of the CSV; relative paths are resolved against the manifest's directory.
+    pub path: String,
+    /// Candle length, e.g. `"1m"`; inferred from the first two rows when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<DurationString>,
+    /// Unit of the `volume` column: `Base` (default, base-currency units) or
+    /// `Quote` (quote-currency notional).
+    #[serde(default)]
+    pub volume_unit: VolumeUnit,
+}
+
+/// Unit of a candle file's volume column.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum VolumeUnit {
+    /// Base-currency units (e.g. BTC).
+    #[default]
+    Base,
+    /// Quote-currency notional (e.g. USD).
+    Quote,
+}
+
+/// Seeded geometric Brownian motion, one independent path per symbol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulatedSpec {
+    /// RNG seed; the same seed gives the same prices.
+    pub seed: u64,
+    /// Starting price of every symbol, quote currency (default `"100"`).
+    #[serde(default = "default_initial_price")]
+    pub initial_price: DecimalString,
+    /// Annualised drift μ as a fraction (e.g. `"0.05"` = 5 % a year, default `"0"`).
+    #[serde(default)]
+    pub annual_drift: DecimalString,
+    /// Annualised volatility σ as a fraction (e.g. `"0.6"`, default `"0.5"`).
+    #[serde(default = "default_volatility")]
+    pub annual_volatility: DecimalString,
+    /// Candle length (default `"1m"`).
+    #[serde(default = "default_interval")]
+    pub interval: DurationString,
+    /// Number of candles per symbol; unset means unbounded (use `stopAfter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candles: Option<u64>,
+    /// RFC 3339 open time of the first candle (default `2024-01-01T00:00:00Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+fn default_initial_price() -> DecimalString {
+    DecimalString(rust_decimal::Decimal::ONE_HUNDRED)
+}
+fn default_volatility() -> DecimalString {
+    DecimalString(rust_decimal::Decimal::new(5, 1))
+}
+fn default_interval() -> DurationString {
+    DurationString(std::time::Duration::from_secs(60))
+}
+
+/// Execution realism. All randomness comes from `seed`, so the same inputs
+/// and seed give the same fills.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecutionSpec {
+    /// Fee, percent (0-100) of each fill's notional (default `"0"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_rate_pct: Option<DecimalString>,
+    /// Slippage model (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slippage: Option<SlippageSpec>,
+    /// Fixed cost per fill, quote currency (e.g. gas on a DEX; default `"0"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gas_cost: Option<DecimalString>,
+    /// Delay from decision to fill, e.g. `"250ms"` (default `"0s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<DurationString>,
+    /// Extra random delay, uniform in `[0, latencyJitter]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_jitter: Option<DurationString>,
+    /// Probability, percent (0-100), that an order fails and is not filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_rate_pct: Option<DecimalString>,
+    /// Seed of the execution RNG (failures, latency jitter); default 0.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Slippage: `baseBps / 10000 + impactPct / 100 × min(1, order notional / candle notional)`,
+/// applied against the order (buys fill higher, sells lower).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlippageSpec {
+    /// Fixed part, basis points (1 bp = 0.01 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_bps: Option<DecimalString>,
+    /// Market-impact part, percent of price when the order's notional equals the
+    /// fill candle's whole traded notional; scales linearly below that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact_pct: Option<DecimalString>,
+}
+
+/// Lifecycle phase of a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SessionPhase {
+    /// Accepted, children not yet created.
+    #[default]
+    Pending,
+    /// Pod starting.
+    Starting,
+    /// Trading.
+    Running,
+    /// Desired state Paused.
+    Paused,
+    /// Halted by the account kill switch.
+    Halted,
+    /// Desired state Stopped.
+    Stopped,
+    /// Replay or `stopAfter` reached its end.
+    Completed,
+    /// Could not run (bad data, crash loop, ...).
+    Failed,
+}
+
+/// State of one circuit breaker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum BreakerState {
+    /// Normal: entries allowed.
+    #[default]
+    Closed,
+    /// Tripped: new entries blocked, exits still run.
+    Open,
+    /// Cooldown over, on probation: entries allowed, the next bad outcome reopens it.
+    HalfOpen,
+}
+
+/// One circuit breaker as shown in status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerStatus {
+    /// Breaker name, e.g. `dailyLoss`, `maxDrawdown`, `priceFeed`.
+    pub name: String,
+    /// Closed, Open or HalfOpen.
+    pub state: BreakerState,
+    /// Times it tripped in this session.
+    #[serde(default)]
+    pub trips: u32,
+    /// Why it last changed state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339 time of the last state change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// One autopilot adjustment as shown in status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentStatus {
+    /// RFC 3339 market time of the adjustment.
+    pub time: String,
+    /// Parameter name, e.g. `stopLossPct`.
+    pub parameter: String,
+    /// Value before.
+    pub old_value: DecimalString,
+    /// Value after.
+    pub new_value: DecimalString,
+    /// Why.
+    pub reason: String,
+    /// `Positive`, `Neutral`, `Negative`, or absent while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// Autopilot state as shown in status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutopilotStatus {
+    /// False once the autopilot disabled itself (or was never enabled).
+    pub enabled: bool,
+    /// Current values of the tunable parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub effective_parameters: BTreeMap<String, DecimalString>,
+    /// Parameter changes made so far.
+    #[serde(default)]
+    pub adjustment_count: u32,
+    /// The most recent adjustments, newest last (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_adjustments: Vec<AdjustmentStatus>,
+}
+
+/// What the operator observes about a session.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotSessionStatus {
+    /// Lifecycle phase.
+    #[serde(default)]
+    pub phase: SessionPhase,
+    /// Name of the runtime pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// RFC 3339 time of the runtime's last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<String>,
+    /// Cash plus marked positions, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equity: Option<DecimalString>,
+    /// Realized P&L, base currency (fees and slippage included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realized_pnl: Option<DecimalString>,
+    /// Unrealized P&L, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrealized_pnl: Option<DecimalString>,
+    /// Total P&L as a percent of the allocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pnl_pct: Option<DecimalString>,
+    /// Fills.
+    #[serde(default)]
+    pub trades: u64,
+    /// Winning / closed round trips, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_rate_pct: Option<DecimalString>,
+    /// Largest peak-to-trough equity fall, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drawdown_pct: Option<DecimalString>,
+    /// Annualised Sharpe ratio (see the runtime's analytics docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpe_ratio: Option<DecimalString>,
+    /// Positions open now.
+    #[serde(default)]
+    pub open_positions: u32,
+    /// Summary of breakers for the printer column: `None`, or the open ones' names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    /// Every configured breaker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<BreakerStatus>,
+    /// Autopilot state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autopilot: Option<AutopilotStatus>,
+    /// `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded, CircuitBreakerOpen (`metav1.Condition` shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl BotSessionSpec {
+    /// Check the rules the API server also enforces. Paths start at `spec`.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut e = Errors::default();
+        if self.account_ref.name.trim().is_empty() {
+            e.push("spec.accountRef.name", "must name a PaperAccount");
+        }
+        if self.strategy_ref.name.trim().is_empty() {
+            e.push("spec.strategyRef.name", "must name a StrategyConfig");
+        }
+        e.positive("spec.allocation", Some(self.allocation));
+        if self.symbols.is_empty() {
+            e.push("spec.symbols", "must list at least one symbol");
+        }
+        let mut seen = BTreeSet::new();
+        for (i, s) in self.symbols.iter().enumerate() {
+            if s.trim().is_empty() {
+                e.push(format!("spec.symbols[{i}]"), "must not be empty");
+            } else if !seen.insert(s) {
+                e.push(
+                    format!("spec.symbols[{i}]"),
+                    format!("{s:?} is listed twice: symbols must be unique"),
+                );
+            }
+        }
+        let md = &self.market_data;
+        match md.source {
+            MarketDataSource::Replay => match &md.replay {
+                None => e.push(
+                    "spec.marketData.replay",
+                    "source is Replay but no replay files are given: expected replay.files",
+                ),
+                Some(r) if r.files.is_empty() => {
+                    e.push("spec.marketData.replay.files", "must list at least one candle file")
+                }
+                Some(r) => {
+                    for (i, f) in r.files.iter().enumerate() {
+                        if f.path.trim().is_empty() {
+                            e.push(format!("spec.marketData.replay.files[{i}].path"), "must not be empty");
+                        }
+                        if !self.symbols.contains(&f.symbol) {
+                            e.push(
+                                format!("spec.marketData.replay.files[{i}].symbol"),
+                                format!("{:?} is not one of spec.symbols {:?}", f.symbol, self.symbols),
+                            );
+                        }
+                        if let Some(iv) = f.interval
+                            && iv.get().is_zero()
+                        {
+                            e.push(format!("spec.marketData.replay.files[{i}].interval"), "must be longer than 0s");
+                        }
+                    }
+                    for s in &self.symbols {
+                        if !r.files.iter().any(|f| &f.symbol == s) {
+                            e.push(
+                                "spec.marketData.replay.files",
+                                format!("no candle file for symbol {s:?}"),
+                            );
+                        }
+                    }
+                }
+            },
+            MarketDataSource::Simulated => match &md.simulated {
+                None => e.push(
+                    "spec.marketData.simulated",
+                    "source is Simulated but no simulated settings are given: expected simulated.seed",
+                ),
+                Some(s) => {
+                    e.positive("spec.marketData.simulated.initialPrice", Some(s.initial_price));
+                    e.non_negative("spec.marketData.simulated.annualVolatility", Some(s.annual_volatility));
+                    if s.interval.get().is_zero() {
+                        e.push("spec.marketData.simulated.interval", "must be longer than 0s");
+                    }
+                    if s.candles.is_none() && self.stop_after.is_none() {
+                        e.push(
+                            "spec.marketData.simulated.candles",
+                            "a simulated source needs an end: set simulated.candles or spec.stopAfter",
+                        );
+                    }
+                }
+            },
+        }
+        let x = &self.execution;
+        e.pct("spec.execution.feeRatePct", x.fee_rate_pct);
+        e.non_negative("spec.execution.gasCost", x.gas_cost);
+        e.pct("spec.execution.failureRatePct", x.failure_rate_pct);
+        if let Some(s) = &x.slippage {
+            e.non_negative("spec.execution.slippage.baseBps", s.base_bps);
+            e.pct("spec.execution.slippage.impactPct", s.impact_pct);
+        }
+        e.finish()
+    }
+}

@@ -1,0 +1,215 @@
+//! Value types used in the specs: exact decimals and Kubernetes-style durations,
+//! both written as strings in YAML so that the API server and the runtime read
+//! the same text the same way.
+
+use std::{borrow::Cow, fmt, str::FromStr, time::Duration};
+
+use rust_decimal::Decimal;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// Regular expression a decimal string must match (also emitted as the
+/// OpenAPI `pattern`): an optional minus sign, digits, an optional fraction.
+/// No exponent, no thousands separators.
+pub const DECIMAL_PATTERN: &str = r"^-?[0-9]+(\.[0-9]+)?$";
+
+/// An exact decimal written as a YAML/JSON string, e.g. `"10000"` or `"2.5"`.
+///
+/// Money (USD or the account's base currency), prices, quantities and
+/// percentages in the specs use this type so that no value passes through a
+/// binary float. Bare YAML numbers are refused with a message asking for
+/// quotes, exactly as the API server refuses them (the schema says
+/// `type: string`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct DecimalString(pub Decimal);
+
+impl DecimalString {
+    /// The exact value.
+    pub fn get(self) -> Decimal {
+        self.0
+    }
+}
+
+impl From<Decimal> for DecimalString {
+    fn from(d: Decimal) -> Self {
+        Self(d)
+    }
+}
+
+impl FromStr for DecimalString {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let valid = {
+            let body = t.strip_prefix('-').unwrap_or(t);
+            let mut parts = body.splitn(2, '.');
+            let int = parts.next().unwrap_or("");
+            let frac = parts.next();
+            !int.is_empty()
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if !valid {
+            return Err(format!(
+                "invalid decimal {s:?}: expected a plain decimal string such as \"10000\" or \"2.5\""
+            ));
+        }
+        Decimal::from_str_exact(t)
+            .map(Self)
+            .map_err(|e| format!("invalid decimal {s:?}: {e}"))
+    }
+}
+
+impl fmt::Display for DecimalString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.normalize().fmt(f)
+    }
+}
+
+impl Serialize for DecimalString {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecimalString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = DecimalString;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a decimal string such as \"10000\" or \"2.5\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected a decimal string, found the number {v}: quote it (\"{v}\") so it is read exactly"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected a decimal string, found the number {v}: quote it (\"{v}\") so it is read exactly"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected a decimal string, found the number {v}: quote it (\"{v}\") so it is read exactly"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for DecimalString {
+    fn schema_name() -> Cow<'static, str> {
+        "DecimalString".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": DECIMAL_PATTERN,
+        })
+    }
+}
+
+/// A duration in Kubernetes/Go style: `"500ms"`, `"15s"`, `"1h30m"`, `"24h"`.
+///
+/// Parsed with the `humantime` grammar (which accepts Go's unit suffixes
+/// `ns`, `us`, `ms`, `s`, `m`, `h` and also `d`). Serialized back in the same
+/// style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct DurationString(pub Duration);
+
+impl DurationString {
+    /// The duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+    /// The duration in whole milliseconds (saturating).
+    pub fn as_millis_i64(self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+impl FromStr for DurationString {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(Self)
+            .map_err(|e| format!("invalid duration {s:?} ({e}): expected a duration such as \"500ms\", \"15s\", \"1h30m\" or \"24h\""))
+    }
+}
+
+impl fmt::Display for DurationString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = humantime::format_duration(self.0).to_string();
+        f.write_str(&text.replace(' ', ""))
+    }
+}
+
+impl Serialize for DurationString {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for DurationString {
+    fn schema_name() -> Cow<'static, str> {
+        "DurationString".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h|d))+$",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_strings_parse_exactly() {
+        let d: DecimalString = serde_yaml::from_str("\"0.1\"").unwrap();
+        assert_eq!(d.get(), Decimal::new(1, 1));
+        let d: DecimalString = serde_yaml::from_str("\"-12.500\"").unwrap();
+        assert_eq!(d.to_string(), "-12.5");
+    }
+
+    #[test]
+    fn decimal_rejects_numbers_and_garbage() {
+        let e = serde_yaml::from_str::<DecimalString>("10000").unwrap_err();
+        assert!(e.to_string().contains("quote it"), "{e}");
+        let e = serde_yaml::from_str::<DecimalString>("\"1e5\"").unwrap_err();
+        assert!(e.to_string().contains("plain decimal"), "{e}");
+        let e = serde_yaml::from_str::<DecimalString>("\"abc\"").unwrap_err();
+        assert!(e.to_string().contains("\"abc\""), "{e}");
+    }
+
+    #[test]
+    fn durations_roundtrip() {
+        let d: DurationString = "1h30m".parse().unwrap();
+        assert_eq!(d.get(), Duration::from_secs(5400));
+        assert_eq!(d.to_string(), "1h30m");
+        let d: DurationString = "250ms".parse().unwrap();
+        assert_eq!(d.as_millis_i64(), 250);
+        assert!("soon".parse::<DurationString>().is_err());
+    }
+}
