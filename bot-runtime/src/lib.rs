@@ -4,6 +4,9 @@
 //! replay, simulated markets); time always comes from the data through a
 //! clock, never from the wall clock inside the engine.
 
+pub mod config;
+pub mod execution;
 pub mod ledger;
 pub mod params;
+pub mod portfolio;
 pub mod types;

@@ -1,0 +1,692 @@
+//! Loading manifests: the same multi-document YAML a user would
+//! `kubectl apply`, resolved into one [`SessionPlan`] per `BotSession`.
+//!
+//! Every error names the file, the line where the YAML shows it, the object,
+//! the field path and what was expected — before any trading starts.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use paperbot_crds::{
+    API_VERSION, BotSession, BotSessionSpec, FieldError, MarketDataSource, PaperAccount,
+    PaperAccountSpec, StrategyConfig, StrategyConfigSpec, VolumeUnit,
+};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+
+use crate::params::EffectiveParams;
+
+/// Where in which file something is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}", self.file.display()),
+            None => write!(f, "{}", self.file.display()),
+        }
+    }
+}
+
+/// A manifest that cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read manifest: {source}")]
+    Read {
+        /// Path given.
+        file: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML or does not match the resource's schema.
+    #[error("{at}: {what}: {message}")]
+    Schema {
+        /// File and line.
+        at: Location,
+        /// `kind "name"` or `document N`.
+        what: String,
+        /// Field path and what was expected.
+        message: String,
+    },
+    /// A spec breaks a validation rule (one message per broken rule).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigError>),
+    /// A reference or cross-object rule is broken.
+    #[error("{at}: {what}: {message}")]
+    Reference {
+        /// File and line.
+        at: Location,
+        /// `kind "name"`.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A parsed object with where it came from.
+#[derive(Clone, Debug)]
+pub struct Sourced<T> {
+    /// The object.
+    pub object: T,
+    /// File and line of its document's first line.
+    pub at: Location,
+    /// The document's text (for locating fields in later errors).
+    text: String,
+    /// 0-based line of the document in the file.
+    line_offset: usize,
+}
+
+impl<T> Sourced<T> {
+    /// Location of `path` (e.g. `spec.risk.stopLossPct`) inside this document:
+    /// the line of the deepest key of the path that can be found.
+    pub fn locate(&self, path: &str) -> Location {
+        Location {
+            file: self.at.file.clone(),
+            line: Some(
+                locate_path(&self.text, path)
+                    .map_or(self.line_offset + 1, |l| self.line_offset + l),
+            ),
+        }
+    }
+}
+
+/// All objects of one manifest file.
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    /// PaperAccounts in file order.
+    pub accounts: Vec<Sourced<PaperAccount>>,
+    /// StrategyConfigs in file order.
+    pub strategies: Vec<Sourced<StrategyConfig>>,
+    /// BotSessions in file order.
+    pub sessions: Vec<Sourced<BotSession>>,
+    /// Directory relative data paths are resolved against.
+    pub base_dir: PathBuf,
+}
+
+/// One replay file with its resolved path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplaySource {
+    /// Symbol index in [`SessionPlan::symbols`].
+    pub symbol: usize,
+    /// Absolute or manifest-relative path resolved against the manifest's directory.
+    pub path: PathBuf,
+    /// Candle length, milliseconds, if given.
+    pub interval_ms: Option<i64>,
+    /// Unit of the volume column.
+    pub volume_unit: VolumeUnit,
+}
+
+/// Everything needed to run one session.
+#[derive(Clone, Debug)]
+pub struct SessionPlan {
+    /// BotSession name.
+    pub name: String,
+    /// PaperAccount name.
+    pub account_name: String,
+    /// StrategyConfig name.
+    pub strategy_name: String,
+    /// The account.
+    pub account: PaperAccountSpec,
+    /// The strategy.
+    pub strategy: StrategyConfigSpec,
+    /// The session.
+    pub session: BotSessionSpec,
+    /// Symbols, in `spec.symbols` order (index = `SymbolId`).
+    pub symbols: Vec<String>,
+    /// Replay files (empty for a simulated source).
+    pub replay: Vec<ReplaySource>,
+    /// Volume unit per symbol index.
+    pub volume_units: Vec<VolumeUnit>,
+    /// Strategy resolved into numbers.
+    pub params: EffectiveParams,
+}
+
+impl SessionPlan {
+    /// The resolved configuration as one JSON document (stored in the ledger and
+    /// rendered into the operator's ConfigMap later).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "session": { "name": self.name, "spec": self.session },
+            "account": { "name": self.account_name, "spec": self.account },
+            "strategy": { "name": self.strategy_name, "spec": self.strategy },
+            "effective": self.params,
+        })
+        .to_string()
+    }
+}
+
+const KINDS: &str = "PaperAccount, StrategyConfig, BotSession";
+
+/// Split a YAML stream into documents: (0-based first line, text).
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut cur = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            if !cur.trim().is_empty() {
+                docs.push((start, std::mem::take(&mut cur)));
+            }
+            cur.clear();
+            start = i + 1;
+        } else {
+            cur.push_str(line);
+            cur.push('\n');
+        }
+    }
+    if !cur.trim().is_empty() {
+        docs.push((start, cur));
+    }
+    docs
+}
+
+/// 1-based line within `doc` of the deepest key of `path` found, following
+/// the path's keys in order (list indexes like `[2]` are skipped).
+fn locate_path(doc: &str, path: &str) -> Option<usize> {
+    let mut best = None;
+    let mut from = 0;
+    let lines: Vec<&str> = doc.lines().collect();
+    for seg in path.split('.') {
+        let key = seg.split('[').next().unwrap_or(seg);
+        if key.is_empty() {
+            continue;
+        }
+        let found = lines.iter().enumerate().skip(from).find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+        });
+        match found {
+            Some((i, _)) => {
+                best = Some(i + 1);
+                from = i + 1;
+            }
+            None => break,
+        }
+    }
+    best
+}
+
+fn kind_label(kind: &str, name: &str) -> String {
+    format!("{kind} {name:?}")
+}
+
+fn parse_typed<T: DeserializeOwned>(
+    doc: &str,
+    at: &Location,
+    line_offset: usize,
+    what: &str,
+) -> Result<T, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(doc);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let line = e.inner().location().map(|l| line_offset + l.line());
+        let path = e.path().to_string();
+        let mut msg = e.inner().to_string();
+        // serde_yaml appends " at line X column Y"; the location is already in front.
+        if let Some(i) = msg.find(" at line ") {
+            msg.truncate(i);
+        }
+        // serde_yaml names the enclosing mapping itself ("spec.risk: unknown field ...").
+        let has_path = msg
+            .split_once(": ")
+            .is_some_and(|(p, _)| !p.contains(' ') && path.starts_with(p));
+        let message = if path == "." || has_path {
+            msg
+        } else {
+            format!("{path}: {msg}")
+        };
+        ConfigError::Schema {
+            at: Location {
+                file: at.file.clone(),
+                line: line.or(at.line),
+            },
+            what: what.to_string(),
+            message,
+        }
+    })
+}
+
+/// Read and parse a manifest file (no validation beyond the schema).
+pub fn load_manifests(path: &Path) -> Result<Manifests, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.display().to_string(),
+        source,
+    })?;
+    parse_manifests(&text, path)
+}
+
+/// Parse manifest text as if read from `path`.
+pub fn parse_manifests(text: &str, path: &Path) -> Result<Manifests, ConfigError> {
+    let mut m = Manifests {
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ..Default::default()
+    };
+    let docs = split_documents(text);
+    if docs.is_empty() {
+        return Err(ConfigError::Schema {
+            at: Location {
+                file: path.to_path_buf(),
+                line: None,
+            },
+            what: "file".into(),
+            message: format!("no YAML documents: expected {KINDS} objects separated by ---"),
+        });
+    }
+    for (n, (offset, doc)) in docs.into_iter().enumerate() {
+        let at = Location {
+            file: path.to_path_buf(),
+            line: Some(offset + 1),
+        };
+        let what = format!("document {}", n + 1);
+        let value: serde_yaml::Value = parse_typed(&doc, &at, offset, &what)?;
+        let map = value.as_mapping().ok_or_else(|| ConfigError::Schema {
+            at: at.clone(),
+            what: what.clone(),
+            message: format!(
+                "expected a mapping with apiVersion, kind, metadata and spec ({KINDS})"
+            ),
+        })?;
+        let field = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let schema_err = |message: String| ConfigError::Schema {
+            at: at.clone(),
+            what: what.clone(),
+            message,
+        };
+        let kind = field("kind")
+            .ok_or_else(|| schema_err(format!("missing kind: expected one of {KINDS}")))?;
+        let api = field("apiVersion").unwrap_or_default();
+        if api != API_VERSION {
+            return Err(schema_err(format!(
+                "apiVersion {api:?}: expected {API_VERSION:?}"
+            )));
+        }
+        for k in map.keys() {
+            let k = k.as_str().unwrap_or("?");
+            if !matches!(k, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+                return Err(schema_err(format!(
+                    "unknown top-level field `{k}`: expected apiVersion, kind, metadata, spec"
+                )));
+            }
+        }
+        let name = map
+            .get("metadata")
+            .and_then(|md| md.get("name"))
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| {
+                schema_err("metadata.name is missing: every object needs a name".into())
+            })?
+            .to_string();
+        let what = kind_label(&kind, &name);
+        macro_rules! push {
+            ($list:expr, $ty:ty) => {{
+                let object: $ty = parse_typed(&doc, &at, offset, &what)?;
+                $list.push(Sourced {
+                    object,
+                    at: at.clone(),
+                    text: doc.clone(),
+                    line_offset: offset,
+                });
+            }};
+        }
+        match kind.as_str() {
+            "PaperAccount" => push!(m.accounts, PaperAccount),
+            "StrategyConfig" => push!(m.strategies, StrategyConfig),
+            "BotSession" => push!(m.sessions, BotSession),
+            other => {
+                return Err(schema_err(format!(
+                    "unknown kind {other:?}: expected one of {KINDS}"
+                )));
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn field_errors<T>(src: &Sourced<T>, what: &str, errs: Vec<FieldError>) -> Vec<ConfigError> {
+    errs.into_iter()
+        .map(|e| ConfigError::Schema {
+            at: src.locate(&e.path),
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+        .collect()
+}
+
+fn name_of<T: kube::Resource>(o: &T) -> String {
+    o.meta().name.clone().unwrap_or_default()
+}
+
+/// Validate every object and resolve each BotSession into a [`SessionPlan`].
+///
+/// Checks: each spec's own rules; duplicate names; references to a missing
+/// account or strategy; the allocations of an account's running sessions must
+/// not exceed its initial balance; replay files must exist.
+pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
+    let mut errors = Vec::new();
+    for a in &m.accounts {
+        if let Err(e) = a.object.spec.validate() {
+            errors.extend(field_errors(
+                a,
+                &kind_label("PaperAccount", &name_of(&a.object)),
+                e,
+            ));
+        }
+    }
+    for s in &m.strategies {
+        if let Err(e) = s.object.spec.validate() {
+            errors.extend(field_errors(
+                s,
+                &kind_label("StrategyConfig", &name_of(&s.object)),
+                e,
+            ));
+        }
+    }
+    for s in &m.sessions {
+        if let Err(e) = s.object.spec.validate() {
+            errors.extend(field_errors(
+                s,
+                &kind_label("BotSession", &name_of(&s.object)),
+                e,
+            ));
+        }
+    }
+    fn dup<T: kube::Resource>(list: &[Sourced<T>], kind: &str, errors: &mut Vec<ConfigError>) {
+        let mut seen = std::collections::BTreeSet::new();
+        for o in list {
+            let n = name_of(&o.object);
+            if !seen.insert(n.clone()) {
+                errors.push(ConfigError::Reference {
+                    at: o.at.clone(),
+                    what: kind_label(kind, &n),
+                    message: "defined twice: names must be unique per kind".into(),
+                });
+            }
+        }
+    }
+    dup(&m.accounts, "PaperAccount", &mut errors);
+    dup(&m.strategies, "StrategyConfig", &mut errors);
+    dup(&m.sessions, "BotSession", &mut errors);
+    if m.sessions.is_empty() {
+        errors.push(ConfigError::Reference {
+            at: Location {
+                file: m.base_dir.clone(),
+                line: None,
+            },
+            what: "manifest".into(),
+            message: "no BotSession: expected at least one object of kind BotSession".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(flatten(errors));
+    }
+
+    let mut plans = Vec::new();
+    for src in &m.sessions {
+        let s = &src.object;
+        let name = name_of(s);
+        let what = kind_label("BotSession", &name);
+        let refer = |path: &str, message: String| ConfigError::Reference {
+            at: src.locate(path),
+            what: what.clone(),
+            message,
+        };
+        let account = m
+            .accounts
+            .iter()
+            .find(|a| name_of(&a.object) == s.spec.account_ref.name);
+        let strategy = m
+            .strategies
+            .iter()
+            .find(|a| name_of(&a.object) == s.spec.strategy_ref.name);
+        let (Some(account), Some(strategy)) = (account, strategy) else {
+            if account.is_none() {
+                errors.push(refer(
+                    "spec.accountRef.name",
+                    format!(
+                        "spec.accountRef.name: PaperAccount {:?} not found in this file (have: {:?})",
+                        s.spec.account_ref.name,
+                        m.accounts.iter().map(|a| name_of(&a.object)).collect::<Vec<_>>()
+                    ),
+                ));
+            }
+            if strategy.is_none() {
+                errors.push(refer(
+                    "spec.strategyRef.name",
+                    format!(
+                        "spec.strategyRef.name: StrategyConfig {:?} not found in this file (have: {:?})",
+                        s.spec.strategy_ref.name,
+                        m.strategies.iter().map(|a| name_of(&a.object)).collect::<Vec<_>>()
+                    ),
+                ));
+            }
+            continue;
+        };
+        let limits = account.object.spec.limits.clone().unwrap_or_default();
+        let params = match EffectiveParams::resolve(
+            &strategy.object.spec,
+            limits.max_drawdown_pct.map(|v| v.get()),
+            limits.daily_loss_pct.map(|v| v.get()),
+        ) {
+            Ok(p) => p,
+            Err(msg) => {
+                errors.push(ConfigError::Schema {
+                    at: strategy.locate("spec.autopilot.bounds"),
+                    what: kind_label("StrategyConfig", &name_of(&strategy.object)),
+                    message: msg,
+                });
+                continue;
+            }
+        };
+        let mut replay = Vec::new();
+        let mut volume_units = vec![VolumeUnit::Base; s.spec.symbols.len()];
+        if s.spec.market_data.source == MarketDataSource::Replay
+            && let Some(r) = &s.spec.market_data.replay
+        {
+            for (i, f) in r.files.iter().enumerate() {
+                let path = m.base_dir.join(&f.path);
+                if !path.is_file() {
+                    errors.push(refer(
+                        &format!("spec.marketData.replay.files[{i}].path"),
+                        format!(
+                            "spec.marketData.replay.files[{i}].path: data file {} not found (relative paths are resolved against {})",
+                            path.display(),
+                            if m.base_dir.as_os_str().is_empty() { ".".into() } else { m.base_dir.display().to_string() }
+                        ),
+                    ));
+                    continue;
+                }
+                let symbol = s
+                    .spec
+                    .symbols
+                    .iter()
+                    .position(|x| x == &f.symbol)
+                    .unwrap_or(0);
+                volume_units[symbol] = f.volume_unit;
+                replay.push(ReplaySource {
+                    symbol,
+                    path,
+                    interval_ms: f.interval.map(|i| i.as_millis_i64()),
+                    volume_unit: f.volume_unit,
+                });
+            }
+        }
+        plans.push(SessionPlan {
+            name,
+            account_name: name_of(&account.object),
+            strategy_name: name_of(&strategy.object),
+            account: account.object.spec.clone(),
+            strategy: strategy.object.spec.clone(),
+            session: s.spec.clone(),
+            symbols: s.spec.symbols.clone(),
+            replay,
+            volume_units,
+            params,
+        });
+    }
+
+    // Allocations of running sessions must fit in their account.
+    for a in &m.accounts {
+        let an = name_of(&a.object);
+        let total: Decimal = plans
+            .iter()
+            .filter(|p| {
+                p.account_name == an
+                    && p.session.desired_state != paperbot_crds::DesiredState::Stopped
+            })
+            .map(|p| p.session.allocation.get())
+            .sum();
+        if total > a.object.spec.initial_balance.get() {
+            errors.push(ConfigError::Reference {
+                at: a.locate("spec.initialBalance"),
+                what: kind_label("PaperAccount", &an),
+                message: format!(
+                    "sessions allocate {total} in total but spec.initialBalance is {}: lower the allocations or raise the balance",
+                    a.object.spec.initial_balance
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(flatten(errors))
+    }
+}
+
+fn flatten(mut errors: Vec<ConfigError>) -> ConfigError {
+    if errors.len() == 1 {
+        errors.pop().expect("one error")
+    } else {
+        ConfigError::Invalid(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"apiVersion: paperbot.io/v1alpha1
+kind: PaperAccount
+metadata:
+  name: acct
+spec:
+  initialBalance: "10000"
+---
+apiVersion: paperbot.io/v1alpha1
+kind: StrategyConfig
+metadata:
+  name: strat
+spec:
+  signals:
+    smaCrossover: {fastPeriod: 10, slowPeriod: 30}
+  risk:
+    maxPositionSizePct: "10"
+---
+apiVersion: paperbot.io/v1alpha1
+kind: BotSession
+metadata:
+  name: bot
+spec:
+  accountRef: {name: acct}
+  strategyRef: {name: strat}
+  allocation: "5000"
+  symbols: [SIM]
+  marketData:
+    source: Simulated
+    simulated: {seed: 1, candles: 100}
+"#;
+
+    fn parse(text: &str) -> Result<Vec<SessionPlan>, ConfigError> {
+        plan_sessions(&parse_manifests(text, Path::new("test.yaml"))?)
+    }
+
+    #[test]
+    fn good_manifest_plans_one_session() {
+        let plans = parse(GOOD).unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].name, "bot");
+        assert_eq!(plans[0].params.tunable.max_position_size_pct, Decimal::TEN);
+    }
+
+    #[test]
+    fn unknown_field_names_path_and_line() {
+        let bad = GOOD.replace(
+            "    maxPositionSizePct: \"10\"",
+            "    maxPositionSize: \"10\"",
+        );
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "test.yaml:16: StrategyConfig \"strat\": spec.risk: unknown field `maxPositionSize`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn percentage_out_of_range_names_field_and_line() {
+        let bad = GOOD.replace("\"10\"", "\"150\"");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("test.yaml:16: StrategyConfig \"strat\": spec.risk.maxPositionSizePct: 150 is out of range: expected 0 to 100"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unquoted_and_malformed_decimals_are_refused() {
+        let e = parse(&GOOD.replace("\"5000\"", "5000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("spec.allocation: expected a decimal string, found the number 5000"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("\"5000\"", "\"abc\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "test.yaml:25: BotSession \"bot\": spec.allocation: invalid decimal \"abc\""
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn references_and_funds_are_checked() {
+        let e = parse(&GOOD.replace("strategyRef: {name: strat}", "strategyRef: {name: nope}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("StrategyConfig \"nope\" not found"), "{e}");
+        let e = parse(&GOOD.replace("\"5000\"", "\"20000\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sessions allocate 20000 in total but spec.initialBalance is 10000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_data_file_and_bad_kind_are_reported() {
+        let replay = GOOD.replace(
+            "    source: Simulated\n    simulated: {seed: 1, candles: 100}",
+            "    source: Replay\n    replay:\n      files:\n        - {symbol: SIM, path: missing.csv}",
+        );
+        let e = parse(&replay).unwrap_err().to_string();
+        assert!(e.contains("data file missing.csv not found"), "{e}");
+        let e = parse(&GOOD.replace("kind: BotSession", "kind: BotSessions"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown kind \"BotSessions\""), "{e}");
+    }
+}
