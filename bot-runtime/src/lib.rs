@@ -4,6 +4,8 @@
 //! replay, simulated markets); time always comes from the data through a
 //! clock, never from the wall clock inside the engine.
 
+pub mod autopilot;
+pub mod breakers;
 pub mod config;
 pub mod execution;
 pub mod ledger;
