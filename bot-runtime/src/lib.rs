@@ -4,6 +4,8 @@
 //! replay, simulated markets); time always comes from the data through a
 //! clock, never from the wall clock inside the engine.
 
+pub mod analytics;
 pub mod ledger;
 pub mod params;
+pub mod report;
 pub mod types;
