@@ -4,6 +4,7 @@
 //! replay, simulated markets); time always comes from the data through a
 //! clock, never from the wall clock inside the engine.
 
+pub mod analytics;
 pub mod autopilot;
 pub mod breakers;
 pub mod config;
@@ -11,4 +12,5 @@ pub mod execution;
 pub mod ledger;
 pub mod params;
 pub mod portfolio;
+pub mod report;
 pub mod types;

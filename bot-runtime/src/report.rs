@@ -1,0 +1,985 @@
+//! The run report: CSV files streamed while the run goes, then
+//! `summary.json` and an `equity.png` chart at the end, plus the terminal
+//! summary table.
+//!
+//! Files in the report directory:
+//!
+//! | file | content |
+//! |---|---|
+//! | `trades.csv` | one row per fill or failed order ([`TRADES_HEADER`]) |
+//! | `round_trips.csv` | one row per closed position ([`ROUND_TRIPS_HEADER`]); the first six columns are the parity reference format |
+//! | `decisions.csv` | one row per recorded decision ([`DECISIONS_HEADER`]) |
+//! | `summary.json` | the [`Summary`], pretty-printed |
+//! | `equity.png` | 1200 × 600 PNG: equity over time, drawdown below |
+//!
+//! CSV conventions: times are RFC 3339 UTC with a `Z` suffix (milliseconds
+//! only when non-zero), decimals are written normalized (`46752`, `-0.4`),
+//! enums in snake_case, an absent value is an empty field; quoting follows
+//! RFC 4180 (the `csv` crate's writer).
+//!
+//! Memory: rows are written as they arrive; only the snapshot points (one per
+//! snapshot interval) are kept for the chart, and at most
+//! [`MAX_CHART_POINTS`] of them (older points are thinned by half whenever the
+//! cap is reached).
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{CellAlignment, Table};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::analytics::Summary;
+use crate::ledger::records::{
+    DecisionRecord, FillStatus, LedgerBatch, RoundTrip, SnapshotRecord, TradeRecord,
+};
+use crate::types::Timestamp;
+
+/// Header of `trades.csv`.
+pub const TRADES_HEADER: [&str; 18] = [
+    "seq",
+    "decision_seq",
+    "time",
+    "symbol",
+    "side",
+    "quantity",
+    "reference_price",
+    "fill_price",
+    "fee",
+    "gas",
+    "slippage_cost",
+    "latency_ms",
+    "realized_pnl",
+    "reason",
+    "status",
+    "cash_after",
+    "position_after",
+    "cost_basis_after",
+];
+
+/// Header of `round_trips.csv`. The first six columns are exactly those of
+/// the parity reference trades file
+/// (`entry_time,entry_price,exit_time,exit_price,quantity,pnl`).
+pub const ROUND_TRIPS_HEADER: [&str; 10] = [
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "quantity",
+    "pnl",
+    "symbol",
+    "fees",
+    "return_pct",
+    "exit_reason",
+];
+
+/// Header of `decisions.csv`.
+pub const DECISIONS_HEADER: [&str; 11] = [
+    "seq",
+    "time",
+    "symbol",
+    "action",
+    "confidence",
+    "price",
+    "quantity",
+    "positive_signals",
+    "negative_signals",
+    "risk_assessment",
+    "reason",
+];
+
+/// Most snapshot points the writer keeps for the chart (the chart is 1200
+/// pixels wide, so more would not show).
+pub const MAX_CHART_POINTS: usize = 4096;
+
+/// Width of `equity.png`, pixels.
+pub const CHART_WIDTH: u32 = 1200;
+/// Height of `equity.png`, pixels.
+pub const CHART_HEIGHT: u32 = 600;
+
+/// Font family name under which DejaVu Sans is registered with plotters.
+const FONT_FAMILY: &str = "sans-serif";
+
+/// Errors while writing a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The report directory could not be created.
+    #[error("cannot create report directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file could not be created or written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A CSV file could not be created or written.
+    #[error("cannot write CSV file {path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: csv::Error,
+    },
+    /// The summary could not be encoded as JSON.
+    #[error("cannot write summary JSON {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The equity chart could not be drawn or encoded.
+    #[error("cannot draw equity chart {path}: {message}")]
+    Chart {
+        /// The file.
+        path: PathBuf,
+        /// The plotting library's message.
+        message: String,
+    },
+    /// The embedded DejaVu Sans font was rejected by the font loader.
+    #[error("cannot load the embedded DejaVu Sans font for the chart")]
+    Font,
+}
+
+/// Paths of the files a finished report wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportFiles {
+    /// The report directory.
+    pub dir: PathBuf,
+    /// `summary.json`.
+    pub summary_json: PathBuf,
+    /// `trades.csv`.
+    pub trades_csv: PathBuf,
+    /// `round_trips.csv`.
+    pub round_trips_csv: PathBuf,
+    /// `decisions.csv`.
+    pub decisions_csv: PathBuf,
+    /// `equity.png`.
+    pub equity_png: PathBuf,
+}
+
+/// One CSV file being streamed.
+struct CsvOut {
+    path: PathBuf,
+    w: csv::Writer<File>,
+}
+
+impl CsvOut {
+    fn create(path: PathBuf, header: &[&str]) -> Result<Self, ReportError> {
+        let mut w = csv::Writer::from_path(&path).map_err(|source| ReportError::Csv {
+            path: path.clone(),
+            source,
+        })?;
+        w.write_record(header).map_err(|source| ReportError::Csv {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self { path, w })
+    }
+
+    fn row<I, T>(&mut self, fields: I) -> Result<(), ReportError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        self.w
+            .write_record(fields)
+            .map_err(|source| ReportError::Csv {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn flush(&mut self) -> Result<(), ReportError> {
+        self.w.flush().map_err(|source| ReportError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Snapshot points kept for the chart, bounded by [`MAX_CHART_POINTS`]:
+/// when full, every second point is dropped and from then on only every
+/// `stride`-th snapshot is kept. The latest snapshot is always drawn.
+struct ChartPoints {
+    points: Vec<(Timestamp, Decimal, Decimal)>,
+    stride: u64,
+    seen: u64,
+    last: Option<(Timestamp, Decimal, Decimal)>,
+}
+
+impl ChartPoints {
+    fn new() -> Self {
+        Self {
+            points: Vec::new(),
+            stride: 1,
+            seen: 0,
+            last: None,
+        }
+    }
+
+    fn push(&mut self, p: (Timestamp, Decimal, Decimal)) {
+        if self.seen.is_multiple_of(self.stride) {
+            if self.points.len() >= MAX_CHART_POINTS {
+                let mut i = 0;
+                self.points.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.stride *= 2;
+            }
+            if self.seen.is_multiple_of(self.stride) {
+                self.points.push(p);
+            }
+        }
+        self.seen += 1;
+        self.last = Some(p);
+    }
+
+    fn into_points(mut self) -> Vec<(Timestamp, Decimal, Decimal)> {
+        if let Some(last) = self.last
+            && self.points.last() != Some(&last)
+        {
+            self.points.push(last);
+        }
+        self.points
+    }
+}
+
+/// Streams a run's report to a directory.
+pub struct ReportWriter {
+    dir: PathBuf,
+    title: String,
+    trades: CsvOut,
+    round_trips: CsvOut,
+    decisions: CsvOut,
+    chart: ChartPoints,
+}
+
+fn dec(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+fn opt_dec(d: Option<Decimal>) -> String {
+    d.map(dec).unwrap_or_default()
+}
+
+fn status_str(s: FillStatus) -> &'static str {
+    match s {
+        FillStatus::Filled => "filled",
+        FillStatus::Failed => "failed",
+    }
+}
+
+fn trade_row(t: &TradeRecord) -> [String; 18] {
+    [
+        t.seq.to_string(),
+        t.decision_seq.to_string(),
+        t.time.to_rfc3339(),
+        t.symbol.clone(),
+        t.side.as_str().to_owned(),
+        dec(t.quantity),
+        dec(t.reference_price),
+        dec(t.fill_price),
+        dec(t.fee),
+        dec(t.gas),
+        dec(t.slippage_cost),
+        t.latency_ms.to_string(),
+        dec(t.realized_pnl),
+        t.reason.as_str().to_owned(),
+        status_str(t.status).to_owned(),
+        dec(t.cash_after),
+        dec(t.position_after),
+        dec(t.cost_basis_after),
+    ]
+}
+
+fn round_trip_row(r: &RoundTrip) -> [String; 10] {
+    [
+        r.entry_time.to_rfc3339(),
+        dec(r.entry_price),
+        r.exit_time.to_rfc3339(),
+        dec(r.exit_price),
+        dec(r.quantity),
+        dec(r.pnl),
+        r.symbol.clone(),
+        dec(r.fees),
+        dec(r.return_pct),
+        r.exit_reason.as_str().to_owned(),
+    ]
+}
+
+fn decision_row(d: &DecisionRecord) -> [String; 11] {
+    [
+        d.seq.to_string(),
+        d.time.to_rfc3339(),
+        d.symbol.clone(),
+        d.action.as_str().to_owned(),
+        dec(d.confidence),
+        dec(d.price),
+        opt_dec(d.quantity),
+        d.positive_signals.clone(),
+        d.negative_signals.clone(),
+        d.risk_assessment.clone(),
+        d.reason.clone(),
+    ]
+}
+
+fn chart_point(s: &SnapshotRecord) -> (Timestamp, Decimal, Decimal) {
+    (s.time, s.equity, s.drawdown_pct)
+}
+
+impl ReportWriter {
+    /// Creates `dir` (and parents), opens trades.csv, round_trips.csv and
+    /// decisions.csv for streaming and writes their headers. Existing files
+    /// of the same names are truncated. `title` heads the equity chart.
+    pub fn create(dir: &Path, title: &str) -> Result<Self, ReportError> {
+        fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            title: title.to_owned(),
+            trades: CsvOut::create(dir.join("trades.csv"), &TRADES_HEADER)?,
+            round_trips: CsvOut::create(dir.join("round_trips.csv"), &ROUND_TRIPS_HEADER)?,
+            decisions: CsvOut::create(dir.join("decisions.csv"), &DECISIONS_HEADER)?,
+            chart: ChartPoints::new(),
+        })
+    }
+
+    /// Appends the batch's rows to the CSVs and keeps its snapshots'
+    /// (time, equity, drawdown %) points for the chart.
+    pub fn write_batch(&mut self, b: &LedgerBatch) -> Result<(), ReportError> {
+        for t in &b.trades {
+            self.trades.row(trade_row(t))?;
+        }
+        for r in &b.round_trips {
+            self.round_trips.row(round_trip_row(r))?;
+        }
+        for d in &b.decisions {
+            self.decisions.row(decision_row(d))?;
+        }
+        for s in &b.snapshots {
+            self.chart.push(chart_point(s));
+        }
+        Ok(())
+    }
+
+    /// Writes summary.json and equity.png, flushes the CSVs; returns the
+    /// paths written.
+    pub fn finish(mut self, summary: &Summary) -> Result<ReportFiles, ReportError> {
+        self.trades.flush()?;
+        self.round_trips.flush()?;
+        self.decisions.flush()?;
+
+        let summary_json = self.dir.join("summary.json");
+        write_json(&summary_json, summary)?;
+
+        let equity_png = self.dir.join("equity.png");
+        let points = self.chart.into_points();
+        render_equity_png(&points, &equity_png, &self.title)?;
+
+        Ok(ReportFiles {
+            summary_json,
+            trades_csv: self.trades.path,
+            round_trips_csv: self.round_trips.path,
+            decisions_csv: self.decisions.path,
+            equity_png,
+            dir: self.dir,
+        })
+    }
+}
+
+fn write_json(path: &Path, summary: &Summary) -> Result<(), ReportError> {
+    let io_err = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut w = BufWriter::new(File::create(path).map_err(io_err)?);
+    serde_json::to_writer_pretty(&mut w, summary).map_err(|source| ReportError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    w.write_all(b"\n").map_err(io_err)?;
+    w.flush().map_err(io_err)
+}
+
+/// A Decimal rounded half away from zero to `dp` places, with trailing
+/// zeros kept (display only).
+fn fmt_dp(d: Decimal, dp: u32) -> String {
+    let r = d.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    format!("{r:.prec$}", prec = dp as usize)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// The end-of-run table for the terminal (comfy-table, UTF-8 borders, no
+/// colours): one metric per row. Money is shown with 2 decimal places,
+/// percentages with 2 and a `%` sign, ratios with 2 (`n/a` when absent);
+/// the exact values are in `summary.json`.
+pub fn summary_table(s: &Summary) -> String {
+    let money = |d: Decimal| fmt_dp(d, 2);
+    let pct = |d: Decimal| format!("{}%", fmt_dp(d, 2));
+    let rows: Vec<(&str, String)> = vec![
+        ("Phase", s.phase.clone()),
+        ("Period", format!("{} → {}", s.start, s.end)),
+        ("Bars", s.bars.to_string()),
+        ("Initial equity", money(s.initial_equity)),
+        ("Final equity", money(s.final_equity)),
+        ("Final cash", money(s.final_cash)),
+        ("Realized P&L", money(s.realized_pnl)),
+        ("Unrealized P&L", money(s.unrealized_pnl)),
+        ("Total P&L", money(s.total_pnl)),
+        ("ROI", pct(s.roi_pct)),
+        ("Max drawdown", pct(s.max_drawdown_pct)),
+        ("Sharpe ratio (annualised)", fmt_ratio(s.sharpe_ratio)),
+        ("Sortino ratio (annualised)", fmt_ratio(s.sortino_ratio)),
+        (
+            "Trades (fills / failed)",
+            format!("{} / {}", s.fills, s.failed_orders),
+        ),
+        (
+            "Round trips (won / lost)",
+            format!("{} ({} / {})", s.round_trips, s.wins, s.losses),
+        ),
+        ("Win rate", pct(s.win_rate_pct)),
+        ("Avg P&L per round trip", money(s.avg_pnl_per_round_trip)),
+        ("Avg win / avg loss", {
+            format!("{} / {}", money(s.avg_win), money(s.avg_loss))
+        }),
+        (
+            "Largest win / largest loss",
+            format!("{} / {}", money(s.largest_win), money(s.largest_loss)),
+        ),
+        (
+            "Profit factor",
+            s.profit_factor
+                .map_or_else(|| "n/a (no losses)".to_owned(), |p| fmt_dp(p, 2)),
+        ),
+        ("Fees paid", money(s.fees_paid)),
+        ("Gas paid", money(s.gas_paid)),
+        ("Slippage paid", money(s.slippage_paid)),
+        ("Circuit-breaker trips", s.breaker_trips.to_string()),
+        ("Autopilot adjustments", s.autopilot_adjustments.to_string()),
+        (
+            "Decisions (buy/sell/skip/hold)",
+            format!(
+                "{} / {} / {} / {}",
+                s.decisions.buy, s.decisions.sell, s.decisions.skip, s.decisions.hold
+            ),
+        ),
+        ("Open positions", s.open_positions.to_string()),
+    ];
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .force_no_tty()
+        .set_header(vec!["Metric", "Value"]);
+    for (label, value) in rows {
+        table.add_row(vec![label.to_owned(), value]);
+    }
+    if let Some(col) = table.column_mut(1) {
+        col.set_cell_alignment(CellAlignment::Right);
+    }
+    table.to_string()
+}
+
+/// Registers DejaVu Sans (regular and bold, bytes from the `dejavu` crate)
+/// as plotters' `sans-serif` family, once per process, so text renders
+/// without any system font.
+fn ensure_font() -> Result<(), ReportError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, dejavu::sans::regular())
+            .is_ok()
+            && plotters::style::register_font(FONT_FAMILY, FontStyle::Bold, dejavu::sans::bold())
+                .is_ok()
+    });
+    if ok { Ok(()) } else { Err(ReportError::Font) }
+}
+
+fn to_dt(t: Timestamp) -> DateTime<Utc> {
+    t.to_datetime()
+}
+
+/// `[lo, hi]` widened by 5% of the span (or by 1% of the value, at least
+/// 1, when flat) so a line never sits on the frame.
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    let span = hi - lo;
+    let pad = if span > 0.0 {
+        span * 0.05
+    } else {
+        (hi.abs() * 0.01).max(1.0)
+    };
+    (lo - pad, hi + pad)
+}
+
+/// Draws the equity chart as a [`CHART_WIDTH`] × [`CHART_HEIGHT`] PNG at
+/// `path` (which should end in `.png`; the encoder is chosen by extension).
+///
+/// Each point is (time, equity in quote currency, drawdown from the equity
+/// peak in percent 0-100). Upper panel: equity over time (UTC dates on the
+/// x axis). Lower panel: drawdown as a red area below 0 %. With fewer than
+/// two points at distinct times the PNG holds the title and a note instead.
+/// Values are converted to f64 for plotting only.
+pub fn render_equity_png(
+    points: &[(Timestamp, Decimal, Decimal)],
+    path: &Path,
+    title: &str,
+) -> Result<(), ReportError> {
+    ensure_font()?;
+    let chart_err = |e: &dyn std::fmt::Display| ReportError::Chart {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+
+    let root = BitMapBackend::new(path, (CHART_WIDTH, CHART_HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| chart_err(&e))?;
+    let title_style = TextStyle::from((FONT_FAMILY, 26).into_font()).color(&BLACK);
+    // The ab_glyph renderer draws text about half its size above the
+    // requested position, so leave room above the title.
+    let area = root
+        .margin(14, 0, 0, 0)
+        .titled(title, title_style)
+        .map_err(|e| chart_err(&e))?;
+
+    let pts: Vec<(DateTime<Utc>, f64, f64)> = points
+        .iter()
+        .filter_map(|(t, e, d)| Some((to_dt(*t), e.to_f64()?, -d.to_f64()?.abs())))
+        .collect();
+    let (t0, t1) = match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (a.0, b.0),
+        _ => {
+            let note = format!(
+                "Not enough snapshots to draw an equity curve ({} point{}).",
+                pts.len(),
+                if pts.len() == 1 { "" } else { "s" }
+            );
+            let style = TextStyle::from((FONT_FAMILY, 22).into_font())
+                .color(&BLACK)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ));
+            let (w, h) = area.dim_in_pixel();
+            area.draw_text(&note, &style, (w as i32 / 2, h as i32 / 2))
+                .map_err(|e| chart_err(&e))?;
+            if let Some((t, equity, _)) = points.first() {
+                let detail = format!("Equity {} at {t}", fmt_dp(*equity, 2));
+                area.draw_text(&detail, &style, (w as i32 / 2, h as i32 / 2 + 36))
+                    .map_err(|e| chart_err(&e))?;
+            }
+            return root.present().map_err(|e| chart_err(&e));
+        }
+    };
+
+    let (emin, emax) = pts
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let (ey0, ey1) = padded(emin, emax);
+    // Whole units when the range is wide enough, cents otherwise.
+    let y_dp = if ey1 - ey0 >= 20.0 { 0 } else { 2 };
+    let dmin = pts.iter().fold(0.0f64, |lo, p| lo.min(p.2));
+    let dlo = if dmin < 0.0 { dmin * 1.1 } else { -1.0 };
+
+    let span_ms = (t1 - t0).num_milliseconds();
+    let time_fmt = if span_ms > 3 * 86_400_000 {
+        "%Y-%m-%d"
+    } else {
+        "%m-%d %H:%M"
+    };
+    let x_fmt = |t: &DateTime<Utc>| t.format(time_fmt).to_string();
+    let label_font = (FONT_FAMILY, 15).into_font();
+    let desc_font = (FONT_FAMILY, 17).into_font();
+
+    let (upper, lower) = area.split_vertically(area.dim_in_pixel().1 * 62 / 100);
+
+    let mut eq = ChartBuilder::on(&upper)
+        .margin_left(10)
+        .margin_right(30)
+        .margin_top(10)
+        .x_label_area_size(30)
+        .y_label_area_size(95)
+        .build_cartesian_2d(t0..t1, ey0..ey1)
+        .map_err(|e| chart_err(&e))?;
+    eq.configure_mesh()
+        .x_labels(8)
+        .y_labels(6)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&|v| format!("{v:.y_dp$}"))
+        .y_desc("Equity (quote)")
+        .label_style(label_font.clone())
+        .axis_desc_style(desc_font.clone())
+        .max_light_lines(4)
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(|e| chart_err(&e))?;
+    let blue = RGBColor(31, 119, 180);
+    eq.draw_series(AreaSeries::new(
+        pts.iter().map(|p| (p.0, p.1)),
+        ey0,
+        blue.mix(0.12),
+    ))
+    .map_err(|e| chart_err(&e))?;
+    eq.draw_series(LineSeries::new(
+        pts.iter().map(|p| (p.0, p.1)),
+        blue.stroke_width(2),
+    ))
+    .map_err(|e| chart_err(&e))?;
+
+    let mut dd = ChartBuilder::on(&lower)
+        .margin_left(10)
+        .margin_right(30)
+        .margin_top(5)
+        .margin_bottom(5)
+        .x_label_area_size(45)
+        .y_label_area_size(95)
+        .build_cartesian_2d(t0..t1, dlo..0.0)
+        .map_err(|e| chart_err(&e))?;
+    dd.configure_mesh()
+        .x_labels(8)
+        .y_labels(4)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&|v| format!("{v:.1}%"))
+        .x_desc("Time (UTC)")
+        .y_desc("Drawdown")
+        .label_style(label_font)
+        .axis_desc_style(desc_font)
+        .max_light_lines(4)
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(|e| chart_err(&e))?;
+    let red = RGBColor(214, 39, 40);
+    dd.draw_series(
+        AreaSeries::new(pts.iter().map(|p| (p.0, p.2)), 0.0, red.mix(0.35))
+            .border_style(red.stroke_width(1)),
+    )
+    .map_err(|e| chart_err(&e))?;
+
+    root.present().map_err(|e| chart_err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::test_records::*;
+    use crate::analytics::{Analytics, FinalState};
+    use crate::ledger::records::{Action, FillReason, FillStatus};
+    use crate::types::Side;
+    use rust_decimal_macros::dec;
+
+    /// Width and height from a PNG's IHDR chunk, after checking the 8-byte
+    /// signature (PNG spec: signature, then length 13, "IHDR", width, height).
+    fn png_size(path: &Path) -> (u32, u32) {
+        let bytes = fs::read(path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+        assert_eq!(&bytes[12..16], b"IHDR");
+        let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+        let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+        (w, h)
+    }
+
+    fn read_lines(path: &Path) -> Vec<String> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn end_state() -> FinalState {
+        FinalState {
+            time_start: Timestamp(T0),
+            time_end: Timestamp(T0 + 48 * HOUR),
+            bars: 2880,
+            cash: dec!(10012.5),
+            equity: dec!(10012.5),
+            realized_pnl: dec!(12.5),
+            unrealized_pnl: Decimal::ZERO,
+            max_drawdown_pct: dec!(1.25),
+            open_positions: 0,
+            holds: 2800,
+            phase: "Completed".into(),
+        }
+    }
+
+    /// A two-day hourly equity curve with a dip, in one batch per snapshot.
+    fn hourly_batches() -> Vec<LedgerBatch> {
+        let mut peak = Decimal::ZERO;
+        (0..=48i64)
+            .map(|h| {
+                let x = Decimal::from(h);
+                let equity = if h < 20 {
+                    dec!(10000) + x * dec!(3)
+                } else if h < 30 {
+                    dec!(10057) - (x - dec!(19)) * dec!(12)
+                } else {
+                    dec!(9937) + (x - dec!(29)) * dec!(4)
+                };
+                peak = peak.max(equity);
+                let dd = (peak - equity) / peak * Decimal::ONE_HUNDRED;
+                LedgerBatch {
+                    snapshots: vec![snapshot(Timestamp(T0 + h * HOUR), equity, dd)],
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn csv_headers_and_known_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ReportWriter::create(&dir.path().join("a/b"), "test").unwrap();
+        let mut t = trade(
+            1,
+            Side::Buy,
+            FillStatus::Filled,
+            dec!(1.8700800),
+            dec!(0.10),
+            dec!(0.4675),
+        );
+        t.time = Timestamp(T0 + 4_500_250);
+        let mut failed = trade(2, Side::Sell, FillStatus::Failed, dec!(0), dec!(0), dec!(0));
+        failed.reason = FillReason::StopLoss;
+        let mut d = decision(7, Action::Buy);
+        d.quantity = Some(dec!(0.100));
+        d.positive_signals = "sma_crossover: fast 46810.2 crossed above slow 46795.1".into();
+        d.reason = "Buy, because \"fast\" crossed, with 72.5% confidence".into();
+        w.write_batch(&LedgerBatch {
+            trades: vec![t, failed],
+            decisions: vec![d, decision(8, Action::Skip)],
+            ..Default::default()
+        })
+        .unwrap();
+        let files = w
+            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state()))
+            .unwrap();
+
+        let trades = read_lines(&files.trades_csv);
+        assert_eq!(trades[0], TRADES_HEADER.join(","));
+        assert_eq!(
+            trades[0],
+            "seq,decision_seq,time,symbol,side,quantity,reference_price,fill_price,fee,gas,\
+             slippage_cost,latency_ms,realized_pnl,reason,status,cash_after,position_after,\
+             cost_basis_after"
+        );
+        assert_eq!(
+            trades[1],
+            "1,1,2022-01-01T01:15:00.250Z,BTC-PERP,buy,0.1,46752,46752,1.87008,0.1,0.4675,250,\
+             0,signal,filled,1000,0.1,4675"
+        );
+        assert!(
+            trades[2].contains(",sell,") && trades[2].ends_with(",stop_loss,failed,1000,0.1,4675")
+        );
+        assert_eq!(trades.len(), 3);
+
+        let decisions = read_lines(&files.decisions_csv);
+        assert_eq!(
+            decisions[0],
+            "seq,time,symbol,action,confidence,price,quantity,positive_signals,\
+             negative_signals,risk_assessment,reason"
+        );
+        assert_eq!(
+            decisions[1],
+            "7,2022-01-01T00:07:00Z,BTC-PERP,buy,72.5,46752,0.1,\
+             sma_crossover: fast 46810.2 crossed above slow 46795.1,,,\
+             \"Buy, because \"\"fast\"\" crossed, with 72.5% confidence\""
+        );
+        assert_eq!(
+            decisions[2],
+            "8,2022-01-01T00:08:00Z,BTC-PERP,skip,72.5,46752,,,,,why"
+        );
+
+        // Re-reading with a CSV parser gives back the exact text.
+        let mut rdr = csv::Reader::from_path(&files.decisions_csv).unwrap();
+        let rec = rdr.records().next().unwrap().unwrap();
+        assert_eq!(
+            &rec[10],
+            "Buy, because \"fast\" crossed, with 72.5% confidence"
+        );
+    }
+
+    #[test]
+    fn round_trips_csv_matches_reference_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ReportWriter::create(dir.path(), "test").unwrap();
+        // First row of the parity reference file:
+        // 2022-01-01T01:15:00Z,46752,2022-01-01T01:43:00Z,46748,0.1,-0.4
+        let mut rt = round_trip(dec!(-0.40));
+        rt.entry_time = Timestamp(T0 + 75 * 60_000);
+        rt.entry_price = dec!(46752.00);
+        rt.exit_time = Timestamp(T0 + 103 * 60_000);
+        rt.exit_price = dec!(46748.0);
+        rt.quantity = dec!(0.1000);
+        rt.fees = dec!(0.50);
+        rt.return_pct = dec!(-0.0085557);
+        rt.exit_reason = FillReason::TakeProfit;
+        w.write_batch(&LedgerBatch {
+            round_trips: vec![rt],
+            ..Default::default()
+        })
+        .unwrap();
+        let files = w
+            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state()))
+            .unwrap();
+        let lines = read_lines(&files.round_trips_csv);
+        let reference_header = "entry_time,entry_price,exit_time,exit_price,quantity,pnl";
+        assert!(lines[0].starts_with(&format!("{reference_header},")));
+        assert_eq!(
+            lines[0],
+            "entry_time,entry_price,exit_time,exit_price,quantity,pnl,symbol,fees,return_pct,exit_reason"
+        );
+        assert_eq!(
+            lines[1],
+            "2022-01-01T01:15:00Z,46752,2022-01-01T01:43:00Z,46748,0.1,-0.4,\
+             BTC-PERP,0.5,-0.0085557,take_profit"
+        );
+    }
+
+    #[test]
+    fn finish_writes_all_files_and_summary_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ReportWriter::create(dir.path(), "sma-10-30 BTC-PERP").unwrap();
+        let mut a = Analytics::new(dec!(10000), HOUR);
+        for b in hourly_batches() {
+            a.on_batch(&b);
+            w.write_batch(&b).unwrap();
+        }
+        let summary = a.summary(&end_state());
+        let files = w.finish(&summary).unwrap();
+        assert_eq!(files.dir, dir.path());
+        for p in [
+            &files.summary_json,
+            &files.trades_csv,
+            &files.round_trips_csv,
+            &files.decisions_csv,
+            &files.equity_png,
+        ] {
+            assert!(p.starts_with(dir.path()) && p.is_file(), "{}", p.display());
+        }
+        assert_eq!(png_size(&files.equity_png), (1200, 600));
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&files.summary_json).unwrap()).unwrap();
+        assert_eq!(v["final_equity"], "10012.5");
+        assert_eq!(v["roi_pct"], "0.125");
+        assert_eq!(v["return_periods"], 48);
+        assert!(v["sharpe_ratio"].is_number());
+        assert_eq!(v["decisions"]["hold"], 2800);
+    }
+
+    #[test]
+    fn png_of_right_size_for_many_one_and_no_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let points: Vec<_> = hourly_batches()
+            .iter()
+            .map(|b| chart_point(&b.snapshots[0]))
+            .collect();
+        let cases = [
+            ("many.png", &points[..]),
+            ("one.png", &points[..1]),
+            ("none.png", &points[..0]),
+        ];
+        for (name, pts) in cases {
+            let p = dir.path().join(name);
+            render_equity_png(pts, &p, "Equity").unwrap();
+            assert_eq!(png_size(&p), (CHART_WIDTH, CHART_HEIGHT), "{name}");
+        }
+        // Flat equity over distinct times must not fail on a zero-height range.
+        let flat = [
+            (Timestamp(T0), dec!(100), Decimal::ZERO),
+            (Timestamp(T0 + HOUR), dec!(100), Decimal::ZERO),
+        ];
+        let p = dir.path().join("flat.png");
+        render_equity_png(&flat, &p, "Flat").unwrap();
+        assert_eq!(png_size(&p), (1200, 600));
+    }
+
+    #[test]
+    fn png_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing-dir/equity.png");
+        let err = render_equity_png(&[], &p, "x").unwrap_err();
+        assert!(matches!(err, ReportError::Chart { .. }));
+        assert!(err.to_string().contains("missing-dir"), "{err}");
+    }
+
+    #[test]
+    fn chart_points_are_bounded_and_keep_the_last() {
+        let mut c = ChartPoints::new();
+        let n = 3 * MAX_CHART_POINTS as i64 + 5;
+        for i in 0..n {
+            c.push((Timestamp(i), Decimal::from(i), Decimal::ZERO));
+        }
+        let pts = c.into_points();
+        assert!(pts.len() <= MAX_CHART_POINTS + 1, "{}", pts.len());
+        assert!(pts.len() >= MAX_CHART_POINTS / 2);
+        assert_eq!(pts.first().unwrap().0, Timestamp(0));
+        assert_eq!(pts.last().unwrap().0, Timestamp(n - 1));
+        assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
+
+        let mut small = ChartPoints::new();
+        for i in 0..10 {
+            small.push((Timestamp(i), Decimal::from(i), Decimal::ZERO));
+        }
+        assert_eq!(
+            small.into_points().len(),
+            10,
+            "below the cap nothing is dropped"
+        );
+    }
+
+    #[test]
+    fn summary_table_has_key_labels_and_values() {
+        let mut a = Analytics::new(dec!(10000), HOUR);
+        a.on_batch(&LedgerBatch {
+            round_trips: vec![round_trip(dec!(20)), round_trip(dec!(-7.5))],
+            ..Default::default()
+        });
+        let s = a.summary(&end_state());
+        let t = summary_table(&s);
+        for label in [
+            "Trades",
+            "Win rate",
+            "Realized P&L",
+            "Unrealized P&L",
+            "ROI",
+            "Max drawdown",
+            "Sharpe ratio",
+            "Sortino ratio",
+            "Profit factor",
+            "Fees paid",
+            "Slippage paid",
+            "Circuit-breaker trips",
+            "Autopilot adjustments",
+            "Final equity",
+        ] {
+            assert!(t.contains(label), "missing {label} in\n{t}");
+        }
+        assert!(t.contains("10012.50"), "final equity\n{t}");
+        assert!(t.contains("50.00%"), "win rate\n{t}");
+        assert!(
+            t.contains("0.13%"),
+            "ROI 0.125 rounds half away from zero\n{t}"
+        );
+        assert!(t.contains("2.67"), "profit factor 20/7.5\n{t}");
+        assert!(t.contains("n/a"), "no Sharpe without snapshots\n{t}");
+    }
+}
