@@ -6,4 +6,5 @@
 
 pub mod ledger;
 pub mod params;
+pub mod signals;
 pub mod types;
