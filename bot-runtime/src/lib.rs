@@ -13,4 +13,5 @@ pub mod ledger;
 pub mod params;
 pub mod portfolio;
 pub mod report;
+pub mod signals;
 pub mod types;
