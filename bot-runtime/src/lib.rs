@@ -5,5 +5,6 @@
 //! clock, never from the wall clock inside the engine.
 
 pub mod ledger;
+pub mod market;
 pub mod params;
 pub mod types;
