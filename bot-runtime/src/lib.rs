@@ -10,6 +10,7 @@ pub mod breakers;
 pub mod config;
 pub mod execution;
 pub mod ledger;
+pub mod market;
 pub mod params;
 pub mod portfolio;
 pub mod report;
