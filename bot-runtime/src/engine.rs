@@ -34,8 +34,8 @@ use crate::{
     breakers::CircuitBreakers,
     execution::ExecutionModel,
     ledger::records::{
-        Action, DecisionRecord, FillReason, FillStatus, LedgerBatch, PositionRecord, RoundTrip, SnapshotRecord,
-        TradeRecord,
+        Action, DecisionRecord, FillReason, FillStatus, LedgerBatch, PositionRecord, RoundTrip,
+        SnapshotRecord, TradeRecord,
     },
     market::guard::{FeedGuard, FeedVerdict},
     params::{EffectiveParams, TunableParams},
@@ -66,6 +66,22 @@ pub struct EngineConfig {
     pub snapshot_interval_ms: i64,
     /// Record Hold decisions (they are always counted).
     pub record_holds: bool,
+}
+
+impl EngineConfig {
+    /// The engine configuration of a planned session.
+    pub fn from_plan(plan: &crate::config::SessionPlan, snapshot_interval_ms: i64) -> Self {
+        Self {
+            symbols: plan.symbols.clone(),
+            initial_cash: plan.session.allocation.get(),
+            params: plan.params.clone(),
+            signals: plan.strategy.signals.clone(),
+            execution: plan.session.execution.clone(),
+            volume_units: plan.volume_units.clone(),
+            snapshot_interval_ms,
+            record_holds: plan.session.record_holds,
+        }
+    }
 }
 
 /// What the runner should do after a candle.
@@ -259,7 +275,11 @@ impl Engine {
     /// when this grows large).
     pub fn pending_records(&self) -> usize {
         let b = &self.batch;
-        b.decisions.len() + b.trades.len() + b.snapshots.len() + b.round_trips.len() + b.breaker_events.len()
+        b.decisions.len()
+            + b.trades.len()
+            + b.snapshots.len()
+            + b.round_trips.len()
+            + b.breaker_events.len()
     }
 
     /// Figures now.
@@ -316,13 +336,23 @@ impl Engine {
 
         match self.guard.check(c) {
             FeedVerdict::Accept { gap_ms } => {
-                self.breakers
-                    .on_feed(t_open, true, gap_ms, c.interval_ms, &mut self.batch.breaker_events);
+                self.breakers.on_feed(
+                    t_open,
+                    true,
+                    gap_ms,
+                    c.interval_ms,
+                    &mut self.batch.breaker_events,
+                );
             }
             FeedVerdict::Reject(_) => {
                 self.rejected += 1;
-                self.breakers
-                    .on_feed(t_open, false, None, c.interval_ms, &mut self.batch.breaker_events);
+                self.breakers.on_feed(
+                    t_open,
+                    false,
+                    None,
+                    c.interval_ms,
+                    &mut self.batch.breaker_events,
+                );
                 return Step::Continue;
             }
         }
@@ -444,7 +474,9 @@ impl Engine {
         if st.trail_price.is_none()
             && let Some(pct) = self.cfg.params.risk.trailing_stop_pct
         {
-            st.trail_price = Some(round8(p.highest_price * (Decimal::ONE - pct / Decimal::ONE_HUNDRED)));
+            st.trail_price = Some(round8(
+                p.highest_price * (Decimal::ONE - pct / Decimal::ONE_HUNDRED),
+            ));
         }
     }
 
@@ -471,7 +503,11 @@ impl Engine {
         };
         if let Some((level, reason)) = hit {
             let q = self.portfolio.position(c.symbol).quantity;
-            let time = if level == c.open { c.open_time } else { c.close_time() };
+            let time = if level == c.open {
+                c.open_time
+            } else {
+                c.close_time()
+            };
             self.fill(c, Side::Sell, q, level, time, 0, 0, reason);
         }
     }
@@ -493,7 +529,16 @@ impl Engine {
                     close: price,
                     volume: Decimal::ZERO,
                 };
-                self.fill(&c, Side::Sell, q, price, time, 0, 0, FillReason::Liquidation);
+                self.fill(
+                    &c,
+                    Side::Sell,
+                    q,
+                    price,
+                    time,
+                    0,
+                    0,
+                    FillReason::Liquidation,
+                );
             }
         }
     }
@@ -526,7 +571,8 @@ impl Engine {
                 position_after: p.quantity,
                 cost_basis_after: p.cost_basis,
             });
-            self.breakers.on_execution(time, false, &mut self.batch.breaker_events);
+            self.breakers
+                .on_execution(time, false, &mut self.batch.breaker_events);
             return;
         }
         let reference = ExecutionModel::reference_price(c, o.fill_time);
@@ -534,7 +580,8 @@ impl Engine {
         if o.side == Side::Buy {
             // Prices move between decision and fill: never spend more than the cash.
             let slip = self.exec.slippage_fraction(quantity, reference, c);
-            let unit = ExecutionModel::apply_slippage(Side::Buy, reference, slip) * (Decimal::ONE + self.exec.fee_rate());
+            let unit = ExecutionModel::apply_slippage(Side::Buy, reference, slip)
+                * (Decimal::ONE + self.exec.fee_rate());
             let spendable = self.portfolio.cash() - self.exec.gas();
             if unit > Decimal::ZERO && quantity * unit > spendable {
                 quantity = floor_qty(spendable / unit);
@@ -548,8 +595,18 @@ impl Engine {
                 return;
             }
         }
-        self.fill(c, o.side, quantity, reference, time, latency, o.decision_seq, o.reason);
-        self.breakers.on_execution(time, true, &mut self.batch.breaker_events);
+        self.fill(
+            c,
+            o.side,
+            quantity,
+            reference,
+            time,
+            latency,
+            o.decision_seq,
+            o.reason,
+        );
+        self.breakers
+            .on_execution(time, true, &mut self.batch.breaker_events);
     }
 
     /// Apply a fill at `reference` (before slippage) and record it.
@@ -660,7 +717,11 @@ impl Engine {
         let pending = self.syms[s].pending.is_some();
         match direction {
             Side::Buy if open || pending => {
-                self.hold(c, "buy signal while already long (no pyramiding)", combined.confidence);
+                self.hold(
+                    c,
+                    "buy signal while already long (no pyramiding)",
+                    combined.confidence,
+                );
                 return;
             }
             Side::Sell if !open || pending => {
@@ -669,7 +730,7 @@ impl Engine {
             }
             _ => {}
         }
-        let readings = self.syms[s].signals.update_cached();
+        let readings = self.syms[s].signals.last();
         let (positive, negative) = explain(readings, direction);
         let params = self.autopilot.params().clone();
         let equity = self.portfolio.equity();
@@ -685,23 +746,40 @@ impl Engine {
         if direction == Side::Buy && skip.is_none() {
             let risk = &self.cfg.params.risk;
             let open_or_pending = self.portfolio.open_positions()
-                + self.syms.iter().filter(|x| x.pending.as_ref().is_some_and(|o| o.side == Side::Buy)).count() as u32;
+                + self
+                    .syms
+                    .iter()
+                    .filter(|x| x.pending.as_ref().is_some_and(|o| o.side == Side::Buy))
+                    .count() as u32;
             if !risk.symbol_allowed(&self.syms[s].name) {
-                skip = Some(format!("{} is not allowed by the token allow/block lists", self.syms[s].name));
+                skip = Some(format!(
+                    "{} is not allowed by the token allow/block lists",
+                    self.syms[s].name
+                ));
             } else if let Some(kind) = self.breakers.entry_block() {
-                skip = Some(format!("circuit breaker {} is open: new entries blocked", kind.name()));
+                skip = Some(format!(
+                    "circuit breaker {} is open: new entries blocked",
+                    kind.name()
+                ));
             } else if let Some(max) = risk.max_concurrent_positions
                 && open_or_pending >= max
             {
-                skip = Some(format!("{open_or_pending} positions open: maxConcurrentPositions is {max}"));
+                skip = Some(format!(
+                    "{open_or_pending} positions open: maxConcurrentPositions is {max}"
+                ));
             } else if let Some(max) = risk.max_daily_trades
                 && self.entries_today >= max
             {
-                skip = Some(format!("{} entries today: maxDailyTrades is {max}", self.entries_today));
+                skip = Some(format!(
+                    "{} entries today: maxDailyTrades is {max}",
+                    self.entries_today
+                ));
             } else {
                 quantity = match risk.fixed_quantity {
                     Some(q) => q,
-                    None => floor_qty(equity * params.max_position_size_pct / Decimal::ONE_HUNDRED / c.close),
+                    None => floor_qty(
+                        equity * params.max_position_size_pct / Decimal::ONE_HUNDRED / c.close,
+                    ),
                 };
                 let unit = c.close * (Decimal::ONE + self.exec.fee_rate());
                 if quantity <= Decimal::ZERO {
@@ -714,7 +792,9 @@ impl Engine {
                             self.portfolio.cash().round_dp(2)
                         ));
                     } else {
-                        quantity = floor_qty((self.portfolio.cash() - self.exec.gas()).max(Decimal::ZERO) / unit);
+                        quantity = floor_qty(
+                            (self.portfolio.cash() - self.exec.gas()).max(Decimal::ZERO) / unit,
+                        );
                         if quantity <= Decimal::ZERO {
                             skip = Some("insufficient cash".into());
                         }
@@ -723,7 +803,8 @@ impl Engine {
                 if skip.is_none()
                     && let Some(max_slip) = risk.max_slippage_pct
                 {
-                    let est = self.exec.slippage_fraction(quantity, c.close, c) * Decimal::ONE_HUNDRED;
+                    let est =
+                        self.exec.slippage_fraction(quantity, c.close, c) * Decimal::ONE_HUNDRED;
                     if est > max_slip {
                         skip = Some(format!(
                             "estimated slippage {}% exceeds maxSlippagePct {}%",

@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod autopilot;
 pub mod breakers;
 pub mod config;
+pub mod engine;
 pub mod execution;
 pub mod ledger;
 pub mod market;

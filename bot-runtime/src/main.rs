@@ -16,8 +16,9 @@ use bot_runtime::{
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use paperbot_crds::{
-    BotSessionSpec, DecimalString, DesiredState, DurationString, ExecutionSpec, MarketDataSource, MarketDataSpec,
-    ObjectRef, PaperAccountSpec, ReplayFile, ReplaySpec, SlippageSpec, StrategyConfig, VolumeUnit,
+    BotSessionSpec, DecimalString, DesiredState, DurationString, ExecutionSpec, MarketDataSource,
+    MarketDataSpec, ObjectRef, PaperAccountSpec, ReplayFile, ReplaySpec, SlippageSpec,
+    StrategyConfig, VolumeUnit,
 };
 
 /// paperbot's bot runtime: paper-trade strategies on recorded or simulated markets.
@@ -146,7 +147,9 @@ impl OutputArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_target(false).init(),
@@ -205,7 +208,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             out,
         } => {
             let dec = |flag: &str, v: &str| -> anyhow::Result<DecimalString> {
-                v.parse().map_err(|e: String| anyhow::anyhow!("--{flag}: {e}"))
+                v.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--{flag}: {e}"))
             };
             let execution = ExecutionSpec {
                 fee_rate_pct: Some(dec("fee-rate-pct", &fee_rate_pct)?),
@@ -213,7 +217,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     base_bps: Some(dec("slippage-bps", &slippage_bps)?),
                     impact_pct: Some(dec("impact-pct", &impact_pct)?),
                 }),
-                latency: Some(latency.parse().map_err(|e: String| anyhow::anyhow!("--latency: {e}"))?),
+                latency: Some(
+                    latency
+                        .parse()
+                        .map_err(|e: String| anyhow::anyhow!("--latency: {e}"))?,
+                ),
                 failure_rate_pct: Some(dec("failure-rate-pct", &failure_rate_pct)?),
                 seed,
                 ..Default::default()
@@ -244,7 +252,12 @@ fn backtest_plan(
     let strategy: &StrategyConfig = &manifests
         .strategies
         .first()
-        .with_context(|| format!("{}: no StrategyConfig document found", strategy_file.display()))?
+        .with_context(|| {
+            format!(
+                "{}: no StrategyConfig document found",
+                strategy_file.display()
+            )
+        })?
         .object;
     let mut files = Vec::new();
     for d in data {
@@ -255,7 +268,10 @@ fn backtest_plan(
                     .file_stem()
                     .and_then(|s| s.to_str())
                     .with_context(|| format!("--data {d}: not a file path"))?;
-                (stem.split('_').next().unwrap_or(stem).to_string(), d.clone())
+                (
+                    stem.split('_').next().unwrap_or(stem).to_string(),
+                    d.clone(),
+                )
             }
         };
         let unit = if quote_volume.contains(&symbol) {
@@ -276,7 +292,9 @@ fn backtest_plan(
         limits: None,
     };
     let session = BotSessionSpec {
-        account_ref: ObjectRef { name: "backtest".into() },
+        account_ref: ObjectRef {
+            name: "backtest".into(),
+        },
         strategy_ref: ObjectRef {
             name: strategy.metadata.name.clone().unwrap_or_default(),
         },
@@ -303,9 +321,15 @@ fn backtest_plan(
         "metadata": {"name": name}, "spec": session,
     }))?;
     let text = format!("{account_doc}---\n{strategy_doc}---\n{session_doc}");
-    let plans = config::plan_sessions(&config::parse_manifests(&text, &std::path::absolute(strategy_file)?)?)?;
+    let plans = config::plan_sessions(&config::parse_manifests(
+        &text,
+        &std::path::absolute(strategy_file)?,
+    )?)?;
     let _ = EffectiveParams::resolve; // resolved inside plan_sessions
-    plans.into_iter().next().context("backtest produced no session")
+    plans
+        .into_iter()
+        .next()
+        .context("backtest produced no session")
 }
 
 fn run_plans(plans: Vec<SessionPlan>, opts: RunOptions, record_holds: bool) -> anyhow::Result<()> {

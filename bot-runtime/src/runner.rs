@@ -178,16 +178,7 @@ pub async fn run_session(
     let report = ReportWriter::create(&opts.report_dir.join(&session_id), &session_id)?;
     let (tx, mut rx) = mpsc::channel::<LedgerBatch>(16);
 
-    let cfg = EngineConfig {
-        symbols: plan.symbols.clone(),
-        initial_cash: plan.session.allocation.get(),
-        params: plan.params.clone(),
-        signals: plan.strategy.signals.clone(),
-        execution: plan.session.execution.clone(),
-        volume_units: plan.volume_units.clone(),
-        snapshot_interval_ms: opts.snapshot_interval_ms,
-        record_holds: plan.session.record_holds,
-    };
+    let cfg = EngineConfig::from_plan(plan, opts.snapshot_interval_ms);
     let stop_after_ms = plan.session.stop_after.map(|d| d.as_millis_i64());
     let opts_c = opts.clone();
     let initial = cfg.initial_cash;

@@ -544,7 +544,7 @@ mod tests {
 
     use super::*;
 
-    const SHARED: &str = "/work/shared/data/market";
+    const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/market");
 
     /// Write `rows` below the standard header into a fresh temp file.
     fn file(dir: &tempfile::TempDir, rows: &[&str]) -> PathBuf {

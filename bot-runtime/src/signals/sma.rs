@@ -311,8 +311,12 @@ mod tests {
     }
 
     fn read_lines(path: PathBuf) -> Vec<String> {
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (these tests need ../shared beside the repository)", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (these tests need ../shared beside the repository)",
+                path.display()
+            )
+        });
         text.lines().skip(1).map(str::to_owned).collect()
     }
 

@@ -1,0 +1,279 @@
+//! End-to-end tests of the `bot-runtime` binary: the README's main job, the
+//! backtest command, and the clear errors for bad input.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use common::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("bot-runtime starts")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn outputs(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("ledger.db"), dir.join("reports"))
+}
+
+/// The README's first command on the shipped quickstart.
+#[test]
+fn quickstart_runs_end_to_end_and_writes_ledger_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, reports) = outputs(tmp.path());
+    let out = run(bin()
+        .args(["run", "-f"])
+        .arg(example("quickstart.yaml"))
+        .arg("--ledger")
+        .arg(&db)
+        .arg("--report-dir")
+        .arg(&reports));
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    for label in [
+        "Round trips",
+        "Win rate",
+        "Realized P&L",
+        "Unrealized P&L",
+        "ROI",
+        "Max drawdown",
+        "Sharpe",
+        "Sortino",
+        "Profit factor",
+        "Fees",
+        "Slippage",
+        "Breaker trips",
+        "Autopilot adjustments",
+    ] {
+        assert!(stdout.contains(label), "summary lacks {label:?}:\n{stdout}");
+    }
+    let dir = reports.join("quickstart");
+    for f in [
+        "summary.json",
+        "trades.csv",
+        "round_trips.csv",
+        "decisions.csv",
+        "equity.png",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
+    }
+    let png = std::fs::read(dir.join("equity.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["phase"], "Completed");
+    assert!(summary["fills"].as_u64().unwrap() > 0, "{summary}");
+    // The quickstart data has a 7-hour outage: the price-feed breaker trips on it.
+    assert!(summary["breaker_trips"].as_u64().unwrap() >= 1, "{summary}");
+    let decisions = std::fs::read_to_string(dir.join("decisions.csv")).unwrap();
+    assert!(decisions.lines().count() > 10);
+    // A second run gets a new ledger session id and its own report directory.
+    let out = run(bin()
+        .args(["run", "-f"])
+        .arg(example("quickstart.yaml"))
+        .arg("--ledger")
+        .arg(&db)
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--no-progress"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(reports.join("quickstart-2/summary.json").is_file());
+    // Same inputs and seed: the two ledger sessions hold identical rows.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ledger = bot_runtime::ledger::SqliteLedger::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let a = bot_runtime::ledger::dump_session(ledger.pool(), "quickstart")
+            .await
+            .unwrap();
+        let b = bot_runtime::ledger::dump_session(ledger.pool(), "quickstart-2")
+            .await
+            .unwrap();
+        assert!(a.lines().count() > 100, "ledger dump is too small:\n{a}");
+        let strip = |s: &str| s.replace("quickstart-2", "quickstart");
+        assert_eq!(strip(&a), strip(&b));
+    });
+}
+
+/// `backtest` reproduces the reference round trips, written to round_trips.csv.
+#[test]
+fn backtest_command_reproduces_reference_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, reports) = outputs(tmp.path());
+    let data = shared_data("BTC-PERP_1m_ftx_2022-01.csv");
+    let out = run(bin()
+        .args(["backtest", "--data"])
+        .arg(format!("BTC-PERP={}", data.display()))
+        .args(["--quote-volume", "BTC-PERP", "--strategy"])
+        .arg(example("sma-parity.yaml"))
+        .arg("--ledger")
+        .arg(&db)
+        .arg("--report-dir")
+        .arg(&reports));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = std::fs::read_to_string(reports.join("backtest/round_trips.csv")).unwrap();
+    let want = std::fs::read_to_string(shared_reference(
+        "sma-10-30_BTC-PERP_1m_ftx_2022-01.trades.csv",
+    ))
+    .unwrap();
+    // Times compared as text, numbers as exact decimals (the reference writes "38.0" for 38).
+    let first6 = |l: &str| {
+        l.split(',')
+            .take(6)
+            .map(|f| match rust_decimal::Decimal::from_str_exact(f) {
+                Ok(d) => d.normalize().to_string(),
+                Err(_) => f.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let got: Vec<String> = got.lines().map(first6).collect();
+    let want: Vec<String> = want.lines().map(first6).collect();
+    assert_eq!(got.len(), 935);
+    assert_eq!(got, want);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.join("backtest/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["final_equity"], "98082.85");
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// A manifest that replays one local CSV file.
+fn manifest_with(csv: &str, strategy_risk: &str) -> String {
+    format!(
+        r#"apiVersion: paperbot.io/v1alpha1
+kind: PaperAccount
+metadata: {{name: acct}}
+spec:
+  initialBalance: "10000"
+---
+apiVersion: paperbot.io/v1alpha1
+kind: StrategyConfig
+metadata: {{name: strat}}
+spec:
+  signals:
+    smaCrossover: {{fastPeriod: 2, slowPeriod: 3}}
+  risk:
+{strategy_risk}
+---
+apiVersion: paperbot.io/v1alpha1
+kind: BotSession
+metadata: {{name: bot}}
+spec:
+  accountRef: {{name: acct}}
+  strategyRef: {{name: strat}}
+  allocation: "10000"
+  symbols: [BTC-USD]
+  marketData:
+    source: Replay
+    replay:
+      files: [{{symbol: BTC-USD, path: {csv}}}]
+"#
+    )
+}
+
+const GOOD_CSV: &str = "timestamp,open,high,low,close,volume\n\
+2022-01-01T00:00:00Z,100,101,99,100,5\n\
+2022-01-01T00:01:00Z,100,102,99,101,5\n\
+2022-01-01T00:02:00Z,101,103,100,102,5\n\
+2022-01-01T00:03:00Z,102,103,100,101,5\n";
+
+/// Every user error ends with one clear message naming file, line or field
+/// and what was expected — and nothing is traded, recorded or reported.
+#[test]
+fn bad_inputs_fail_before_trading_with_clear_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "good.csv", GOOD_CSV);
+    write(
+        tmp.path(),
+        "bad.csv",
+        &GOOD_CSV.replace("2022-01-01T00:02:00Z,101,", "2022-01-01T00:02:00Z,abc,"),
+    );
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "unknown field",
+            manifest_with("good.csv", "    maxPositionSize: \"10\""),
+            vec![
+                "m.yaml:14:",
+                "StrategyConfig \"strat\"",
+                "unknown field `maxPositionSize`",
+                "maxPositionSizePct",
+            ],
+        ),
+        (
+            "percentage of 150",
+            manifest_with("good.csv", "    stopLossPct: \"150\""),
+            vec![
+                "m.yaml:14:",
+                "spec.risk.stopLossPct: 150 is out of range: expected 0 to 100",
+            ],
+        ),
+        (
+            "missing data file",
+            manifest_with("nope.csv", "    stopLossPct: \"2\""),
+            vec![
+                "BotSession \"bot\"",
+                "spec.marketData.replay.files[0].path",
+                "nope.csv not found",
+            ],
+        ),
+        (
+            "abc as a price",
+            manifest_with("bad.csv", "    stopLossPct: \"2\""),
+            vec!["bad.csv:4:", "\"abc\""],
+        ),
+    ];
+    for (what, manifest, expected) in cases {
+        let m = write(tmp.path(), "m.yaml", &manifest);
+        let (db, reports) = outputs(tmp.path());
+        let out = run(bin()
+            .args(["run", "-f"])
+            .arg(&m)
+            .arg("--ledger")
+            .arg(&db)
+            .arg("--report-dir")
+            .arg(&reports));
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{what}: should fail");
+        assert!(stderr.contains("error:"), "{what}: {stderr}");
+        for e in expected {
+            assert!(stderr.contains(e), "{what}: expected {e:?} in:\n{stderr}");
+        }
+        assert_eq!(
+            stderr.matches("error:").count(),
+            1,
+            "{what}: one message:\n{stderr}"
+        );
+        assert!(
+            !reports.exists(),
+            "{what}: no report for a run that never started"
+        );
+        assert!(
+            !db.exists(),
+            "{what}: no ledger for a run that never started"
+        );
+    }
+}
