@@ -115,8 +115,8 @@ struct SymbolState {
     trail_price: Option<Decimal>,
     levels_version: u64,
     dirty: bool,
-    last_close: Decimal,
-    last_time: Timestamp,
+    /// The last accepted candle (liquidation fills against it).
+    last_candle: Option<Candle>,
 }
 
 /// Figures at the end of a run (and at any time).
@@ -175,6 +175,7 @@ pub struct Engine {
     worst_peak: Decimal,
     worst_trough: Decimal,
     next_snapshot: Timestamp,
+    last_snapshot: Option<Timestamp>,
     params_version: u64,
     halted: bool,
 }
@@ -194,8 +195,7 @@ impl Engine {
                 trail_price: None,
                 levels_version: 0,
                 dirty: false,
-                last_close: Decimal::ZERO,
-                last_time: Timestamp(i64::MIN),
+                last_candle: None,
             })
             .collect();
         let n = cfg.symbols.len();
@@ -222,6 +222,7 @@ impl Engine {
             worst_peak: cfg.initial_cash,
             worst_trough: cfg.initial_cash,
             next_snapshot: Timestamp(i64::MIN),
+            last_snapshot: None,
             params_version: 1,
             halted: false,
             syms,
@@ -307,9 +308,12 @@ impl Engine {
         pct4((self.worst_peak - self.worst_trough) / self.worst_peak)
     }
 
-    /// Take a final snapshot (end of data, stop or halt).
+    /// Take a final snapshot (end of data, stop or halt) unless one was just
+    /// taken at this time.
     pub fn finish(&mut self) {
-        self.snapshot();
+        if self.last_snapshot != Some(self.now) {
+            self.snapshot();
+        }
     }
 
     /// Process one candle.
@@ -320,12 +324,15 @@ impl Engine {
         let sym = c.symbol;
         let s = sym.idx();
         let t_open = c.open_time;
-        self.now = self.now.max(c.close_time());
         if self.start.is_none() {
+            // The starting point of the equity curve (and of the first return).
             self.start = Some(t_open);
+            self.now = t_open;
+            self.snapshot();
             let iv = self.cfg.snapshot_interval_ms.max(1);
             self.next_snapshot = Timestamp((t_open.millis().div_euclid(iv) + 1) * iv);
         }
+        self.now = self.now.max(c.close_time());
         let day = t_open.utc_day();
         if day != self.day {
             self.day = day;
@@ -372,8 +379,7 @@ impl Engine {
         }
         // 5. Mark, equity, breakers.
         self.portfolio.mark(sym, c.close);
-        self.syms[s].last_close = c.close;
-        self.syms[s].last_time = c.close_time();
+        self.syms[s].last_candle = Some(*c);
         if self.portfolio.position(sym).is_open() {
             let before = self.portfolio.position(sym).highest_price;
             self.portfolio.note_high(sym, c.high);
@@ -437,6 +443,7 @@ impl Engine {
     }
 
     fn snapshot(&mut self) {
+        self.last_snapshot = Some(self.now);
         let equity = self.portfolio.equity();
         let drawdown = if self.peak_equity > Decimal::ZERO {
             pct4((self.peak_equity - equity) / self.peak_equity)
@@ -700,8 +707,6 @@ impl Engine {
             position_after: p.quantity,
             cost_basis_after: p.cost_basis,
         });
-        // Keep equity tracking consistent with the fill.
-        let _ = c;
     }
 
     fn decide(&mut self, c: &Candle) {

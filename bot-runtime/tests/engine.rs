@@ -327,3 +327,50 @@ fn open_breaker_blocks_entries_but_not_stop_loss_exits() {
         skipped.reason
     );
 }
+
+/// The account's kill switch halts the session and liquidates its positions.
+#[test]
+fn account_kill_switch_halts_and_liquidates() {
+    let strategy = r#"  mode: Aggressive
+  signals:
+    smaCrossover: {fastPeriod: 3, slowPeriod: 8}
+  risk:
+    maxPositionSizePct: "90"
+    confidenceThreshold: "0"
+    stopLossPct: "50""#;
+    let yaml = manifest(strategy, "    feeRatePct: \"0.2\"", "").replace(
+        "  initialBalance: \"100000\"",
+        "  initialBalance: \"100000\"\n  limits: {maxDrawdownPct: \"1\"}",
+    );
+    let p = plan(&yaml);
+    let cfg = EngineConfig::from_plan(&p, 3_600_000);
+    let mut halted_at = None;
+    let (engine, all) = run_with(cfg, merged(&p), |e, c| {
+        if halted_at.is_none() && e.breakers().halted().is_some() {
+            halted_at = Some(c.close_time());
+        }
+    });
+    let halted_at = halted_at.expect("the 1% account drawdown limit halts the session");
+    let trip = all
+        .breaker_events
+        .iter()
+        .find(|e| e.breaker == "accountMaxDrawdown")
+        .expect("kill-switch event");
+    assert_eq!(trip.to_state, "Open");
+    assert_eq!(
+        engine.portfolio().open_positions(),
+        0,
+        "positions liquidated"
+    );
+    assert_eq!(
+        engine.state().now,
+        halted_at,
+        "nothing processed after the halt"
+    );
+    let last = all.trades.last().unwrap();
+    if last.reason == FillReason::Liquidation {
+        assert_eq!(last.time, halted_at);
+        assert!(last.position_after.is_zero());
+    }
+    engine.portfolio().check_invariant().unwrap();
+}
