@@ -28,7 +28,7 @@
 //!
 //! | breaker | trips when | good outcome in `HalfOpen` (→ `Closed`) | bad outcome in `HalfOpen` (→ `Open`) |
 //! |---|---|---|---|
-//! | `dailyLoss` | `(day_start − equity) × 100 >= daily_loss_pct × day_start` | the next bar where the condition is false | the next bar where it is true |
+//! | `dailyLoss` | `(day_start − equity) × 100 >= daily_loss_pct × day_start` | — (no cooldown: a daily limit, it closes at the next UTC day) | — |
 //! | `maxDrawdown` | `(ref − equity) × 100 >= max_drawdown_pct × ref` | the next winning round trip (pnl > 0) | drawdown from the re-baselined reference reaches the limit |
 //! | `consecutiveFailures` | `max_consecutive_failures` failed executions in a row (a success resets the run) | the next successful execution | the next failed execution |
 //! | `consecutiveLosses` | `max_consecutive_losses` losing round trips (pnl < 0) in a row | the next winning round trip (pnl > 0) | the next losing round trip |
@@ -41,7 +41,7 @@
 //! Details:
 //!
 //! * **UTC day rollover** (in [`CircuitBreakers::tick`], also noticed by the
-//!   other methods): an `Open` or `HalfOpen` `dailyLoss` and an `Open`
+//!   other methods): an `Open` `dailyLoss` and an `Open`
 //!   `dailyTradeCap` close with reason `new UTC day`, and the day's entry count
 //!   restarts at 0. `day_start` passed to [`CircuitBreakers::on_equity`] is the
 //!   engine's (equity at the first bar of the current UTC day).
@@ -146,8 +146,11 @@ impl BreakerKind {
 
     /// Whether the cooldown turns it half-open (all but the kill switch and
     /// `dailyTradeCap`, which waits for the next UTC day).
+    /// Calendar breakers (`dailyLoss`, `dailyTradeCap`) stay open until the
+    /// next UTC day; the kill switch never reopens; the rest cool down.
     fn cools_down(self) -> bool {
-        !self.is_kill_switch() && self != BreakerKind::DailyTradeCap
+        !self.is_kill_switch()
+            && !matches!(self, BreakerKind::DailyTradeCap | BreakerKind::DailyLoss)
     }
 }
 
@@ -812,7 +815,7 @@ mod tests {
     }
 
     #[test]
-    fn daily_loss_trips_cools_down_reopens_then_closes() {
+    fn daily_loss_trips_once_and_stays_open_for_the_day() {
         let mut cb = CircuitBreakers::new(&BreakerLimits {
             daily_loss_pct: Some(dec!(5)),
             ..limits()
@@ -839,68 +842,20 @@ mod tests {
         assert_eq!(cb.entry_block(), Some(BreakerKind::DailyLoss));
         assert_eq!(cb.halted(), None);
 
-        // Still open before the cooldown, even if the loss shrinks.
+        // A daily limit: no cooldown, no half-open. It stays open for the rest
+        // of the UTC day even when the loss shrinks, and trips only once.
         let out = run(&mut cb, |c, o| {
-            c.tick(t(16), o);
-            c.on_equity(t(16), dec!(9900), ds, ds, o);
+            for m in [16, 17, 60, 23 * 60] {
+                c.tick(t(m), o);
+                c.on_equity(t(m), dec!(9900), ds, ds, o);
+            }
         });
-        assert!(out.is_empty());
+        assert!(out.is_empty(), "{out:?}");
         assert_eq!(cb.entry_block(), Some(BreakerKind::DailyLoss));
-
-        let out = run(&mut cb, |c, o| c.tick(t(17), o));
-        assert_eq!(
-            out,
-            [ev(
-                t(17),
-                "dailyLoss",
-                "Open",
-                "HalfOpen",
-                "cooldown 15m elapsed"
-            )]
-        );
-        assert_eq!(cb.entry_block(), None, "half-open does not block");
-
-        let out = run(&mut cb, |c, o| c.on_equity(t(17), dec!(9400), ds, ds, o));
-        assert_eq!(
-            out,
-            [ev(
-                t(17),
-                "dailyLoss",
-                "HalfOpen",
-                "Open",
-                "loss today 6% of day-start equity 10000 >= limit 5%"
-            )]
-        );
-        assert_eq!(cb.trips(), 2);
-
-        let out = run(&mut cb, |c, o| {
-            c.tick(t(32), o);
-            c.on_equity(t(32), dec!(9600), ds, ds, o);
-        });
-        assert_eq!(
-            out,
-            [
-                ev(
-                    t(32),
-                    "dailyLoss",
-                    "Open",
-                    "HalfOpen",
-                    "cooldown 15m elapsed"
-                ),
-                ev(
-                    t(32),
-                    "dailyLoss",
-                    "HalfOpen",
-                    "Closed",
-                    "loss today 4% of day-start equity 10000 < limit 5%"
-                )
-            ]
-        );
+        assert_eq!(cb.trips(), 1);
         let st = &cb.statuses()[0];
-        assert_eq!(st.state, BreakerState::Closed);
-        assert_eq!(st.trips, 2);
-        assert_eq!(st.since.as_deref(), Some("2022-01-01T00:32:00Z"));
-        assert_eq!(cb.entry_block(), None);
+        assert_eq!(st.state, BreakerState::Open);
+        assert_eq!(st.since.as_deref(), Some("2022-01-01T00:02:00Z"));
     }
 
     #[test]

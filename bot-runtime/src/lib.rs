@@ -15,5 +15,6 @@ pub mod market;
 pub mod params;
 pub mod portfolio;
 pub mod report;
+pub mod runner;
 pub mod signals;
 pub mod types;

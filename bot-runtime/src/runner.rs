@@ -135,7 +135,10 @@ fn open_feed(plan: &SessionPlan) -> Result<(Feed, Option<u64>), RunError> {
                     .iter()
                     .map(|r| scope.spawn(move || scan_candle_file(&r.path, r.interval_ms)))
                     .collect();
-                handles.into_iter().map(|h| h.join().expect("scan thread")).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("scan thread"))
+                    .collect()
             });
             let mut readers = Vec::new();
             let mut total = 0;
@@ -159,7 +162,10 @@ fn open_feed(plan: &SessionPlan) -> Result<(Feed, Option<u64>), RunError> {
                 .ok_or_else(|| RunError::Other("simulated source without settings".into()))?;
             let params = GbmParams::from_spec(spec).map_err(RunError::Other)?;
             let total = params.candles.map(|c| c * plan.symbols.len() as u64);
-            Ok((Feed::Simulated(GbmSource::new(params, plan.symbols.len())), total))
+            Ok((
+                Feed::Simulated(GbmSource::new(params, plan.symbols.len())),
+                total,
+            ))
         }
     }
 }
@@ -186,7 +192,17 @@ pub async fn run_session(
     // The engine runs on a blocking thread (CPU-bound); batches go to the
     // ledger task through a bounded channel.
     let engine_task = tokio::task::spawn_blocking(move || {
-        drive(feed, cfg, report, tx, total, stop_after_ms, &opts_c, stop, initial)
+        drive(
+            feed,
+            cfg,
+            report,
+            tx,
+            total,
+            stop_after_ms,
+            &opts_c,
+            stop,
+            initial,
+        )
     });
 
     let session = SessionRecord {
@@ -221,28 +237,41 @@ pub async fn run_session(
         .await
         .map_err(|e| RunError::Other(format!("engine task failed: {e}")))?;
     ledger_result?;
-    let (phase, summary, files, end_time, cash, equity) = driven?;
+    let d = driven?;
     if !started {
         ledger.start_session(&session).await?;
     }
     ledger
         .finish_session(&SessionEnd {
-            phase: phase.clone(),
-            ended_at: end_time,
-            cash,
-            equity,
-            summary_json: serde_json::to_string(&summary).unwrap_or_default(),
+            phase: d.phase.clone(),
+            ended_at: d.end,
+            cash: d.cash,
+            equity: d.equity,
+            summary_json: serde_json::to_string(&d.summary).unwrap_or_default(),
         })
         .await?;
+    if let Some(e) = d.error {
+        return Err(e);
+    }
     Ok(RunOutcome {
         session_id,
-        phase,
-        summary,
-        files,
+        phase: d.phase,
+        summary: d.summary,
+        files: d.files,
     })
 }
 
-type Driven = Result<(String, Summary, ReportFiles, Timestamp, rust_decimal::Decimal, rust_decimal::Decimal), RunError>;
+/// What the engine thread hands back: the end state, and the error that
+/// ended the run early, if any (the session is still closed in the ledger).
+struct Driven {
+    phase: String,
+    summary: Summary,
+    files: ReportFiles,
+    end: Timestamp,
+    cash: rust_decimal::Decimal,
+    equity: rust_decimal::Decimal,
+    error: Option<RunError>,
+}
 
 #[allow(clippy::too_many_arguments)]
 fn drive(
@@ -255,7 +284,7 @@ fn drive(
     opts: &RunOptions,
     stop: Arc<AtomicBool>,
     initial: rust_decimal::Decimal,
-) -> Driven {
+) -> Result<Driven, RunError> {
     let mut engine = Engine::new(cfg);
     let mut analytics = Analytics::new(initial, opts.snapshot_interval_ms);
     let bar = if opts.progress {
@@ -277,7 +306,10 @@ fn drive(
     let mut first_time: Option<Timestamp> = None;
     let mut n: u64 = 0;
     let mut phase = "Completed";
-    let mut flush = |engine: &mut Engine, analytics: &mut Analytics, report: &mut ReportWriter| -> Result<(), RunError> {
+    let flush = |engine: &mut Engine,
+                 analytics: &mut Analytics,
+                 report: &mut ReportWriter|
+     -> Result<(), RunError> {
         let batch = engine.take_batch();
         analytics.on_batch(&batch);
         report.write_batch(&batch)?;
@@ -286,6 +318,7 @@ fn drive(
         Ok(())
     };
     let mut error = None;
+    let mut last_flush = Instant::now();
     for item in feed {
         let c = match item {
             Ok(c) => c,
@@ -302,7 +335,9 @@ fn drive(
             break;
         }
         if let Some(speed) = opts.speed {
-            let due = Duration::from_secs_f64((c.close_time().millis() - t0.millis()) as f64 / 1000.0 / speed);
+            let due = Duration::from_secs_f64(
+                (c.close_time().millis() - t0.millis()) as f64 / 1000.0 / speed,
+            );
             let elapsed = wall_start.elapsed();
             if due > elapsed {
                 std::thread::sleep(due - elapsed);
@@ -310,10 +345,20 @@ fn drive(
         }
         let step = engine.on_candle(&c);
         n += 1;
-        if n % opts.batch_candles == 0 || engine.pending_records() > 20_000 {
+        // Group commit: every batch_candles candles, when records pile up, and
+        // at least every second of wall time (paced runs commit every candle).
+        if n.is_multiple_of(opts.batch_candles)
+            || engine.pending_records() > 20_000
+            || opts.speed.is_some()
+            || (n.is_multiple_of(1024) && last_flush.elapsed() >= Duration::from_secs(1))
+        {
             flush(&mut engine, &mut analytics, &mut report)?;
+            last_flush = Instant::now();
             bar.set_position(n);
-            bar.set_message(format!("equity {}", engine.portfolio().equity().round_dp(2)));
+            bar.set_message(format!(
+                "equity {}",
+                engine.portfolio().equity().round_dp(2)
+            ));
         }
         if step == Step::Halted {
             phase = "Halted";
@@ -344,8 +389,13 @@ fn drive(
         phase: phase.to_string(),
     });
     let files = report.finish(&summary)?;
-    if let Some(e) = error {
-        return Err(e);
-    }
-    Ok((phase.to_string(), summary, files, st.now, st.cash, st.equity))
+    Ok(Driven {
+        phase: phase.to_string(),
+        summary,
+        files,
+        end: st.now,
+        cash: st.cash,
+        equity: st.equity,
+        error,
+    })
 }

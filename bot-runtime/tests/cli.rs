@@ -58,7 +58,7 @@ fn quickstart_runs_end_to_end_and_writes_ledger_and_report() {
         "Profit factor",
         "Fees",
         "Slippage",
-        "Breaker trips",
+        "Circuit-breaker trips",
         "Autopilot adjustments",
     ] {
         assert!(stdout.contains(label), "summary lacks {label:?}:\n{stdout}");

@@ -1,5 +1,5 @@
 //! Tests of the SQLite ledger: storage round trip, atomicity, fencing, ids,
-//! migrations and dump determinism; plus an ignored throughput measurement.
+//! migrations and dump determinism.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -850,80 +850,4 @@ async fn batches_of_every_size_are_stored_completely() {
             .unwrap();
         assert_eq!((count, min, max), (total, 1, total), "{table}");
     }
-}
-
-/// CPU seconds (user + system, all threads) used by this process so far.
-fn process_cpu_secs() -> f64 {
-    // SAFETY: getrusage only writes into the zeroed struct we own.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
-/// Throughput of batches shaped like a fast backtest's (1,000 trades +
-/// 1,000 decisions + 500 round trips), and the whole 1M-candle workload.
-/// Run: `cargo test --release -p bot-runtime ledger_write_throughput -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; prints numbers, asserts nothing about time"]
-async fn ledger_write_throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut g = Gen::default();
-    let batches: Vec<LedgerBatch> = (0..40).map(|_| g.batch(1000, 1000, 500, 0)).collect();
-    let rows = batches.len() * 2501;
-    let mut ledger = SqliteLedger::open(&db_path(&dir, "bench.db"))
-        .await
-        .unwrap();
-    ledger.start_session(&session("bench")).await.unwrap();
-    let (started, cpu) = (std::time::Instant::now(), process_cpu_secs());
-    for b in &batches {
-        ledger.write_batch(b).await.unwrap();
-    }
-    let (secs, cpu) = (started.elapsed().as_secs_f64(), process_cpu_secs() - cpu);
-    println!(
-        "ledger_write_throughput: {} batches, {rows} rows in {secs:.3} s wall ({cpu:.3} s CPU) \
-         = {:.0} rows/s ({:.2} ms/batch)",
-        batches.len(),
-        rows as f64 / secs,
-        secs * 1000.0 / batches.len() as f64
-    );
-
-    // 1M-candle backtest shape: 45k decisions, 45k trades, 20k round trips,
-    // 17k snapshots in 45 batches.
-    let mut g = Gen::default();
-    let batches: Vec<LedgerBatch> = (0..45)
-        .map(|i| g.batch(1000, 1000, 444 + usize::from(i < 20), 378))
-        .collect();
-    let rows: usize = batches
-        .iter()
-        .map(|b| b.decisions.len() + b.trades.len() + b.round_trips.len() + b.snapshots.len() + 1)
-        .sum();
-    let mut ledger = SqliteLedger::open(&db_path(&dir, "backtest.db"))
-        .await
-        .unwrap();
-    let (started, cpu) = (std::time::Instant::now(), process_cpu_secs());
-    ledger.start_session(&session("backtest")).await.unwrap();
-    for b in &batches {
-        ledger.write_batch(b).await.unwrap();
-    }
-    ledger.finish_session(&end(dec!(1))).await.unwrap();
-    let (secs, cpu) = (started.elapsed().as_secs_f64(), process_cpu_secs() - cpu);
-    println!(
-        "ledger_backtest_workload: {rows} rows in {secs:.3} s wall ({cpu:.3} s CPU) = {:.0} rows/s",
-        rows as f64 / secs
-    );
-    // Closing the last connection checkpoints the WAL into the database file.
-    let (started, cpu) = (std::time::Instant::now(), process_cpu_secs());
-    ledger.pool().close().await;
-    println!(
-        "ledger_close_checkpoint: {:.3} s wall ({:.3} s CPU), db file {} bytes",
-        started.elapsed().as_secs_f64(),
-        process_cpu_secs() - cpu,
-        std::fs::metadata(db_path(&dir, "backtest.db"))
-            .unwrap()
-            .len()
-    );
 }
