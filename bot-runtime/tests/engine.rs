@@ -287,11 +287,10 @@ fn open_breaker_blocks_entries_but_not_stop_loss_exits() {
         prev = *c;
     }
     // A 10-minute silence trips the price-feed breaker; then the price falls through the stop.
-    let mut i = closes.len() as i64 + 9;
-    for c in [102, 90, 88, 86, 84, 86, 90, 95, 100, 105, 110] {
+    let after_gap = [102, 90, 88, 86, 84, 86, 90, 95, 100, 105, 110];
+    for (i, c) in (closes.len() as i64 + 9..).zip(after_gap) {
         data.push(candle(i, prev, c));
         prev = c;
-        i += 1;
     }
     let (_, all) = run_with(cfg, data, |_, _| {});
     let opened = all
