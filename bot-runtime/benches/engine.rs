@@ -11,13 +11,15 @@
 //!
 //! Reported (medians over repeated runs; no assertion — machines are shared
 //! and noisy):
-//! 1. engine loop: candles/s of `Engine::on_candle` + batch hand-off, on
-//!    candles already in memory, one thread;
-//! 2. decision latency: time to process one tick of 50 symbols (50 candles),
-//!    p50 / p99 / max;
-//! 3. whole process: wall time and peak RSS of
+//! 1. whole process: wall time and peak RSS of
 //!    `bot-runtime backtest --data <1M file> --strategy examples/sma-parity.yaml`
-//!    (CSV validation + streaming parse, engine, SQLite ledger, report files).
+//!    (CSV validation + streaming parse, engine, SQLite ledger, report files),
+//!    measured first, while the benchmark process is small (a child's
+//!    `ru_maxrss` includes the parent's resident pages at fork time);
+//! 2. engine loop: candles/s of `Engine::on_candle` + batch hand-off, on
+//!    candles already in memory, one thread;
+//! 3. decision latency: time to process one tick of 50 symbols (50 candles),
+//!    p50 / p99 / max.
 
 use std::{
     io::{BufRead, BufReader, BufWriter, Write},
@@ -202,6 +204,7 @@ fn whole_process(file: &Path) {
                 .arg(format!("BTC-PERP={}", file.display()))
                 .args(["--quote-volume", "BTC-PERP", "--strategy"])
                 .arg(repo().join("examples/sma-parity.yaml"))
+                .env("RUST_LOG", "warn")
                 .args(["--no-progress", "--name", "bench", "--ledger"])
                 .arg(work.join("ledger.db"))
                 .arg("--report-dir")
@@ -232,6 +235,9 @@ fn main() {
     let file = million_candle_file();
     let scan = scan_candle_file(&file, None).unwrap();
     println!("input: {} ({} candles)", file.display(), scan.rows);
+    // First, while this process is still small: a child's peak RSS (ru_maxrss)
+    // includes the parent's resident pages at fork time.
+    whole_process(&file);
     let candles: Vec<Candle> = CandleReader::open(&file, SymbolId(0), scan.interval_ms)
         .unwrap()
         .map(|c| c.unwrap())
@@ -239,5 +245,4 @@ fn main() {
     engine_loop(&candles);
     drop(candles);
     tick_latency();
-    whole_process(&file);
 }
