@@ -373,3 +373,33 @@ fn account_kill_switch_halts_and_liquidates() {
     }
     engine.portfolio().check_invariant().unwrap();
 }
+
+/// In a live-style feed a bad tick is skipped and counted, and persistent bad
+/// data trips the price-feed breaker (default: 3 invalid ticks in a row).
+#[test]
+fn bad_ticks_are_skipped_counted_and_trip_the_price_feed_breaker() {
+    let cfg = EngineConfig::from_plan(&plan(PARITY), 3_600_000);
+    let mut data: Vec<Candle> = (0..5).map(|i| candle(i, 100, 101)).collect();
+    let mut bad = candle(5, 100, 101);
+    bad.high = Decimal::from(90); // high below low
+    data.push(bad);
+    let mut backwards = candle(1, 100, 101); // time goes backwards
+    backwards.close = Decimal::from(102);
+    data.push(backwards);
+    let mut negative = candle(6, 100, 101);
+    negative.low = Decimal::from(-1); // non-positive price
+    data.push(negative);
+    data.push(candle(7, 101, 102));
+    let (engine, all) = run_with(cfg, data, |_, _| {});
+    let st = engine.state();
+    assert_eq!(st.rejected_ticks, 3);
+    assert_eq!(st.bars, 6, "only valid candles are traded on");
+    let trip = all
+        .breaker_events
+        .iter()
+        .find(|e| e.breaker == "priceFeed" && e.to_state == "Open")
+        .expect("three invalid ticks in a row trip the price-feed breaker");
+    assert!(trip.reason.contains('3'), "{}", trip.reason);
+    // The portfolio was never marked at a bad price.
+    assert_eq!(all.snapshots.last().unwrap().equity, Decimal::from(100_000));
+}
