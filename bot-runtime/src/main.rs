@@ -10,7 +10,6 @@ use std::{
 use anyhow::{Context, bail};
 use bot_runtime::{
     config::{self, SessionPlan},
-    params::EffectiveParams,
     report::summary_table,
     runner::{RunOptions, run_session},
 };
@@ -325,7 +324,6 @@ fn backtest_plan(
         &text,
         &std::path::absolute(strategy_file)?,
     )?)?;
-    let _ = EffectiveParams::resolve; // resolved inside plan_sessions
     plans
         .into_iter()
         .next()

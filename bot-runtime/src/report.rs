@@ -42,26 +42,7 @@ use crate::ledger::records::{
 use crate::types::Timestamp;
 
 /// Header of `trades.csv`.
-pub const TRADES_HEADER: [&str; 18] = [
-    "seq",
-    "decision_seq",
-    "time",
-    "symbol",
-    "side",
-    "quantity",
-    "reference_price",
-    "fill_price",
-    "fee",
-    "gas",
-    "slippage_cost",
-    "latency_ms",
-    "realized_pnl",
-    "reason",
-    "status",
-    "cash_after",
-    "position_after",
-    "cost_basis_after",
-];
+pub const TRADES_HEADER: [&str; 18] = TradeRecord::COLUMNS;
 
 /// Header of `round_trips.csv`. The first six columns are exactly those of
 /// the parity reference trades file
@@ -80,19 +61,7 @@ pub const ROUND_TRIPS_HEADER: [&str; 10] = [
 ];
 
 /// Header of `decisions.csv`.
-pub const DECISIONS_HEADER: [&str; 11] = [
-    "seq",
-    "time",
-    "symbol",
-    "action",
-    "confidence",
-    "price",
-    "quantity",
-    "positive_signals",
-    "negative_signals",
-    "risk_assessment",
-    "reason",
-];
+pub const DECISIONS_HEADER: [&str; 11] = DecisionRecord::COLUMNS;
 
 /// Most snapshot points the writer keeps for the chart (the chart is 1200
 /// pixels wide, so more would not show).

@@ -350,3 +350,64 @@ fn backtest_merges_several_files() {
         );
     }
 }
+
+/// Ctrl-C (SIGINT) stops a run cleanly: the last batch is committed, the
+/// session is closed as Stopped, and the ledger holds every fill the report shows.
+#[test]
+fn interrupt_commits_what_was_done_and_closes_the_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, reports) = outputs(tmp.path());
+    let child = bin()
+        .args(["run", "-f"])
+        .arg(example("simulated.yaml"))
+        .args(["--speed", "20000", "--ledger"])
+        .arg(&db)
+        .arg("--report-dir")
+        .arg(&reports)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // SAFETY: sending SIGINT to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("interrupted"));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.join("simulated/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["phase"], "Stopped");
+    let bars = summary["bars"].as_u64().unwrap();
+    assert!(bars > 0 && bars < 576 * 3, "stopped part-way: {bars}");
+    let csv_fills = std::fs::read_to_string(reports.join("simulated/trades.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ledger = bot_runtime::ledger::SqliteLedger::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let (phase,): (String,) =
+            sqlx::query_as("SELECT phase FROM sessions WHERE id = 'simulated'")
+                .fetch_one(ledger.pool())
+                .await
+                .unwrap();
+        assert_eq!(phase, "Stopped");
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM trades WHERE session_id = 'simulated'")
+                .fetch_one(ledger.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            n as usize, csv_fills,
+            "ledger and report hold the same fills"
+        );
+    });
+}

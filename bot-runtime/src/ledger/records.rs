@@ -62,6 +62,23 @@ pub struct DecisionRecord {
     pub reason: String,
 }
 
+impl DecisionRecord {
+    /// Column names, in field order: the `decisions` table and `decisions.csv`.
+    pub const COLUMNS: [&'static str; 11] = [
+        "seq",
+        "time",
+        "symbol",
+        "action",
+        "confidence",
+        "price",
+        "quantity",
+        "positive_signals",
+        "negative_signals",
+        "risk_assessment",
+        "reason",
+    ];
+}
+
 /// Why a fill happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum FillReason {
@@ -143,6 +160,30 @@ pub struct TradeRecord {
     pub position_after: Decimal,
     /// Position cost basis (entry notional + entry fees) after the fill.
     pub cost_basis_after: Decimal,
+}
+
+impl TradeRecord {
+    /// Column names, in field order: the `trades` table and `trades.csv`.
+    pub const COLUMNS: [&'static str; 18] = [
+        "seq",
+        "decision_seq",
+        "time",
+        "symbol",
+        "side",
+        "quantity",
+        "reference_price",
+        "fill_price",
+        "fee",
+        "gas",
+        "slippage_cost",
+        "latency_ms",
+        "realized_pnl",
+        "reason",
+        "status",
+        "cash_after",
+        "position_after",
+        "cost_basis_after",
+    ];
 }
 
 /// A closed position (entry to full exit), as in the parity reference file.

@@ -500,47 +500,8 @@ struct Statements {
 }
 
 static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
-    decisions: TableSql::new(
-        "decisions",
-        &[
-            "seq",
-            "time",
-            "symbol",
-            "action",
-            "confidence",
-            "price",
-            "quantity",
-            "positive_signals",
-            "negative_signals",
-            "risk_assessment",
-            "reason",
-        ],
-        "",
-    ),
-    trades: TableSql::new(
-        "trades",
-        &[
-            "seq",
-            "decision_seq",
-            "time",
-            "symbol",
-            "side",
-            "quantity",
-            "reference_price",
-            "fill_price",
-            "fee",
-            "gas",
-            "slippage_cost",
-            "latency_ms",
-            "realized_pnl",
-            "reason",
-            "status",
-            "cash_after",
-            "position_after",
-            "cost_basis_after",
-        ],
-        "",
-    ),
+    decisions: TableSql::new("decisions", &DecisionRecord::COLUMNS, ""),
+    trades: TableSql::new("trades", &TradeRecord::COLUMNS, ""),
     round_trips: TableSql::new(
         "round_trips",
         &[

@@ -361,9 +361,21 @@ fn parse_row(
     if n != 6 {
         return Err(format!("expected 6 columns ({HEADER}), found {n}"));
     }
+    candle_from_fields(symbol, ts.parse(f[0])?, interval_ms, &f)
+}
+
+/// Build a candle from its five value fields (`f[1..6]`: open, high, low,
+/// close, volume as plain decimals) and check the price rules; shared by file
+/// rows and live ticks so both follow one set of rules.
+pub(crate) fn candle_from_fields(
+    symbol: SymbolId,
+    open_time: Timestamp,
+    interval_ms: i64,
+    f: &[&[u8]; 6],
+) -> Result<Candle, String> {
     let c = Candle {
         symbol,
-        open_time: ts.parse(f[0])?,
+        open_time,
         interval_ms,
         open: parse_decimal(f[1], COLUMNS[1])?,
         high: parse_decimal(f[2], COLUMNS[2])?,

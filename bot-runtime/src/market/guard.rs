@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use crate::types::{Candle, SymbolId, Timestamp};
 
-use super::csv::{COLUMNS, TimestampParser, parse_decimal};
+use super::csv::{COLUMNS, TimestampParser, candle_from_fields};
 
 /// Why a candle was rejected. The fields name what to show; the full text
 /// comes from [`reason`](Self::reason) with the candle.
@@ -207,20 +207,7 @@ pub fn parse_tick(symbol: SymbolId, interval_ms: i64, fields: [&str; 6]) -> Resu
     }
     let f = fields.map(|s| s.trim().as_bytes());
     let open_time = TimestampParser::default().parse(f[0])?;
-    let c = Candle {
-        symbol,
-        open_time,
-        interval_ms,
-        open: parse_decimal(f[1], COLUMNS[1])?,
-        high: parse_decimal(f[2], COLUMNS[2])?,
-        low: parse_decimal(f[3], COLUMNS[3])?,
-        close: parse_decimal(f[4], COLUMNS[4])?,
-        volume: parse_decimal(f[5], COLUMNS[5])?,
-    };
-    match check_prices(&c) {
-        Some(r) => Err(r.detail(&c)),
-        None => Ok(c),
-    }
+    candle_from_fields(symbol, open_time, interval_ms, &f)
 }
 
 #[cfg(test)]
