@@ -17,6 +17,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Serialize, Serializer};
 
+use crate::engine::EngineState;
 use crate::ledger::records::{Action, FillStatus, LedgerBatch};
 use crate::types::{MS_PER_DAY, Timestamp};
 
@@ -95,33 +96,6 @@ pub struct DecisionCounts {
     pub skip: u64,
     /// Hold decisions (see [`Analytics::summary`] for how they are counted).
     pub hold: u64,
-}
-
-/// What the engine knows at the end of the run and the batches do not carry.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FinalState {
-    /// Market time of the first candle.
-    pub time_start: Timestamp,
-    /// Market time of the end of the run.
-    pub time_end: Timestamp,
-    /// Candles processed.
-    pub bars: u64,
-    /// Final cash, quote currency.
-    pub cash: Decimal,
-    /// Final equity (cash + marked positions), quote currency.
-    pub equity: Decimal,
-    /// Realized P&L over the run, quote currency, fees included.
-    pub realized_pnl: Decimal,
-    /// Unrealized P&L of the open positions at the end, quote currency.
-    pub unrealized_pnl: Decimal,
-    /// Largest peak-to-trough drawdown of equity, percent (0-100).
-    pub max_drawdown_pct: Decimal,
-    /// Positions still open at the end.
-    pub open_positions: u32,
-    /// Hold decisions counted by the engine (recorded in the ledger or not).
-    pub holds: u64,
-    /// Final phase: `Completed`, `Halted`, `Stopped` or `Failed`.
-    pub phase: String,
 }
 
 /// End-of-run summary: the content of `summary.json` and of the terminal
@@ -392,11 +366,11 @@ impl Analytics {
     /// The summary of the run so far, completed with what only the engine
     /// knows at the end.
     ///
-    /// Holds: the engine counts every Hold in [`FinalState::holds`], while
+    /// Holds: the engine counts every Hold in [`EngineState::holds`], while
     /// batches carry Hold decisions only when the session records them; the
     /// summary reports the larger of the two counts, so recorded holds are
     /// not counted twice.
-    pub fn summary(&self, end: &FinalState) -> Summary {
+    pub fn summary(&self, end: &EngineState, phase: &str) -> Summary {
         let hundred = Decimal::ONE_HUNDRED;
         let total_pnl = end.equity - self.initial_equity;
         let rts = Decimal::from(self.round_trips);
@@ -433,9 +407,9 @@ impl Analytics {
             autopilot_adjustments: self.adjustments,
             decisions,
             bars: end.bars,
-            start: end.time_start,
-            end: end.time_end,
-            phase: end.phase.clone(),
+            start: end.start,
+            end: end.now,
+            phase: phase.to_string(),
             open_positions: end.open_positions,
         }
     }
@@ -561,10 +535,10 @@ mod tests {
     use crate::types::Side;
     use rust_decimal_macros::dec;
 
-    fn final_state(equity: Decimal) -> FinalState {
-        FinalState {
-            time_start: Timestamp(T0),
-            time_end: Timestamp(T0 + 24 * HOUR),
+    fn final_state(equity: Decimal) -> EngineState {
+        EngineState {
+            start: Timestamp(T0),
+            now: Timestamp(T0 + 24 * HOUR),
             bars: 1440,
             cash: equity,
             equity,
@@ -573,7 +547,8 @@ mod tests {
             max_drawdown_pct: dec!(10),
             open_positions: 0,
             holds: 0,
-            phase: "Completed".into(),
+            fills: 0,
+            rejected_ticks: 0,
         }
     }
 
@@ -604,7 +579,7 @@ mod tests {
             &[dec!(100), dec!(110), dec!(99), dec!(108.9)],
             MS_PER_DAY,
         ));
-        let s = a.summary(&final_state(dec!(108.9)));
+        let s = a.summary(&final_state(dec!(108.9)), "Completed");
         assert_eq!(s.return_periods, 3);
         let sharpe = s.sharpe_ratio.unwrap();
         let sortino = s.sortino_ratio.unwrap();
@@ -635,7 +610,7 @@ mod tests {
             snapshots: second.to_vec(),
             ..Default::default()
         });
-        let s = a.summary(&final_state(dec!(108.9)));
+        let s = a.summary(&final_state(dec!(108.9)), "Completed");
         let expected = 3f64.sqrt() / 6.0 * 8760f64.sqrt();
         assert!(close(s.sharpe_ratio.unwrap(), expected));
     }
@@ -644,7 +619,7 @@ mod tests {
     fn ratios_absent_without_enough_data_or_variance() {
         let mut a = Analytics::new(dec!(100), HOUR);
         a.on_batch(&batch_of_snapshots(&[dec!(100), dec!(90)], HOUR));
-        let s = a.summary(&final_state(dec!(90)));
+        let s = a.summary(&final_state(dec!(90)), "Completed");
         assert_eq!(s.return_periods, 1);
         assert_eq!(s.sharpe_ratio, None, "one return has no sample deviation");
         // Sortino is defined with one negative return: mean −0.1 over √(0.01/1).
@@ -656,7 +631,7 @@ mod tests {
             &[dec!(100), dec!(101), dec!(102.01), dec!(103.0301)],
             HOUR,
         ));
-        let s = flat.summary(&final_state(dec!(103.0301)));
+        let s = flat.summary(&final_state(dec!(103.0301)), "Completed");
         assert_eq!(s.return_periods, 3);
         assert_eq!(s.sharpe_ratio, None, "constant 1% returns: zero variance");
         assert_eq!(s.sortino_ratio, None, "no negative return");
@@ -669,7 +644,11 @@ mod tests {
         b.snapshots
             .push(snapshot(Timestamp(T0 + HOUR), dec!(50), Decimal::ZERO));
         a.on_batch(&b);
-        assert_eq!(a.summary(&final_state(dec!(110))).return_periods, 1);
+        assert_eq!(
+            a.summary(&final_state(dec!(110)), "Completed")
+                .return_periods,
+            1
+        );
     }
 
     #[test]
@@ -683,7 +662,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         });
-        let s = a.summary(&final_state(dec!(1010)));
+        let s = a.summary(&final_state(dec!(1010)), "Completed");
         assert_eq!((s.round_trips, s.wins, s.losses), (5, 2, 2));
         assert_eq!(s.win_rate_pct, dec!(40));
         assert_eq!(s.avg_pnl_per_round_trip, dec!(2));
@@ -704,7 +683,7 @@ mod tests {
             round_trips: vec![round_trip(dec!(5)), round_trip(dec!(7))],
             ..Default::default()
         });
-        let s = a.summary(&final_state(dec!(1012)));
+        let s = a.summary(&final_state(dec!(1012)), "Completed");
         assert_eq!(s.profit_factor, None);
         assert_eq!(s.win_rate_pct, dec!(100));
         assert_eq!(s.avg_loss, Decimal::ZERO);
@@ -714,7 +693,7 @@ mod tests {
     #[test]
     fn empty_run_has_zero_rates() {
         let a = Analytics::new(dec!(1000), HOUR);
-        let s = a.summary(&final_state(dec!(1000)));
+        let s = a.summary(&final_state(dec!(1000)), "Completed");
         assert_eq!(s.round_trips, 0);
         assert_eq!(s.win_rate_pct, Decimal::ZERO);
         assert_eq!(s.roi_pct, Decimal::ZERO);
@@ -769,7 +748,7 @@ mod tests {
         });
         let mut end = final_state(dec!(995.5));
         end.holds = 7;
-        let s = a.summary(&end);
+        let s = a.summary(&end, "Completed");
         assert_eq!((s.fills, s.failed_orders), (2, 1));
         assert_eq!(s.fees_paid, dec!(3.5));
         assert_eq!(s.gas_paid, dec!(0.2));
@@ -796,7 +775,7 @@ mod tests {
             round_trips: vec![round_trip(dec!(0.10)), round_trip(dec!(-0.05))],
             ..Default::default()
         });
-        let s = a.summary(&final_state(dec!(1000.05)));
+        let s = a.summary(&final_state(dec!(1000.05)), "Completed");
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(v["initial_equity"], "1000");
         assert_eq!(v["total_pnl"], "0.05");

@@ -649,8 +649,9 @@ pub fn render_equity_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::Analytics;
     use crate::analytics::test_records::*;
-    use crate::analytics::{Analytics, FinalState};
+    use crate::engine::EngineState;
     use crate::ledger::records::{Action, FillReason, FillStatus};
     use crate::types::Side;
     use rust_decimal_macros::dec;
@@ -674,10 +675,10 @@ mod tests {
             .collect()
     }
 
-    fn end_state() -> FinalState {
-        FinalState {
-            time_start: Timestamp(T0),
-            time_end: Timestamp(T0 + 48 * HOUR),
+    fn end_state() -> EngineState {
+        EngineState {
+            start: Timestamp(T0),
+            now: Timestamp(T0 + 48 * HOUR),
             bars: 2880,
             cash: dec!(10012.5),
             equity: dec!(10012.5),
@@ -686,7 +687,8 @@ mod tests {
             max_drawdown_pct: dec!(1.25),
             open_positions: 0,
             holds: 2800,
-            phase: "Completed".into(),
+            fills: 0,
+            rejected_ticks: 0,
         }
     }
 
@@ -739,7 +741,7 @@ mod tests {
         })
         .unwrap();
         let files = w
-            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state()))
+            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state(), "Completed"))
             .unwrap();
 
         let trades = read_lines(&files.trades_csv);
@@ -807,7 +809,7 @@ mod tests {
         })
         .unwrap();
         let files = w
-            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state()))
+            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state(), "Completed"))
             .unwrap();
         let lines = read_lines(&files.round_trips_csv);
         let reference_header = "entry_time,entry_price,exit_time,exit_price,quantity,pnl";
@@ -832,7 +834,7 @@ mod tests {
             a.on_batch(&b);
             w.write_batch(&b).unwrap();
         }
-        let summary = a.summary(&end_state());
+        let summary = a.summary(&end_state(), "Completed");
         let files = w.finish(&summary).unwrap();
         assert_eq!(files.dir, dir.path());
         for p in [
@@ -922,7 +924,7 @@ mod tests {
             round_trips: vec![round_trip(dec!(20)), round_trip(dec!(-7.5))],
             ..Default::default()
         });
-        let s = a.summary(&end_state());
+        let s = a.summary(&end_state(), "Completed");
         let t = summary_table(&s);
         for label in [
             "Trades",

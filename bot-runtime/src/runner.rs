@@ -30,7 +30,7 @@ use paperbot_crds::MarketDataSource;
 use tokio::sync::mpsc;
 
 use crate::{
-    analytics::{Analytics, FinalState, Summary},
+    analytics::{Analytics, Summary},
     config::SessionPlan,
     engine::{Engine, EngineConfig, Step},
     ledger::{
@@ -375,19 +375,7 @@ fn drive(
     bar.finish_and_clear();
     drop(tx);
     let st = engine.state();
-    let summary = analytics.summary(&FinalState {
-        time_start: st.start,
-        time_end: st.now,
-        bars: st.bars,
-        cash: st.cash,
-        equity: st.equity,
-        realized_pnl: st.realized_pnl,
-        unrealized_pnl: st.unrealized_pnl,
-        max_drawdown_pct: st.max_drawdown_pct,
-        open_positions: st.open_positions,
-        holds: st.holds,
-        phase: phase.to_string(),
-    });
+    let summary = analytics.summary(&st, phase);
     let files = report.finish(&summary)?;
     Ok(Driven {
         phase: phase.to_string(),
