@@ -171,15 +171,28 @@ fn open_feed(plan: &SessionPlan) -> Result<(Feed, Option<u64>), RunError> {
 }
 
 /// Run one session to its end (data exhausted, `stopAfter`, halt, or `stop`
-/// set by Ctrl-C).
+/// set by Ctrl-C), recording into the SQLite ledger at `opts.ledger`.
+///
+/// The data is validated before the ledger is opened, so bad input leaves no
+/// ledger file and no report behind.
 pub async fn run_session(
     plan: &SessionPlan,
     opts: &RunOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<RunOutcome, RunError> {
-    let (feed, total) = open_feed(plan)?;
-
+    let feed = open_feed(plan)?;
     let mut ledger = SqliteLedger::open(&opts.ledger).await?;
+    run_session_on(plan, opts, stop, feed, &mut ledger).await
+}
+
+/// Run one session on an opened feed into any ledger backend.
+async fn run_session_on<L: LedgerStore>(
+    plan: &SessionPlan,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+    (feed, total): (Feed, Option<u64>),
+    ledger: &mut L,
+) -> Result<RunOutcome, RunError> {
     let session_id = ledger.next_session_id(&plan.name).await?;
     let report = ReportWriter::create(&opts.report_dir.join(&session_id), &session_id)?;
     let (tx, mut rx) = mpsc::channel::<LedgerBatch>(16);

@@ -152,36 +152,6 @@ impl SqliteLedger {
         self.lease_ttl = ttl;
     }
 
-    /// Next free session id for a BotSession name: `name` if no session has
-    /// that id, else `name-2`, `name-3`, ... (the smallest unused number).
-    ///
-    /// The id is only reserved by the following `start_session`; two writers
-    /// racing for the same id are told apart there.
-    ///
-    /// # Errors
-    /// [`LedgerError::Database`] if the sessions table cannot be read.
-    pub async fn next_session_id(&self, name: &str) -> Result<String, LedgerError> {
-        // '.' is the character after '-', so the range covers exactly the ids
-        // that start with `name-` (and it uses the primary key).
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM sessions WHERE id = ?1 OR (id >= ?1 || '-' AND id < ?1 || '.')",
-        )
-        .bind(name)
-        .fetch_all(&self.pool)
-        .await?;
-        if !ids.iter().any(|id| id == name) {
-            return Ok(name.to_owned());
-        }
-        let taken: HashSet<u64> = ids
-            .iter()
-            .filter_map(|id| id.strip_prefix(name)?.strip_prefix('-')?.parse().ok())
-            .collect();
-        let n = (2u64..)
-            .find(|n| !taken.contains(n))
-            .expect("fewer than u64::MAX sessions");
-        Ok(format!("{name}-{n}"))
-    }
-
     /// The connection pool (for readers: reports, dumps, status).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -343,6 +313,36 @@ impl SqliteLedger {
 }
 
 impl LedgerStore for SqliteLedger {
+    /// Next free session id for a BotSession name: `name` if no session has
+    /// that id, else `name-2`, `name-3`, ... (the smallest unused number).
+    ///
+    /// The id is only reserved by the following `start_session`; two writers
+    /// racing for the same id are told apart there.
+    ///
+    /// # Errors
+    /// [`LedgerError::Database`] if the sessions table cannot be read.
+    async fn next_session_id(&self, name: &str) -> Result<String, LedgerError> {
+        // '.' is the character after '-', so the range covers exactly the ids
+        // that start with `name-` (and it uses the primary key).
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE id = ?1 OR (id >= ?1 || '-' AND id < ?1 || '.')",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        if !ids.iter().any(|id| id == name) {
+            return Ok(name.to_owned());
+        }
+        let taken: HashSet<u64> = ids
+            .iter()
+            .filter_map(|id| id.strip_prefix(name)?.strip_prefix('-')?.parse().ok())
+            .collect();
+        let n = (2u64..)
+            .find(|n| !taken.contains(n))
+            .expect("fewer than u64::MAX sessions");
+        Ok(format!("{name}-{n}"))
+    }
+
     fn start_session(
         &mut self,
         s: &SessionRecord,

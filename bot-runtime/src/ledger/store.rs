@@ -14,6 +14,16 @@ use super::records::{LedgerBatch, SessionEnd, SessionRecord};
 ///
 /// The futures are `Send` so the store can run on its own tokio task.
 pub trait LedgerStore: Send {
+    /// The id a new run of the BotSession `name` gets: `name` if unused, else
+    /// the smallest free `name-N` (N >= 2).
+    ///
+    /// # Errors
+    /// [`LedgerError::Database`] on database failures.
+    fn next_session_id(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<String, LedgerError>> + Send;
+
     /// Register the session (a new row; its cash and equity start at
     /// `initial_cash`) and take the writer lease with a fresh fencing token.
     ///
