@@ -4,6 +4,8 @@
 //! replay, simulated markets); time always comes from the data through a
 //! clock, never from the wall clock inside the engine.
 
+#![warn(missing_docs)]
+
 pub mod analytics;
 pub mod autopilot;
 pub mod breakers;

@@ -6,6 +6,7 @@
 //! ([`DurationString`]). Each spec has a `validate()` that mirrors the checks
 //! the API server applies, so a local run refuses what `kubectl apply` would.
 
+#![warn(missing_docs)]
 // kube's `#[kube(printcolumn(...))]` is repeated once per column by design.
 #![allow(clippy::duplicated_attributes)]
 
