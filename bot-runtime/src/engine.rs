@@ -878,10 +878,17 @@ impl Engine {
             Some(k) => format!("{} open", k.name()),
             None => "closed".into(),
         };
+        let size = if quantity.is_zero() {
+            format!("not sized (equity {})", equity.round_dp(2).normalize())
+        } else {
+            format!(
+                "notional {} = {pct}% of equity {}",
+                notional.round_dp(2).normalize(),
+                equity.round_dp(2).normalize()
+            )
+        };
         format!(
-            "notional {} = {pct}% of equity {}; positions {}/{}; entries today {}/{}; breakers {breakers}",
-            notional.round_dp(2).normalize(),
-            equity.round_dp(2).normalize(),
+            "{size}; positions {}/{}; entries today {}/{}; breakers {breakers}",
             self.portfolio.open_positions(),
             fmt_max(risk.max_concurrent_positions),
             self.entries_today,
