@@ -364,6 +364,7 @@ impl Engine {
             }
         }
         self.bars += 1;
+        let fills_before = self.fills;
 
         // 3. Pending market order.
         if let Some(o) = self.syms[s].pending.take() {
@@ -387,7 +388,13 @@ impl Engine {
                 self.syms[s].trail_price = None; // recomputed lazily
             }
         }
-        let equity = self.portfolio.equity();
+        // Equity can only have moved if this candle filled something or marked
+        // an open position; skip the arithmetic otherwise (most candles).
+        let equity = if self.fills != fills_before || self.portfolio.position(sym).is_open() {
+            self.portfolio.equity()
+        } else {
+            self.last_equity
+        };
         if equity != self.last_equity {
             self.last_equity = equity;
             if equity > self.peak_equity {

@@ -84,26 +84,33 @@ fn price(c: &Candle, column: &str) -> Decimal {
 /// Value rules of one candle, in this order: every price > 0, volume >= 0,
 /// `low <= high`, open then close inside `[low, high]`.
 pub(crate) fn check_prices(c: &Candle) -> Option<FeedReject> {
+    // Sign and zero tests are bit checks; only the range tests need full
+    // decimal comparisons (this runs on every candle).
     for (column, v) in [
         (COLUMNS[1], c.open),
         (COLUMNS[2], c.high),
         (COLUMNS[3], c.low),
         (COLUMNS[4], c.close),
     ] {
-        if v <= Decimal::ZERO {
+        if v.is_sign_negative() || v.is_zero() {
             return Some(FeedReject::NonPositivePrice { column });
         }
     }
-    if c.volume < Decimal::ZERO {
+    if c.volume.is_sign_negative() && !c.volume.is_zero() {
         return Some(FeedReject::NegativeVolume);
     }
-    if c.high < c.low {
-        return Some(FeedReject::HighBelowLow);
-    }
-    for (column, v) in [(COLUMNS[1], c.open), (COLUMNS[4], c.close)] {
-        if v < c.low || v > c.high {
-            return Some(FeedReject::OutsideRange { column });
+    // low <= open, close <= high implies low <= high, so high < low is only
+    // tested to name the problem once a range test failed.
+    if c.open < c.low || c.open > c.high || c.close < c.low || c.close > c.high {
+        if c.high < c.low {
+            return Some(FeedReject::HighBelowLow);
         }
+        let column = if c.open < c.low || c.open > c.high {
+            COLUMNS[1]
+        } else {
+            COLUMNS[4]
+        };
+        return Some(FeedReject::OutsideRange { column });
     }
     None
 }
