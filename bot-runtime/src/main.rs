@@ -309,6 +309,7 @@ fn backtest_plan(
         desired_state: DesiredState::Running,
         stop_after: None,
         record_holds: false,
+        runtime: None,
     };
     let account_doc = serde_yaml::to_string(&serde_json::json!({
         "apiVersion": paperbot_crds::API_VERSION, "kind": "PaperAccount",

@@ -72,6 +72,21 @@ pub struct BotSessionSpec {
     /// Record Hold decisions in the ledger too (they are always counted).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_holds: bool,
+    /// Overrides of the operator's defaults for this session's runtime pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeOverrides>,
+}
+
+/// Per-session overrides of the runtime pod.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeOverrides {
+    /// Container image of the bot-runtime (default: the operator's `--runtime-image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory requests and limits (default: the operator's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 /// A reference to an object in the same namespace.

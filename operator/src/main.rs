@@ -1,0 +1,2 @@
+//! The `paperbot-operator` binary.
+fn main() {}
