@@ -7,6 +7,13 @@
 pub mod builders;
 pub mod conditions;
 pub mod config;
+pub mod controllers;
+pub mod error;
+#[cfg(test)]
+pub mod fixtures;
 pub mod leader;
 pub mod metrics;
+pub mod run;
 pub mod server;
+
+pub use error::{Error, Result};

@@ -1,2 +1,117 @@
-//! The `paperbot-operator` binary.
-fn main() {}
+//! `paperbot-operator`: watches PaperAccount, StrategyConfig and BotSession
+//! resources and runs one bot-runtime StatefulSet per session.
+//!
+//! Only the holder of the leader Lease reconciles; a replica that loses the
+//! lease exits so that Kubernetes restarts it as a standby, and two replicas
+//! never write at the same time.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use kube::runtime::events::{Recorder, Reporter};
+use paperbot_operator::{
+    config::OperatorConfig,
+    controllers::Context,
+    leader::{LeaderConfig, LeaderElection},
+    metrics::Metrics,
+    run::run_all,
+    server::{ServerState, serve},
+};
+use tracing::{error, info};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = OperatorConfig::parse();
+    cfg.init_tracing();
+    let settings = cfg.runtime_settings().context("runtime settings")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("shutdown requested");
+            let _ = stop_tx.send(true);
+        }
+    });
+
+    let server = tokio::spawn(serve(
+        cfg.metrics_addr,
+        ServerState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+        shutdown.clone(),
+    ));
+
+    let leader = if cfg.leader_election {
+        let le = LeaderElection::start(
+            client.clone(),
+            LeaderConfig {
+                lease_name: cfg.lease_name.clone(),
+                namespace: cfg.lease_namespace.clone(),
+                identity: cfg.identity(),
+                lease_duration: cfg.lease_duration(),
+            },
+            metrics.clone(),
+        )
+        .await
+        .context("starting leader election")?;
+        info!("waiting for the leader lease");
+        let mut leading = le.subscribe();
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+            () = shutdown.clone() => { le.release().await; return Ok(()); }
+        }
+        info!("acquired the leader lease");
+        // Losing the lease ends the process: a restarted replica waits as a standby.
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if leading.wait_for(|l| !*l).await.is_ok() {
+                error!("lost the leader lease; stopping");
+                let _ = stop_tx.send(true);
+                std::process::exit(1);
+            }
+        });
+        Some(le)
+    } else {
+        None
+    };
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "paperbot-operator".into(),
+            instance: Some(cfg.identity()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        metrics,
+        settings,
+        sync_interval: cfg.status_sync_interval(),
+    });
+    let r = ready.clone();
+    run_all(ctx, cfg.namespaces.clone(), shutdown, move || r.store(true, Ordering::Relaxed)).await;
+    if let Some(le) = leader {
+        le.release().await;
+    }
+    let _ = server.await;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! PaperAccount controller: aggregates its sessions into the account's
+//! status (allocated funds, equity, P&L, ROI, trades, active sessions) and
+//! flags an over-allocated account.
+
+use std::sync::Arc;
+
+use kube::{
+    ResourceExt,
+    api::{Api, ListParams, Patch, PatchParams},
+    runtime::controller::Action,
+};
+use paperbot_crds::{BotSession, DecimalString, DesiredState, PaperAccount, PaperAccountStatus};
+use rust_decimal::Decimal;
+use serde_json::json;
+use tracing::{instrument, warn};
+
+use super::{Context, FIELD_MANAGER, now};
+use crate::{
+    Error, Result,
+    conditions::{READY, conditions_equal_ignoring_time, set_condition},
+};
+
+/// Controller name used in metrics and logs.
+pub const CONTROLLER: &str = "paperaccount";
+
+/// The status an account should have, given its sessions (those of its
+/// namespace that reference it). Equity = balance − allocations + Σ session
+/// equity (a session without reported equity counts at its allocation).
+pub fn desired_status(
+    account: &PaperAccount,
+    sessions: &[BotSession],
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> PaperAccountStatus {
+    let name = account.name_any();
+    let mine: Vec<&BotSession> = sessions.iter().filter(|s| s.spec.account_ref.name == name).collect();
+    let active: Vec<&&BotSession> = mine
+        .iter()
+        .filter(|s| s.spec.desired_state != DesiredState::Stopped && s.metadata.deletion_timestamp.is_none())
+        .collect();
+    let balance = account.spec.initial_balance.get();
+    let allocated: Decimal = active.iter().map(|s| s.spec.allocation.get()).sum();
+    let sum = |f: fn(&BotSession) -> Option<Decimal>| -> Decimal { active.iter().filter_map(|s| f(s)).sum() };
+    let session_equity: Decimal = active
+        .iter()
+        .map(|s| s.status.as_ref().and_then(|st| st.equity).map_or(s.spec.allocation.get(), |e| e.get()))
+        .sum();
+    let equity = balance - allocated + session_equity;
+    let realized = sum(|s| s.status.as_ref()?.realized_pnl.map(|d| d.get()));
+    let unrealized = sum(|s| s.status.as_ref()?.unrealized_pnl.map(|d| d.get()));
+    let trades: u64 = active.iter().filter_map(|s| s.status.as_ref()).map(|st| st.trades).sum();
+    let roi = if balance.is_zero() {
+        Decimal::ZERO
+    } else {
+        ((equity - balance) / balance * Decimal::ONE_HUNDRED).round_dp(2)
+    };
+    let mut status = account.status.clone().unwrap_or_default();
+    status.cash = Some(DecimalString(balance - allocated));
+    status.allocated = Some(DecimalString(allocated));
+    status.equity = Some(DecimalString(equity.normalize()));
+    status.realized_pnl = Some(DecimalString(realized.normalize()));
+    status.unrealized_pnl = Some(DecimalString(unrealized.normalize()));
+    status.roi_pct = Some(DecimalString(roi.normalize()));
+    status.total_trades = trades;
+    status.active_sessions = active.len() as u32;
+    status.observed_generation = account.metadata.generation;
+    let (ok, reason, message) = if allocated > balance {
+        (
+            false,
+            "Overallocated",
+            format!("active sessions allocate {allocated} but the balance is {balance}; the newest sessions are refused"),
+        )
+    } else {
+        (true, "Reconciled", format!("{} active session(s) allocate {allocated} of {balance}", active.len()))
+    };
+    set_condition(
+        &mut status.conditions,
+        READY,
+        ok,
+        reason,
+        &message,
+        account.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// Whether `new` differs from `old` other than in timestamps.
+fn differs(old: Option<&PaperAccountStatus>, new: &PaperAccountStatus) -> bool {
+    match old {
+        None => true,
+        Some(old) => {
+            let strip = |s: &PaperAccountStatus| PaperAccountStatus {
+                conditions: Vec::new(),
+                ..s.clone()
+            };
+            strip(old) != strip(new) || !conditions_equal_ignoring_time(&old.conditions, &new.conditions)
+        }
+    }
+}
+
+/// Reconcile one PaperAccount.
+#[instrument(skip_all, fields(account = %account.name_any()))]
+pub async fn reconcile(account: Arc<PaperAccount>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx.metrics.reconcile_timer(CONTROLLER);
+    let result = async {
+        let ns = account.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+        let sessions = Api::<BotSession>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let new = desired_status(&account, &sessions, &now());
+        if differs(account.status.as_ref(), &new) {
+            Api::<PaperAccount>::namespaced(ctx.client.clone(), &ns)
+                .patch_status(
+                    &account.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(json!({
+                        "apiVersion": "paperbot.io/v1alpha1",
+                        "kind": "PaperAccount",
+                        "status": new,
+                    })),
+                )
+                .await?;
+        }
+        Ok(Action::requeue(ctx.sync_interval))
+    }
+    .await;
+    timer.finish(result.is_ok());
+    result
+}
+
+/// Requeue after an error, counting it.
+pub fn error_policy(account: Arc<PaperAccount>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(account = %account.name_any(), error = %err, "reconcile failed");
+    ctx.metrics.record_error(CONTROLLER, err.metric_label());
+    Action::requeue(std::time::Duration::from_secs(5))
+}

@@ -1,0 +1,180 @@
+//! Wiring: the three controllers on kube's runtime, the status metrics
+//! refresher, for one namespace or all of them.
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use futures::{StreamExt, future::join_all};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Secret, Service},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use paperbot_crds::{BotSession, PaperAccount, SessionPhase, StrategyConfig};
+use tracing::info;
+
+use crate::{
+    controllers::{Context, account, botsession, strategy},
+    metrics::Metrics,
+};
+
+/// Label selector of the objects the operator creates.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=paperbot-operator";
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run the controllers for `namespace` (`None`: all namespaces) until
+/// `shutdown` resolves. `on_ready` is called once the BotSession cache has
+/// synced (the operator is then ready to serve `/readyz`).
+pub async fn run_controllers(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce() + Send + 'static,
+) {
+    let ns = namespace.as_deref();
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default();
+    let owned = watcher::Config::default().labels(MANAGED_BY);
+
+    let sessions = Controller::new(api::<BotSession>(&client, ns), wc.clone());
+    let store = sessions.store();
+    let by_account = store.clone();
+    let by_strategy = store.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = futures::future::FutureExt::shared(async move {
+        shutdown.await;
+    });
+    let sd = shutdown.clone();
+    let sessions = sessions
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .watches(api::<PaperAccount>(&client, ns), wc.clone(), move |a| {
+            sessions_referencing(&by_account, &a.namespace(), |s| s.spec.account_ref.name == a.name_any())
+        })
+        .watches(api::<StrategyConfig>(&client, ns), wc.clone(), move |st| {
+            sessions_referencing(&by_strategy, &st.namespace(), |s| s.spec.strategy_ref.name == st.name_any())
+        })
+        .graceful_shutdown_on(async move {
+            sd.await;
+        })
+        .run(botsession::reconcile, botsession::error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let sd = shutdown.clone();
+    let accounts = Controller::new(api::<PaperAccount>(&client, ns), wc.clone())
+        .watches(api::<BotSession>(&client, ns), wc.clone(), |s| {
+            Some(ObjectRef::new(&s.spec.account_ref.name).within(&s.namespace().unwrap_or_default()))
+        })
+        .graceful_shutdown_on(async move {
+            sd.await;
+        })
+        .run(account::reconcile, account::error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let sd = shutdown.clone();
+    let strategies = Controller::new(api::<StrategyConfig>(&client, ns), wc.clone())
+        .watches(api::<BotSession>(&client, ns), wc, |s| {
+            Some(ObjectRef::new(&s.spec.strategy_ref.name).within(&s.namespace().unwrap_or_default()))
+        })
+        .graceful_shutdown_on(async move {
+            sd.await;
+        })
+        .run(strategy::reconcile, strategy::error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let ready_store = store.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            info!("session cache synced; ready");
+            on_ready();
+            let _ = tx.send(());
+        }
+    });
+    let metrics = ctx.metrics.clone();
+    let sd = shutdown.clone();
+    let refresher = async move {
+        let _ = rx.await;
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let refresh = async {
+            loop {
+                tick.tick().await;
+                export_session_metrics(&store, &metrics);
+            }
+        };
+        tokio::select! {
+            () = refresh => {},
+            () = sd => {},
+        }
+    };
+    futures::join!(sessions, accounts, strategies, refresher);
+}
+
+fn sessions_referencing(
+    store: &Store<BotSession>,
+    namespace: &Option<String>,
+    uses: impl Fn(&BotSession) -> bool,
+) -> Vec<ObjectRef<BotSession>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|s| &s.namespace() == namespace && uses(s))
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect()
+}
+
+/// Sessions by phase and sessions with an open breaker, from the cache.
+pub fn export_session_metrics(store: &Store<BotSession>, metrics: &Metrics) {
+    let mut phases: BTreeMap<SessionPhase, i64> = BTreeMap::new();
+    let mut breakers_open = 0;
+    for s in store.state() {
+        let st = s.status.clone().unwrap_or_default();
+        *phases.entry(st.phase).or_default() += 1;
+        if st.breaker.as_deref().is_some_and(|b| b != "None") {
+            breakers_open += 1;
+        }
+    }
+    metrics.set_sessions_by_phase(&phases);
+    metrics.set_breakers_open(breakers_open);
+}
+
+/// Run the controllers for every namespace in `namespaces` (empty: all).
+pub async fn run_all(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl Fn() + Send + Sync + 'static,
+) {
+    let shutdown = futures::future::FutureExt::shared(async move {
+        shutdown.await;
+    });
+    let on_ready = Arc::new(on_ready);
+    let targets: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    join_all(targets.into_iter().map(|ns| {
+        let sd = shutdown.clone();
+        let ready = on_ready.clone();
+        run_controllers(ctx.clone(), ns, async move { sd.await }, move || ready())
+    }))
+    .await;
+}
