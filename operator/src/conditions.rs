@@ -1,1 +1,930 @@
-//! (being written)
+//! Status conditions and phase of a BotSession, computed as pure values from
+//! the previous status and what the reconciler observed (no client, no clock:
+//! the current time is an argument).
+//!
+//! The conditions follow the `metav1.Condition` conventions that Flux, Argo CD
+//! and `kubectl wait --for=condition=Ready` rely on:
+//!
+//! - [`READY`] is `True` only when the session is in the state the user asked
+//!   for: trading with the current configuration (`Running`), or scaled down
+//!   (`Paused`, `Stopped`).
+//! - [`PROGRESSING`] is `True` while the operator is moving towards that state
+//!   (creating, starting, rolling out, scaling down) and `False` when it got
+//!   there or cannot get there without a change.
+//! - [`DEGRADED`] is `True` when something is wrong that needs a human: an
+//!   invalid spec, or a runtime container that cannot run (crash loop, image
+//!   pull failure).
+//! - [`CIRCUIT_BREAKER_OPEN`] is `Unknown` (reason `RuntimeNotReporting`)
+//!   until the runtime reports its breakers.
+//!
+//! Every condition carries the observed `metadata.generation`, and its
+//! `lastTransitionTime` moves only when its status flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use paperbot_crds::{BotSessionStatus, DesiredState, SessionPhase};
+
+/// `True` when the session is in its desired state.
+pub const READY: &str = "Ready";
+/// `True` while the operator is moving the session towards its desired state.
+pub const PROGRESSING: &str = "Progressing";
+/// `True` when the session cannot run as asked without a human.
+pub const DEGRADED: &str = "Degraded";
+/// `True` while one of the session's circuit breakers is open.
+pub const CIRCUIT_BREAKER_OPEN: &str = "CircuitBreakerOpen";
+
+/// `problem` reason of a spec the runtime refuses; the only problem that
+/// makes the phase `Failed` (others, such as `AccountNotFound`,
+/// `StrategyNotFound` or `InsufficientFunds`, leave it `Pending`).
+pub const INVALID_SPEC: &str = "InvalidSpec";
+
+/// Container waiting reasons that mean the runtime cannot run without a
+/// change (phase `Failed`, `Degraded=True`); any other waiting reason (e.g.
+/// `ContainerCreating`) counts as still starting.
+pub const DEGRADING_WAITING_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Summary written to `status.breaker` until the runtime reports breakers.
+pub const NO_BREAKER: &str = "None";
+
+/// Status of a condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Not known (yet).
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// `"True"`, `"False"` or `"Unknown"`, as written in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
+/// Upsert the condition of type `type_` in `conds`.
+///
+/// A new condition gets `now` as `lastTransitionTime`; an existing one keeps
+/// its `lastTransitionTime` unless its status changes. `reason` must be a
+/// CamelCase identifier (`metav1.Condition` requires one). Returns whether
+/// anything — status, reason, message or observedGeneration — changed (or
+/// the condition was added).
+pub fn set_condition(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> bool {
+    let status = status.as_str();
+    match conds.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            let changed = c.status != status
+                || c.reason != reason
+                || c.message != message
+                || c.observed_generation != generation;
+            if c.status != status {
+                c.status = status.to_string();
+                c.last_transition_time = now.clone();
+            }
+            c.reason = reason.to_string();
+            c.message = message.to_string();
+            c.observed_generation = generation;
+            changed
+        }
+        None => {
+            conds.push(Condition {
+                type_: type_.to_string(),
+                status: status.to_string(),
+                reason: reason.to_string(),
+                message: message.to_string(),
+                observed_generation: generation,
+                last_transition_time: now.clone(),
+            });
+            true
+        }
+    }
+}
+
+/// Whether two condition lists hold the same conditions (in any order),
+/// comparing type, status, reason, message and observedGeneration but not
+/// `lastTransitionTime`.
+pub fn conditions_equal_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
+    fn key(c: &Condition) -> (&str, &str, &str, &str, Option<i64>) {
+        (
+            &c.type_,
+            &c.status,
+            &c.reason,
+            &c.message,
+            c.observed_generation,
+        )
+    }
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+/// What the reconciler observed about one session and its children.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionObservation {
+    /// `metadata.generation` of the session.
+    pub generation: Option<i64>,
+    /// `spec.desiredState`.
+    pub desired: DesiredState,
+    /// Why the session cannot run, as `(reason, message)`: `InvalidSpec`,
+    /// `AccountNotFound`, `StrategyNotFound`, `InsufficientFunds`, ... Report
+    /// only problems that block the desired state (e.g. not
+    /// `InsufficientFunds` for a Stopped session): a problem wins over
+    /// everything else observed.
+    pub problem: Option<(String, String)>,
+    /// The runtime StatefulSet's `status.replicas` (pods that exist), `0` when
+    /// it has no status yet; `None` when there is no StatefulSet.
+    pub sts_replicas: Option<i32>,
+    /// The StatefulSet's `status.readyReplicas` (0 when unset); a ready
+    /// replica counts as a ready runtime even when the pod was not read.
+    pub sts_ready_replicas: i32,
+    /// Whether the rollout of the current configuration hash is complete
+    /// (the pod runs the current template revision).
+    pub sts_updated: bool,
+    /// Name of the runtime pod, when it exists.
+    pub pod_name: Option<String>,
+    /// The pod's `status.phase` (`Pending`, `Running`, ...).
+    pub pod_phase: Option<String>,
+    /// Whether the pod's `Ready` condition is `True`.
+    pub pod_ready: bool,
+    /// Waiting reason of the runtime container, e.g. `CrashLoopBackOff`.
+    pub pod_waiting_reason: Option<String>,
+}
+
+impl SessionObservation {
+    /// The container's waiting reason when it is one of
+    /// [`DEGRADING_WAITING_REASONS`].
+    fn degrading_reason(&self) -> Option<&str> {
+        self.pod_waiting_reason
+            .as_deref()
+            .filter(|r| DEGRADING_WAITING_REASONS.contains(r))
+    }
+
+    /// Whether the runtime pod is ready: its `Ready` condition, or the
+    /// StatefulSet counting a ready replica when the pod was not read.
+    fn runtime_ready(&self) -> bool {
+        self.pod_ready || self.sts_ready_replicas > 0
+    }
+
+    /// Whether nothing runs any more: no StatefulSet, or one with no pods.
+    fn scaled_down(&self) -> bool {
+        self.sts_replicas.unwrap_or(0) == 0
+    }
+}
+
+/// The phase of a session from what was observed:
+///
+/// - a problem: `Failed` for `InvalidSpec`, else `Pending`;
+/// - desired `Running`: no StatefulSet → `Pending`; container waiting for a
+///   [degrading reason](DEGRADING_WAITING_REASONS) → `Failed`; pod ready (or
+///   the StatefulSet counting a ready replica) and rollout complete →
+///   `Running`; otherwise (including a ready pod of an older configuration)
+///   → `Starting`;
+/// - desired `Paused` → `Paused`, desired `Stopped` → `Stopped` (also while
+///   scaling down; the `Ready` condition tells when it is done).
+///
+/// `Halted` and `Completed` come from the runtime's reports, not from here.
+pub fn session_phase(o: &SessionObservation) -> SessionPhase {
+    if let Some((reason, _)) = &o.problem {
+        return if reason == INVALID_SPEC {
+            SessionPhase::Failed
+        } else {
+            SessionPhase::Pending
+        };
+    }
+    match o.desired {
+        DesiredState::Paused => SessionPhase::Paused,
+        DesiredState::Stopped => SessionPhase::Stopped,
+        DesiredState::Running => {
+            if o.sts_replicas.is_none() {
+                SessionPhase::Pending
+            } else if o.degrading_reason().is_some() {
+                SessionPhase::Failed
+            } else if o.runtime_ready() && o.sts_updated {
+                SessionPhase::Running
+            } else {
+                SessionPhase::Starting
+            }
+        }
+    }
+}
+
+/// One condition to set: status, reason, message.
+struct Want {
+    status: ConditionStatus,
+    reason: String,
+    message: String,
+}
+
+fn want(status: ConditionStatus, reason: &str, message: impl Into<String>) -> Want {
+    Want {
+        status,
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
+const AS_EXPECTED: &str = "AsExpected";
+
+/// Ready, Progressing and Degraded for an observation.
+fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
+    use ConditionStatus::{False, True};
+    let healthy = || want(False, AS_EXPECTED, "no problems observed");
+    if let Some((reason, message)) = &o.problem {
+        let degraded = if reason == INVALID_SPEC {
+            want(True, reason, message.clone())
+        } else {
+            healthy()
+        };
+        return [
+            want(False, reason, message.clone()),
+            want(False, reason, "waiting for the problem to be fixed"),
+            degraded,
+        ];
+    }
+    let pod = o.pod_name.as_deref().unwrap_or("the runtime pod");
+    match o.desired {
+        DesiredState::Paused | DesiredState::Stopped => {
+            let (state, done) = if o.desired == DesiredState::Paused {
+                ("Paused", "the session is paused: no runtime pod runs")
+            } else {
+                ("Stopped", "the session is stopped: no runtime pod runs")
+            };
+            if o.scaled_down() {
+                [
+                    want(True, state, done),
+                    want(False, "ScaledDown", done),
+                    healthy(),
+                ]
+            } else {
+                let msg = format!("scaling down to 0 replicas: waiting for {pod} to stop");
+                [
+                    want(False, "ScalingDown", msg.clone()),
+                    want(True, "ScalingDown", msg),
+                    healthy(),
+                ]
+            }
+        }
+        DesiredState::Running => {
+            if o.sts_replicas.is_none() {
+                let msg = "creating the runtime StatefulSet";
+                return [
+                    want(False, "Creating", msg),
+                    want(True, "Creating", msg),
+                    healthy(),
+                ];
+            }
+            if let Some(reason) = o.degrading_reason() {
+                let msg = format!("container bot-runtime of {pod} is waiting: {reason}");
+                return [
+                    want(False, reason, msg.clone()),
+                    want(False, reason, msg.clone()),
+                    want(True, reason, msg),
+                ];
+            }
+            let ready = o.runtime_ready();
+            if ready && o.sts_updated {
+                let msg = format!("{pod} is ready and runs the current configuration");
+                return [
+                    want(True, "Running", msg.clone()),
+                    want(False, "RolloutComplete", msg),
+                    healthy(),
+                ];
+            }
+            let msg = if ready {
+                format!("rolling out the current configuration: {pod} runs an older one")
+            } else {
+                match (&o.pod_name, &o.pod_waiting_reason, &o.pod_phase) {
+                    (None, _, _) => "waiting for the runtime pod to be created".to_string(),
+                    (Some(p), Some(w), _) => format!("{p} is starting: {w}"),
+                    (Some(p), None, Some(ph)) => format!("{p} is starting (phase {ph})"),
+                    (Some(p), None, None) => format!("{p} is starting"),
+                }
+            };
+            let reason = if ready { "RollingOut" } else { "Starting" };
+            [
+                want(False, reason, msg.clone()),
+                want(True, reason, msg),
+                healthy(),
+            ]
+        }
+    }
+}
+
+/// The status to write for a session: the phase ([`session_phase`]), the
+/// pod name, `observedGeneration`, and the conditions [`READY`],
+/// [`PROGRESSING`] and [`DEGRADED`] (see the module docs), plus
+/// [`CIRCUIT_BREAKER_OPEN`]: `Unknown` with reason `RuntimeNotReporting`
+/// when absent, otherwise kept as it is (only its observedGeneration moves).
+/// `breaker` becomes `"None"` when unset. Every other field of `old` (P&L,
+/// trades, breakers, autopilot, heartbeat, other conditions) is kept as it
+/// was.
+///
+/// Applying it again with the same observation gives an equal status (see
+/// [`status_differs`]), whatever `now` is.
+pub fn desired_session_status(
+    old: Option<&BotSessionStatus>,
+    o: &SessionObservation,
+    now: &Time,
+) -> BotSessionStatus {
+    let mut s = old.cloned().unwrap_or_default();
+    s.phase = session_phase(o);
+    s.pod = o.pod_name.clone();
+    s.observed_generation = o.generation;
+    if s.breaker.is_none() {
+        s.breaker = Some(NO_BREAKER.to_string());
+    }
+    let [ready, progressing, degraded] = wanted_conditions(o);
+    for (type_, w) in [
+        (READY, ready),
+        (PROGRESSING, progressing),
+        (DEGRADED, degraded),
+    ] {
+        set_condition(
+            &mut s.conditions,
+            type_,
+            w.status,
+            &w.reason,
+            &w.message,
+            o.generation,
+            now,
+        );
+    }
+    let breaker = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CIRCUIT_BREAKER_OPEN)
+        .map(|c| {
+            let status = match c.status.as_str() {
+                "True" => ConditionStatus::True,
+                "False" => ConditionStatus::False,
+                _ => ConditionStatus::Unknown,
+            };
+            (status, c.reason.clone(), c.message.clone())
+        });
+    let (status, reason, message) = breaker.unwrap_or_else(|| {
+        (
+            ConditionStatus::Unknown,
+            "RuntimeNotReporting".to_string(),
+            "the runtime does not report its circuit breakers yet".to_string(),
+        )
+    });
+    set_condition(
+        &mut s.conditions,
+        CIRCUIT_BREAKER_OPEN,
+        status,
+        &reason,
+        &message,
+        o.generation,
+        now,
+    );
+    s
+}
+
+/// Whether writing `new` over `old` changes anything but condition
+/// timestamps. `true` when there is no old status; a reconcile of an
+/// unchanged session must find `false` and write nothing.
+pub fn status_differs(old: Option<&BotSessionStatus>, new: &BotSessionStatus) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    if !conditions_equal_ignoring_time(&old.conditions, &new.conditions) {
+        return true;
+    }
+    let strip = |s: &BotSessionStatus| BotSessionStatus {
+        conditions: Vec::new(),
+        ..s.clone()
+    };
+    strip(old) != strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+    use paperbot_crds::{BreakerState, BreakerStatus};
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    fn cond<'a>(s: &'a BotSessionStatus, type_: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    /// (status, reason) of a condition.
+    fn sr(s: &BotSessionStatus, type_: &str) -> (String, String) {
+        let c = cond(s, type_);
+        (c.status.clone(), c.reason.clone())
+    }
+
+    fn pair(status: &str, reason: &str) -> (String, String) {
+        (status.to_string(), reason.to_string())
+    }
+
+    fn running_ready() -> SessionObservation {
+        SessionObservation {
+            generation: Some(4),
+            desired: DesiredState::Running,
+            sts_replicas: Some(1),
+            sts_ready_replicas: 1,
+            sts_updated: true,
+            pod_name: Some("bot-runtime-0".into()),
+            pod_phase: Some("Running".into()),
+            pod_ready: true,
+            ..Default::default()
+        }
+    }
+
+    fn status_of(o: &SessionObservation) -> BotSessionStatus {
+        desired_session_status(None, o, &at(1_000))
+    }
+
+    #[test]
+    fn set_condition_adds_a_new_condition() {
+        let mut conds = Vec::new();
+        assert!(set_condition(
+            &mut conds,
+            READY,
+            ConditionStatus::False,
+            "Starting",
+            "pod starting",
+            Some(1),
+            &at(10)
+        ));
+        assert_eq!(
+            conds,
+            [Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "Starting".into(),
+                message: "pod starting".into(),
+                observed_generation: Some(1),
+                last_transition_time: at(10),
+            }]
+        );
+    }
+
+    #[test]
+    fn transition_time_kept_when_only_message_changes() {
+        let mut conds = Vec::new();
+        set_condition(
+            &mut conds,
+            READY,
+            false.into(),
+            "Starting",
+            "a",
+            Some(1),
+            &at(10),
+        );
+        assert!(set_condition(
+            &mut conds,
+            READY,
+            false.into(),
+            "Starting",
+            "b",
+            Some(1),
+            &at(20)
+        ));
+        assert_eq!(conds.len(), 1);
+        assert_eq!(conds[0].message, "b");
+        assert_eq!(conds[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn transition_time_updated_when_status_flips() {
+        let mut conds = Vec::new();
+        set_condition(
+            &mut conds,
+            READY,
+            false.into(),
+            "Starting",
+            "a",
+            Some(1),
+            &at(10),
+        );
+        assert!(set_condition(
+            &mut conds,
+            READY,
+            true.into(),
+            "Running",
+            "a",
+            Some(1),
+            &at(20)
+        ));
+        assert_eq!(conds[0].status, "True");
+        assert_eq!(conds[0].last_transition_time, at(20));
+    }
+
+    #[test]
+    fn set_condition_reports_no_change_for_equal_values() {
+        let mut conds = Vec::new();
+        set_condition(
+            &mut conds,
+            READY,
+            true.into(),
+            "Running",
+            "m",
+            Some(1),
+            &at(10),
+        );
+        let before = conds.clone();
+        assert!(!set_condition(
+            &mut conds,
+            READY,
+            true.into(),
+            "Running",
+            "m",
+            Some(1),
+            &at(99)
+        ));
+        assert_eq!(conds, before);
+        assert!(set_condition(
+            &mut conds,
+            READY,
+            true.into(),
+            "Running",
+            "m",
+            Some(2),
+            &at(99)
+        ));
+        assert_eq!(conds[0].observed_generation, Some(2));
+        assert_eq!(conds[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn conditions_compare_without_time_or_order() {
+        let mut a = Vec::new();
+        set_condition(&mut a, READY, true.into(), "Running", "m", Some(1), &at(1));
+        set_condition(
+            &mut a,
+            DEGRADED,
+            false.into(),
+            "AsExpected",
+            "m",
+            Some(1),
+            &at(1),
+        );
+        let mut b = Vec::new();
+        set_condition(
+            &mut b,
+            DEGRADED,
+            false.into(),
+            "AsExpected",
+            "m",
+            Some(1),
+            &at(5),
+        );
+        set_condition(&mut b, READY, true.into(), "Running", "m", Some(1), &at(5));
+        assert!(conditions_equal_ignoring_time(&a, &b));
+        set_condition(
+            &mut b,
+            READY,
+            true.into(),
+            "Running",
+            "other",
+            Some(1),
+            &at(5),
+        );
+        assert!(!conditions_equal_ignoring_time(&a, &b));
+        assert!(!conditions_equal_ignoring_time(&a, &a[..1]));
+    }
+
+    #[test]
+    fn running_ready_pod_is_running_and_ready() {
+        let s = status_of(&running_ready());
+        assert_eq!(s.phase, SessionPhase::Running);
+        assert_eq!(s.pod.as_deref(), Some("bot-runtime-0"));
+        assert_eq!(sr(&s, READY), pair("True", "Running"));
+        assert_eq!(sr(&s, PROGRESSING), pair("False", "RolloutComplete"));
+        assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
+        assert_eq!(
+            sr(&s, CIRCUIT_BREAKER_OPEN),
+            pair("Unknown", "RuntimeNotReporting")
+        );
+        assert_eq!(s.breaker.as_deref(), Some("None"));
+        assert_eq!(s.conditions.len(), 4);
+    }
+
+    #[test]
+    fn no_stateful_set_yet_is_pending_and_creating() {
+        let o = SessionObservation {
+            generation: Some(1),
+            desired: DesiredState::Running,
+            ..Default::default()
+        };
+        let s = status_of(&o);
+        assert_eq!(s.phase, SessionPhase::Pending);
+        assert_eq!(sr(&s, READY), pair("False", "Creating"));
+        assert_eq!(sr(&s, PROGRESSING), pair("True", "Creating"));
+        assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
+        assert_eq!(s.pod, None);
+    }
+
+    #[test]
+    fn pod_not_ready_is_starting() {
+        let o = SessionObservation {
+            pod_ready: false,
+            sts_ready_replicas: 0,
+            pod_phase: Some("Pending".into()),
+            pod_waiting_reason: Some("ContainerCreating".into()),
+            ..running_ready()
+        };
+        let s = status_of(&o);
+        assert_eq!(s.phase, SessionPhase::Starting);
+        assert_eq!(sr(&s, READY), pair("False", "Starting"));
+        assert_eq!(sr(&s, PROGRESSING), pair("True", "Starting"));
+        assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
+        assert_eq!(
+            cond(&s, READY).message,
+            "bot-runtime-0 is starting: ContainerCreating"
+        );
+    }
+
+    #[test]
+    fn a_ready_replica_counts_when_the_pod_was_not_read() {
+        let o = SessionObservation {
+            pod_name: None,
+            pod_phase: None,
+            pod_ready: false,
+            ..running_ready()
+        };
+        assert_eq!(session_phase(&o), SessionPhase::Running);
+        let o = SessionObservation {
+            sts_ready_replicas: 0,
+            ..o
+        };
+        assert_eq!(session_phase(&o), SessionPhase::Starting);
+        let s = status_of(&o);
+        assert_eq!(
+            cond(&s, READY).message,
+            "waiting for the runtime pod to be created"
+        );
+    }
+
+    #[test]
+    fn ready_pod_with_an_old_config_is_rolling_out() {
+        let o = SessionObservation {
+            sts_updated: false,
+            ..running_ready()
+        };
+        let s = status_of(&o);
+        assert_eq!(s.phase, SessionPhase::Starting);
+        assert_eq!(sr(&s, READY), pair("False", "RollingOut"));
+        assert_eq!(sr(&s, PROGRESSING), pair("True", "RollingOut"));
+    }
+
+    #[test]
+    fn crash_loop_and_image_pull_failures_are_degraded() {
+        for reason in ["CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull"] {
+            let o = SessionObservation {
+                pod_ready: false,
+                pod_waiting_reason: Some(reason.into()),
+                ..running_ready()
+            };
+            let s = status_of(&o);
+            assert_eq!(s.phase, SessionPhase::Failed, "{reason}");
+            assert_eq!(sr(&s, READY), pair("False", reason));
+            assert_eq!(sr(&s, PROGRESSING), pair("False", reason));
+            assert_eq!(sr(&s, DEGRADED), pair("True", reason));
+            assert_eq!(
+                cond(&s, DEGRADED).message,
+                format!("container bot-runtime of bot-runtime-0 is waiting: {reason}")
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_spec_fails_and_degrades() {
+        let o = SessionObservation {
+            generation: Some(2),
+            problem: Some(("InvalidSpec".into(), "spec.symbols: must list one".into())),
+            ..Default::default()
+        };
+        let s = status_of(&o);
+        assert_eq!(s.phase, SessionPhase::Failed);
+        assert_eq!(sr(&s, READY), pair("False", "InvalidSpec"));
+        assert_eq!(cond(&s, READY).message, "spec.symbols: must list one");
+        assert_eq!(sr(&s, PROGRESSING), pair("False", "InvalidSpec"));
+        assert_eq!(sr(&s, DEGRADED), pair("True", "InvalidSpec"));
+    }
+
+    #[test]
+    fn missing_refs_and_insufficient_funds_are_pending_not_degraded() {
+        for reason in ["AccountNotFound", "StrategyNotFound", "InsufficientFunds"] {
+            let o = SessionObservation {
+                problem: Some((reason.into(), "details".into())),
+                // A problem wins over a ready pod.
+                ..running_ready()
+            };
+            let s = status_of(&o);
+            assert_eq!(s.phase, SessionPhase::Pending, "{reason}");
+            assert_eq!(sr(&s, READY), pair("False", reason));
+            assert_eq!(sr(&s, PROGRESSING), pair("False", reason));
+            assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
+        }
+    }
+
+    #[test]
+    fn paused_is_progressing_until_scaled_down_then_ready() {
+        let scaling = SessionObservation {
+            desired: DesiredState::Paused,
+            ..running_ready()
+        };
+        let s = status_of(&scaling);
+        assert_eq!(s.phase, SessionPhase::Paused);
+        assert_eq!(sr(&s, READY), pair("False", "ScalingDown"));
+        assert_eq!(sr(&s, PROGRESSING), pair("True", "ScalingDown"));
+        let done = SessionObservation {
+            desired: DesiredState::Paused,
+            sts_replicas: Some(0),
+            sts_ready_replicas: 0,
+            pod_name: None,
+            pod_phase: None,
+            pod_ready: false,
+            ..running_ready()
+        };
+        let s2 = desired_session_status(Some(&s), &done, &at(2_000));
+        assert_eq!(s2.phase, SessionPhase::Paused);
+        assert_eq!(sr(&s2, READY), pair("True", "Paused"));
+        assert_eq!(cond(&s2, READY).last_transition_time, at(2_000));
+        assert_eq!(sr(&s2, PROGRESSING), pair("False", "ScaledDown"));
+        assert_eq!(sr(&s2, DEGRADED), pair("False", "AsExpected"));
+        assert_eq!(s2.pod, None);
+    }
+
+    #[test]
+    fn stopped_is_ready_once_scaled_down() {
+        let o = SessionObservation {
+            generation: Some(7),
+            desired: DesiredState::Stopped,
+            sts_replicas: Some(0),
+            ..Default::default()
+        };
+        let s = status_of(&o);
+        assert_eq!(s.phase, SessionPhase::Stopped);
+        assert_eq!(sr(&s, READY), pair("True", "Stopped"));
+        assert_eq!(sr(&s, PROGRESSING), pair("False", "ScaledDown"));
+        let scaling = SessionObservation {
+            sts_replicas: Some(1),
+            ..o
+        };
+        let s = status_of(&scaling);
+        assert_eq!(s.phase, SessionPhase::Stopped);
+        assert_eq!(sr(&s, READY), pair("False", "ScalingDown"));
+        assert_eq!(sr(&s, PROGRESSING), pair("True", "ScalingDown"));
+    }
+
+    #[test]
+    fn observed_generation_on_status_and_every_condition() {
+        let s = status_of(&running_ready());
+        assert_eq!(s.observed_generation, Some(4));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(4))
+        );
+        let next = SessionObservation {
+            generation: Some(5),
+            ..running_ready()
+        };
+        let s2 = desired_session_status(Some(&s), &next, &at(5_000));
+        assert_eq!(s2.observed_generation, Some(5));
+        assert!(
+            s2.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(5))
+        );
+        // Statuses did not flip, so no transition time moved.
+        assert!(
+            s2.conditions
+                .iter()
+                .all(|c| c.last_transition_time == at(1_000))
+        );
+        assert!(status_differs(Some(&s), &s2));
+    }
+
+    #[test]
+    fn applying_twice_with_a_later_time_changes_nothing() {
+        for o in [
+            running_ready(),
+            SessionObservation {
+                desired: DesiredState::Paused,
+                ..running_ready()
+            },
+            SessionObservation {
+                problem: Some(("InvalidSpec".into(), "bad".into())),
+                ..running_ready()
+            },
+        ] {
+            let first = desired_session_status(None, &o, &at(1_000));
+            let second = desired_session_status(Some(&first), &o, &at(9_000));
+            assert!(!status_differs(Some(&first), &second));
+            assert_eq!(second, first, "not even a timestamp moves");
+        }
+    }
+
+    #[test]
+    fn other_status_fields_are_preserved() {
+        let old = BotSessionStatus {
+            equity: Some("10250.5".parse().unwrap()),
+            realized_pnl: Some("250.5".parse().unwrap()),
+            trades: 12,
+            open_positions: 1,
+            last_heartbeat: Some("2025-01-01T00:00:00Z".into()),
+            breaker: Some("dailyLoss".into()),
+            breakers: vec![BreakerStatus {
+                name: "dailyLoss".into(),
+                state: BreakerState::Open,
+                trips: 1,
+                ..Default::default()
+            }],
+            conditions: vec![
+                Condition {
+                    type_: CIRCUIT_BREAKER_OPEN.into(),
+                    status: "True".into(),
+                    reason: "DailyLoss".into(),
+                    message: "dailyLoss is open".into(),
+                    observed_generation: Some(3),
+                    last_transition_time: at(500),
+                },
+                Condition {
+                    type_: "Custom".into(),
+                    status: "True".into(),
+                    reason: "Other".into(),
+                    message: String::new(),
+                    observed_generation: Some(3),
+                    last_transition_time: at(400),
+                },
+            ],
+            ..Default::default()
+        };
+        let s = desired_session_status(Some(&old), &running_ready(), &at(1_000));
+        assert_eq!(s.equity, old.equity);
+        assert_eq!(s.realized_pnl, old.realized_pnl);
+        assert_eq!(s.trades, 12);
+        assert_eq!(s.open_positions, 1);
+        assert_eq!(s.last_heartbeat, old.last_heartbeat);
+        assert_eq!(s.breaker.as_deref(), Some("dailyLoss"));
+        assert_eq!(s.breakers, old.breakers);
+        let cb = cond(&s, CIRCUIT_BREAKER_OPEN);
+        assert_eq!(
+            (cb.status.as_str(), cb.reason.as_str()),
+            ("True", "DailyLoss")
+        );
+        assert_eq!(cb.last_transition_time, at(500));
+        assert_eq!(cb.observed_generation, Some(4));
+        assert_eq!(cond(&s, "Custom"), &old.conditions[1]);
+    }
+
+    #[test]
+    fn status_differs_ignores_only_condition_times() {
+        let s = status_of(&running_ready());
+        assert!(status_differs(None, &s));
+        let mut later = s.clone();
+        for c in &mut later.conditions {
+            c.last_transition_time = at(77_777);
+        }
+        assert!(!status_differs(Some(&s), &later));
+        let mut more_trades = s.clone();
+        more_trades.trades += 1;
+        assert!(status_differs(Some(&s), &more_trades));
+        let mut other_phase = s.clone();
+        other_phase.phase = SessionPhase::Starting;
+        assert!(status_differs(Some(&s), &other_phase));
+    }
+}
