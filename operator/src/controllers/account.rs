@@ -75,7 +75,7 @@ pub fn desired_status(
     set_condition(
         &mut status.conditions,
         READY,
-        ok,
+        ok.into(),
         reason,
         &message,
         account.metadata.generation,

@@ -50,7 +50,7 @@ pub fn desired_status(
     set_condition(
         &mut status.conditions,
         READY,
-        ok,
+        ok.into(),
         &reason,
         &message,
         strategy.metadata.generation,
