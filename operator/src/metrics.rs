@@ -1,1 +1,501 @@
-//! (being written)
+//! The operator's Prometheus metrics, in a registry of their own (never the
+//! process-global default one), rendered in the text exposition format by
+//! [`Metrics::render`] for `GET /metrics`.
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `paperbot_operator_reconciles_total` | counter | `controller`, `result` (`success`, `error`, `requeue`) |
+//! | `paperbot_operator_reconcile_duration_seconds` | histogram | `controller` |
+//! | `paperbot_operator_reconcile_errors_total` | counter | `controller`, `category` |
+//! | `paperbot_sessions` | gauge | `phase` (all 8 [`SessionPhase`]s, always present) |
+//! | `paperbot_circuit_breakers_open` | gauge | — |
+//! | `paperbot_operator_leader` | gauge | — |
+//!
+//! Label values are `&'static str` so that only a bounded set can reach a
+//! series (never an error message or an object name).
+
+use std::time::Instant;
+
+use paperbot_crds::SessionPhase;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Upper bounds (seconds) of the reconcile-duration buckets: 1 ms to 10 s.
+pub const RECONCILE_DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every session phase, in lifecycle order; `paperbot_sessions` always has one
+/// series per entry.
+pub const ALL_PHASES: [SessionPhase; 8] = [
+    SessionPhase::Pending,
+    SessionPhase::Starting,
+    SessionPhase::Running,
+    SessionPhase::Paused,
+    SessionPhase::Halted,
+    SessionPhase::Stopped,
+    SessionPhase::Completed,
+    SessionPhase::Failed,
+];
+
+/// The `phase` label value of a session phase (its name as in `status.phase`).
+pub fn phase_label(phase: SessionPhase) -> &'static str {
+    // Exhaustive on purpose: a new phase fails to compile here until it is
+    // added to `ALL_PHASES` too.
+    match phase {
+        SessionPhase::Pending => "Pending",
+        SessionPhase::Starting => "Starting",
+        SessionPhase::Running => "Running",
+        SessionPhase::Paused => "Paused",
+        SessionPhase::Halted => "Halted",
+        SessionPhase::Stopped => "Stopped",
+        SessionPhase::Completed => "Completed",
+        SessionPhase::Failed => "Failed",
+    }
+}
+
+/// Outcome of one reconcile, the `result` label of
+/// `paperbot_operator_reconciles_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReconcileResult {
+    /// The object is in its desired state.
+    Success,
+    /// The reconcile failed (the default when a [`ReconcileTimer`] is dropped
+    /// without a result, e.g. on an early `?` return).
+    #[default]
+    Error,
+    /// The reconcile made progress but must run again soon (e.g. waiting for
+    /// a pod to start).
+    Requeue,
+}
+
+impl ReconcileResult {
+    /// The label value: `success`, `error` or `requeue`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::Requeue => "requeue",
+        }
+    }
+}
+
+/// The operator's metrics. Cheap to share behind an `Arc`; every method
+/// takes `&self`.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: IntCounterVec,
+    reconcile_duration: HistogramVec,
+    reconcile_errors: IntCounterVec,
+    sessions: IntGaugeVec,
+    breakers_open: IntGauge,
+    leader: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics in a fresh registry. `paperbot_sessions` starts at
+    /// 0 for every phase; the leader and breaker gauges start at 0.
+    pub fn new() -> Self {
+        Self::try_new().expect("metric definitions are static and valid")
+    }
+
+    fn try_new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "paperbot_operator_reconciles_total",
+                "Reconciles run, by controller and result.",
+            ),
+            &["controller", "result"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "paperbot_operator_reconcile_duration_seconds",
+                "Wall-clock duration of one reconcile, in seconds.",
+            )
+            .buckets(RECONCILE_DURATION_BUCKETS.to_vec()),
+            &["controller"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "paperbot_operator_reconcile_errors_total",
+                "Failed reconciles, by controller and error category.",
+            ),
+            &["controller", "category"],
+        )?;
+        let sessions = IntGaugeVec::new(
+            Opts::new(
+                "paperbot_sessions",
+                "BotSessions seen by the operator, by status phase.",
+            ),
+            &["phase"],
+        )?;
+        let breakers_open = IntGauge::new(
+            "paperbot_circuit_breakers_open",
+            "BotSessions with at least one open circuit breaker.",
+        )?;
+        let leader = IntGauge::new(
+            "paperbot_operator_leader",
+            "1 when this replica holds the leader Lease (or runs without leader election), else 0.",
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
+        registry.register(Box::new(breakers_open.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        for phase in ALL_PHASES {
+            sessions.with_label_values(&[phase_label(phase)]).set(0);
+        }
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            reconcile_errors,
+            sessions,
+            breakers_open,
+            leader,
+        })
+    }
+
+    /// The registry, for components that add metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Creates the `reconciles_total` series (all three results) and the
+    /// duration histogram of `controller` at zero, so that they are exported
+    /// (and `rate()` works) before its first reconcile. Optional.
+    pub fn init_controller(&self, controller: &'static str) {
+        for result in [
+            ReconcileResult::Success,
+            ReconcileResult::Error,
+            ReconcileResult::Requeue,
+        ] {
+            self.reconciles
+                .with_label_values(&[controller, result.as_str()]);
+        }
+        self.reconcile_duration.with_label_values(&[controller]);
+    }
+
+    /// Starts timing one reconcile of `controller` (e.g. `"botsession"`).
+    /// When the returned guard drops it observes the elapsed seconds in
+    /// `paperbot_operator_reconcile_duration_seconds` and counts one
+    /// reconcile with the result set on it ([`ReconcileResult::Error`] unless
+    /// set otherwise).
+    pub fn reconcile_timer(&self, controller: &'static str) -> ReconcileTimer {
+        ReconcileTimer {
+            controller,
+            started: Instant::now(),
+            result: ReconcileResult::default(),
+            duration: self.reconcile_duration.with_label_values(&[controller]),
+            reconciles: self.reconciles.clone(),
+        }
+    }
+
+    /// Counts one failed reconcile of `controller` under a bounded error
+    /// `category` such as `kube`, `missing_reference`, `insufficient_funds`,
+    /// `invalid_spec`, `build` or `finalizer`.
+    pub fn record_error(&self, controller: &'static str, category: &'static str) {
+        self.reconcile_errors
+            .with_label_values(&[controller, category])
+            .inc();
+    }
+
+    /// Sets `paperbot_sessions` from `(phase, count)` pairs. Phases that do
+    /// not appear are set to 0, and counts of a repeated phase are added, so
+    /// `sessions.iter().map(|s| (phase_of(s), 1))` works as well as a map of
+    /// totals.
+    pub fn set_sessions_by_phase(&self, counts: impl IntoIterator<Item = (SessionPhase, i64)>) {
+        let mut totals = [0i64; ALL_PHASES.len()];
+        for (phase, n) in counts {
+            if let Some(i) = ALL_PHASES.iter().position(|p| *p == phase) {
+                totals[i] = totals[i].saturating_add(n);
+            }
+        }
+        for (phase, total) in ALL_PHASES.iter().zip(totals) {
+            self.sessions
+                .with_label_values(&[phase_label(*phase)])
+                .set(total);
+        }
+    }
+
+    /// Sets `paperbot_circuit_breakers_open`: the number of sessions with at
+    /// least one open circuit breaker.
+    pub fn set_breakers_open(&self, n: i64) {
+        self.breakers_open.set(n);
+    }
+
+    /// Sets `paperbot_operator_leader` to 1 (`true`) or 0.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// All metrics in the Prometheus text exposition format (version 0.0.4,
+    /// content type [`prometheus::TEXT_FORMAT`]).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %err, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Guard returned by [`Metrics::reconcile_timer`]: records the reconcile's
+/// duration and result when dropped.
+#[derive(Debug)]
+pub struct ReconcileTimer {
+    controller: &'static str,
+    started: Instant,
+    result: ReconcileResult,
+    duration: Histogram,
+    reconciles: IntCounterVec,
+}
+
+impl ReconcileTimer {
+    /// Sets the result counted when the guard drops.
+    pub fn set_result(&mut self, result: ReconcileResult) {
+        self.result = result;
+    }
+
+    /// Ends the reconcile now with `result`.
+    pub fn finish(mut self, result: ReconcileResult) {
+        self.result = result;
+    }
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.duration.observe(self.started.elapsed().as_secs_f64());
+        self.reconciles
+            .with_label_values(&[self.controller, self.result.as_str()])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write, process::Command};
+
+    use super::*;
+
+    /// The value of the sample `series` (name plus labels, exactly as
+    /// rendered), if present.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn all_phases_are_listed_once() {
+        for (i, phase) in ALL_PHASES.iter().enumerate() {
+            assert_eq!(ALL_PHASES.iter().position(|p| p == phase), Some(i));
+        }
+        // Labels match the serialized phase names in `status.phase`.
+        for phase in ALL_PHASES {
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase_label(phase));
+        }
+    }
+
+    #[test]
+    fn fresh_registry_lists_every_phase_and_gauge() {
+        let text = Metrics::new().render();
+        for phase in ALL_PHASES {
+            let series = format!("paperbot_sessions{{phase=\"{}\"}}", phase_label(phase));
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+        }
+        assert_eq!(sample(&text, "paperbot_circuit_breakers_open"), Some(0.0));
+        assert_eq!(sample(&text, "paperbot_operator_leader"), Some(0.0));
+    }
+
+    #[test]
+    fn init_controller_exports_zero_series() {
+        let m = Metrics::new();
+        assert!(!m.render().contains("paperbot_operator_reconciles_total"));
+        m.init_controller("botsession");
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE paperbot_operator_reconciles_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE paperbot_operator_reconcile_duration_seconds histogram"),
+            "{text}"
+        );
+        for result in ["success", "error", "requeue"] {
+            let series = format!(
+                "paperbot_operator_reconciles_total{{controller=\"botsession\",result=\"{result}\"}}"
+            );
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "paperbot_operator_reconcile_duration_seconds_count{controller=\"botsession\"}"
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn two_instances_do_not_share_series() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.set_leader(true);
+        assert_eq!(sample(&b.render(), "paperbot_operator_leader"), Some(0.0));
+    }
+
+    #[test]
+    fn reconcile_timer_counts_results_and_observes_durations() {
+        let m = Metrics::new();
+        m.reconcile_timer("botsession")
+            .finish(ReconcileResult::Success);
+        {
+            let mut t = m.reconcile_timer("botsession");
+            t.set_result(ReconcileResult::Requeue);
+        }
+        drop(m.reconcile_timer("botsession")); // no result set: an error
+        m.reconcile_timer("paperaccount")
+            .finish(ReconcileResult::Success);
+        m.reconcile_timer("botsession")
+            .finish(ReconcileResult::Success);
+
+        let text = m.render();
+        let count = |c: &str, r: &str| {
+            sample(
+                &text,
+                &format!("paperbot_operator_reconciles_total{{controller=\"{c}\",result=\"{r}\"}}"),
+            )
+        };
+        assert_eq!(count("botsession", "success"), Some(2.0));
+        assert_eq!(count("botsession", "requeue"), Some(1.0));
+        assert_eq!(count("botsession", "error"), Some(1.0));
+        assert_eq!(count("paperaccount", "success"), Some(1.0));
+        assert_eq!(count("paperaccount", "error"), None);
+        assert_eq!(
+            sample(
+                &text,
+                "paperbot_operator_reconcile_duration_seconds_count{controller=\"botsession\"}"
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "paperbot_operator_reconcile_duration_seconds_bucket{controller=\"botsession\",le=\"+Inf\"}"
+            ),
+            Some(4.0)
+        );
+        assert!(text.contains("paperbot_operator_reconcile_duration_seconds_bucket{controller=\"botsession\",le=\"0.001\"}"));
+        assert!(text.contains("paperbot_operator_reconcile_duration_seconds_bucket{controller=\"botsession\",le=\"10\"}"));
+    }
+
+    #[test]
+    fn errors_are_counted_by_category() {
+        let m = Metrics::new();
+        m.record_error("botsession", "kube");
+        m.record_error("botsession", "kube");
+        m.record_error("botsession", "insufficient_funds");
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE paperbot_operator_reconcile_errors_total counter"),
+            "{text}"
+        );
+        let series = |cat: &str| {
+            format!(
+                // The encoder sorts labels by name.
+                "paperbot_operator_reconcile_errors_total{{category=\"{cat}\",controller=\"botsession\"}}"
+            )
+        };
+        assert_eq!(sample(&text, &series("kube")), Some(2.0));
+        assert_eq!(sample(&text, &series("insufficient_funds")), Some(1.0));
+    }
+
+    #[test]
+    fn session_gauge_is_set_from_counts_and_resets_missing_phases() {
+        let m = Metrics::new();
+        m.set_sessions_by_phase([(SessionPhase::Running, 3), (SessionPhase::Failed, 1)]);
+        // Per-session pairs add up; phases not given drop back to 0.
+        m.set_sessions_by_phase([
+            (SessionPhase::Running, 1),
+            (SessionPhase::Paused, 1),
+            (SessionPhase::Running, 1),
+        ]);
+        let text = m.render();
+        let phase = |p: &str| sample(&text, &format!("paperbot_sessions{{phase=\"{p}\"}}"));
+        assert_eq!(phase("Running"), Some(2.0));
+        assert_eq!(phase("Paused"), Some(1.0));
+        assert_eq!(phase("Failed"), Some(0.0));
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("paperbot_sessions{"))
+                .count(),
+            8
+        );
+    }
+
+    #[test]
+    fn breaker_and_leader_gauges() {
+        let m = Metrics::new();
+        m.set_breakers_open(2);
+        m.set_leader(true);
+        let text = m.render();
+        assert_eq!(sample(&text, "paperbot_circuit_breakers_open"), Some(2.0));
+        assert_eq!(sample(&text, "paperbot_operator_leader"), Some(1.0));
+        m.set_leader(false);
+        assert_eq!(sample(&m.render(), "paperbot_operator_leader"), Some(0.0));
+    }
+
+    /// Lints the exposition with `promtool check metrics` (from the Debian
+    /// package `prometheus`). Fails when promtool is not installed.
+    #[test]
+    fn promtool_check_metrics_is_clean() {
+        let m = Metrics::new();
+        m.init_controller("paperaccount");
+        m.reconcile_timer("botsession")
+            .finish(ReconcileResult::Success);
+        m.record_error("botsession", "kube");
+        m.set_sessions_by_phase([(SessionPhase::Running, 1)]);
+        let text = m.render();
+
+        let child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "promtool is needed for this test ({e}); install it with `apt-get install prometheus` \
+                 (Debian/Ubuntu) or put a Prometheus release's promtool on PATH"
+            ),
+        };
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "promtool check metrics:\n{report}\n{text}"
+        );
+    }
+}
