@@ -89,7 +89,10 @@ impl FakeApi {
     pub fn put(&self, obj: Value) -> &Self {
         let api_version = obj["apiVersion"].as_str().expect("apiVersion").to_string();
         let kind = obj["kind"].as_str().expect("kind").to_string();
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
         let name = obj["metadata"]["name"].as_str().expect("name").to_string();
         let mut obj = obj;
         self.stamp(&mut obj, true);
@@ -113,7 +116,14 @@ impl FakeApi {
     /// Change a stored object in place (e.g. a user edit, or the status a
     /// controller-manager would write); bumps `metadata.generation` when
     /// `spec` changed.
-    pub fn edit(&self, api_version: &str, kind: &str, ns: &str, name: &str, f: impl FnOnce(&mut Value)) {
+    pub fn edit(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) {
         let key = format!("{}/{name}", collection(api_version, kind, ns));
         let mut objects = self.objects.lock().unwrap();
         let obj = objects.get_mut(&key).expect("object to edit exists");
@@ -122,7 +132,7 @@ impl FakeApi {
         let spec_changed = obj["spec"] != spec_before;
         drop(objects);
         let mut objects = self.objects.lock().unwrap();
-        let obj = objects.get_mut(&key).unwrap();
+        let obj = objects.get_mut(&key).expect("object to edit exists");
         let mut o = obj.clone();
         self.stamp(&mut o, spec_changed);
         *obj = o;
@@ -209,7 +219,7 @@ impl FakeApi {
         if r.method == Method::POST && r.path.ends_with("/events") {
             return (StatusCode::CREATED, r.body.clone());
         }
-        let mut objects = self.objects.lock().unwrap();
+        let objects = self.objects.lock().unwrap();
         match r.method {
             Method::GET => {
                 if let Some(obj) = objects.get(&key) {
@@ -240,7 +250,23 @@ impl FakeApi {
                 let spec_before = obj["spec"].clone();
                 match r.content_type.as_str() {
                     "application/json-patch+json" => {
-                        let patch: json_patch::Patch = serde_json::from_value(r.body.clone()).expect("json patch");
+                        // Like the API server, a `test` for null passes on a missing field.
+                        let ops: Vec<Value> = r
+                            .body
+                            .as_array()
+                            .expect("json patch is a list")
+                            .iter()
+                            .filter(|op| {
+                                !(op["op"] == "test"
+                                    && op["value"].is_null()
+                                    && op["path"]
+                                        .as_str()
+                                        .is_some_and(|p| obj.pointer(p).is_none()))
+                            })
+                            .cloned()
+                            .collect();
+                        let patch: json_patch::Patch =
+                            serde_json::from_value(Value::Array(ops)).expect("json patch");
                         if let Err(e) = json_patch::patch(&mut obj, &patch) {
                             return (
                                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -262,7 +288,9 @@ impl FakeApi {
                 self.stamp(&mut obj, spec_changed || !exists);
                 let mut objects = self.objects.lock().unwrap();
                 // A deleted object whose last finalizer is removed goes away.
-                let finalizers_empty = obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+                let finalizers_empty = obj["metadata"]["finalizers"]
+                    .as_array()
+                    .is_none_or(|f| f.is_empty());
                 if !obj["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
                     objects.remove(&key);
                 } else {
@@ -279,6 +307,13 @@ fn is_collection(path: &str) -> bool {
     let last = path.rsplit('/').next().unwrap_or_default();
     matches!(
         last,
-        "botsessions" | "paperaccounts" | "strategyconfigs" | "configmaps" | "secrets" | "services" | "pods" | "statefulsets"
+        "botsessions"
+            | "paperaccounts"
+            | "strategyconfigs"
+            | "configmaps"
+            | "secrets"
+            | "services"
+            | "pods"
+            | "statefulsets"
     )
 }

@@ -16,7 +16,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use paperbot_operator::{
     config::OperatorConfig,
     controllers::Context,
-    leader::{LeaderConfig, LeaderElection},
+    leader::LeaderElection,
     metrics::Metrics,
     run::run_all,
     server::{ServerState, serve},
@@ -37,9 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = {
         let mut rx = stop_rx.clone();
-        async move {
+        futures::FutureExt::shared(Box::pin(async move {
             let _ = rx.wait_for(|s| *s).await;
-        }
+        }))
     };
     tokio::spawn({
         let stop_tx = stop_tx.clone();
@@ -60,18 +60,9 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let leader = if cfg.leader_election {
-        let le = LeaderElection::start(
-            client.clone(),
-            LeaderConfig {
-                lease_name: cfg.lease_name.clone(),
-                namespace: cfg.lease_namespace.clone(),
-                identity: cfg.identity(),
-                lease_duration: cfg.lease_duration(),
-            },
-            metrics.clone(),
-        )
-        .await
-        .context("starting leader election")?;
+        let le = LeaderElection::start(client.clone(), cfg.leader_config(), metrics.clone())
+            .await
+            .context("starting leader election")?;
         info!("waiting for the leader lease");
         let mut leading = le.subscribe();
         tokio::select! {
@@ -90,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         });
         Some(le)
     } else {
+        metrics.set_leader(true);
         None
     };
 
@@ -97,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         Reporter {
             controller: "paperbot-operator".into(),
-            instance: Some(cfg.identity()),
+            instance: Some(cfg.identity.clone()),
         },
     );
     let ctx = Arc::new(Context {
@@ -108,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
         sync_interval: cfg.status_sync_interval(),
     });
     let r = ready.clone();
-    run_all(ctx, cfg.namespaces.clone(), shutdown, move || r.store(true, Ordering::Relaxed)).await;
+    run_all(ctx, cfg.namespaces.clone(), shutdown, move || {
+        r.store(true, Ordering::Relaxed)
+    })
+    .await;
     if let Some(le) = leader {
         le.release().await;
     }

@@ -1,7 +1,7 @@
 //! Wiring: the three controllers on kube's runtime, the status metrics
 //! refresher, for one namespace or all of them.
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::{StreamExt, future::join_all};
 use k8s_openapi::api::{
@@ -16,7 +16,7 @@ use kube::{
         watcher,
     },
 };
-use paperbot_crds::{BotSession, PaperAccount, SessionPhase, StrategyConfig};
+use paperbot_crds::{BotSession, PaperAccount, StrategyConfig};
 use tracing::info;
 
 use crate::{
@@ -67,10 +67,14 @@ pub async fn run_controllers(
         .owns(api::<Secret>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .watches(api::<PaperAccount>(&client, ns), wc.clone(), move |a| {
-            sessions_referencing(&by_account, &a.namespace(), |s| s.spec.account_ref.name == a.name_any())
+            sessions_referencing(&by_account, &a.namespace(), |s| {
+                s.spec.account_ref.name == a.name_any()
+            })
         })
         .watches(api::<StrategyConfig>(&client, ns), wc.clone(), move |st| {
-            sessions_referencing(&by_strategy, &st.namespace(), |s| s.spec.strategy_ref.name == st.name_any())
+            sessions_referencing(&by_strategy, &st.namespace(), |s| {
+                s.spec.strategy_ref.name == st.name_any()
+            })
         })
         .graceful_shutdown_on(async move {
             sd.await;
@@ -81,7 +85,9 @@ pub async fn run_controllers(
     let sd = shutdown.clone();
     let accounts = Controller::new(api::<PaperAccount>(&client, ns), wc.clone())
         .watches(api::<BotSession>(&client, ns), wc.clone(), |s| {
-            Some(ObjectRef::new(&s.spec.account_ref.name).within(&s.namespace().unwrap_or_default()))
+            Some(
+                ObjectRef::new(&s.spec.account_ref.name).within(&s.namespace().unwrap_or_default()),
+            )
         })
         .graceful_shutdown_on(async move {
             sd.await;
@@ -92,7 +98,10 @@ pub async fn run_controllers(
     let sd = shutdown.clone();
     let strategies = Controller::new(api::<StrategyConfig>(&client, ns), wc.clone())
         .watches(api::<BotSession>(&client, ns), wc, |s| {
-            Some(ObjectRef::new(&s.spec.strategy_ref.name).within(&s.namespace().unwrap_or_default()))
+            Some(
+                ObjectRef::new(&s.spec.strategy_ref.name)
+                    .within(&s.namespace().unwrap_or_default()),
+            )
         })
         .graceful_shutdown_on(async move {
             sd.await;
@@ -142,16 +151,22 @@ fn sessions_referencing(
 
 /// Sessions by phase and sessions with an open breaker, from the cache.
 pub fn export_session_metrics(store: &Store<BotSession>, metrics: &Metrics) {
-    let mut phases: BTreeMap<SessionPhase, i64> = BTreeMap::new();
+    let sessions = store.state();
     let mut breakers_open = 0;
-    for s in store.state() {
-        let st = s.status.clone().unwrap_or_default();
-        *phases.entry(st.phase).or_default() += 1;
-        if st.breaker.as_deref().is_some_and(|b| b != "None") {
+    for s in &sessions {
+        if s.status
+            .as_ref()
+            .and_then(|st| st.breaker.as_deref())
+            .is_some_and(|b| b != "None")
+        {
             breakers_open += 1;
         }
     }
-    metrics.set_sessions_by_phase(&phases);
+    metrics.set_sessions_by_phase(
+        sessions
+            .iter()
+            .map(|s| (s.status.clone().unwrap_or_default().phase, 1)),
+    );
     metrics.set_breakers_open(breakers_open);
 }
 
@@ -174,7 +189,7 @@ pub async fn run_all(
     join_all(targets.into_iter().map(|ns| {
         let sd = shutdown.clone();
         let ready = on_ready.clone();
-        run_controllers(ctx.clone(), ns, async move { sd.await }, move || ready())
+        run_controllers(ctx.clone(), ns, sd, move || ready())
     }))
     .await;
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use tracing::{instrument, warn};
 
 use super::{Context, FIELD_MANAGER, now};
+use crate::metrics::ReconcileResult;
 use crate::{
     Error, Result,
     conditions::{READY, conditions_equal_ignoring_time, set_condition},
@@ -32,22 +33,38 @@ pub fn desired_status(
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> PaperAccountStatus {
     let name = account.name_any();
-    let mine: Vec<&BotSession> = sessions.iter().filter(|s| s.spec.account_ref.name == name).collect();
+    let mine: Vec<&BotSession> = sessions
+        .iter()
+        .filter(|s| s.spec.account_ref.name == name)
+        .collect();
     let active: Vec<&&BotSession> = mine
         .iter()
-        .filter(|s| s.spec.desired_state != DesiredState::Stopped && s.metadata.deletion_timestamp.is_none())
+        .filter(|s| {
+            s.spec.desired_state != DesiredState::Stopped && s.metadata.deletion_timestamp.is_none()
+        })
         .collect();
     let balance = account.spec.initial_balance.get();
     let allocated: Decimal = active.iter().map(|s| s.spec.allocation.get()).sum();
-    let sum = |f: fn(&BotSession) -> Option<Decimal>| -> Decimal { active.iter().filter_map(|s| f(s)).sum() };
+    let sum = |f: fn(&BotSession) -> Option<Decimal>| -> Decimal {
+        active.iter().filter_map(|s| f(s)).sum()
+    };
     let session_equity: Decimal = active
         .iter()
-        .map(|s| s.status.as_ref().and_then(|st| st.equity).map_or(s.spec.allocation.get(), |e| e.get()))
+        .map(|s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.equity)
+                .map_or(s.spec.allocation.get(), |e| e.get())
+        })
         .sum();
     let equity = balance - allocated + session_equity;
     let realized = sum(|s| s.status.as_ref()?.realized_pnl.map(|d| d.get()));
     let unrealized = sum(|s| s.status.as_ref()?.unrealized_pnl.map(|d| d.get()));
-    let trades: u64 = active.iter().filter_map(|s| s.status.as_ref()).map(|st| st.trades).sum();
+    let trades: u64 = active
+        .iter()
+        .filter_map(|s| s.status.as_ref())
+        .map(|st| st.trades)
+        .sum();
     let roi = if balance.is_zero() {
         Decimal::ZERO
     } else {
@@ -67,10 +84,19 @@ pub fn desired_status(
         (
             false,
             "Overallocated",
-            format!("active sessions allocate {allocated} but the balance is {balance}; the newest sessions are refused"),
+            format!(
+                "active sessions allocate {allocated} but the balance is {balance}; the newest sessions are refused"
+            ),
         )
     } else {
-        (true, "Reconciled", format!("{} active session(s) allocate {allocated} of {balance}", active.len()))
+        (
+            true,
+            "Reconciled",
+            format!(
+                "{} active session(s) allocate {allocated} of {balance}",
+                active.len()
+            ),
+        )
     };
     set_condition(
         &mut status.conditions,
@@ -93,7 +119,8 @@ fn differs(old: Option<&PaperAccountStatus>, new: &PaperAccountStatus) -> bool {
                 conditions: Vec::new(),
                 ..s.clone()
             };
-            strip(old) != strip(new) || !conditions_equal_ignoring_time(&old.conditions, &new.conditions)
+            strip(old) != strip(new)
+                || !conditions_equal_ignoring_time(&old.conditions, &new.conditions)
         }
     }
 }
@@ -103,7 +130,9 @@ fn differs(old: Option<&PaperAccountStatus>, new: &PaperAccountStatus) -> bool {
 pub async fn reconcile(account: Arc<PaperAccount>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let result = async {
-        let ns = account.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+        let ns = account
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
         let sessions = Api::<BotSession>::namespaced(ctx.client.clone(), &ns)
             .list(&ListParams::default())
             .await?
@@ -125,7 +154,11 @@ pub async fn reconcile(account: Arc<PaperAccount>, ctx: Arc<Context>) -> Result<
         Ok(Action::requeue(ctx.sync_interval))
     }
     .await;
-    timer.finish(result.is_ok());
+    timer.finish(if result.is_ok() {
+        ReconcileResult::Success
+    } else {
+        ReconcileResult::Error
+    });
     result
 }
 

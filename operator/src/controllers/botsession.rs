@@ -43,6 +43,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{Context, FIELD_MANAGER, apply_if_changed, now};
+use crate::metrics::ReconcileResult;
 use crate::{
     Error, Result,
     builders::{BuildInput, build_children, child_name},
@@ -63,7 +64,9 @@ pub type Problem = (String, String);
 #[instrument(skip_all, fields(session = %session.name_any(), namespace = session.namespace().unwrap_or_default()))]
 pub async fn reconcile(session: Arc<BotSession>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_timer(CONTROLLER);
-    let ns = session.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let ns = session
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<BotSession> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, session, |event| async {
         match event {
@@ -73,7 +76,11 @@ pub async fn reconcile(session: Arc<BotSession>, ctx: Arc<Context>) -> Result<Ac
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    timer.finish(result.is_ok());
+    timer.finish(if result.is_ok() {
+        ReconcileResult::Success
+    } else {
+        ReconcileResult::Error
+    });
     result
 }
 
@@ -128,16 +135,25 @@ pub fn check(
 ) -> Option<Problem> {
     let invalid = |errs: Vec<paperbot_crds::FieldError>, kind: &str| {
         let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        ("InvalidSpec".to_string(), format!("{kind}: {}", list.join("; ")))
+        (
+            "InvalidSpec".to_string(),
+            format!("{kind}: {}", list.join("; ")),
+        )
     };
     if let Err(e) = s.spec.validate() {
         return Some(invalid(e, "BotSession"));
     }
     if let Err(e) = strategy.spec.validate() {
-        return Some(invalid(e, &format!("StrategyConfig {:?}", strategy.name_any())));
+        return Some(invalid(
+            e,
+            &format!("StrategyConfig {:?}", strategy.name_any()),
+        ));
     }
     if let Err(e) = account.spec.validate() {
-        return Some(invalid(e, &format!("PaperAccount {:?}", account.name_any())));
+        return Some(invalid(
+            e,
+            &format!("PaperAccount {:?}", account.name_any()),
+        ));
     }
     if !is_active(s) {
         return None;
@@ -150,7 +166,12 @@ pub fn check(
         active.push(s);
     }
     active.sort_by(|a, b| {
-        let key = |o: &BotSession| (o.meta().creation_timestamp.as_ref().map(|t| t.0), o.name_any());
+        let key = |o: &BotSession| {
+            (
+                o.meta().creation_timestamp.as_ref().map(|t| t.0),
+                o.name_any(),
+            )
+        };
         key(a).cmp(&key(b))
     });
     let balance = account.spec.initial_balance.get();
@@ -208,11 +229,22 @@ pub async fn apply_children(
         api_token: &token,
     })?;
     let mut written = 0;
-    written += apply_if_changed(&Api::<ConfigMap>::namespaced(client.clone(), &ns), children.config_map).await? as usize;
+    written += apply_if_changed(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        children.config_map,
+    )
+    .await? as usize;
     written += apply_if_changed(&secrets, children.secret).await? as usize;
-    written += apply_if_changed(&Api::<Service>::namespaced(client.clone(), &ns), children.service).await? as usize;
-    written +=
-        apply_if_changed(&Api::<StatefulSet>::namespaced(client, &ns), children.stateful_set).await? as usize;
+    written += apply_if_changed(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        children.service,
+    )
+    .await? as usize;
+    written += apply_if_changed(
+        &Api::<StatefulSet>::namespaced(client, &ns),
+        children.stateful_set,
+    )
+    .await? as usize;
     Ok(written)
 }
 
@@ -236,12 +268,20 @@ async fn scale_to_zero(s: &BotSession, ctx: &Context) -> Result<()> {
 }
 
 /// What the StatefulSet and its pod show.
-pub async fn observe(s: &BotSession, problem: Option<Problem>, ctx: &Context) -> Result<SessionObservation> {
+pub async fn observe(
+    s: &BotSession,
+    problem: Option<Problem>,
+    ctx: &Context,
+) -> Result<SessionObservation> {
     let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = child_name(&s.name_any());
-    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?;
+    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await?;
     let pod_name = format!("{name}-0");
-    let pod = Api::<Pod>::namespaced(ctx.client.clone(), &ns).get_opt(&pod_name).await?;
+    let pod = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&pod_name)
+        .await?;
     Ok(observation(s, problem, sts.as_ref(), pod.as_ref()))
 }
 
@@ -276,7 +316,10 @@ pub fn observation(
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
         pod_waiting_reason: pod_status
             .and_then(|p| p.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())),
+            .and_then(|cs| {
+                cs.iter()
+                    .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+            }),
     }
 }
 
@@ -311,7 +354,11 @@ async fn apply(s: &BotSession, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(ctx.sync_interval))
 }
 
-async fn patch_status(api: &Api<BotSession>, s: &BotSession, status: &BotSessionStatus) -> Result<()> {
+async fn patch_status(
+    api: &Api<BotSession>,
+    s: &BotSession,
+    status: &BotSessionStatus,
+) -> Result<()> {
     api.patch_status(
         &s.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -338,7 +385,11 @@ async fn publish_events(
     let reference = s.object_ref(&());
     if let Some((reason, message)) = problem {
         let old_reason = old
-            .and_then(|o| o.conditions.iter().find(|c| c.type_ == crate::conditions::READY))
+            .and_then(|o| {
+                o.conditions
+                    .iter()
+                    .find(|c| c.type_ == crate::conditions::READY)
+            })
             .map(|c| c.reason.clone());
         if old_reason.as_deref() != Some(reason.as_str()) {
             let ev = KubeEvent {
@@ -361,7 +412,9 @@ async fn publish_events(
             } else {
                 EventType::Normal
             },
-            reason: "PhaseChanged".into(),
+            // One reason per target phase: the recorder folds events with the same
+            // reason into a series, which would hide the new phase in the note.
+            reason: format!("Phase{:?}", new.phase),
             note: Some(format!("{from} → {:?}", new.phase)),
             action: "Reconcile".into(),
             secondary: None,
@@ -386,7 +439,8 @@ fn truncate(s: &str, max: usize) -> String {
 /// Record the final figures before the children are garbage-collected.
 async fn cleanup(s: &BotSession, ctx: &Context) -> Result<Action> {
     let st = s.status.clone().unwrap_or_default();
-    let fmt = |d: Option<paperbot_crds::DecimalString>| d.map_or("n/a".to_string(), |d| d.to_string());
+    let fmt =
+        |d: Option<paperbot_crds::DecimalString>| d.map_or("n/a".to_string(), |d| d.to_string());
     let figures = format!(
         "final figures: phase {:?}, equity {}, realized P&L {}, unrealized P&L {}, trades {}, win rate {}%, max drawdown {}%",
         st.phase,
@@ -473,7 +527,8 @@ spec:
     fn invalid_specs_are_problems_not_errors() {
         let mut s = session("a", "100", 1, "Running");
         s.spec.symbols.clear();
-        let (reason, msg) = check(&s, &account("1000"), &strategy(), std::slice::from_ref(&s)).unwrap();
+        let (reason, msg) =
+            check(&s, &account("1000"), &strategy(), std::slice::from_ref(&s)).unwrap();
         assert_eq!(reason, "InvalidSpec");
         assert!(msg.contains("spec.symbols"), "{msg}");
     }

@@ -74,8 +74,12 @@ where
         return Ok(false);
     }
     obj.annotations_mut().insert(APPLIED_HASH.into(), hash);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
-        .await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
     Ok(true)
 }
 

@@ -13,6 +13,7 @@ use serde_json::json;
 use tracing::{instrument, warn};
 
 use super::{Context, FIELD_MANAGER, now};
+use crate::metrics::ReconcileResult;
 use crate::{
     Error, Result,
     conditions::{READY, conditions_equal_ignoring_time, set_condition},
@@ -28,23 +29,34 @@ pub fn desired_status(
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> StrategyConfigStatus {
     let name = strategy.name_any();
-    let users: Vec<&BotSession> = sessions.iter().filter(|s| s.spec.strategy_ref.name == name).collect();
+    let users: Vec<&BotSession> = sessions
+        .iter()
+        .filter(|s| s.spec.strategy_ref.name == name)
+        .collect();
     let mut status = strategy.status.clone().unwrap_or_default();
     status.session_count = users.len() as u32;
     status.effective_parameters = users
         .iter()
         .filter_map(|s| {
             let ap = s.status.as_ref()?.autopilot.as_ref()?;
-            (!ap.effective_parameters.is_empty()).then(|| (s.name_any(), ap.effective_parameters.clone()))
+            (!ap.effective_parameters.is_empty())
+                .then(|| (s.name_any(), ap.effective_parameters.clone()))
         })
         .collect::<BTreeMap<_, _>>();
     status.observed_generation = strategy.metadata.generation;
     let (ok, reason, message) = match strategy.spec.validate() {
-        Ok(()) => (true, "Valid".to_string(), format!("used by {} session(s)", users.len())),
+        Ok(()) => (
+            true,
+            "Valid".to_string(),
+            format!("used by {} session(s)", users.len()),
+        ),
         Err(errs) => (
             false,
             "InvalidSpec".to_string(),
-            errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
     };
     set_condition(
@@ -67,7 +79,8 @@ fn differs(old: Option<&StrategyConfigStatus>, new: &StrategyConfigStatus) -> bo
                 conditions: Vec::new(),
                 ..s.clone()
             };
-            strip(old) != strip(new) || !conditions_equal_ignoring_time(&old.conditions, &new.conditions)
+            strip(old) != strip(new)
+                || !conditions_equal_ignoring_time(&old.conditions, &new.conditions)
         }
     }
 }
@@ -77,7 +90,9 @@ fn differs(old: Option<&StrategyConfigStatus>, new: &StrategyConfigStatus) -> bo
 pub async fn reconcile(strategy: Arc<StrategyConfig>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let result = async {
-        let ns = strategy.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+        let ns = strategy
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
         let sessions = Api::<BotSession>::namespaced(ctx.client.clone(), &ns)
             .list(&ListParams::default())
             .await?
@@ -99,7 +114,11 @@ pub async fn reconcile(strategy: Arc<StrategyConfig>, ctx: Arc<Context>) -> Resu
         Ok(Action::requeue(ctx.sync_interval))
     }
     .await;
-    timer.finish(result.is_ok());
+    timer.finish(if result.is_ok() {
+        ReconcileResult::Success
+    } else {
+        ReconcileResult::Error
+    });
     result
 }
 

@@ -56,15 +56,19 @@ fn add_session(fake: &FakeApi, name: &str, allocation: &str, created: &str) {
 }
 
 async fn reconcile(fake: &FakeApi, ctx: &Arc<Context>, name: &str) -> Vec<Recorded> {
-    let obj: BotSession = serde_json::from_value(fake.get(V, "BotSession", NS, name).expect("session exists")).unwrap();
-    botsession::reconcile(Arc::new(obj), ctx.clone()).await.expect("reconcile succeeds");
+    let obj: BotSession =
+        serde_json::from_value(fake.get(V, "BotSession", NS, name).expect("session exists"))
+            .unwrap();
+    botsession::reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .expect("reconcile succeeds");
     fake.take_requests()
 }
 
 /// Writes other than Events, as `METHOD path`.
 fn writes(reqs: &[Recorded]) -> Vec<String> {
     reqs.iter()
-        .filter(|r| r.is_write() && !r.path.ends_with("/events"))
+        .filter(|r| r.is_write() && !r.path.contains("/events"))
         .map(|r| format!("{} {}", r.method, r.path))
         .collect()
 }
@@ -82,8 +86,11 @@ fn events(reqs: &[Recorded]) -> Vec<(String, String)> {
 }
 
 fn applied<'a>(reqs: &'a [Recorded], plural: &str) -> Option<&'a Recorded> {
-    reqs.iter()
-        .find(|r| r.method == Method::PATCH && r.path.contains(&format!("/{plural}/")) && !r.path.ends_with("/status"))
+    reqs.iter().find(|r| {
+        r.method == Method::PATCH
+            && r.path.contains(&format!("/{plural}/"))
+            && !r.path.ends_with("/status")
+    })
 }
 
 fn status(fake: &FakeApi, name: &str) -> Value {
@@ -95,7 +102,10 @@ fn condition(status: &Value, type_: &str) -> (String, String) {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"));
-    (c["status"].as_str().unwrap().to_string(), c["reason"].as_str().unwrap().to_string())
+    (
+        c["status"].as_str().unwrap().to_string(),
+        c["reason"].as_str().unwrap().to_string(),
+    )
 }
 
 /// The pod a StatefulSet controller, scheduler and kubelet would produce.
@@ -131,7 +141,10 @@ async fn create_adds_finalizer_then_applies_children_and_status() {
     add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
 
     let reqs = reconcile(&fake, &ctx, "bot").await;
-    assert_eq!(writes(&reqs), [format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot")]);
+    assert_eq!(
+        writes(&reqs),
+        [format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot")]
+    );
     let fin = &reqs.iter().find(|r| r.is_write()).unwrap();
     assert_eq!(fin.content_type, "application/json-patch+json");
     assert!(fin.body.to_string().contains(botsession::FINALIZER));
@@ -148,20 +161,45 @@ async fn create_adds_finalizer_then_applies_children_and_status() {
             format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status"),
         ]
     );
-    for r in reqs.iter().filter(|r| r.is_write() && !r.path.ends_with("/events")) {
+    for r in reqs
+        .iter()
+        .filter(|r| r.is_write() && !r.path.contains("/events"))
+    {
         assert_eq!(r.content_type, "application/apply-patch+yaml", "{}", r.path);
-        assert!(r.query.contains("fieldManager=paperbot-operator"), "{}", r.query);
+        assert!(
+            r.query.contains("fieldManager=paperbot-operator"),
+            "{}",
+            r.query
+        );
     }
     let sts = &applied(&reqs, "statefulsets").unwrap().body;
     assert_eq!(sts["spec"]["replicas"], 1);
     let owner = &sts["metadata"]["ownerReferences"][0];
-    assert_eq!((owner["kind"].as_str(), owner["name"].as_str(), owner["controller"].as_bool()), (Some("BotSession"), Some("bot"), Some(true)));
-    assert!(sts["spec"]["template"]["metadata"]["annotations"]["paperbot.io/config-hash"].is_string());
+    assert_eq!(
+        (
+            owner["kind"].as_str(),
+            owner["name"].as_str(),
+            owner["controller"].as_bool()
+        ),
+        (Some("BotSession"), Some("bot"), Some(true))
+    );
+    assert!(
+        sts["spec"]["template"]["metadata"]["annotations"]["paperbot.io/config-hash"].is_string()
+    );
     let st = status(&fake, "bot");
-    assert!(matches!(st["phase"].as_str(), Some("Starting" | "Pending")), "{st}");
+    assert!(
+        matches!(st["phase"].as_str(), Some("Starting" | "Pending")),
+        "{st}"
+    );
     assert_eq!(condition(&st, "Ready").0, "False");
     assert_eq!(st["observedGeneration"], 1);
-    assert!(events(&reqs).iter().any(|(r, _)| r == "PhaseChanged"));
+    assert!(
+        events(&reqs)
+            .iter()
+            .any(|(r, n)| r.starts_with("Phase") && n.starts_with("None →")),
+        "{:?}",
+        events(&reqs)
+    );
 }
 
 #[tokio::test]
@@ -171,16 +209,31 @@ async fn ready_pod_makes_the_session_ready_and_an_unchanged_reconcile_writes_not
     created_session(&fake, &ctx).await;
     run_pod(&fake, "bot", true);
     let reqs = reconcile(&fake, &ctx, "bot").await;
-    assert_eq!(writes(&reqs), [format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status")]);
+    assert_eq!(
+        writes(&reqs),
+        [format!(
+            "PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status"
+        )]
+    );
     let st = status(&fake, "bot");
     assert_eq!(st["phase"], "Running");
     assert_eq!(condition(&st, "Ready"), ("True".into(), "Running".into()));
     assert_eq!(st["pod"], format!("{}-0", child_name("bot")));
-    assert!(events(&reqs).iter().any(|(r, n)| r == "PhaseChanged" && n.ends_with("Running")));
+    assert!(
+        events(&reqs)
+            .iter()
+            .any(|(r, n)| r == "PhaseRunning" && n.ends_with("→ Running")),
+        "{:?}",
+        events(&reqs)
+    );
 
     for _ in 0..3 {
         let reqs = reconcile(&fake, &ctx, "bot").await;
-        assert!(writes(&reqs).is_empty() && events(&reqs).is_empty(), "unchanged object wrote: {:?}", writes(&reqs));
+        assert!(
+            writes(&reqs).is_empty() && events(&reqs).is_empty(),
+            "unchanged object wrote: {:?}",
+            writes(&reqs)
+        );
         assert!(reqs.iter().all(|r| r.method == Method::GET));
     }
 }
@@ -193,17 +246,27 @@ async fn pause_resume_and_stop_scale_the_statefulset() {
     run_pod(&fake, "bot", true);
     reconcile(&fake, &ctx, "bot").await;
 
-    for (state, replicas, phase) in [("Paused", 0, "Paused"), ("Running", 1, "Running"), ("Stopped", 0, "Stopped")] {
-        fake.edit(V, "BotSession", NS, "bot", |o| o["spec"]["desiredState"] = json!(state));
+    for (state, replicas, phase) in [
+        ("Paused", 0, "Paused"),
+        ("Running", 1, "Running"),
+        ("Stopped", 0, "Stopped"),
+    ] {
+        fake.edit(V, "BotSession", NS, "bot", |o| {
+            o["spec"]["desiredState"] = json!(state)
+        });
         let reqs = reconcile(&fake, &ctx, "bot").await;
-        let sts = applied(&reqs, "statefulsets").unwrap_or_else(|| panic!("{state}: StatefulSet applied"));
+        let sts = applied(&reqs, "statefulsets")
+            .unwrap_or_else(|| panic!("{state}: StatefulSet applied"));
         assert_eq!(sts.body["spec"]["replicas"], replicas, "{state}");
         run_pod(&fake, "bot", replicas == 1);
         reconcile(&fake, &ctx, "bot").await;
         let st = status(&fake, "bot");
         assert_eq!(st["phase"], phase, "{st}");
         assert_eq!(condition(&st, "Ready").0, "True", "{state}: {st}");
-        assert_eq!(st["observedGeneration"], fake.get(V, "BotSession", NS, "bot").unwrap()["metadata"]["generation"]);
+        assert_eq!(
+            st["observedGeneration"],
+            fake.get(V, "BotSession", NS, "bot").unwrap()["metadata"]["generation"]
+        );
     }
 }
 
@@ -219,12 +282,31 @@ async fn delete_runs_the_finalizer_and_records_final_figures() {
     });
     let reqs = reconcile(&fake, &ctx, "bot").await;
     let ev = events(&reqs);
-    let (_, note) = ev.iter().find(|(r, _)| r == "SessionDeleted").expect("final figures event");
-    assert!(note.contains("equity 5123.45") && note.contains("trades 42"), "{note}");
-    let fin = reqs.iter().find(|r| r.content_type == "application/json-patch+json").expect("finalizer removed");
-    assert!(fin.body.to_string().contains("remove") || fin.body.to_string().contains("[]"), "{}", fin.body);
-    assert!(fake.get(V, "BotSession", NS, "bot").is_none(), "object gone once the finalizer is removed");
-    assert!(applied(&reqs, "statefulsets").is_none(), "no children applied while deleting");
+    let (_, note) = ev
+        .iter()
+        .find(|(r, _)| r == "SessionDeleted")
+        .expect("final figures event");
+    assert!(
+        note.contains("equity 5123.45") && note.contains("trades 42"),
+        "{note}"
+    );
+    let fin = reqs
+        .iter()
+        .find(|r| r.content_type == "application/json-patch+json")
+        .expect("finalizer removed");
+    assert!(
+        fin.body.to_string().contains("remove") || fin.body.to_string().contains("[]"),
+        "{}",
+        fin.body
+    );
+    assert!(
+        fake.get(V, "BotSession", NS, "bot").is_none(),
+        "object gone once the finalizer is removed"
+    );
+    assert!(
+        applied(&reqs, "statefulsets").is_none(),
+        "no children applied while deleting"
+    );
 }
 
 #[tokio::test]
@@ -234,15 +316,30 @@ async fn missing_account_or_strategy_is_reported_in_status_not_retried() {
     add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
     reconcile(&fake, &ctx, "bot").await;
     let reqs = reconcile(&fake, &ctx, "bot").await;
-    assert_eq!(writes(&reqs), [format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status")]);
+    assert_eq!(
+        writes(&reqs),
+        [format!(
+            "PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status"
+        )]
+    );
     let st = status(&fake, "bot");
-    assert_eq!(condition(&st, "Ready"), ("False".into(), "AccountNotFound".into()));
-    assert!(events(&reqs).iter().any(|(r, n)| r == "AccountNotFound" && n.contains("acct")));
+    assert_eq!(
+        condition(&st, "Ready"),
+        ("False".into(), "AccountNotFound".into())
+    );
+    assert!(
+        events(&reqs)
+            .iter()
+            .any(|(r, n)| r == "AccountNotFound" && n.contains("acct"))
+    );
 
     seed(&fake, "10000");
     fake.remove(V, "StrategyConfig", NS, "strat");
     reconcile(&fake, &ctx, "bot").await;
-    assert_eq!(condition(&status(&fake, "bot"), "Ready").1, "StrategyNotFound");
+    assert_eq!(
+        condition(&status(&fake, "bot"), "Ready").1,
+        "StrategyNotFound"
+    );
 }
 
 #[tokio::test]
@@ -253,10 +350,22 @@ async fn insufficient_funds_refuses_the_newest_session() {
     add_session(&fake, "late", "6000", "2026-01-01T00:00:09Z");
     reconcile(&fake, &ctx, "late").await;
     let reqs = reconcile(&fake, &ctx, "late").await;
-    assert_eq!(writes(&reqs), [format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/late/status")]);
+    assert_eq!(
+        writes(&reqs),
+        [format!(
+            "PATCH /apis/{V}/namespaces/{NS}/botsessions/late/status"
+        )]
+    );
     let st = status(&fake, "late");
-    assert_eq!(condition(&st, "Ready"), ("False".into(), "InsufficientFunds".into()));
-    assert!(events(&reqs).iter().any(|(r, n)| r == "InsufficientFunds" && n.contains("11000")));
+    assert_eq!(
+        condition(&st, "Ready"),
+        ("False".into(), "InsufficientFunds".into())
+    );
+    assert!(
+        events(&reqs)
+            .iter()
+            .any(|(r, n)| r == "InsufficientFunds" && n.contains("11000"))
+    );
     // The first session keeps its funding.
     run_pod(&fake, "bot", true);
     reconcile(&fake, &ctx, "bot").await;
@@ -269,17 +378,28 @@ async fn strategy_change_rolls_the_pod() {
     let ctx = context(&fake);
     created_session(&fake, &ctx).await;
     let hash = |fake: &FakeApi| {
-        fake.get("apps/v1", "StatefulSet", NS, &child_name("bot")).unwrap()["spec"]["template"]["metadata"]["annotations"]
-            ["paperbot.io/config-hash"]
+        fake.get("apps/v1", "StatefulSet", NS, &child_name("bot"))
+            .unwrap()["spec"]["template"]["metadata"]["annotations"]["paperbot.io/config-hash"]
             .clone()
     };
     let before = hash(&fake);
-    fake.edit(V, "StrategyConfig", NS, "strat", |o| o["spec"]["risk"]["maxPositionSizePct"] = json!("12"));
+    fake.edit(V, "StrategyConfig", NS, "strat", |o| {
+        o["spec"]["risk"]["maxPositionSizePct"] = json!("12")
+    });
     let reqs = reconcile(&fake, &ctx, "bot").await;
-    assert!(applied(&reqs, "configmaps").is_some(), "rendered config re-applied");
-    assert!(applied(&reqs, "statefulsets").is_some(), "pod template re-applied");
+    assert!(
+        applied(&reqs, "configmaps").is_some(),
+        "rendered config re-applied"
+    );
+    assert!(
+        applied(&reqs, "statefulsets").is_some(),
+        "pod template re-applied"
+    );
     assert_ne!(hash(&fake), before, "a new config hash rolls the pod");
-    assert!(applied(&reqs, "secrets").is_none(), "the API token is not rotated");
+    assert!(
+        applied(&reqs, "secrets").is_none(),
+        "the API token is not rotated"
+    );
 }
 
 #[tokio::test]
@@ -292,8 +412,11 @@ async fn account_and_strategy_status_aggregate_their_sessions() {
         o["status"]["realizedPnl"] = json!("100");
         o["status"]["trades"] = json!(7);
     });
-    let acct: PaperAccount = serde_json::from_value(fake.get(V, "PaperAccount", NS, "acct").unwrap()).unwrap();
-    account::reconcile(Arc::new(acct), ctx.clone()).await.unwrap();
+    let acct: PaperAccount =
+        serde_json::from_value(fake.get(V, "PaperAccount", NS, "acct").unwrap()).unwrap();
+    account::reconcile(Arc::new(acct), ctx.clone())
+        .await
+        .unwrap();
     let st = fake.get(V, "PaperAccount", NS, "acct").unwrap()["status"].clone();
     assert_eq!(st["allocated"], "5000");
     assert_eq!(st["equity"], "10100");
@@ -301,12 +424,21 @@ async fn account_and_strategy_status_aggregate_their_sessions() {
     assert_eq!(st["activeSessions"], 1);
     assert_eq!(st["totalTrades"], 7);
     fake.take_requests();
-    let acct: PaperAccount = serde_json::from_value(fake.get(V, "PaperAccount", NS, "acct").unwrap()).unwrap();
-    account::reconcile(Arc::new(acct), ctx.clone()).await.unwrap();
-    assert!(writes(&fake.take_requests()).is_empty(), "unchanged account status is not rewritten");
+    let acct: PaperAccount =
+        serde_json::from_value(fake.get(V, "PaperAccount", NS, "acct").unwrap()).unwrap();
+    account::reconcile(Arc::new(acct), ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        writes(&fake.take_requests()).is_empty(),
+        "unchanged account status is not rewritten"
+    );
 
-    let strat: StrategyConfig = serde_json::from_value(fake.get(V, "StrategyConfig", NS, "strat").unwrap()).unwrap();
-    strategy::reconcile(Arc::new(strat), ctx.clone()).await.unwrap();
+    let strat: StrategyConfig =
+        serde_json::from_value(fake.get(V, "StrategyConfig", NS, "strat").unwrap()).unwrap();
+    strategy::reconcile(Arc::new(strat), ctx.clone())
+        .await
+        .unwrap();
     let st = fake.get(V, "StrategyConfig", NS, "strat").unwrap()["status"].clone();
     assert_eq!(st["sessionCount"], 1);
     assert_eq!(condition(&st, "Ready").0, "True");
