@@ -411,3 +411,26 @@ fn interrupt_commits_what_was_done_and_closes_the_session() {
         );
     });
 }
+
+/// Every manifest in examples/ parses, and every one with a BotSession plans
+/// (references resolve, funds suffice, data files exist).
+#[test]
+fn every_example_manifest_is_valid() {
+    let dir = example("");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let m = bot_runtime::config::load_manifests(&path).unwrap_or_else(|e| panic!("{e}"));
+        if !m.sessions.is_empty() {
+            let plans = bot_runtime::config::plan_sessions(&m).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(plans.len(), m.sessions.len(), "{}", path.display());
+        } else {
+            assert!(!m.strategies.is_empty(), "{}: no objects", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 4, "found only {checked} example manifests in {}", dir.display());
+}
