@@ -5,6 +5,13 @@
 //! strings ([`DecimalString`]); durations are Kubernetes-style strings
 //! ([`DurationString`]). Each spec has a `validate()` that mirrors the checks
 //! the API server applies, so a local run refuses what `kubectl apply` would.
+//!
+//! The CRDs carry those checks as OpenAPI bounds and CEL rules
+//! (`x-kubernetes-validations`, see [`schema`]). `cargo run -p paperbot-crds
+//! --bin crdgen` writes them to `crds/manifests/` and the Helm chart's
+//! `charts/paperbot/crds/` ([`manifest`]); a test fails when those copies are
+//! stale. `tests/cases/` holds valid and invalid manifests, each invalid one
+//! annotated with the field and message the API server refuses it with.
 
 #![warn(missing_docs)]
 // kube's `#[kube(printcolumn(...))]` is repeated once per column by design.
@@ -12,6 +19,8 @@
 
 pub mod account;
 pub mod condition;
+pub mod manifest;
+pub mod schema;
 pub mod session;
 pub mod strategy;
 pub mod validation;

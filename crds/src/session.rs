@@ -3,23 +3,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     condition::Condition,
+    schema::{
+        self, MAX_NAME_LENGTH, MAX_PATH_LENGTH, MAX_REPLAY_FILES, MAX_SYMBOL_LENGTH, MAX_SYMBOLS,
+    },
     validation::{Errors, FieldError},
     values::{DecimalString, DurationString},
 };
 
 /// One paper-trading bot. The operator runs one `bot-runtime` pod per
 /// session; `bot-runtime run -f` runs it locally.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "paperbot.io",
     version = "v1alpha1",
     kind = "BotSession",
+    doc = "One paper-trading bot: trades a StrategyConfig on the symbols it lists, with \
+           money allocated from a PaperAccount, on replayed or simulated market data.",
     namespaced,
     status = "BotSessionStatus",
     shortname = "bs",
@@ -46,14 +51,58 @@ use crate::{
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = schema::absent_not_null)]
+#[x_kube(
+    validation = Rule::new(
+        "self.marketData.source != 'Replay' || !has(self.marketData.replay) \
+         || self.marketData.replay.files.all(f, f.symbol in self.symbols)"
+    )
+    .message("marketData.replay.files[].symbol must be one of spec.symbols")
+    .field_path(".marketData.replay.files"),
+    validation = Rule::new(
+        "self.marketData.source != 'Replay' || !has(self.marketData.replay) \
+         || self.symbols.all(s, self.marketData.replay.files.exists(f, f.symbol == s))"
+    )
+    .message("marketData.replay.files must hold a candle file for every symbol in spec.symbols")
+    .field_path(".marketData.replay.files")
+    .reason(Reason::FieldValueRequired),
+    validation = Rule::new(
+        "self.marketData.source != 'Simulated' || !has(self.marketData.simulated) \
+         || has(self.marketData.simulated.candles) || has(self.stopAfter)"
+    )
+    .message("a simulated source needs an end: set marketData.simulated.candles or stopAfter")
+    .field_path(".marketData.simulated")
+    .reason(Reason::FieldValueRequired)
+)]
 pub struct BotSessionSpec {
     /// The PaperAccount (same namespace) the allocation is drawn from.
+    /// Immutable: delete and recreate the session to change it.
+    #[x_kube(
+        validation = schema::immutable("accountRef", "BotSession"),
+        validation = Rule::new("self.name.trim() != ''")
+            .message("accountRef.name must not be empty: expected the name of a PaperAccount")
+    )]
     pub account_ref: ObjectRef,
     /// The StrategyConfig (same namespace) this bot trades.
+    /// Immutable: delete and recreate the session to change it.
+    #[x_kube(
+        validation = schema::immutable("strategyRef", "BotSession"),
+        validation = Rule::new("self.name.trim() != ''")
+            .message("strategyRef.name must not be empty: expected the name of a StrategyConfig")
+    )]
     pub strategy_ref: ObjectRef,
     /// Money drawn from the account for this session, base currency; > 0.
+    #[x_kube(validation = schema::positive("allocation"))]
     pub allocation: DecimalString,
-    /// Symbols to trade, e.g. `["BTC-USD"]`; non-empty, unique.
+    /// Symbols to trade, e.g. `["BTC-USD"]`; non-empty, unique, at most 50.
+    #[schemars(length(max = MAX_SYMBOLS), inner(length(max = MAX_SYMBOL_LENGTH)))]
+    #[x_kube(
+        validation = schema::not_empty_list("symbols", "expected at least one symbol such as \"BTC-USD\""),
+        validation = Rule::new("self.all(s, s.trim() != '')")
+            .message("symbols must not contain an empty symbol"),
+        validation = Rule::new("self.all(s, self.exists_one(t, t == s))")
+            .message("symbols must be unique: a symbol is listed more than once")
+    )]
     pub symbols: Vec<String>,
     /// Where prices come from.
     pub market_data: MarketDataSpec,
@@ -94,6 +143,7 @@ pub struct RuntimeOverrides {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectRef {
     /// `metadata.name` of the referenced object.
+    #[schemars(length(max = MAX_NAME_LENGTH))]
     pub name: String,
 }
 
@@ -110,8 +160,18 @@ pub enum DesiredState {
 }
 
 /// Market data source. `source` selects which of the other fields is used.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("self.source != 'Replay' || has(self.replay)")
+        .message("marketData.source is Replay but marketData.replay is not set: expected replay.files")
+        .field_path(".replay")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.source != 'Simulated' || has(self.simulated)")
+        .message("marketData.source is Simulated but marketData.simulated is not set: expected simulated.seed")
+        .field_path(".simulated")
+        .reason(Reason::FieldValueRequired)
+)]
 pub struct MarketDataSpec {
     /// `Replay` (recorded candle files) or `Simulated` (seeded geometric Brownian motion).
     pub source: MarketDataSource,
@@ -133,24 +193,37 @@ pub enum MarketDataSource {
 }
 
 /// Recorded candles to replay.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplaySpec {
     /// One candle file per symbol (format: `timestamp,open,high,low,close,volume`
     /// with RFC 3339 UTC open times). Several files are merged by timestamp.
+    /// Non-empty, at most 50.
+    #[schemars(length(max = MAX_REPLAY_FILES))]
+    #[x_kube(validation = schema::not_empty_list(
+        "marketData.replay.files",
+        "expected at least one candle file"
+    ))]
     pub files: Vec<ReplayFile>,
 }
 
 /// One candle file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplayFile {
     /// Symbol the file holds; must be one of `spec.symbols`.
+    #[schemars(length(max = MAX_SYMBOL_LENGTH))]
     pub symbol: String,
     /// Path of the CSV; relative paths are resolved against the manifest's directory.
+    #[schemars(length(max = MAX_PATH_LENGTH))]
+    #[x_kube(validation = schema::not_blank(
+        "marketData.replay.files[].path",
+        "expected the path of a candle CSV file"
+    ))]
     pub path: String,
     /// Candle length, e.g. `"1m"`; inferred from the first two rows when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::nonzero_duration("marketData.replay.files[].interval", "1m"))]
     pub interval: Option<DurationString>,
     /// Unit of the `volume` column: `Base` (default, base-currency units) or
     /// `Quote` (quote-currency notional).
@@ -169,22 +242,25 @@ pub enum VolumeUnit {
 }
 
 /// Seeded geometric Brownian motion, one independent path per symbol.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimulatedSpec {
     /// RNG seed; the same seed gives the same prices.
     pub seed: u64,
     /// Starting price of every symbol, quote currency (default `"100"`).
     #[serde(default = "default_initial_price")]
+    #[x_kube(validation = schema::positive("marketData.simulated.initialPrice"))]
     pub initial_price: DecimalString,
     /// Annualised drift μ as a fraction (e.g. `"0.05"` = 5 % a year, default `"0"`).
     #[serde(default)]
     pub annual_drift: DecimalString,
     /// Annualised volatility σ as a fraction (e.g. `"0.6"`, default `"0.5"`).
     #[serde(default = "default_volatility")]
+    #[x_kube(validation = schema::non_negative("marketData.simulated.annualVolatility"))]
     pub annual_volatility: DecimalString,
     /// Candle length (default `"1m"`).
     #[serde(default = "default_interval")]
+    #[x_kube(validation = schema::nonzero_duration("marketData.simulated.interval", "1m"))]
     pub interval: DurationString,
     /// Number of candles per symbol; unset means unbounded (use `stopAfter`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,17 +282,19 @@ fn default_interval() -> DurationString {
 
 /// Execution realism. All randomness comes from `seed`, so the same inputs
 /// and seed give the same fills.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecutionSpec {
     /// Fee, percent (0-100) of each fill's notional (default `"0"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::percent("execution.feeRatePct"))]
     pub fee_rate_pct: Option<DecimalString>,
     /// Slippage model (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slippage: Option<SlippageSpec>,
     /// Fixed cost per fill, quote currency (e.g. gas on a DEX; default `"0"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::non_negative("execution.gasCost"))]
     pub gas_cost: Option<DecimalString>,
     /// Delay from decision to fill, e.g. `"250ms"` (default `"0s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +304,7 @@ pub struct ExecutionSpec {
     pub latency_jitter: Option<DurationString>,
     /// Probability, percent (0-100), that an order fails and is not filled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::percent("execution.failureRatePct"))]
     pub failure_rate_pct: Option<DecimalString>,
     /// Seed of the execution RNG (failures, latency jitter); default 0.
     #[serde(default)]
@@ -234,15 +313,17 @@ pub struct ExecutionSpec {
 
 /// Slippage: `baseBps / 10000 + impactPct / 100 × min(1, order notional / candle notional)`,
 /// applied against the order (buys fill higher, sells lower).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlippageSpec {
     /// Fixed part, basis points (1 bp = 0.01 %).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::non_negative("execution.slippage.baseBps"))]
     pub base_bps: Option<DecimalString>,
     /// Market-impact part, percent of price when the order's notional equals the
     /// fill candle's whole traded notional; scales linearly below that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::percent("execution.slippage.impactPct"))]
     pub impact_pct: Option<DecimalString>,
 }
 
@@ -336,8 +417,9 @@ pub struct AutopilotStatus {
 }
 
 /// What the operator observes about a session.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::absent_not_null)]
 pub struct BotSessionStatus {
     /// Lifecycle phase.
     #[serde(default)]
@@ -387,8 +469,10 @@ pub struct BotSessionStatus {
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded, CircuitBreakerOpen (`metav1.Condition` shape).
+    /// Ready, Progressing, Degraded, CircuitBreakerOpen (`metav1.Condition` shape),
+    /// one per `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }
 
@@ -399,15 +483,27 @@ impl BotSessionSpec {
         if self.account_ref.name.trim().is_empty() {
             e.push("spec.accountRef.name", "must name a PaperAccount");
         }
+        e.max_length(
+            "spec.accountRef.name",
+            &self.account_ref.name,
+            MAX_NAME_LENGTH,
+        );
         if self.strategy_ref.name.trim().is_empty() {
             e.push("spec.strategyRef.name", "must name a StrategyConfig");
         }
+        e.max_length(
+            "spec.strategyRef.name",
+            &self.strategy_ref.name,
+            MAX_NAME_LENGTH,
+        );
+        e.max_items("spec.symbols", self.symbols.len(), MAX_SYMBOLS);
         e.positive("spec.allocation", Some(self.allocation));
         if self.symbols.is_empty() {
             e.push("spec.symbols", "must list at least one symbol");
         }
         let mut seen = BTreeSet::new();
         for (i, s) in self.symbols.iter().enumerate() {
+            e.max_length(&format!("spec.symbols[{i}]"), s, MAX_SYMBOL_LENGTH);
             if s.trim().is_empty() {
                 e.push(format!("spec.symbols[{i}]"), "must not be empty");
             } else if !seen.insert(s) {
@@ -417,62 +513,42 @@ impl BotSessionSpec {
                 );
             }
         }
+        // Like the CRD's rules: a replay or simulated block is checked whenever
+        // it is present; `source` decides which one must be present and whether
+        // the replay files must match `spec.symbols`.
         let md = &self.market_data;
-        match md.source {
-            MarketDataSource::Replay => match &md.replay {
-                None => e.push(
-                    "spec.marketData.replay",
-                    "source is Replay but no replay files are given: expected replay.files",
-                ),
-                Some(r) if r.files.is_empty() => {
-                    e.push("spec.marketData.replay.files", "must list at least one candle file")
-                }
-                Some(r) => {
-                    for (i, f) in r.files.iter().enumerate() {
-                        if f.path.trim().is_empty() {
-                            e.push(format!("spec.marketData.replay.files[{i}].path"), "must not be empty");
-                        }
-                        if !self.symbols.contains(&f.symbol) {
-                            e.push(
-                                format!("spec.marketData.replay.files[{i}].symbol"),
-                                format!("{:?} is not one of spec.symbols {:?}", f.symbol, self.symbols),
-                            );
-                        }
-                        if let Some(iv) = f.interval
-                            && iv.get().is_zero()
-                        {
-                            e.push(format!("spec.marketData.replay.files[{i}].interval"), "must be longer than 0s");
-                        }
-                    }
-                    for s in &self.symbols {
-                        if !r.files.iter().any(|f| &f.symbol == s) {
-                            e.push(
-                                "spec.marketData.replay.files",
-                                format!("no candle file for symbol {s:?}"),
-                            );
-                        }
-                    }
-                }
-            },
-            MarketDataSource::Simulated => match &md.simulated {
-                None => e.push(
-                    "spec.marketData.simulated",
-                    "source is Simulated but no simulated settings are given: expected simulated.seed",
-                ),
-                Some(s) => {
-                    e.positive("spec.marketData.simulated.initialPrice", Some(s.initial_price));
-                    e.non_negative("spec.marketData.simulated.annualVolatility", Some(s.annual_volatility));
-                    if s.interval.get().is_zero() {
-                        e.push("spec.marketData.simulated.interval", "must be longer than 0s");
-                    }
-                    if s.candles.is_none() && self.stop_after.is_none() {
-                        e.push(
-                            "spec.marketData.simulated.candles",
-                            "a simulated source needs an end: set simulated.candles or spec.stopAfter",
-                        );
-                    }
-                }
-            },
+        match (md.source, &md.replay, &md.simulated) {
+            (MarketDataSource::Replay, None, _) => e.push(
+                "spec.marketData.replay",
+                "source is Replay but no replay files are given: expected replay.files",
+            ),
+            (MarketDataSource::Simulated, _, None) => e.push(
+                "spec.marketData.simulated",
+                "source is Simulated but no simulated settings are given: expected simulated.seed",
+            ),
+            (MarketDataSource::Simulated, _, Some(s))
+                if s.candles.is_none() && self.stop_after.is_none() =>
+            {
+                e.push(
+                    "spec.marketData.simulated.candles",
+                    "a simulated source needs an end: set simulated.candles or spec.stopAfter",
+                )
+            }
+            _ => {}
+        }
+        if let Some(r) = &md.replay {
+            self.validate_replay(r, md.source == MarketDataSource::Replay, &mut e);
+        }
+        if let Some(s) = &md.simulated {
+            let path = "spec.marketData.simulated";
+            e.positive(&format!("{path}.initialPrice"), Some(s.initial_price));
+            e.non_negative(
+                &format!("{path}.annualVolatility"),
+                Some(s.annual_volatility),
+            );
+            if s.interval.get().is_zero() {
+                e.push(format!("{path}.interval"), "must be longer than 0s");
+            }
         }
         let x = &self.execution;
         e.pct("spec.execution.feeRatePct", x.fee_rate_pct);
@@ -483,5 +559,44 @@ impl BotSessionSpec {
             e.pct("spec.execution.slippage.impactPct", s.impact_pct);
         }
         e.finish()
+    }
+
+    /// Checks of `marketData.replay`; `in_use` when `source` is `Replay`,
+    /// which also requires one file per symbol and no other files.
+    fn validate_replay(&self, r: &ReplaySpec, in_use: bool, e: &mut Errors) {
+        let path = "spec.marketData.replay.files";
+        if r.files.is_empty() {
+            e.push(path, "must list at least one candle file");
+        }
+        e.max_items(path, r.files.len(), MAX_REPLAY_FILES);
+        for (i, f) in r.files.iter().enumerate() {
+            let file = format!("{path}[{i}]");
+            e.max_length(&format!("{file}.symbol"), &f.symbol, MAX_SYMBOL_LENGTH);
+            e.max_length(&format!("{file}.path"), &f.path, MAX_PATH_LENGTH);
+            if f.path.trim().is_empty() {
+                e.push(format!("{file}.path"), "must not be empty");
+            }
+            if let Some(iv) = f.interval
+                && iv.get().is_zero()
+            {
+                e.push(format!("{file}.interval"), "must be longer than 0s");
+            }
+            if in_use && !self.symbols.contains(&f.symbol) {
+                e.push(
+                    format!("{file}.symbol"),
+                    format!(
+                        "{:?} is not one of spec.symbols {:?}",
+                        f.symbol, self.symbols
+                    ),
+                );
+            }
+        }
+        if in_use {
+            for s in &self.symbols {
+                if !r.files.iter().any(|f| &f.symbol == s) {
+                    e.push(path, format!("no candle file for symbol {s:?}"));
+                }
+            }
+        }
     }
 }

@@ -3,24 +3,27 @@
 
 use std::collections::BTreeMap;
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use rust_decimal::Decimal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     condition::Condition,
+    schema::{self, MAX_SYMBOL_LENGTH, MAX_SYMBOLS},
     validation::{Errors, FieldError},
     values::{DecimalString, DurationString},
 };
 
 /// How to trade. One StrategyConfig can drive many BotSessions; each session
 /// keeps its own autopilot state starting from these values.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "paperbot.io",
     version = "v1alpha1",
     kind = "StrategyConfig",
+    doc = "How a paper-trading bot trades: signal generators, risk parameters, token \
+           lists, circuit breakers and the autopilot's bounds. Used by BotSessions.",
     namespaced,
     status = "StrategyConfigStatus",
     shortname = "sc",
@@ -44,6 +47,20 @@ use crate::{
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = schema::absent_not_null)]
+#[x_kube(
+    validation = Rule::new(
+        "self.mode != 'Custom' || (has(self.risk) \
+         && (has(self.risk.maxPositionSizePct) || has(self.risk.fixedQuantity)))"
+    )
+    .message("mode Custom has no preset: set risk.maxPositionSizePct or risk.fixedQuantity")
+    .field_path(".risk")
+    .reason(Reason::FieldValueRequired),
+    validation = schema::bound_contains_start("maxPositionSizePct"),
+    validation = schema::bound_contains_start("confidenceThreshold"),
+    validation = schema::bound_contains_start("stopLossPct"),
+    validation = schema::bound_contains_start("takeProfitPct")
+)]
 pub struct StrategyConfigSpec {
     /// Preset that fills in every risk parameter left unset:
     /// `Conservative`, `Moderate` (default), `Aggressive`, or `Custom` (no preset:
@@ -95,8 +112,13 @@ pub enum StrategyMode {
 /// Signal generators. Each one set contributes a score in -1..1 with its
 /// `weight`; the decision's confidence is how strongly the signals that have an
 /// opinion agree (see the runtime's decision module).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "has(self.smaCrossover) || has(self.rsi) || has(self.momentum) || has(self.bollinger)"
+)
+.message("signals must set at least one of smaCrossover, rsi, momentum, bollinger")
+.reason(Reason::FieldValueRequired))]
 pub struct SignalsSpec {
     /// Simple-moving-average crossover on closes: buy when the fast SMA crosses
     /// above the slow one, sell when it crosses below.
@@ -114,8 +136,10 @@ pub struct SignalsSpec {
 }
 
 /// SMA crossover parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.fastPeriod < self.slowPeriod")
+    .message("signals.smaCrossover.fastPeriod must be smaller than signals.smaCrossover.slowPeriod"))]
 pub struct SmaCrossoverSpec {
     /// Bars in the fast average (>= 1, < `slowPeriod`).
     #[schemars(range(min = 1))]
@@ -125,12 +149,15 @@ pub struct SmaCrossoverSpec {
     pub slow_period: u32,
     /// Weight of this signal (> 0, default `"1"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive("signals.smaCrossover.weight"))]
     pub weight: Option<DecimalString>,
 }
 
 /// RSI parameters (Wilder's smoothing).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("double(self.oversold) < double(self.overbought)")
+    .message("signals.rsi.oversold must be below signals.rsi.overbought"))]
 pub struct RsiSpec {
     /// Bars in the RSI (default 14).
     #[serde(default = "default_rsi_period")]
@@ -138,12 +165,15 @@ pub struct RsiSpec {
     pub period: u32,
     /// RSI level (0-100) at or below which the market is oversold (default `"30"`).
     #[serde(default = "default_oversold")]
+    #[x_kube(validation = schema::percent("signals.rsi.oversold"))]
     pub oversold: DecimalString,
     /// RSI level (0-100) at or above which the market is overbought (default `"70"`).
     #[serde(default = "default_overbought")]
+    #[x_kube(validation = schema::percent("signals.rsi.overbought"))]
     pub overbought: DecimalString,
     /// Weight of this signal (> 0, default `"1"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive("signals.rsi.weight"))]
     pub weight: Option<DecimalString>,
 }
 
@@ -158,7 +188,7 @@ fn default_overbought() -> DecimalString {
 }
 
 /// Momentum parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MomentumSpec {
     /// Look-back in bars (default 10).
@@ -167,9 +197,11 @@ pub struct MomentumSpec {
     pub period: u32,
     /// Rate of change, percent, at which the signal reaches full strength (default `"1"`).
     #[serde(default = "default_momentum_threshold")]
+    #[x_kube(validation = schema::positive("signals.momentum.thresholdPct"))]
     pub threshold_pct: DecimalString,
     /// Weight of this signal (> 0, default `"1"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive("signals.momentum.weight"))]
     pub weight: Option<DecimalString>,
 }
 
@@ -181,7 +213,7 @@ fn default_momentum_threshold() -> DecimalString {
 }
 
 /// Bollinger band parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BollingerSpec {
     /// Bars in the moving average and standard deviation (default 20).
@@ -190,9 +222,11 @@ pub struct BollingerSpec {
     pub period: u32,
     /// Band width in standard deviations (default `"2"`).
     #[serde(default = "default_std_dev")]
+    #[x_kube(validation = schema::positive("signals.bollinger.stdDev"))]
     pub std_dev: DecimalString,
     /// Weight of this signal (> 0, default `"1"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive("signals.bollinger.weight"))]
     pub weight: Option<DecimalString>,
 }
 
@@ -205,24 +239,29 @@ fn default_std_dev() -> DecimalString {
 
 /// Risk parameters. Every field is optional: unset ones come from the `mode`
 /// preset scaled by `intelLevel` (see the README's table).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RiskSpec {
     /// Largest position, percent (0-100) of session equity at entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive_percent("risk.maxPositionSizePct"))]
     pub max_position_size_pct: Option<DecimalString>,
     /// Buy exactly this quantity (base units) on every entry instead of sizing by
     /// `maxPositionSizePct`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive("risk.fixedQuantity"))]
     pub fixed_quantity: Option<DecimalString>,
     /// Close a position this many percent (0-100) below its average entry price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive_percent("risk.stopLossPct"))]
     pub stop_loss_pct: Option<DecimalString>,
     /// Close a position this many percent above its average entry price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive("risk.takeProfitPct"))]
     pub take_profit_pct: Option<DecimalString>,
     /// Close a position this many percent (0-100) below the highest price since entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive_percent("risk.trailingStopPct"))]
     pub trailing_stop_pct: Option<DecimalString>,
     /// Close a position held this long (market time), e.g. `"24h"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,56 +269,74 @@ pub struct RiskSpec {
     /// Entries allowed per UTC day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_daily_trades: Option<u32>,
-    /// Positions open at once, over all symbols.
+    /// Positions open at once, over all symbols (>= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_concurrent_positions: Option<u32>,
     /// Minimum decision confidence (0-100) to trade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::percent("risk.confidenceThreshold"))]
     pub confidence_threshold: Option<DecimalString>,
     /// Skip an entry whose estimated slippage exceeds this percent (0-100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::percent("risk.maxSlippagePct"))]
     pub max_slippage_pct: Option<DecimalString>,
 }
 
 /// Symbol allow and block lists. A symbol trades when the allow list is empty
-/// or names it, and the block list does not name it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// or names it, and the block list does not name it. No symbol may be in both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "!has(self.allow) || !has(self.block) || !self.allow.exists(s, s in self.block)"
+)
+.message("tokens.allow and tokens.block must not name the same symbol")
+.field_path(".allow"))]
 pub struct TokenFilter {
-    /// Only these symbols may be traded (empty: all).
+    /// Only these symbols may be traded (empty: all); at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SYMBOLS), inner(length(max = MAX_SYMBOL_LENGTH)))]
     pub allow: Vec<String>,
-    /// These symbols are never traded.
+    /// These symbols are never traded; at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SYMBOLS), inner(length(max = MAX_SYMBOL_LENGTH)))]
     pub block: Vec<String>,
 }
 
 /// Circuit-breaker limits. Each set limit is one breaker with the states
 /// closed / open / half-open; an open breaker blocks new entries, exits still run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Counts are >= 1: omit a field to turn its breaker off.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakersSpec {
     /// Trip when the loss since the start of the UTC day exceeds this percent
     /// (0-100) of the equity at the start of that day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive_percent("circuitBreakers.dailyLossPct"))]
     pub daily_loss_pct: Option<DecimalString>,
     /// Trip when equity falls this many percent (0-100) below its peak.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive_percent("circuitBreakers.maxDrawdownPct"))]
     pub max_drawdown_pct: Option<DecimalString>,
     /// Trip after this many failed executions in a row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_consecutive_failures: Option<u32>,
     /// Trip after this many losing round trips in a row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_consecutive_losses: Option<u32>,
     /// Trip when this many entries were made in the UTC day (resets at midnight UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_daily_trades: Option<u32>,
     /// Trip when equity falls below this amount (base currency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::non_negative("circuitBreakers.minBalance"))]
     pub min_balance: Option<DecimalString>,
     /// Trip after this many invalid price ticks in a row (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_invalid_ticks: Option<u32>,
     /// Trip when a symbol's data goes silent longer than this (market time), e.g. `"5m"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,7 +349,7 @@ pub struct CircuitBreakersSpec {
 /// Autopilot: after every evaluation window it nudges the tunable parameters
 /// by the learning rate, within `bounds`, and judges each change after the
 /// next window.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutopilotSpec {
     /// Whether the autopilot adjusts anything.
@@ -300,13 +357,16 @@ pub struct AutopilotSpec {
     pub enabled: bool,
     /// Fraction (0-1) of a parameter's bound range moved per adjustment (default `"0.1"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::positive_fraction("autopilot.learningRate"))]
     pub learning_rate: Option<DecimalString>,
     /// Fraction (0-1): how readily the autopilot loosens risk after good windows
     /// (0 = only ever tightens, default `"0.5"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::fraction("autopilot.aggressiveness"))]
     pub aggressiveness: Option<DecimalString>,
     /// Closed round trips in one evaluation window (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub performance_window: Option<u32>,
     /// Minimum market time between two adjustments (default `"1h"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -316,6 +376,7 @@ pub struct AutopilotSpec {
     pub max_daily_adjustments: Option<u32>,
     /// Disable the autopilot after this many negative outcomes in a row (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub auto_disable_after: Option<u32>,
     /// Inclusive bounds per tunable parameter. A parameter without bounds is not tuned.
     #[serde(default)]
@@ -324,20 +385,39 @@ pub struct AutopilotSpec {
 
 /// Bounds of the parameters the autopilot may tune. Each must contain the
 /// parameter's starting value.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutopilotBounds {
     /// Bounds of `risk.maxPositionSizePct` (percent 0-100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = schema::bound_ordered("maxPositionSizePct"),
+        validation = schema::bound_non_negative("maxPositionSizePct"),
+        validation = schema::bound_percent("maxPositionSizePct")
+    )]
     pub max_position_size_pct: Option<Bound>,
     /// Bounds of `risk.confidenceThreshold` (0-100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = schema::bound_ordered("confidenceThreshold"),
+        validation = schema::bound_non_negative("confidenceThreshold"),
+        validation = schema::bound_percent("confidenceThreshold")
+    )]
     pub confidence_threshold: Option<Bound>,
     /// Bounds of `risk.stopLossPct` (percent 0-100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = schema::bound_ordered("stopLossPct"),
+        validation = schema::bound_non_negative("stopLossPct"),
+        validation = schema::bound_percent("stopLossPct")
+    )]
     pub stop_loss_pct: Option<Bound>,
     /// Bounds of `risk.takeProfitPct` (percent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = schema::bound_ordered("takeProfitPct"),
+        validation = schema::bound_non_negative("takeProfitPct")
+    )]
     pub take_profit_pct: Option<Bound>,
 }
 
@@ -359,8 +439,9 @@ impl Bound {
 }
 
 /// What the operator observes about a strategy.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::absent_not_null)]
 pub struct StrategyConfigStatus {
     /// Number of sessions using this strategy.
     #[serde(default)]
@@ -371,8 +452,9 @@ pub struct StrategyConfigStatus {
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, ... (`metav1.Condition` shape).
+    /// Ready, ... (`metav1.Condition` shape), one per `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }
 
@@ -471,6 +553,12 @@ impl StrategyConfigSpec {
         }
 
         if let Some(t) = &self.tokens {
+            for (name, list) in [("allow", &t.allow), ("block", &t.block)] {
+                e.max_items(&format!("spec.tokens.{name}"), list.len(), MAX_SYMBOLS);
+                for (i, sym) in list.iter().enumerate() {
+                    e.max_length(&format!("spec.tokens.{name}[{i}]"), sym, MAX_SYMBOL_LENGTH);
+                }
+            }
             for (i, sym) in t.allow.iter().enumerate() {
                 if t.block.contains(sym) {
                     e.push(

@@ -91,6 +91,24 @@ impl Errors {
         }
     }
 
+    /// Require at most `max` characters (the schema's `maxLength`).
+    pub fn max_length(&mut self, path: &str, v: &str, max: usize) {
+        let n = v.chars().count();
+        if n > max {
+            self.push(
+                path,
+                format!("is {n} characters long: expected at most {max}"),
+            );
+        }
+    }
+
+    /// Require at most `max` entries (the schema's `maxItems`).
+    pub fn max_items(&mut self, path: &str, len: usize, max: usize) {
+        if len > max {
+            self.push(path, format!("has {len} entries: expected at most {max}"));
+        }
+    }
+
     /// The collected errors, or `Ok` when there are none.
     pub fn finish(self) -> Result<(), Vec<FieldError>> {
         if self.0.is_empty() {

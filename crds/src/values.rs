@@ -13,6 +13,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 /// No exponent, no thousands separators.
 pub const DECIMAL_PATTERN: &str = r"^-?[0-9]+(\.[0-9]+)?$";
 
+/// Longest decimal string accepted, in characters (also the OpenAPI
+/// `maxLength`, which bounds the cost of the CEL rules that read the value).
+pub const DECIMAL_MAX_LENGTH: usize = 40;
+
+/// Regular expression a duration string must match (also emitted as the
+/// OpenAPI `pattern`): one or more number-unit pairs such as `1h30m`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h|d))+$";
+
+/// Longest duration string accepted, in characters (also the OpenAPI `maxLength`).
+pub const DURATION_MAX_LENGTH: usize = 64;
+
 /// An exact decimal written as a YAML/JSON string, e.g. `"10000"` or `"2.5"`.
 ///
 /// Money (USD or the account's base currency), prices, quantities and
@@ -40,6 +51,11 @@ impl FromStr for DecimalString {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
+        if t.chars().count() > DECIMAL_MAX_LENGTH {
+            return Err(format!(
+                "invalid decimal {s:?}: longer than {DECIMAL_MAX_LENGTH} characters"
+            ));
+        }
         let valid = {
             let body = t.strip_prefix('-').unwrap_or(t);
             let mut parts = body.splitn(2, '.');
@@ -114,6 +130,7 @@ impl JsonSchema for DecimalString {
         json_schema!({
             "type": "string",
             "pattern": DECIMAL_PATTERN,
+            "maxLength": DECIMAL_MAX_LENGTH,
         })
     }
 }
@@ -140,6 +157,11 @@ impl DurationString {
 impl FromStr for DurationString {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().chars().count() > DURATION_MAX_LENGTH {
+            return Err(format!(
+                "invalid duration {s:?}: longer than {DURATION_MAX_LENGTH} characters"
+            ));
+        }
         humantime::parse_duration(s.trim())
             .map(Self)
             .map_err(|e| format!("invalid duration {s:?} ({e}): expected a duration such as \"500ms\", \"15s\", \"1h30m\" or \"24h\""))
@@ -176,7 +198,8 @@ impl JsonSchema for DurationString {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h|d))+$",
+            "pattern": DURATION_PATTERN,
+            "maxLength": DURATION_MAX_LENGTH,
         })
     }
 }
@@ -211,5 +234,19 @@ mod tests {
         let d: DurationString = "250ms".parse().unwrap();
         assert_eq!(d.as_millis_i64(), 250);
         assert!("soon".parse::<DurationString>().is_err());
+    }
+
+    #[test]
+    fn overlong_values_are_refused_like_the_schema_max_length() {
+        let long = format!("1{}", "0".repeat(DECIMAL_MAX_LENGTH));
+        let e = long.parse::<DecimalString>().unwrap_err();
+        assert!(e.contains("longer than 40 characters"), "{e}");
+        let fits = format!("0.{}", "1".repeat(DECIMAL_MAX_LENGTH - 12));
+        assert!(fits.parse::<DecimalString>().is_ok());
+        let e = "1s"
+            .repeat(DURATION_MAX_LENGTH)
+            .parse::<DurationString>()
+            .unwrap_err();
+        assert!(e.contains("longer than 64 characters"), "{e}");
     }
 }
