@@ -432,5 +432,9 @@ fn every_example_manifest_is_valid() {
         }
         checked += 1;
     }
-    assert!(checked >= 4, "found only {checked} example manifests in {}", dir.display());
+    assert!(
+        checked >= 4,
+        "found only {checked} example manifests in {}",
+        dir.display()
+    );
 }

@@ -168,10 +168,31 @@ impl FromStr for DurationString {
     }
 }
 
+/// Go/Kubernetes style: hours, minutes, seconds, milliseconds, microseconds,
+/// nanoseconds, zero parts left out (`36h`, `1h30m`, `250ms`; `0s` for zero).
+/// Hours are never folded into days or years, so every value matches the
+/// schema pattern and parses back to itself.
 impl fmt::Display for DurationString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = humantime::format_duration(self.0).to_string();
-        f.write_str(&text.replace(' ', ""))
+        let total = self.0.as_secs();
+        let nanos = self.0.subsec_nanos();
+        if total == 0 && nanos == 0 {
+            return f.write_str("0s");
+        }
+        let parts = [
+            (total / 3600, "h"),
+            (total / 60 % 60, "m"),
+            (total % 60, "s"),
+            (u64::from(nanos / 1_000_000), "ms"),
+            (u64::from(nanos / 1_000 % 1_000), "us"),
+            (u64::from(nanos % 1_000), "ns"),
+        ];
+        for (v, unit) in parts {
+            if v > 0 {
+                write!(f, "{v}{unit}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +255,24 @@ mod tests {
         let d: DurationString = "250ms".parse().unwrap();
         assert_eq!(d.as_millis_i64(), 250);
         assert!("soon".parse::<DurationString>().is_err());
+        // Long durations stay in hours so they match the schema pattern and round-trip.
+        for text in ["720h", "8760h30m", "36h", "1h0m1s250ms", "0s", "1500us"] {
+            let d: DurationString = text.parse().unwrap();
+            let shown = d.to_string();
+            assert_eq!(
+                shown.parse::<DurationString>().unwrap(),
+                d,
+                "{text} -> {shown}"
+            );
+            assert!(
+                !shown.contains("year") && !shown.contains("month") && !shown.contains('d'),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            "90d".parse::<DurationString>().unwrap().to_string(),
+            "2160h"
+        );
     }
 
     #[test]
