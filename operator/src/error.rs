@@ -31,11 +31,32 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Finalizer(_) => "finalizer",
+            // An error of the reconcile behind the finalizer keeps its own category.
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.metric_label(),
+                _ => "finalizer",
+            },
             Error::Build(_) => "build",
             Error::MissingMetadata(_) => "invalid_object",
             Error::Serialize(_) => "serialize",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finalizer_wrapped_errors_keep_their_category() {
+        let inner = Error::MissingMetadata("namespace");
+        let wrapped = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(
+            inner,
+        )));
+        assert_eq!(wrapped.metric_label(), "invalid_object");
+        let bare = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject));
+        assert_eq!(bare.metric_label(), "finalizer");
     }
 }
 

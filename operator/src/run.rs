@@ -20,7 +20,7 @@ use paperbot_crds::{BotSession, PaperAccount, StrategyConfig};
 use tracing::info;
 
 use crate::{
-    controllers::{Context, account, botsession, strategy},
+    controllers::{Context, account, botsession, error_policy, strategy},
     metrics::Metrics,
 };
 
@@ -79,7 +79,7 @@ pub async fn run_controllers(
         .graceful_shutdown_on(async move {
             sd.await;
         })
-        .run(botsession::reconcile, botsession::error_policy, ctx.clone())
+        .run(botsession::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let sd = shutdown.clone();
@@ -92,7 +92,7 @@ pub async fn run_controllers(
         .graceful_shutdown_on(async move {
             sd.await;
         })
-        .run(account::reconcile, account::error_policy, ctx.clone())
+        .run(account::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let sd = shutdown.clone();
@@ -106,7 +106,7 @@ pub async fn run_controllers(
         .graceful_shutdown_on(async move {
             sd.await;
         })
-        .run(strategy::reconcile, strategy::error_policy, ctx.clone())
+        .run(strategy::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let ready_store = store.clone();

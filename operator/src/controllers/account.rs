@@ -4,21 +4,15 @@
 
 use std::sync::Arc;
 
-use kube::{
-    ResourceExt,
-    api::{Api, ListParams, Patch, PatchParams},
-    runtime::controller::Action,
-};
+use kube::{ResourceExt, runtime::controller::Action};
 use paperbot_crds::{BotSession, DecimalString, DesiredState, PaperAccount, PaperAccountStatus};
 use rust_decimal::Decimal;
-use serde_json::json;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
-use super::{Context, FIELD_MANAGER, now};
-use crate::metrics::ReconcileResult;
+use super::{Context, now, reconcile_status_from_sessions};
 use crate::{
-    Error, Result,
-    conditions::{READY, conditions_equal_ignoring_time, set_condition},
+    Result,
+    conditions::{READY, set_condition},
 };
 
 /// Controller name used in metrics and logs.
@@ -110,61 +104,15 @@ pub fn desired_status(
     status
 }
 
-/// Whether `new` differs from `old` other than in timestamps.
-fn differs(old: Option<&PaperAccountStatus>, new: &PaperAccountStatus) -> bool {
-    match old {
-        None => true,
-        Some(old) => {
-            let strip = |s: &PaperAccountStatus| PaperAccountStatus {
-                conditions: Vec::new(),
-                ..s.clone()
-            };
-            strip(old) != strip(new)
-                || !conditions_equal_ignoring_time(&old.conditions, &new.conditions)
-        }
-    }
-}
-
 /// Reconcile one PaperAccount.
 #[instrument(skip_all, fields(account = %account.name_any()))]
 pub async fn reconcile(account: Arc<PaperAccount>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.reconcile_timer(CONTROLLER);
-    let result = async {
-        let ns = account
-            .namespace()
-            .ok_or(Error::MissingMetadata("namespace"))?;
-        let sessions = Api::<BotSession>::namespaced(ctx.client.clone(), &ns)
-            .list(&ListParams::default())
-            .await?
-            .items;
-        let new = desired_status(&account, &sessions, &now());
-        if differs(account.status.as_ref(), &new) {
-            Api::<PaperAccount>::namespaced(ctx.client.clone(), &ns)
-                .patch_status(
-                    &account.name_any(),
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(json!({
-                        "apiVersion": "paperbot.io/v1alpha1",
-                        "kind": "PaperAccount",
-                        "status": new,
-                    })),
-                )
-                .await?;
-        }
-        Ok(Action::requeue(ctx.sync_interval))
-    }
-    .await;
-    timer.finish(if result.is_ok() {
-        ReconcileResult::Success
-    } else {
-        ReconcileResult::Error
-    });
-    result
-}
-
-/// Requeue after an error, counting it.
-pub fn error_policy(account: Arc<PaperAccount>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(account = %account.name_any(), error = %err, "reconcile failed");
-    ctx.metrics.record_error(CONTROLLER, err.metric_label());
-    Action::requeue(std::time::Duration::from_secs(5))
+    reconcile_status_from_sessions(
+        account,
+        ctx,
+        CONTROLLER,
+        |a, sessions| desired_status(a, sessions, &now()),
+        |a| a.status.as_ref(),
+    )
+    .await
 }

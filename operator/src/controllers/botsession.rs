@@ -84,13 +84,6 @@ pub async fn reconcile(session: Arc<BotSession>, ctx: Arc<Context>) -> Result<Ac
     result
 }
 
-/// Requeue after an error with a short backoff, counting the error.
-pub fn error_policy(session: Arc<BotSession>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(session = %session.name_any(), error = %err, "reconcile failed");
-    ctx.metrics.record_error(CONTROLLER, err.metric_label());
-    Action::requeue(std::time::Duration::from_secs(5))
-}
-
 /// The referenced account and strategy, or the problem that one is missing.
 pub async fn resolve(
     s: &BotSession,

@@ -16,12 +16,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Client, Resource, ResourceExt,
     api::{Api, Patch, PatchParams},
-    runtime::events::Recorder,
+    runtime::{controller::Action, events::Recorder},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
-use crate::{Result, builders::RuntimeSettings, metrics::Metrics};
+use crate::{
+    Error, Result,
+    builders::RuntimeSettings,
+    metrics::{Metrics, ReconcileResult},
+};
 
 pub mod account;
 pub mod botsession;
@@ -81,6 +85,98 @@ where
     )
     .await?;
     Ok(true)
+}
+
+/// Whether writing `new` over `old` changes anything but the conditions'
+/// `lastTransitionTime` (so an unchanged object is never rewritten).
+pub fn status_changed<S: Serialize>(old: Option<&S>, new: &S) -> bool {
+    fn strip(v: serde_json::Value) -> serde_json::Value {
+        let mut v = v;
+        if let Some(conds) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+            for c in conds {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("lastTransitionTime");
+                }
+            }
+        }
+        v
+    }
+    match old {
+        None => true,
+        Some(old) => {
+            let (a, b) = (serde_json::to_value(old), serde_json::to_value(new));
+            match (a, b) {
+                (Ok(a), Ok(b)) => strip(a) != strip(b),
+                _ => true,
+            }
+        }
+    }
+}
+
+/// Reconcile a resource whose status is computed from the BotSessions of
+/// its namespace (PaperAccount, StrategyConfig): list the sessions, compute
+/// the status, server-side apply it when it changed, requeue.
+pub async fn reconcile_status_from_sessions<K, S>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    controller: &'static str,
+    desired: impl FnOnce(&K, &[paperbot_crds::BotSession]) -> S,
+    current: impl FnOnce(&K) -> Option<&S>,
+) -> Result<Action>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let timer = ctx.metrics.reconcile_timer(controller);
+    let result = async {
+        let ns = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+        let sessions = Api::<paperbot_crds::BotSession>::namespaced(ctx.client.clone(), &ns)
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items;
+        let new = desired(&obj, &sessions);
+        if status_changed(current(&obj), &new) {
+            Api::<K>::namespaced(ctx.client.clone(), &ns)
+                .patch_status(
+                    &obj.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(serde_json::json!({
+                        "apiVersion": K::api_version(&()),
+                        "kind": K::kind(&()),
+                        "status": new,
+                    })),
+                )
+                .await?;
+        }
+        Ok(Action::requeue(ctx.sync_interval))
+    }
+    .await;
+    timer.finish(if result.is_ok() {
+        ReconcileResult::Success
+    } else {
+        ReconcileResult::Error
+    });
+    result
+}
+
+/// Requeue after an error with a short backoff, logging and counting it
+/// under the resource's controller name (its kind in lower case).
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let controller = match K::kind(&()).as_ref() {
+        "BotSession" => botsession::CONTROLLER,
+        "PaperAccount" => account::CONTROLLER,
+        _ => strategy::CONTROLLER,
+    };
+    tracing::warn!(controller, object = %obj.name_any(), error = %err, "reconcile failed");
+    ctx.metrics.record_error(controller, err.metric_label());
+    Action::requeue(Duration::from_secs(5))
 }
 
 #[cfg(test)]

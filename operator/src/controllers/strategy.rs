@@ -3,20 +3,14 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use kube::{
-    ResourceExt,
-    api::{Api, ListParams, Patch, PatchParams},
-    runtime::controller::Action,
-};
+use kube::{ResourceExt, runtime::controller::Action};
 use paperbot_crds::{BotSession, StrategyConfig, StrategyConfigStatus};
-use serde_json::json;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
-use super::{Context, FIELD_MANAGER, now};
-use crate::metrics::ReconcileResult;
+use super::{Context, now, reconcile_status_from_sessions};
 use crate::{
-    Error, Result,
-    conditions::{READY, conditions_equal_ignoring_time, set_condition},
+    Result,
+    conditions::{READY, set_condition},
 };
 
 /// Controller name used in metrics and logs.
@@ -71,60 +65,15 @@ pub fn desired_status(
     status
 }
 
-fn differs(old: Option<&StrategyConfigStatus>, new: &StrategyConfigStatus) -> bool {
-    match old {
-        None => true,
-        Some(old) => {
-            let strip = |s: &StrategyConfigStatus| StrategyConfigStatus {
-                conditions: Vec::new(),
-                ..s.clone()
-            };
-            strip(old) != strip(new)
-                || !conditions_equal_ignoring_time(&old.conditions, &new.conditions)
-        }
-    }
-}
-
 /// Reconcile one StrategyConfig.
 #[instrument(skip_all, fields(strategy = %strategy.name_any()))]
 pub async fn reconcile(strategy: Arc<StrategyConfig>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.reconcile_timer(CONTROLLER);
-    let result = async {
-        let ns = strategy
-            .namespace()
-            .ok_or(Error::MissingMetadata("namespace"))?;
-        let sessions = Api::<BotSession>::namespaced(ctx.client.clone(), &ns)
-            .list(&ListParams::default())
-            .await?
-            .items;
-        let new = desired_status(&strategy, &sessions, &now());
-        if differs(strategy.status.as_ref(), &new) {
-            Api::<StrategyConfig>::namespaced(ctx.client.clone(), &ns)
-                .patch_status(
-                    &strategy.name_any(),
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(json!({
-                        "apiVersion": "paperbot.io/v1alpha1",
-                        "kind": "StrategyConfig",
-                        "status": new,
-                    })),
-                )
-                .await?;
-        }
-        Ok(Action::requeue(ctx.sync_interval))
-    }
-    .await;
-    timer.finish(if result.is_ok() {
-        ReconcileResult::Success
-    } else {
-        ReconcileResult::Error
-    });
-    result
-}
-
-/// Requeue after an error, counting it.
-pub fn error_policy(strategy: Arc<StrategyConfig>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(strategy = %strategy.name_any(), error = %err, "reconcile failed");
-    ctx.metrics.record_error(CONTROLLER, err.metric_label());
-    Action::requeue(std::time::Duration::from_secs(5))
+    reconcile_status_from_sessions(
+        strategy,
+        ctx,
+        CONTROLLER,
+        |s, sessions| desired_status(s, sessions, &now()),
+        |s| s.status.as_ref(),
+    )
+    .await
 }
