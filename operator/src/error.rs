@@ -44,6 +44,9 @@ impl Error {
     }
 }
 
+/// Result of a reconcile step.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +62,3 @@ mod tests {
         assert_eq!(bare.metric_label(), "finalizer");
     }
 }
-
-/// Result of a reconcile step.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
