@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Starts a real Kubernetes control plane on loopback for the test suite:
+# etcd, kube-apiserver (secure port, generated certificates, audit log),
+# kube-controller-manager, kube-scheduler and kwok (fake nodes whose pods
+# become Running), then waits until all are ready.
+#
+#   start.sh STATE_DIR      → prints `export KUBECONFIG=...` lines; stop with stop.sh STATE_DIR
+#
+# Every process runs in its own session with its pid recorded in STATE_DIR;
+# logs are in STATE_DIR/logs. On any start-up failure the logs are printed
+# and the script stops everything it started and exits non-zero.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+state="${1:?usage: start.sh STATE_DIR}"
+mkdir -p "$state"/{pki,logs,etcd,pids}
+state="$(cd "$state" && pwd)"
+bin="$("$here/build.sh")/bin"
+source "$here/versions.env"
+
+# Free loopback ports, so several planes (or a developer's) can coexist.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+ETCD_PORT=$(port); ETCD_PEER=$(port); API_PORT=$(port); KCM_PORT=$(port); SCHED_PORT=$(port); KWOK_PORT=$(port)
+
+fail() {
+  echo "control plane failed to start: $*" >&2
+  for f in "$state"/logs/*.log; do echo "==== $f (last 40 lines)" >&2; tail -40 "$f" >&2 || true; done
+  "$here/stop.sh" "$state" >&2 || true
+  exit 1
+}
+
+launch() { # name, command...
+  local name=$1; shift
+  setsid "$@" > "$state/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$state/pids/$name"
+}
+
+wait_for() { # description, seconds, command...
+  local what=$1 secs=$2; shift 2
+  for _ in $(seq 1 $((secs * 5))); do
+    if "$@" > /dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  fail "$what did not become ready within ${secs}s"
+}
+
+# --- certificates -----------------------------------------------------------
+pki="$state/pki"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=paperbot-test-ca" \
+  -keyout "$pki/ca.key" -out "$pki/ca.crt" 2> /dev/null
+sign() { # name, subject, extensions
+  openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2> /dev/null
+  printf '%s\n' "$3" > "$pki/$1.ext"
+  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$pki/$1.ext" -out "$pki/$1.crt" 2> /dev/null
+}
+sign apiserver "/CN=kube-apiserver" \
+  "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+extendedKeyUsage=serverAuth"
+sign admin "/O=system:masters/CN=paperbot-test-admin" "extendedKeyUsage=clientAuth"
+openssl genrsa -out "$pki/sa.key" 2048 2> /dev/null
+openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2> /dev/null
+
+kubeconfig="$state/admin.kubeconfig"
+cat > "$kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {server: "https://127.0.0.1:${API_PORT}", certificate-authority: "$pki/ca.crt"}
+users:
+- name: admin
+  user: {client-certificate: "$pki/admin.crt", client-key: "$pki/admin.key"}
+contexts:
+- name: test
+  context: {cluster: test, user: admin, namespace: default}
+current-context: test
+KC
+
+# Extra identities (cluster-admin) so tests can tell operator instances
+# apart in the audit log: operator-a.kubeconfig, operator-b.kubeconfig.
+for user in operator-a operator-b; do
+  sign "$user" "/O=system:masters/CN=$user" "extendedKeyUsage=clientAuth"
+  sed -e "s#$pki/admin.crt#$pki/$user.crt#" -e "s#$pki/admin.key#$pki/$user.key#" -e "s#name: admin#name: $user#" \
+    -e "s#user: admin#user: $user#" "$kubeconfig" > "$state/$user.kubeconfig"
+done
+
+# Audit every request (metadata only) so tests can count writes.
+cat > "$state/audit-policy.yaml" <<'AP'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+AP
+
+# --- etcd, API server, controllers, scheduler --------------------------------
+launch etcd "$bin/etcd" --name test --data-dir "$state/etcd" \
+  --listen-client-urls "http://127.0.0.1:${ETCD_PORT}" --advertise-client-urls "http://127.0.0.1:${ETCD_PORT}" \
+  --listen-peer-urls "http://127.0.0.1:${ETCD_PEER}" --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER}" \
+  --initial-cluster "test=http://127.0.0.1:${ETCD_PEER}" --unsafe-no-fsync --log-level warn
+wait_for etcd 30 curl -sf "http://127.0.0.1:${ETCD_PORT}/health"
+
+launch kube-apiserver "$bin/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${API_PORT}" \
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --client-ca-file "$pki/ca.crt" \
+  --service-account-issuer https://kubernetes.default.svc \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --service-cluster-ip-range 10.96.0.0/16 \
+  --authorization-mode Node,RBAC --allow-privileged=true \
+  --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.jsonl" \
+  --audit-log-format json --audit-log-mode blocking
+wait_for kube-apiserver 90 "$bin/kubectl" --kubeconfig "$kubeconfig" get --raw /readyz
+
+launch kube-controller-manager "$bin/kube-controller-manager" \
+  --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "${KCM_PORT}" --leader-elect=false \
+  --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+  --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+  --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle'
+launch kube-scheduler "$bin/kube-scheduler" \
+  --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "${SCHED_PORT}" --leader-elect=false
+
+# --- kwok: fake nodes whose pods run ------------------------------------------
+stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@${KWOK_VERSION}/kustomize/stage"
+[ -d "$stages" ] || (cd "$here" && GOFLAGS=-mod=mod go mod download "sigs.k8s.io/kwok@${KWOK_VERSION}")
+cat "$stages"/node/fast/*.yaml > "$state/kwok-stages.yaml"
+for f in "$stages"/pod/fast/*.yaml; do echo "---" >> "$state/kwok-stages.yaml"; cat "$f" >> "$state/kwok-stages.yaml"; done
+launch kwok "$bin/kwok" --kubeconfig "$kubeconfig" --config "$state/kwok-stages.yaml" \
+  --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+  --node-ip 10.0.0.1 --cidr 10.244.0.0/16 --server-address "127.0.0.1:${KWOK_PORT}"
+
+wait_for "default service account" 60 "$bin/kubectl" --kubeconfig "$kubeconfig" get serviceaccount default
+for i in 1 2 3; do
+  "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f - > /dev/null <<NODE || fail "creating node kwok-node-$i"
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}
+  labels: {kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+NODE
+done
+wait_for "fake nodes" 60 "$bin/kubectl" --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=1s
+for p in "$state"/pids/*; do kill -0 "$(cat "$p")" 2> /dev/null || fail "$(basename "$p") exited"; done
+
+cat > "$state/env" <<ENV
+export KUBECONFIG=$kubeconfig
+export PAPERBOT_CP_BIN=$bin
+export PAPERBOT_CP_AUDIT_LOG=$state/logs/audit.jsonl
+ENV
+cat "$state/env"
