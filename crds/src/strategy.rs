@@ -27,6 +27,7 @@ use crate::{
     namespaced,
     status = "StrategyConfigStatus",
     shortname = "sc",
+    shortname = "strat",
     category = "paperbot",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Intel", type_ = "integer", json_path = ".spec.intelLevel"),

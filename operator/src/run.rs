@@ -111,11 +111,21 @@ pub async fn run_controllers(
 
     let ready_store = store.clone();
     tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            info!("session cache synced; ready");
-            on_ready();
-            let _ = tx.send(());
+        // kube-runtime 5's `Store::wait_until_ready` keeps one waker only: when
+        // the controller's applier waits on the same store, an earlier waiter
+        // is never woken. Re-polling with a timeout sidesteps that.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), ready_store.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
+        info!("session cache synced; ready");
+        on_ready();
+        let _ = tx.send(());
     });
     let metrics = ctx.metrics.clone();
     let sd = shutdown.clone();

@@ -147,6 +147,9 @@ status:
 NODE
 done
 wait_for "fake nodes" 60 "$bin/kubectl" --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=1s
+# Admission taints new nodes not-ready; the node-lifecycle controller, which
+# would lift the taint, is off (kwok's nodes send no kubelet heartbeats).
+"$bin/kubectl" --kubeconfig "$kubeconfig" taint nodes --all node.kubernetes.io/not-ready:NoSchedule- > /dev/null 2>&1 || true
 for p in "$state"/pids/*; do kill -0 "$(cat "$p")" 2> /dev/null || fail "$(basename "$p") exited"; done
 
 cat > "$state/env" <<ENV

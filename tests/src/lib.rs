@@ -37,7 +37,9 @@ static PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 extern "C" fn stop_plane() {
     if let Some(state) = PLANE.get().and_then(|p| p.state.as_ref()) {
-        let _ = Command::new(repo().join("tests/control-plane/stop.sh")).arg(state).status();
+        let _ = Command::new(repo().join("tests/control-plane/stop.sh"))
+            .arg(state)
+            .status();
     }
 }
 
@@ -49,7 +51,8 @@ extern "C" fn stop_plane() {
 pub fn control_plane() -> &'static ControlPlane {
     PLANE.get_or_init(|| {
         if let Ok(kc) = std::env::var("PAPERBOT_TEST_KUBECONFIG") {
-            let bin = std::env::var("PAPERBOT_CP_BIN").expect("PAPERBOT_CP_BIN with PAPERBOT_TEST_KUBECONFIG");
+            let bin = std::env::var("PAPERBOT_CP_BIN")
+                .expect("PAPERBOT_CP_BIN with PAPERBOT_TEST_KUBECONFIG");
             return ControlPlane {
                 kubeconfig: kc.into(),
                 bin: bin.into(),
@@ -111,7 +114,12 @@ impl ControlPlane {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("kubectl runs");
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -141,9 +149,10 @@ impl ControlPlane {
     /// A kube client with the admin credentials.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("kube config");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("kube config");
         kube::Client::try_from(cfg).expect("client")
     }
 
@@ -158,25 +167,38 @@ impl ControlPlane {
 
     /// A kube client authenticated as `user` (see [`Self::kubeconfig_for`]).
     pub async fn client_for(&self, user: &str) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig_for(user)).expect("kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("kube config");
+        let kc =
+            kube::config::Kubeconfig::read_from(self.kubeconfig_for(user)).expect("kubeconfig");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("kube config");
         kube::Client::try_from(cfg).expect("client")
     }
 
     /// Write requests (create, update, patch, delete) the API server audited
     /// for `user`, as `verb resource[/subresource] namespace/name`, in order.
     pub fn audited_writes(&self, user: &str) -> Vec<String> {
-        let log = self.audit_log.as_ref().expect("this plane has an audit log");
+        let log = self
+            .audit_log
+            .as_ref()
+            .expect("this plane has an audit log");
         let text = std::fs::read_to_string(log).expect("audit log readable");
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == user)
-            .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
+            .filter(|e| {
+                matches!(
+                    e["verb"].as_str(),
+                    Some("create" | "update" | "patch" | "delete" | "deletecollection")
+                )
+            })
             .map(|e| {
                 let o = &e["objectRef"];
-                let sub = o["subresource"].as_str().map(|s| format!("/{s}")).unwrap_or_default();
+                let sub = o["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default();
                 format!(
                     "{} {}{sub} {}/{}",
                     e["verb"].as_str().unwrap_or_default(),
@@ -192,7 +214,13 @@ impl ControlPlane {
     /// are established.
     pub fn install_crds(&self) {
         let dir = repo().join("crds/manifests");
-        self.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", dir.to_str().unwrap()]);
+        self.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            dir.to_str().unwrap(),
+        ]);
         self.kubectl_ok(&[
             "wait",
             "--for=condition=Established",
@@ -203,10 +231,11 @@ impl ControlPlane {
         ]);
     }
 
-    /// Create a namespace for one test.
+    /// Create a fresh namespace for one test (`<name>-<pid>`, so reruns against
+    /// a long-lived plane never meet a namespace still terminating).
     pub fn namespace(&self, name: &str) -> String {
-        let _ = self.kubectl(&["delete", "namespace", name, "--wait=false"]);
-        self.kubectl_ok(&["create", "namespace", name]);
-        name.to_string()
+        let ns = format!("{name}-{}", std::process::id());
+        self.kubectl_ok(&["create", "namespace", &ns]);
+        ns
     }
 }

@@ -15,26 +15,66 @@ fn crds_and_examples_apply_and_kubectl_shows_them() {
     let cp = control_plane();
     cp.install_crds();
     let ns = cp.namespace("e2e-examples");
-    for example in ["quickstart.yaml", "fleet.yaml", "simulated.yaml", "sma-parity.yaml"] {
+    for example in [
+        "quickstart.yaml",
+        "fleet.yaml",
+        "simulated.yaml",
+        "sma-parity.yaml",
+    ] {
         let path = repo().join("examples").join(example);
         cp.kubectl_ok(&["apply", "-n", &ns, "-f", path.to_str().unwrap()]);
     }
     let listing = cp.kubectl_ok(&["get", "paperbot", "-n", &ns]);
     println!("$ kubectl get paperbot -n {ns}\n{listing}");
-    for header in ["BALANCE", "EQUITY", "SESSIONS", "ROI %", "MODE", "INTEL", "AUTOPILOT", "PHASE", "ACCOUNT", "STRATEGY", "P&L %", "TRADES", "BREAKER", "AGE"] {
-        assert!(listing.contains(header), "column {header} missing:\n{listing}");
+    for header in [
+        "BALANCE",
+        "EQUITY",
+        "SESSIONS",
+        "ROI %",
+        "MODE",
+        "INTEL",
+        "AUTOPILOT",
+        "PHASE",
+        "ACCOUNT",
+        "STRATEGY",
+        "P&L %",
+        "TRADES",
+        "BREAKER",
+        "AGE",
+    ] {
+        assert!(
+            listing.contains(header),
+            "column {header} missing:\n{listing}"
+        );
     }
-    for name in ["paperaccount.paperbot.io/fleet", "strategyconfig.paperbot.io/trend", "botsession.paperbot.io/trend-sim-a", "botsession.paperbot.io/quickstart"] {
+    for name in [
+        "paperaccount.paperbot.io/fleet",
+        "strategyconfig.paperbot.io/trend",
+        "botsession.paperbot.io/trend-sim-a",
+        "botsession.paperbot.io/quickstart",
+    ] {
         assert!(listing.contains(name), "{name} missing:\n{listing}");
     }
-    let short = cp.kubectl_ok(&["get", "bs,pa,sc", "-n", &ns, "-o", "name"]);
-    assert_eq!(short.lines().count(), 4 + 2 + 5, "{short}");
+    // `sc` is also kubectl's short name for StorageClass (the built-in wins), so
+    // StrategyConfig has `strat` too.
+    let short = cp.kubectl_ok(&["get", "bs,pa,strat", "-n", &ns, "-o", "name"]);
+    assert_eq!(short.lines().count(), 5 + 3 + 5, "{short}");
     let explain = cp.kubectl_ok(&["explain", "botsession.spec"]);
     println!("$ kubectl explain botsession.spec\n{explain}");
-    for field in ["accountRef", "allocation", "marketData", "execution", "desiredState", "symbols"] {
+    for field in [
+        "accountRef",
+        "allocation",
+        "marketData",
+        "execution",
+        "desiredState",
+        "symbols",
+    ] {
         assert!(explain.contains(field), "explain lacks {field}:\n{explain}");
     }
-    assert!(explain.contains("Money drawn from the account"), "field docs missing:\n{explain}");
+    assert!(
+        explain.contains("Money drawn from the account"),
+        "field docs missing:\n{explain}"
+    );
     let explain = cp.kubectl_ok(&["explain", "strategyconfig.spec.risk.stopLossPct"]);
     assert!(explain.contains("percent"), "{explain}");
 }
@@ -43,7 +83,11 @@ fn crds_and_examples_apply_and_kubectl_shows_them() {
 /// with, or None when it must be accepted.
 fn corpus() -> Vec<(serde_yaml::Value, Option<(String, String)>)> {
     let mut docs = Vec::new();
-    for file in ["paperaccounts.yaml", "strategyconfigs.yaml", "botsessions.yaml"] {
+    for file in [
+        "paperaccounts.yaml",
+        "strategyconfigs.yaml",
+        "botsessions.yaml",
+    ] {
         let text = std::fs::read_to_string(repo().join("crds/tests/cases").join(file)).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -51,7 +95,10 @@ fn corpus() -> Vec<(serde_yaml::Value, Option<(String, String)>)> {
                 continue;
             }
             let ann = &v["metadata"]["annotations"];
-            let expect = match (ann["paperbot.io/expect-field"].as_str(), ann["paperbot.io/expect-message"].as_str()) {
+            let expect = match (
+                ann["paperbot.io/expect-field"].as_str(),
+                ann["paperbot.io/expect-message"].as_str(),
+            ) {
                 (Some(f), Some(m)) => Some((f.to_string(), m.to_string())),
                 _ => None,
             };
@@ -95,8 +142,16 @@ fn api_server_refuses_each_invalid_manifest_with_its_message() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
-    assert!(refused >= 25, "only {refused} invalid manifests in the corpus");
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        refused >= 25,
+        "only {refused} invalid manifests in the corpus"
+    );
     println!("{refused} invalid manifests refused with their field and message");
 }
 
@@ -108,7 +163,11 @@ fn helm_chart_lints_and_installs() {
     let chart = repo().join("charts/paperbot");
     let chart = chart.to_str().unwrap();
     let lint = cp.helm(&["lint", chart]);
-    let lint_out = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    let lint_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     assert!(lint.status.success(), "helm lint failed:\n{lint_out}");
     assert!(lint_out.contains("0 chart(s) failed"), "{lint_out}");
     let ns = cp.namespace("e2e-helm");
@@ -119,11 +178,25 @@ fn helm_chart_lints_and_installs() {
         String::from_utf8_lossy(&install.stdout),
         String::from_utf8_lossy(&install.stderr)
     );
-    for obj in ["deployment/pb-paperbot", "serviceaccount/pb-paperbot", "service/pb-paperbot-metrics", "role/pb-paperbot-leader", "rolebinding/pb-paperbot-leader"] {
+    for obj in [
+        "deployment/pb-paperbot",
+        "serviceaccount/pb-paperbot",
+        "service/pb-paperbot-metrics",
+        "role/pb-paperbot-leader",
+        "rolebinding/pb-paperbot-leader",
+    ] {
         cp.kubectl_ok(&["get", "-n", &ns, obj]);
     }
-    cp.kubectl_ok(&["get", "clusterrole/pb-paperbot", "clusterrolebinding/pb-paperbot"]);
+    cp.kubectl_ok(&[
+        "get",
+        "clusterrole/pb-paperbot",
+        "clusterrolebinding/pb-paperbot",
+    ]);
     cp.kubectl_ok(&["get", "crd/botsessions.paperbot.io"]);
     let uninstall = cp.helm(&["uninstall", "pb", "--namespace", &ns]);
-    assert!(uninstall.status.success(), "{}", String::from_utf8_lossy(&uninstall.stderr));
+    assert!(
+        uninstall.status.success(),
+        "{}",
+        String::from_utf8_lossy(&uninstall.stderr)
+    );
 }

@@ -57,7 +57,10 @@ impl Operator {
             .await
             .expect("operator caches sync within 60s")
             .expect("operator signals ready");
-        Operator { stop, task: Some(task) }
+        Operator {
+            stop,
+            task: Some(task),
+        }
     }
 
     async fn stop(mut self) {
@@ -116,7 +119,10 @@ async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) 
         if let Some(v) = f() {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -132,7 +138,14 @@ async fn operator_runs_pauses_resumes_and_deletes_a_session() {
     cp.install_crds();
     let ns = cp.namespace("e2e-lifecycle");
     let op = Operator::start(cp, "operator-a", &ns).await;
-    cp.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &format!("{}---\n{}", account_and_strategy("10000"), session("bot", "5000")));
+    cp.kubectl_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        &format!(
+            "{}---\n{}",
+            account_and_strategy("10000"),
+            session("bot", "5000")
+        ),
+    );
     let child = child_name("bot");
 
     // Children with controller owner references.
@@ -152,32 +165,78 @@ async fn operator_runs_pauses_resumes_and_deletes_a_session() {
     })
     .await;
     assert!(node.starts_with("kwok-node-"), "{node}");
-    cp.kubectl_ok(&["wait", "-n", &ns, "--for=condition=Ready", &format!("pod/{child}-0"), "--timeout=60s"]);
-    cp.kubectl_ok(&["wait", "-n", &ns, "--for=condition=Ready", "botsession/bot", "--timeout=60s"]);
-    assert_eq!(jsonpath(cp, &ns, "botsession/bot", "{.status.phase}"), "Running");
+    cp.kubectl_ok(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Ready",
+        &format!("pod/{child}-0"),
+        "--timeout=60s",
+    ]);
+    cp.kubectl_ok(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Ready",
+        "botsession/bot",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        jsonpath(cp, &ns, "botsession/bot", "{.status.phase}"),
+        "Running"
+    );
     assert_eq!(
         jsonpath(cp, &ns, "botsession/bot", "{.status.observedGeneration}"),
         jsonpath(cp, &ns, "botsession/bot", "{.metadata.generation}")
     );
-    assert_eq!(jsonpath(cp, &ns, "botsession/bot", "{.status.pod}"), format!("{child}-0"));
+    assert_eq!(
+        jsonpath(cp, &ns, "botsession/bot", "{.status.pod}"),
+        format!("{child}-0")
+    );
     let listing = cp.kubectl_ok(&["get", "botsession", "-n", &ns]);
     println!("$ kubectl get botsession\n{listing}");
 
     // Pause → 0 replicas; resume → 1.
     for (state, replicas, phase) in [("Paused", "0", "Paused"), ("Running", "1", "Running")] {
-        cp.kubectl_ok(&["patch", "-n", &ns, "botsession/bot", "--type=merge", "-p", &format!(r#"{{"spec":{{"desiredState":"{state}"}}}}"#)]);
+        cp.kubectl_ok(&[
+            "patch",
+            "-n",
+            &ns,
+            "botsession/bot",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"desiredState":"{state}"}}}}"#),
+        ]);
         eventually(&format!("{state}: replicas {replicas}"), 60, || {
-            (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == replicas).then_some(())
+            (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == replicas)
+                .then_some(())
         })
         .await;
         eventually(&format!("phase {phase}"), 60, || {
             (jsonpath(cp, &ns, "botsession/bot", "{.status.phase}") == phase).then_some(())
         })
         .await;
-        cp.kubectl_ok(&["wait", "-n", &ns, "--for=condition=Ready", "botsession/bot", "--timeout=60s"]);
+        cp.kubectl_ok(&[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            "botsession/bot",
+            "--timeout=60s",
+        ]);
     }
-    let events = cp.kubectl_ok(&["get", "events", "-n", &ns, "--field-selector", "involvedObject.kind=BotSession"]);
-    assert!(events.contains("PhaseRunning") && events.contains("PhasePaused"), "{events}");
+    let events = cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "involvedObject.kind=BotSession",
+    ]);
+    assert!(
+        events.contains("PhaseRunning") && events.contains("PhasePaused"),
+        "{events}"
+    );
 
     // Delete → finalizer records the figures → children are garbage-collected.
     cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
@@ -206,7 +265,14 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
     let op = Operator::start(cp, "operator-b", &ns).await;
     cp.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
     for i in 0..20 {
-        cp.kubectl_ok(&["wait", "-n", &ns, "--for=condition=Ready", &format!("botsession/bot-{i:02}"), "--timeout=120s"]);
+        cp.kubectl_ok(&[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            &format!("botsession/bot-{i:02}"),
+            "--timeout=120s",
+        ]);
     }
     op.stop().await;
 
@@ -215,8 +281,18 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
     let op = Operator::start(cp, "operator-b", &ns).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let sts = cp.kubectl_ok(&["get", "statefulsets", "-n", &ns, "-o", "name"]);
-    assert_eq!(sts.lines().count(), 20, "one StatefulSet per session, no duplicates:\n{sts}");
-    let restart_writes: Vec<String> = cp.audited_writes("operator-b")[before..].to_vec();
+    assert_eq!(
+        sts.lines().count(),
+        20,
+        "one StatefulSet per session, no duplicates:\n{sts}"
+    );
+    let in_ns = |writes: Vec<String>| -> Vec<String> {
+        writes
+            .into_iter()
+            .filter(|w| w.contains(&format!(" {ns}/")))
+            .collect()
+    };
+    let restart_writes = in_ns(cp.audited_writes("operator-b")[before..].to_vec());
     assert!(
         restart_writes.iter().all(|w| w.contains("events")),
         "a restart over an unchanged fleet wrote: {restart_writes:?}"
@@ -225,9 +301,15 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
     // An unchanged fleet of 20 sessions, reconciled every 2 s for a minute: no writes.
     let before = cp.audited_writes("operator-b").len();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let writes: Vec<String> = cp.audited_writes("operator-b")[before..].to_vec();
-    println!("writes by the operator over 60 s of an unchanged 20-session fleet: {}", writes.len());
-    assert!(writes.is_empty(), "unchanged fleet caused writes: {writes:?}");
+    let writes = in_ns(cp.audited_writes("operator-b")[before..].to_vec());
+    println!(
+        "writes by the operator over 60 s of an unchanged 20-session fleet: {}",
+        writes.len()
+    );
+    assert!(
+        writes.is_empty(),
+        "unchanged fleet caused writes: {writes:?}"
+    );
     op.stop().await;
 }
 
@@ -241,22 +323,42 @@ async fn only_one_of_two_replicas_holds_the_lease() {
         identity: identity.into(),
         lease_duration: Duration::from_secs(3),
     };
-    let a = LeaderElection::start(cp.client_for("operator-a").await, cfg("operator-a"), Arc::new(Metrics::new()))
-        .await
-        .unwrap();
+    let a = LeaderElection::start(
+        cp.client_for("operator-a").await,
+        cfg("operator-a"),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .unwrap();
     let mut a_rx = a.subscribe();
-    tokio::time::timeout(Duration::from_secs(30), a_rx.wait_for(|l| *l)).await.expect("a leads").unwrap();
-    let b = LeaderElection::start(cp.client_for("operator-b").await, cfg("operator-b"), Arc::new(Metrics::new()))
+    tokio::time::timeout(Duration::from_secs(30), a_rx.wait_for(|l| *l))
         .await
+        .expect("a leads")
         .unwrap();
+    let b = LeaderElection::start(
+        cp.client_for("operator-b").await,
+        cfg("operator-b"),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(a.is_leader() && !b.is_leader(), "exactly one leader while a renews");
+    assert!(
+        a.is_leader() && !b.is_leader(),
+        "exactly one leader while a renews"
+    );
     let holder = jsonpath(cp, &ns, "lease/paperbot-operator", "{.spec.holderIdentity}");
     assert_eq!(holder, "operator-a");
     // The holder steps down: the standby takes over.
     a.release().await;
     let mut b_rx = b.subscribe();
-    tokio::time::timeout(Duration::from_secs(30), b_rx.wait_for(|l| *l)).await.expect("b takes over").unwrap();
-    assert_eq!(jsonpath(cp, &ns, "lease/paperbot-operator", "{.spec.holderIdentity}"), "operator-b");
+    tokio::time::timeout(Duration::from_secs(30), b_rx.wait_for(|l| *l))
+        .await
+        .expect("b takes over")
+        .unwrap();
+    assert_eq!(
+        jsonpath(cp, &ns, "lease/paperbot-operator", "{.spec.holderIdentity}"),
+        "operator-b"
+    );
     b.release().await;
 }
