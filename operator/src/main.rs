@@ -18,7 +18,7 @@ use paperbot_operator::{
     controllers::Context,
     leader::LeaderElection,
     metrics::Metrics,
-    run::run_all,
+    run::{LeaderRunEnd, run_all, run_as_leader},
     server::{ServerState, serve},
 };
 use tracing::{error, info};
@@ -44,7 +44,14 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn({
         let stop_tx = stop_tx.clone();
         async move {
-            let _ = tokio::signal::ctrl_c().await;
+            // Kubernetes stops a pod with SIGTERM; a terminal sends SIGINT.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
             info!("shutdown requested");
             let _ = stop_tx.send(true);
         }
@@ -60,31 +67,14 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let leader = if cfg.leader_election {
-        let le = LeaderElection::start(client.clone(), cfg.leader_config(), metrics.clone())
-            .await
-            .context("starting leader election")?;
-        info!("waiting for the leader lease");
-        let mut leading = le.subscribe();
-        tokio::select! {
-            r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
-            () = shutdown.clone() => { le.release().await; return Ok(()); }
-        }
-        info!("acquired the leader lease");
-        // Losing the lease ends the process: a restarted replica waits as a standby.
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            if leading.wait_for(|l| !*l).await.is_ok() {
-                error!("lost the leader lease; stopping");
-                let _ = stop_tx.send(true);
-                std::process::exit(1);
-            }
-        });
-        Some(le)
+        Some(
+            LeaderElection::start(client.clone(), cfg.leader_config(), metrics.clone())
+                .await
+                .context("starting leader election")?,
+        )
     } else {
-        metrics.set_leader(true);
         None
     };
-
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -95,15 +85,35 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         client,
         recorder,
-        metrics,
+        metrics: metrics.clone(),
         settings,
         sync_interval: cfg.status_sync_interval(),
     });
     let r = ready.clone();
-    run_all(ctx, cfg.namespaces.clone(), shutdown, move || {
-        r.store(true, Ordering::Relaxed)
-    })
-    .await;
+    let on_ready = move || r.store(true, Ordering::Relaxed);
+    match &leader {
+        Some(le) => {
+            info!("waiting for the leader lease");
+            if run_as_leader(
+                ctx,
+                cfg.namespaces.clone(),
+                le.subscribe(),
+                shutdown,
+                on_ready,
+            )
+            .await
+                == LeaderRunEnd::LostLease
+            {
+                // Restart as a standby: never two writers.
+                error!("lost the leader lease; exiting");
+                std::process::exit(1);
+            }
+        }
+        None => {
+            metrics.set_leader(true);
+            run_all(ctx, cfg.namespaces.clone(), shutdown, on_ready).await;
+        }
+    }
     if let Some(le) = leader {
         le.release().await;
     }

@@ -203,3 +203,54 @@ pub async fn run_all(
     }))
     .await;
 }
+
+/// How [`run_as_leader`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderRunEnd {
+    /// `shutdown` resolved (before or after leadership was gained).
+    Shutdown,
+    /// The lease was lost; the caller must stop writing (the binary exits so
+    /// that it restarts as a standby).
+    LostLease,
+}
+
+/// Run the controllers only while this replica holds the lease: wait until
+/// it leads, run until `shutdown` or until the lease is lost.
+pub async fn run_as_leader(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl Fn() + Send + Sync + 'static,
+) -> LeaderRunEnd {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    tokio::select! {
+        r = leading.wait_for(|l| *l) => {
+            if r.is_err() {
+                return LeaderRunEnd::LostLease;
+            }
+        }
+        () = shutdown.clone() => return LeaderRunEnd::Shutdown,
+    }
+    info!("acquired the leader lease; starting controllers");
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let stop = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {},
+                _ = leading.wait_for(|l| !*l) => {
+                    tracing::error!("lost the leader lease; stopping controllers");
+                    lost_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                },
+            }
+        }
+    };
+    run_all(ctx, namespaces, stop, on_ready).await;
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        LeaderRunEnd::LostLease
+    } else {
+        LeaderRunEnd::Shutdown
+    }
+}

@@ -12,9 +12,28 @@ use paperbot_operator::{
     controllers::Context,
     leader::{LeaderConfig, LeaderElection},
     metrics::Metrics,
-    run::run_controllers,
+    run::{run_as_leader, run_controllers},
 };
 use tokio::sync::watch;
+
+fn context(client: kube::Client, user: &str) -> Arc<Context> {
+    Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "paperbot-operator".into(),
+                instance: Some(user.into()),
+            },
+        ),
+        client,
+        metrics: Arc::new(Metrics::new()),
+        settings: RuntimeSettings {
+            image: "ghcr.io/paperbot/bot-runtime:e2e".into(),
+            ..Default::default()
+        },
+        sync_interval: Duration::from_secs(2),
+    })
+}
 
 /// A running in-process operator; stops when dropped.
 struct Operator {
@@ -24,23 +43,7 @@ struct Operator {
 
 impl Operator {
     async fn start(cp: &ControlPlane, user: &str, ns: &str) -> Operator {
-        let client = cp.client_for(user).await;
-        let ctx = Arc::new(Context {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "paperbot-operator".into(),
-                    instance: Some(user.into()),
-                },
-            ),
-            client,
-            metrics: Arc::new(Metrics::new()),
-            settings: RuntimeSettings {
-                image: "ghcr.io/paperbot/bot-runtime:e2e".into(),
-                ..Default::default()
-            },
-            sync_interval: Duration::from_secs(2),
-        });
+        let ctx = context(cp.client_for(user).await, user);
         let (stop, mut rx) = watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(run_controllers(
@@ -361,4 +364,88 @@ async fn only_one_of_two_replicas_holds_the_lease() {
         "operator-b"
     );
     b.release().await;
+}
+
+/// Two complete operator replicas (each waiting for the lease before running
+/// its controllers, as the binary does) against one namespace: only the
+/// lease holder writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_only_the_lease_holder_writes() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-replicas");
+    let lease_ns = cp.namespace("e2e-replicas-lease");
+    let mut replicas = Vec::new();
+    for user in ["operator-a", "operator-b"] {
+        let leader = LeaderElection::start(
+            cp.client_for(user).await,
+            LeaderConfig {
+                lease_name: "paperbot-operator".into(),
+                namespace: lease_ns.clone(),
+                identity: user.into(),
+                lease_duration: Duration::from_secs(5),
+            },
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .unwrap();
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(run_as_leader(
+            context(cp.client_for(user).await, user),
+            vec![ns.clone()],
+            leader.subscribe(),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+            || {},
+        ));
+        replicas.push((user, leader, stop, task));
+    }
+    cp.kubectl_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        &format!(
+            "{}---\n{}",
+            account_and_strategy("10000"),
+            session("bot", "5000")
+        ),
+    );
+    cp.kubectl_ok(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Ready",
+        "botsession/bot",
+        "--timeout=120s",
+    ]);
+    let holder = jsonpath(
+        cp,
+        &lease_ns,
+        "lease/paperbot-operator",
+        "{.spec.holderIdentity}",
+    );
+    let writers: Vec<(&str, usize)> = ["operator-a", "operator-b"]
+        .into_iter()
+        .map(|u| {
+            (
+                u,
+                cp.audited_writes(u)
+                    .iter()
+                    .filter(|w| w.contains(&format!(" {ns}/")))
+                    .count(),
+            )
+        })
+        .collect();
+    println!("lease holder {holder}; writes in {ns}: {writers:?}");
+    for (user, n) in &writers {
+        if *user == holder {
+            assert!(*n > 0, "the lease holder {user} wrote nothing");
+        } else {
+            assert_eq!(*n, 0, "the standby {user} wrote {n} times");
+        }
+    }
+    for (_, leader, stop, task) in replicas {
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        leader.release().await;
+    }
 }
