@@ -210,6 +210,15 @@ impl ControlPlane {
             .collect()
     }
 
+    /// [`Self::audited_writes`] of `user` in namespace `ns` only.
+    pub fn audited_writes_in(&self, user: &str, ns: &str) -> Vec<String> {
+        let marker = format!(" {ns}/");
+        self.audited_writes(user)
+            .into_iter()
+            .filter(|w| w.contains(&marker))
+            .collect()
+    }
+
     /// Install (or update) the CRDs from `crds/manifests` and wait until they
     /// are established.
     pub fn install_crds(&self) {

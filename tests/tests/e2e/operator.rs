@@ -83,6 +83,22 @@ impl Drop for Operator {
     }
 }
 
+/// Start leader election for `user` on the Lease `paperbot-operator` in `ns`.
+async fn elect(cp: &ControlPlane, user: &str, ns: &str, lease_secs: u64) -> LeaderElection {
+    LeaderElection::start(
+        cp.client_for(user).await,
+        LeaderConfig {
+            lease_name: "paperbot-operator".into(),
+            namespace: ns.into(),
+            identity: user.into(),
+            lease_duration: Duration::from_secs(lease_secs),
+        },
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect("leader election starts")
+}
+
 fn account_and_strategy(balance: &str) -> String {
     format!(
         r#"apiVersion: paperbot.io/v1alpha1
@@ -280,7 +296,7 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
     op.stop().await;
 
     // A restarted operator finds everything in place.
-    let before = cp.audited_writes("operator-b").len();
+    let before = cp.audited_writes_in("operator-b", &ns).len();
     let op = Operator::start(cp, "operator-b", &ns).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let sts = cp.kubectl_ok(&["get", "statefulsets", "-n", &ns, "-o", "name"]);
@@ -289,22 +305,16 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
         20,
         "one StatefulSet per session, no duplicates:\n{sts}"
     );
-    let in_ns = |writes: Vec<String>| -> Vec<String> {
-        writes
-            .into_iter()
-            .filter(|w| w.contains(&format!(" {ns}/")))
-            .collect()
-    };
-    let restart_writes = in_ns(cp.audited_writes("operator-b")[before..].to_vec());
+    let restart_writes = cp.audited_writes_in("operator-b", &ns)[before..].to_vec();
     assert!(
         restart_writes.iter().all(|w| w.contains("events")),
         "a restart over an unchanged fleet wrote: {restart_writes:?}"
     );
 
     // An unchanged fleet of 20 sessions, reconciled every 2 s for a minute: no writes.
-    let before = cp.audited_writes("operator-b").len();
+    let before = cp.audited_writes_in("operator-b", &ns).len();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let writes = in_ns(cp.audited_writes("operator-b")[before..].to_vec());
+    let writes = cp.audited_writes_in("operator-b", &ns)[before..].to_vec();
     println!(
         "writes by the operator over 60 s of an unchanged 20-session fleet: {}",
         writes.len()
@@ -320,31 +330,13 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
 async fn only_one_of_two_replicas_holds_the_lease() {
     let cp = control_plane();
     let ns = cp.namespace("e2e-lease");
-    let cfg = |identity: &str| LeaderConfig {
-        lease_name: "paperbot-operator".into(),
-        namespace: ns.clone(),
-        identity: identity.into(),
-        lease_duration: Duration::from_secs(3),
-    };
-    let a = LeaderElection::start(
-        cp.client_for("operator-a").await,
-        cfg("operator-a"),
-        Arc::new(Metrics::new()),
-    )
-    .await
-    .unwrap();
+    let a = elect(cp, "operator-a", &ns, 3).await;
     let mut a_rx = a.subscribe();
     tokio::time::timeout(Duration::from_secs(30), a_rx.wait_for(|l| *l))
         .await
         .expect("a leads")
         .unwrap();
-    let b = LeaderElection::start(
-        cp.client_for("operator-b").await,
-        cfg("operator-b"),
-        Arc::new(Metrics::new()),
-    )
-    .await
-    .unwrap();
+    let b = elect(cp, "operator-b", &ns, 3).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(
         a.is_leader() && !b.is_leader(),
@@ -377,18 +369,7 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
     let lease_ns = cp.namespace("e2e-replicas-lease");
     let mut replicas = Vec::new();
     for user in ["operator-a", "operator-b"] {
-        let leader = LeaderElection::start(
-            cp.client_for(user).await,
-            LeaderConfig {
-                lease_name: "paperbot-operator".into(),
-                namespace: lease_ns.clone(),
-                identity: user.into(),
-                lease_duration: Duration::from_secs(5),
-            },
-            Arc::new(Metrics::new()),
-        )
-        .await
-        .unwrap();
+        let leader = elect(cp, user, &lease_ns, 5).await;
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(run_as_leader(
             context(cp.client_for(user).await, user),
@@ -425,15 +406,7 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
     );
     let writers: Vec<(&str, usize)> = ["operator-a", "operator-b"]
         .into_iter()
-        .map(|u| {
-            (
-                u,
-                cp.audited_writes(u)
-                    .iter()
-                    .filter(|w| w.contains(&format!(" {ns}/")))
-                    .count(),
-            )
-        })
+        .map(|u| (u, cp.audited_writes_in(u, &ns).len()))
         .collect();
     println!("lease holder {holder}; writes in {ns}: {writers:?}");
     for (user, n) in &writers {
