@@ -63,22 +63,6 @@ fn collection(api_version: &str, kind: &str, ns: &str) -> String {
     }
 }
 
-/// RFC 7386 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
-
 impl FakeApi {
     /// An empty API server.
     pub fn new() -> Self {
@@ -280,7 +264,8 @@ impl FakeApi {
                         if status_sub {
                             patch = json!({"status": patch["status"].clone()});
                         }
-                        merge(&mut obj, &patch);
+                        // Server-side apply and merge patches both land as an RFC 7386 merge here.
+                        json_patch::merge(&mut obj, &patch);
                     }
                 }
                 let spec_changed = obj["spec"] != spec_before;
