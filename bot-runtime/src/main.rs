@@ -1,17 +1,21 @@
 //! `bot-runtime`: run paper-trading sessions from manifests (`run`), backtest
-//! a strategy on candle files (`backtest`), or check manifests (`validate`).
+//! a strategy on candle files (`backtest`), check manifests (`validate`),
+//! inspect and close the sessions of a ledger (`sessions`), and regenerate a
+//! session's report from the ledger alone (`report`).
 
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::{Arc, atomic::AtomicBool},
+    sync::Arc,
 };
 
 use anyhow::{Context, bail};
 use bot_runtime::{
     config::{self, SessionPlan},
+    ledger::{self, LedgerStore},
     report::summary_table,
-    runner::{RunOptions, run_session},
+    runner::{RetryPolicy, RunOptions, StopSignal, prepare, run_session},
+    sessions_cli,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use paperbot_crds::{
@@ -96,6 +100,61 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// List, show or close the sessions stored in a ledger.
+    Sessions {
+        #[command(flatten)]
+        ledger: LedgerArg,
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Regenerate a session's report directory from the ledger alone.
+    Report {
+        #[command(flatten)]
+        ledger: LedgerArg,
+        /// The ledger session id (as `sessions list` shows it).
+        #[arg(long)]
+        session: String,
+        /// Directory to write the report into (created; files replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsCommand {
+    /// One line per session: phase, period, trades, equity, writer.
+    List,
+    /// Everything the ledger holds about one session.
+    Show {
+        /// The ledger session id.
+        id: String,
+    },
+    /// Close an unfinished session (an orphan of a crashed or interrupted
+    /// run) as `Stopped`, with its summary computed from the ledger. Refused
+    /// while a live runtime writes it.
+    Close {
+        /// The ledger session id.
+        id: String,
+    },
+}
+
+/// Where the ledger is.
+#[derive(Args, Debug)]
+struct LedgerArg {
+    /// Ledger: a SQLite file path (created and migrated if missing),
+    /// `sqlite::memory:`, or a PostgreSQL URL (`postgres://user:pass@host/db`).
+    /// Default: $PAPERBOT_LEDGER, else $DATABASE_URL, else `paperbot.db`.
+    #[arg(long, env = "PAPERBOT_LEDGER")]
+    ledger: Option<String>,
+}
+
+impl LedgerArg {
+    fn url(&self) -> String {
+        self.ledger
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "paperbot.db".into())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -107,9 +166,8 @@ struct OutputArgs {
     /// Directory for reports (one sub-directory per session).
     #[arg(long, default_value = "reports")]
     report_dir: PathBuf,
-    /// SQLite ledger file (created and migrated if missing), or `sqlite::memory:`.
-    #[arg(long, default_value = "paperbot.db", env = "PAPERBOT_LEDGER")]
-    ledger: String,
+    #[command(flatten)]
+    ledger: LedgerArg,
     /// Market time between performance snapshots, e.g. `1h`.
     #[arg(long, default_value = "1h")]
     snapshot_interval: String,
@@ -119,6 +177,20 @@ struct OutputArgs {
     /// Record Hold decisions in the ledger and decisions.csv.
     #[arg(long)]
     record_holds: bool,
+    /// Resume the newest unfinished run of each session (interrupted or
+    /// crashed) exactly where its ledger ends; a session without one starts.
+    /// Refused when the manifest no longer matches what the ledger recorded.
+    #[arg(long)]
+    resume: bool,
+    /// Commit the engine's records every this many candles (also at least
+    /// once a second, on every paced candle and at every stop).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    batch_candles: u64,
+    /// While the ledger fails, pause trading and retry commits with backoff
+    /// for this long before giving up (the session stays resumable), e.g.
+    /// `10m`; `0s` retries until stopped.
+    #[arg(long, default_value = "10m")]
+    ledger_retry_timeout: String,
 }
 
 impl OutputArgs {
@@ -127,6 +199,11 @@ impl OutputArgs {
             .snapshot_interval
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--snapshot-interval: {e}"))?;
+        let retry: DurationString = self
+            .ledger_retry_timeout
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--ledger-retry-timeout: {e}"))?;
+        let retry = std::time::Duration::from_millis(retry.as_millis_i64().max(0) as u64);
         if let Some(s) = self.speed
             && !(s.is_finite() && s > 0.0)
         {
@@ -135,9 +212,14 @@ impl OutputArgs {
         Ok(RunOptions {
             speed: self.speed,
             report_dir: self.report_dir.clone(),
-            ledger: self.ledger.clone(),
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             snapshot_interval_ms: snapshot.as_millis_i64().max(1),
+            batch_candles: self.batch_candles,
+            resume: self.resume,
+            retry: RetryPolicy {
+                give_up_after: (!retry.is_zero()).then_some(retry),
+                ..RetryPolicy::default()
+            },
             ..RunOptions::default()
         })
     }
@@ -190,8 +272,35 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     bail!("{}: no BotSession named {name:?}", file.display());
                 }
             }
-            run_plans(plans, out.options()?, out.record_holds)
+            run_plans(plans, out.options()?, &out.ledger.url(), out.record_holds)
         }
+        Command::Sessions { ledger, command } => with_runtime(async move {
+            let url = ledger.url();
+            let mut store = ledger::open(&url).await?;
+            let result = match command {
+                SessionsCommand::List => sessions_cli::list(&store).await,
+                SessionsCommand::Show { id } => sessions_cli::show(&store, &id).await,
+                SessionsCommand::Close { id } => {
+                    sessions_cli::close(&mut store, &id, &bot_runtime::runner::default_writer())
+                        .await
+                }
+            };
+            store.close().await;
+            result.map(|text| print!("{text}"))
+        }),
+        Command::Report {
+            ledger,
+            session,
+            out,
+        } => with_runtime(async move {
+            let store = ledger::open(&ledger.url()).await?;
+            let result = bot_runtime::rebuild::regenerate_report(&store, &session, &out).await;
+            store.close().await;
+            let (files, summary) = result?;
+            println!("{}", summary_table(&summary));
+            println!("report regenerated from the ledger: {}", files.dir.display());
+            Ok(())
+        }),
         Command::Backtest {
             data,
             strategy,
@@ -233,7 +342,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 &quote_volume,
                 &name,
             )?;
-            run_plans(vec![plan], out.options()?, out.record_holds)
+            run_plans(vec![plan], out.options()?, &out.ledger.url(), out.record_holds)
         }
     }
 }
@@ -331,36 +440,103 @@ fn backtest_plan(
         .context("backtest produced no session")
 }
 
-fn run_plans(plans: Vec<SessionPlan>, opts: RunOptions, record_holds: bool) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Run `f` on a small multi-threaded tokio runtime.
+fn with_runtime<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: finishing the current batch and writing the report...");
-                s.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        for mut plan in plans {
-            if plan.session.desired_state != DesiredState::Running {
-                println!(
-                    "BotSession {:?}: desiredState is {:?}, not running it",
-                    plan.name, plan.session.desired_state
+        .build()?
+        .block_on(f)
+}
+
+/// SIGTERM or SIGINT: the first asks the running session to stop (commit,
+/// record it as interrupted, write the report, exit 0); a second exits at
+/// once with status 130. Committed batches are durable, so nothing recorded
+/// is lost either way: the resumed run redoes the uncommitted tail exactly.
+fn watch_signals(stop: Arc<StopSignal>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install SIGTERM/SIGINT handlers");
+            return;
+        };
+        let mut seen = 0;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            seen += 1;
+            if seen == 1 {
+                eprintln!(
+                    "\n{name}: stopping: committing the current batch, recording the session as \
+                     interrupted (resume with --resume) and writing the report..."
                 );
+                stop.request();
+            } else {
+                eprintln!("{name} again: exiting now (every committed batch is kept)");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// Validate every session in full (every data file, every row), then run
+/// them one after the other into one ledger. A stop request ends the running
+/// session as interrupted and starts no further one; one that arrives while
+/// the inputs are being validated starts none.
+fn run_plans(
+    plans: Vec<SessionPlan>,
+    opts: RunOptions,
+    ledger_url: &str,
+    record_holds: bool,
+) -> anyhow::Result<()> {
+    with_runtime(async move {
+        let stop = Arc::new(StopSignal::new());
+        watch_signals(stop.clone());
+        let prepared = tokio::task::block_in_place(|| -> anyhow::Result<Vec<_>> {
+            let mut prepared = Vec::new();
+            for mut plan in plans {
+                if plan.session.desired_state != DesiredState::Running {
+                    println!(
+                        "BotSession {:?}: desiredState is {:?}, not running it",
+                        plan.name, plan.session.desired_state
+                    );
+                    continue;
+                }
+                plan.session.record_holds |= record_holds;
+                let name = plan.name.clone();
+                let p = prepare(plan).with_context(|| format!("BotSession {name:?}"))?;
+                for w in &p.warnings {
+                    eprintln!("warning: BotSession {name:?}: {w}");
+                }
+                prepared.push(p);
+            }
+            Ok(prepared)
+        })?;
+        let mut ledger = ledger::open(ledger_url).await?;
+        let mut result = Ok(());
+        for p in prepared {
+            if stop.is_requested() {
+                println!("BotSession {:?}: not started (stop requested)", p.plan.name);
                 continue;
             }
-            plan.session.record_holds |= record_holds;
-            tracing::info!(session = %plan.name, symbols = ?plan.symbols, "starting session");
-            let out = run_session(&plan, &opts, stop.clone())
-                .await
-                .with_context(|| format!("BotSession {:?}", plan.name))?;
+            let name = p.plan.name.clone();
+            tracing::info!(session = %name, symbols = ?p.plan.symbols, "starting session");
+            let out = match run_session(p, &opts, stop.clone(), &mut ledger).await {
+                Ok(out) => out,
+                Err(e) => {
+                    result = Err(anyhow::Error::new(e).context(format!("BotSession {name:?}")));
+                    break;
+                }
+            };
+            let resumed = if out.resumed { " (resumed)" } else { "" };
             println!(
-                "\nBotSession {:?} — ledger session {:?} — {}",
-                plan.name, out.session_id, out.phase
+                "\nBotSession {name:?} — ledger session {:?}{resumed} — {}",
+                out.session_id, out.phase
             );
             println!("{}", summary_table(&out.summary));
             println!("report: {}", out.files.dir.display());
@@ -369,8 +545,12 @@ fn run_plans(plans: Vec<SessionPlan>, opts: RunOptions, record_holds: bool) -> a
             println!("  {}", out.files.round_trips_csv.display());
             println!("  {}", out.files.decisions_csv.display());
             println!("  {}", out.files.equity_png.display());
-            println!("ledger: {}", opts.ledger);
+            println!("ledger: {}", ledger::redact(ledger_url));
+            if out.phase == bot_runtime::ledger::store::INTERRUPTED_PHASE {
+                println!("resume with: the same command and --resume");
+            }
         }
-        Ok(())
+        ledger.close().await;
+        result
     })
 }

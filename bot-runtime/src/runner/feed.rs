@@ -1,0 +1,140 @@
+//! A session's candle source, validated before anything trades.
+
+use paperbot_crds::MarketDataSource;
+
+use crate::{
+    config::SessionPlan,
+    market::{
+        csv::{CandleReader, DataError},
+        merge::MergedFeed,
+        simulated::{GbmParams, GbmSource},
+    },
+    types::{Candle, SymbolId, Timestamp},
+};
+
+use super::RunError;
+
+/// The candles of a session, in market-time order (symbols of one time
+/// in symbol order), from validated files or a seeded simulation. Both are
+/// deterministic, so skipping the first `n` items after a crash lands on
+/// exactly the candle the crashed run would have read next.
+pub struct Feed {
+    inner: std::iter::Peekable<Source>,
+}
+
+enum Source {
+    Replay(MergedFeed<CandleReader>),
+    Simulated(GbmSource),
+}
+
+impl Iterator for Source {
+    type Item = Result<Candle, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Source::Replay(m) => m.next(),
+            Source::Simulated(g) => g.next().map(Ok),
+        }
+    }
+}
+
+impl Iterator for Feed {
+    type Item = Result<Candle, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+impl Feed {
+    /// Open time of the first candle, if the feed has one.
+    pub fn first_open(&mut self) -> Option<Timestamp> {
+        match self.inner.peek() {
+            Some(Ok(c)) => Some(c.open_time),
+            _ => None,
+        }
+    }
+
+    /// Drop the first `n` items (the ones a resumed session already traded).
+    ///
+    /// # Errors
+    /// A [`DataError`] met on the way (the data changed since it was
+    /// validated), or [`RunError::Other`] when the feed ends first (the data
+    /// is shorter than what the ledger recorded).
+    pub fn skip(&mut self, n: u64) -> Result<(), RunError> {
+        for i in 0..n {
+            match self.inner.next() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(RunError::Data(e)),
+                None => {
+                    return Err(RunError::Other(format!(
+                        "the market data ends after {i} candles, but the ledger recorded {n}: \
+                         the data files changed since the session started"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A session whose inputs were validated in full, ready to run.
+pub struct PreparedSession {
+    /// The session.
+    pub plan: SessionPlan,
+    /// Its candles.
+    pub feed: Feed,
+    /// Candles expected (`None` if unbounded), for the progress bar.
+    pub total: Option<u64>,
+    /// Configurations that can never trade as the user intends (printed
+    /// before trading).
+    pub warnings: Vec<String>,
+}
+
+/// Validate every input of a session (every replay file in full, in
+/// parallel threads; the simulation settings) and open its feed. Nothing is
+/// written anywhere.
+///
+/// # Errors
+/// [`RunError::Data`] naming the file and line of the first bad row;
+/// [`RunError::Other`] for bad simulation settings.
+pub fn prepare(plan: SessionPlan) -> Result<PreparedSession, RunError> {
+    let mut warnings = Vec::new();
+    let (source, total) = match plan.session.market_data.source {
+        MarketDataSource::Replay => {
+            let scans = crate::market::csv::scan_replay_files(&plan)?;
+            warnings = crate::config::warnings(&plan, &scans);
+            let mut readers = Vec::new();
+            let mut total = 0;
+            for (r, summary) in plan.replay.iter().zip(scans) {
+                total += summary.rows;
+                readers.push(CandleReader::open(
+                    &r.path,
+                    SymbolId(r.symbol as u16),
+                    summary.interval_ms,
+                )?);
+            }
+            (Source::Replay(MergedFeed::new(readers)), Some(total))
+        }
+        MarketDataSource::Simulated => {
+            let spec = plan
+                .session
+                .market_data
+                .simulated
+                .as_ref()
+                .ok_or_else(|| RunError::Other("simulated source without settings".into()))?;
+            let params = GbmParams::from_spec(spec).map_err(RunError::Other)?;
+            let total = params
+                .candles
+                .and_then(|c| c.checked_mul(plan.symbols.len() as u64));
+            let source = GbmSource::try_new(params, plan.symbols.len()).map_err(RunError::Other)?;
+            (Source::Simulated(source), total)
+        }
+    };
+    Ok(PreparedSession {
+        plan,
+        feed: Feed {
+            inner: source.peekable(),
+        },
+        total,
+        warnings,
+    })
+}

@@ -1,0 +1,483 @@
+//! Runs one session end to end: opens the validated feed, starts or resumes
+//! the session in the ledger, feeds the engine from a clock, and commits its
+//! records batch by batch with a checkpoint; the report is written from what
+//! the ledger committed.
+//!
+//! # Pipeline
+//!
+//! ```text
+//! engine thread ──(batch, checkpoint, state)──▶ ledger task ──(committed batch)──▶ report thread
+//!  feed + clock        bounded channel          one tx per batch,                analytics, CSVs,
+//!  pauses while                                 retries with backoff             chart points
+//!  the ledger is down
+//! ```
+//!
+//! The report thread only ever sees batches the ledger has committed, so the
+//! report is never ahead of the ledger; after a crash the report is rebuilt
+//! from the ledger ([`crate::rebuild`]) before the run continues.
+//!
+//! # Clock
+//!
+//! Replay runs as fast as the CPU allows, or paced: with `speed = 60`, one
+//! minute of market time takes one second of wall time. The engine itself
+//! only ever sees market time. A stop request wakes a paced run at once.
+//!
+//! # Durability
+//!
+//! Records are group-committed: the engine's batch is flushed every
+//! [`RunOptions::batch_candles`] candles, at least once a second of wall
+//! time, on every paced candle, and at every stop, each batch in one database
+//! transaction together with the [`Checkpoint`] of the engine after it. A
+//! crash therefore loses at most the uncommitted tail, which the resumed run
+//! computes again identically: the engine is deterministic and the feed is
+//! replayed from the stored position.
+//!
+//! # Ends
+//!
+//! | end | ledger | report phase |
+//! |---|---|---|
+//! | data exhausted / `stopAfter` | finished `Completed` | `Completed` |
+//! | kill switch | finished `Halted` | `Halted` |
+//! | value out of the engine's range, bad data mid-stream | finished `Failed` | `Failed` |
+//! | SIGTERM / SIGINT | `Interrupted` (resumable) | `Interrupted` |
+//! | ledger unavailable past the retry budget | left unfinished (resumable) | `Interrupted` |
+//! | `kill -9`, OOM | left `Running` (resumable) | as of the last commit |
+
+mod checkpoint;
+mod drive;
+mod feed;
+pub mod stop;
+pub mod writer;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError};
+pub use feed::{Feed, PreparedSession, prepare};
+pub use stop::StopSignal;
+pub use writer::{LedgerHealth, RetryPolicy};
+
+use crate::{
+    analytics::{Analytics, Summary},
+    config::SessionPlan,
+    engine::{Engine, EngineConfig, EngineState},
+    ledger::{
+        LedgerError, LedgerStore,
+        records::{LedgerBatch, SessionEnd, SessionRecord},
+        store::INTERRUPTED_PHASE,
+    },
+    market::csv::DataError,
+    rebuild,
+    report::{ReportFiles, ReportWriter},
+};
+
+use drive::{Driven, Ending, Flush};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Market-time speed-up for paced replay (`Some(60.0)` = 60× real time);
+    /// `None` = as fast as possible. Validated by the CLI (0.001 to 1e6).
+    pub speed: Option<f64>,
+    /// Directory for report files; the session's files go into a
+    /// sub-directory named after the session id.
+    pub report_dir: PathBuf,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Flush the engine's records every this many candles.
+    pub batch_candles: u64,
+    /// Market time between snapshots, milliseconds.
+    pub snapshot_interval_ms: i64,
+    /// Resume the newest unfinished run of the session instead of starting a
+    /// new one (a new one is started when there is none).
+    pub resume: bool,
+    /// How this process names itself as the session's writer (shown to a
+    /// second writer that is refused).
+    pub writer: String,
+    /// Retries of failing commits.
+    pub retry: RetryPolicy,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            speed: None,
+            report_dir: PathBuf::from("reports"),
+            progress: false,
+            batch_candles: 8192,
+            snapshot_interval_ms: 3_600_000,
+            resume: false,
+            writer: default_writer(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// `pod/<POD_NAME> pid <pid>` in a pod, `<hostname> pid <pid>` elsewhere.
+pub fn default_writer() -> String {
+    let pid = std::process::id();
+    match std::env::var("POD_NAME") {
+        Ok(pod) if !pod.is_empty() => format!("pod/{pod} pid {pid}"),
+        _ => {
+            let host = hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host} pid {pid}")
+        }
+    }
+}
+
+/// A session that could not run (or could not run to its end).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad market data (file:line: reason).
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The ledger failed.
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    /// The report could not be written.
+    #[error("report: {0}")]
+    Report(#[from] crate::report::ReportError),
+    /// The unfinished session in the ledger cannot be resumed with these inputs.
+    #[error("cannot resume session {session_id:?}: {reason}")]
+    Resume {
+        /// The ledger session.
+        session_id: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The engine stopped the session (e.g. a value out of its range).
+    #[error("session {session_id:?} failed: {reason}")]
+    Engine {
+        /// The ledger session.
+        session_id: String,
+        /// The engine's reason.
+        reason: String,
+    },
+    /// Anything else (bad simulated settings, a crashed task).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Ledger session id.
+    pub session_id: String,
+    /// `Completed`, `Halted`, `Failed` or `Interrupted`.
+    pub phase: String,
+    /// Whether this run resumed an unfinished session.
+    pub resumed: bool,
+    /// Summary figures (of what the ledger committed).
+    pub summary: Summary,
+    /// Report files written.
+    pub files: ReportFiles,
+}
+
+/// Run one prepared session into `ledger` until its end, a halt, a stop
+/// request or a ledger failure (see the module docs for what each leaves).
+///
+/// # Errors
+/// [`RunError::Resume`] when `opts.resume` finds an unfinished run that does
+/// not match the plan; [`RunError::Ledger`] when the ledger refuses the
+/// session (e.g. another live writer) or fails past the retry budget;
+/// [`RunError::Engine`] / [`RunError::Data`] when the session failed (it is
+/// recorded as `Failed` first); [`RunError::Report`] for report files.
+pub async fn run_session<L: LedgerStore>(
+    prepared: PreparedSession,
+    opts: &RunOptions,
+    stop: Arc<StopSignal>,
+    ledger: &mut L,
+) -> Result<RunOutcome, RunError> {
+    let PreparedSession {
+        plan,
+        mut feed,
+        total,
+        ..
+    } = prepared;
+    let cfg = EngineConfig::from_plan(&plan, opts.snapshot_interval_ms);
+    let initial = cfg.initial_cash;
+    let first_open = feed.first_open();
+
+    // 1. Start a new session or take over an unfinished one.
+    let start = open_session(&plan, opts, ledger, first_open).await?;
+    let session_id = start.session_id.clone();
+    crate::config::check_dns1123_label(&session_id)
+        .map_err(|e| RunError::Other(format!("session id {session_id:?}: {e}")))?;
+    let dir = opts.report_dir.join(&session_id);
+    let mut report = ReportWriter::create(&dir, &session_id)?;
+    let mut analytics = Analytics::new(initial, opts.snapshot_interval_ms);
+
+    // 2. Rebuild the engine, the feed position and the report from the ledger.
+    let (engine, progress, last_state) = match &start.checkpoint {
+        None => (Engine::new(cfg), drive::Progress::fresh(), None),
+        Some(cp) => {
+            rebuild::replay_records(ledger, &session_id, &mut analytics, &mut report).await?;
+            feed.skip(cp.feed_items)?;
+            let state = cp.engine.state();
+            let engine =
+                Engine::restore(cfg, cp.engine.clone()).map_err(|e| RunError::Resume {
+                    session_id: session_id.clone(),
+                    reason: format!("the stored engine state does not fit the plan: {e}"),
+                })?;
+            let progress = drive::Progress {
+                feed_items: cp.feed_items,
+                candles: cp.candles,
+                first_open: cp.first_open,
+            };
+            tracing::info!(
+                session = %session_id,
+                candles = cp.candles,
+                at = %state.now,
+                "resuming from the ledger's last checkpoint"
+            );
+            (engine, progress, Some(state))
+        }
+    };
+
+    // 3. Run the pipeline.
+    let health = Arc::new(LedgerHealth::default());
+    let (tx, mut rx) = mpsc::channel::<Flush>(4);
+    let (report_tx, report_rx) = std::sync::mpsc::sync_channel::<(LedgerBatch, EngineState)>(4);
+    let report_thread = std::thread::spawn(move || -> Result<_, RunError> {
+        let mut last = last_state;
+        for (batch, state) in report_rx {
+            analytics.on_batch(&batch);
+            report.write_batch(&batch)?;
+            last = Some(state);
+        }
+        Ok((analytics, report, last))
+    });
+    let engine_task = {
+        let ctx = drive::DriveContext {
+            speed: opts.speed,
+            batch_candles: opts.batch_candles.max(1),
+            snapshot_interval_ms: opts.snapshot_interval_ms,
+            stop_after_ms: plan.session.stop_after.map(|d| d.as_millis_i64()),
+            progress_bar: opts.progress,
+            total,
+            stop: stop.clone(),
+            health: health.clone(),
+        };
+        tokio::task::spawn_blocking(move || drive::drive(engine, feed, progress, ctx, tx))
+    };
+
+    let mut ledger_error: Option<LedgerError> = None;
+    while let Some(flush) = rx.recv().await {
+        let result = writer::commit(
+            ledger,
+            &flush.batch,
+            &flush.checkpoint,
+            &opts.retry,
+            &health,
+            &stop,
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                if report_tx.send((flush.batch, flush.state)).is_err() {
+                    break; // the report thread failed; its error is reported below
+                }
+            }
+            Err(e) => {
+                ledger_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(rx); // the engine thread sees a closed channel and ends
+    drop(report_tx);
+    let driven: Driven = engine_task
+        .await
+        .map_err(|e| RunError::Other(format!("engine thread failed: {e}")))?;
+    let (analytics, report, last_state) = report_thread
+        .join()
+        .map_err(|_| RunError::Other("report thread panicked".into()))??;
+
+    // 4. Close the session in the ledger as its end says, then the report.
+    let committed = last_state.unwrap_or_else(|| EngineState::initial(initial, first_open));
+    if let Some(e) = ledger_error {
+        // Nothing more can be recorded; the ledger keeps the session unfinished
+        // and resumable. The report shows what was committed.
+        let summary = analytics.summary(&committed, INTERRUPTED_PHASE);
+        let _ = report.finish(&summary);
+        return Err(RunError::Ledger(e));
+    }
+    let (phase, error) = match driven.ending {
+        Ending::Completed => ("Completed", None),
+        Ending::Halted => ("Halted", None),
+        Ending::Failed(reason) => (
+            "Failed",
+            Some(RunError::Engine {
+                session_id: session_id.clone(),
+                reason,
+            }),
+        ),
+        Ending::DataError(e) => ("Failed", Some(RunError::Data(e))),
+        Ending::Interrupted => (INTERRUPTED_PHASE, None),
+    };
+    let summary = analytics.summary(&committed, phase);
+    if phase == INTERRUPTED_PHASE {
+        ledger.interrupt_session(committed.now).await?;
+    } else {
+        ledger
+            .finish_session(&SessionEnd {
+                phase: phase.to_string(),
+                ended_at: committed.now,
+                cash: committed.cash,
+                equity: committed.equity,
+                summary_json: serde_json::to_string(&summary).unwrap_or_default(),
+            })
+            .await?;
+    }
+    let files = report.finish(&summary)?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    Ok(RunOutcome {
+        session_id,
+        phase: phase.to_string(),
+        resumed: start.checkpoint.is_some() || start.resumed,
+        summary,
+        files,
+    })
+}
+
+/// The session a run writes, and where it starts from.
+struct Start {
+    session_id: String,
+    resumed: bool,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Find the session to write: the newest unfinished run when resuming (its
+/// stored configuration must equal the plan's), else a new `name[-N]`.
+async fn open_session<L: LedgerStore>(
+    plan: &SessionPlan,
+    opts: &RunOptions,
+    ledger: &mut L,
+    first_open: Option<crate::types::Timestamp>,
+) -> Result<Start, RunError> {
+    let config_json = plan.to_json();
+    let unfinished = ledger.find_unfinished(&plan.name).await?;
+    if opts.resume
+        && let Some(info) = unfinished
+    {
+        if let Some(diff) = config_difference(&info.config_json, &config_json) {
+            return Err(RunError::Resume {
+                session_id: info.id,
+                reason: format!(
+                    "the manifest no longer matches what the ledger recorded ({diff}); \
+                     run without --resume to start a new run, or close the old one with \
+                     `bot-runtime sessions close`"
+                ),
+            });
+        }
+        let point = ledger.resume_session(&info.id, &opts.writer).await?;
+        let checkpoint = match &point.checkpoint {
+            None => None,
+            Some(text) => {
+                let cp = Checkpoint::from_json(text).map_err(|e| RunError::Resume {
+                    session_id: info.id.clone(),
+                    reason: e.to_string(),
+                })?;
+                if cp.snapshot_interval_ms != opts.snapshot_interval_ms {
+                    return Err(RunError::Resume {
+                        session_id: info.id.clone(),
+                        reason: format!(
+                            "it was recorded with --snapshot-interval {} ms, this run asks for {} ms",
+                            cp.snapshot_interval_ms, opts.snapshot_interval_ms
+                        ),
+                    });
+                }
+                Some(cp)
+            }
+        };
+        return Ok(Start {
+            session_id: info.id,
+            resumed: true,
+            checkpoint,
+        });
+    }
+    if let Some(info) = unfinished {
+        tracing::warn!(
+            session = %info.id,
+            phase = %info.phase,
+            "an earlier run of this session is unfinished; resume it with --resume \
+             or close it with `bot-runtime sessions close`; starting a new run"
+        );
+    }
+    let id = ledger.next_session_id(&plan.name).await?;
+    let record = SessionRecord {
+        id: id.clone(),
+        name: plan.name.clone(),
+        account: plan.account_name.clone(),
+        strategy: plan.strategy_name.clone(),
+        base_currency: plan.account.base_currency.clone(),
+        initial_cash: plan.session.allocation.get(),
+        config_json,
+        started_at: first_open.unwrap_or_default(),
+    };
+    ledger.start_session(&record, &opts.writer).await?;
+    Ok(Start {
+        session_id: id,
+        resumed: false,
+        checkpoint: None,
+    })
+}
+
+/// The first JSON path at which two configurations differ, e.g.
+/// `strategy.spec.risk.stopLossPct: "2" recorded, "3" now`; `None` if equal.
+fn config_difference(recorded: &str, now: &str) -> Option<String> {
+    use serde_json::Value;
+    fn walk(path: &str, a: &Value, b: &Value) -> Option<String> {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                keys.into_iter().find_map(|k| {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null))
+                })
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (a, b))| walk(&format!("{path}[{i}]"), a, b)),
+            _ if a == b => None,
+            _ => Some(format!("{path}: {a} recorded, {b} now")),
+        }
+    }
+    let a: Value = serde_json::from_str(recorded).unwrap_or(Value::Null);
+    let b: Value = serde_json::from_str(now).unwrap_or(Value::Null);
+    walk("", &a, &b)
+}
+
+/// How long the ledger writer waits between retries at most; exposed for
+/// the CLI's help text.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::config_difference;
+
+    #[test]
+    fn config_difference_names_the_first_differing_path() {
+        let a = r#"{"strategy":{"spec":{"risk":{"stopLossPct":"2"}}},"session":{"name":"a"}}"#;
+        let b = r#"{"strategy":{"spec":{"risk":{"stopLossPct":"3"}}},"session":{"name":"a"}}"#;
+        assert_eq!(
+            config_difference(a, b).as_deref(),
+            Some(r#"strategy.spec.risk.stopLossPct: "2" recorded, "3" now"#)
+        );
+        assert_eq!(config_difference(a, a), None);
+    }
+}
