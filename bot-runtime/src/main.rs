@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context, bail};
 use bot_runtime::{
     config::{self, SessionPlan},
+    preflight,
     report::summary_table,
     runner::{RunOptions, run_session},
 };
@@ -127,10 +128,8 @@ impl OutputArgs {
             .snapshot_interval
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--snapshot-interval: {e}"))?;
-        if let Some(s) = self.speed
-            && !(s.is_finite() && s > 0.0)
-        {
-            bail!("--speed {s}: expected a positive multiple of real time, e.g. 60");
+        if let Some(s) = self.speed {
+            config::check_speed(s).map_err(|e| anyhow::anyhow!("--speed: {e}"))?;
         }
         Ok(RunOptions {
             speed: self.speed,
@@ -170,14 +169,42 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Validate { file } => {
+            // The same checks `run` makes before its first trade: the manifest
+            // rules, then every data row of every session, then the warnings.
             let plans = config::plan_sessions(&config::load_manifests(&file)?)?;
+            let mut failed = 0;
             for p in &plans {
-                println!(
-                    "ok: BotSession {:?} (account {:?}, strategy {:?}, {} symbol(s))",
-                    p.name,
-                    p.account_name,
-                    p.strategy_name,
-                    p.symbols.len()
+                match preflight::check(p) {
+                    Ok(checked) => {
+                        println!(
+                            "ok: BotSession {:?} (account {:?}, strategy {:?}, {} symbol(s), {} data)",
+                            p.name,
+                            p.account_name,
+                            p.strategy_name,
+                            p.symbols.len(),
+                            match p.session.market_data.source {
+                                MarketDataSource::Replay => "replayed",
+                                MarketDataSource::Simulated => "simulated",
+                            }
+                        );
+                        for f in &checked.files {
+                            println!("  read {f}");
+                        }
+                        for w in &checked.warnings {
+                            println!("  warning: {w}");
+                        }
+                    }
+                    Err(e) => {
+                        println!("error: BotSession {:?}: {e}", p.name);
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!(
+                    "{}: {failed} of {} session(s) have bad market data",
+                    file.display(),
+                    plans.len()
                 );
             }
             Ok(())
@@ -362,7 +389,10 @@ fn run_plans(plans: Vec<SessionPlan>, opts: RunOptions, record_holds: bool) -> a
                 "\nBotSession {:?} — ledger session {:?} — {}",
                 plan.name, out.session_id, out.phase
             );
-            println!("{}", summary_table(&out.summary));
+            println!(
+                "{}",
+                summary_table(&out.summary, &plan.account.base_currency)
+            );
             println!("report: {}", out.files.dir.display());
             println!("  {}", out.files.summary_json.display());
             println!("  {}", out.files.trades_csv.display());
