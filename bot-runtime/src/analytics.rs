@@ -6,12 +6,15 @@
 //! and sums, and nothing of the batch is kept, so memory does not grow with
 //! the length of the run. The snapshot returns used for the Sharpe and
 //! Sortino ratios are folded into running accumulators too (Welford's
-//! online mean/variance, plus a running sum of squared negative returns).
+//! online mean/variance, plus a running sum of squared negative returns),
+//! together with the market time the returns span, which gives the sampling
+//! period the ratios are annualised by (see [`Summary::return_period_ms`]).
 //!
 //! Money figures are [`Decimal`] in the quote currency and are never rounded
-//! here except where a quotient is formed (see [`QUOTIENT_DP`]). Risk
-//! statistics (Sharpe, Sortino) are `f64`, because they involve square roots
-//! and are not money.
+//! here except where a quotient is formed (see [`QUOTIENT_DP`]). Sums
+//! saturate at the largest `Decimal` (about 7.9e28) instead of panicking;
+//! the engine keeps money far below that. Risk statistics (Sharpe, Sortino)
+//! are `f64`, because they involve square roots and are not money.
 
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -56,6 +59,9 @@ pub struct Analytics {
     adjustments: u64,
     last_snapshot: Option<(Timestamp, Decimal)>,
     returns: ReturnStats,
+    /// Market time covered by the returns in `returns`, ms: the sum over
+    /// every return of the time between its two snapshots.
+    return_span_ms: i128,
 }
 
 /// Online accumulators of simple snapshot-to-snapshot returns (fractions,
@@ -171,16 +177,39 @@ pub struct Summary {
     /// Sharpe 1994, "The Sharpe Ratio") of the simple returns between
     /// consecutive snapshots, risk-free rate 0: mean / sample standard
     /// deviation (n − 1) × √(periods per year), periods per year =
-    /// 365 × 86,400,000 / snapshot interval ms. f64 (a statistic, not
-    /// money). `None` with fewer than 2 returns or zero variance.
+    /// 365 × 86,400,000 / [`return_period_ms`](Self::return_period_ms)
+    /// (the square-root-of-time scaling of Sharpe 1994, which assumes
+    /// independent returns; Lo 2002, "The Statistics of Sharpe Ratios",
+    /// discusses its limits). f64 (a statistic, not money). `None` with
+    /// fewer than 2 returns or zero variance.
     pub sharpe_ratio: Option<f64>,
     /// Annualised Sortino ratio (Sortino & Price 1994, "Performance
     /// Measurement in a Downside Risk Framework") of the same returns,
     /// target 0: mean / √(Σ min(r, 0)² / n) × √(periods per year), n = all
-    /// returns. f64. `None` when no return was negative.
+    /// returns, periods per year as for the Sharpe ratio. f64. `None` when
+    /// no return was negative.
     pub sortino_ratio: Option<f64>,
     /// Snapshot-to-snapshot returns behind the two ratios.
     pub return_periods: u64,
+    /// The sampling period the two ratios are annualised by, milliseconds
+    /// of market time: the **mean** time between the two snapshots of each
+    /// return, (Σ (t_i − t_{i−1})) / n over the n returns; `None` without a
+    /// return.
+    ///
+    /// This is the period actually sampled, not the configured
+    /// [`snapshot_interval_ms`](Self::snapshot_interval_ms): a snapshot is
+    /// taken at the first candle close at or after each interval boundary,
+    /// so with 4-hour candles and a 1-hour interval the snapshots are 4
+    /// hours apart, and annualising by the hour would overstate both ratios
+    /// by √4 = 2. The mean, rather than the median, is used because
+    /// 365 days / mean spacing is exactly the number of returns observed per
+    /// year (the count the √-of-time rule scales by), it needs O(1) memory,
+    /// and one long data gap moves it only by gap / n.
+    pub return_period_ms: Option<i64>,
+    /// The configured market time between snapshots, milliseconds (the
+    /// shortest possible sampling period; see
+    /// [`return_period_ms`](Self::return_period_ms)).
+    pub snapshot_interval_ms: i64,
     /// Fees paid on filled orders, quote currency.
     #[serde(serialize_with = "ser_dec")]
     pub fees_paid: Decimal,
@@ -233,9 +262,10 @@ fn quotient(num: Decimal, den: Decimal) -> Option<Decimal> {
 }
 
 impl Analytics {
-    /// Starts a run with `initial_equity` (quote currency) and the snapshot
-    /// interval in milliseconds of market time (used to annualise Sharpe and
-    /// Sortino; a non-positive interval disables both ratios).
+    /// Starts a run with `initial_equity` (quote currency) and the configured
+    /// snapshot interval in milliseconds of market time (reported in the
+    /// summary; Sharpe and Sortino are annualised by the spacing of the
+    /// snapshots actually received, see [`Summary::return_period_ms`]).
     pub fn new(initial_equity: Decimal, snapshot_interval_ms: i64) -> Self {
         Self {
             initial_equity,
@@ -258,6 +288,7 @@ impl Analytics {
             adjustments: 0,
             last_snapshot: None,
             returns: ReturnStats::default(),
+            return_span_ms: 0,
         }
     }
 
@@ -279,23 +310,23 @@ impl Analytics {
             match t.status {
                 FillStatus::Filled => {
                     self.fills += 1;
-                    self.fees_paid += t.fee;
-                    self.gas_paid += t.gas;
-                    self.slippage_paid += t.slippage_cost;
+                    self.fees_paid = self.fees_paid.saturating_add(t.fee);
+                    self.gas_paid = self.gas_paid.saturating_add(t.gas);
+                    self.slippage_paid = self.slippage_paid.saturating_add(t.slippage_cost);
                 }
                 FillStatus::Failed => self.failed_orders += 1,
             }
         }
         for rt in &b.round_trips {
             self.round_trips += 1;
-            self.sum_pnl += rt.pnl;
+            self.sum_pnl = self.sum_pnl.saturating_add(rt.pnl);
             if rt.pnl > Decimal::ZERO {
                 self.wins += 1;
-                self.gross_profit += rt.pnl;
+                self.gross_profit = self.gross_profit.saturating_add(rt.pnl);
                 self.largest_win = self.largest_win.max(rt.pnl);
             } else if rt.pnl < Decimal::ZERO {
                 self.losses += 1;
-                self.gross_loss -= rt.pnl;
+                self.gross_loss = self.gross_loss.saturating_sub(rt.pnl);
                 self.largest_loss = self.largest_loss.min(rt.pnl);
             }
         }
@@ -310,10 +341,15 @@ impl Analytics {
         for s in &b.snapshots {
             match self.last_snapshot {
                 Some((t, _)) if s.time <= t => continue,
-                Some((_, prev)) if prev > Decimal::ZERO => {
-                    let r = (s.equity / prev - Decimal::ONE).to_f64();
+                Some((t, prev)) if prev > Decimal::ZERO => {
+                    let r = s
+                        .equity
+                        .checked_div(prev)
+                        .and_then(|q| q.checked_sub(Decimal::ONE))
+                        .and_then(|r| r.to_f64());
                     if let Some(r) = r.filter(|r| r.is_finite()) {
                         self.returns.push(r);
+                        self.return_span_ms += i128::from(s.time.0) - i128::from(t.0);
                     }
                 }
                 _ => {}
@@ -328,11 +364,18 @@ impl Analytics {
         self.adjustments += b.adjustments.len() as u64;
     }
 
-    /// Periods per year for annualisation: 365 × 86,400,000 /
-    /// snapshot interval ms; `None` when the interval is not positive.
+    /// Mean market time between the two snapshots of a return, ms (see
+    /// [`Summary::return_period_ms`]); `None` without a return.
+    fn mean_return_period_ms(&self) -> Option<f64> {
+        (self.returns.n > 0 && self.return_span_ms > 0)
+            .then(|| self.return_span_ms as f64 / self.returns.n as f64)
+    }
+
+    /// Periods per year for annualisation: 365 × 86,400,000 / mean return
+    /// period ms; `None` without a return.
     fn periods_per_year(&self) -> Option<f64> {
-        (self.snapshot_interval_ms > 0)
-            .then(|| (DAYS_PER_YEAR * MS_PER_DAY) as f64 / self.snapshot_interval_ms as f64)
+        self.mean_return_period_ms()
+            .map(|p| (DAYS_PER_YEAR * MS_PER_DAY) as f64 / p)
     }
 
     /// Annualised Sharpe ratio, see [`Summary::sharpe_ratio`].
@@ -372,7 +415,7 @@ impl Analytics {
     /// not counted twice.
     pub fn summary(&self, end: &EngineState, phase: &str) -> Summary {
         let hundred = Decimal::ONE_HUNDRED;
-        let total_pnl = end.equity - self.initial_equity;
+        let total_pnl = end.equity.saturating_sub(self.initial_equity);
         let rts = Decimal::from(self.round_trips);
         let mut decisions = self.decisions;
         decisions.hold = decisions.hold.max(end.holds);
@@ -383,7 +426,10 @@ impl Analytics {
             realized_pnl: end.realized_pnl,
             unrealized_pnl: end.unrealized_pnl,
             total_pnl,
-            roi_pct: quotient(total_pnl * hundred, self.initial_equity).unwrap_or_default(),
+            roi_pct: total_pnl
+                .checked_mul(hundred)
+                .and_then(|p| quotient(p, self.initial_equity))
+                .unwrap_or_default(),
             fills: self.fills,
             failed_orders: self.failed_orders,
             round_trips: self.round_trips,
@@ -400,6 +446,8 @@ impl Analytics {
             sharpe_ratio: self.sharpe(),
             sortino_ratio: self.sortino(),
             return_periods: self.returns.n,
+            return_period_ms: self.mean_return_period_ms().map(|p| p.round() as i64),
+            snapshot_interval_ms: self.snapshot_interval_ms,
             fees_paid: self.fees_paid,
             gas_paid: self.gas_paid,
             slippage_paid: self.slippage_paid,
@@ -612,6 +660,47 @@ mod tests {
         });
         let s = a.summary(&final_state(dec!(108.9)), "Completed");
         let expected = 3f64.sqrt() / 6.0 * 8760f64.sqrt();
+        assert!(close(s.sharpe_ratio.unwrap(), expected));
+    }
+
+    #[test]
+    fn ratios_are_annualised_by_the_spacing_of_the_snapshots_received() {
+        // 4h candles with the default 1h snapshot interval: the engine takes a
+        // snapshot at every candle close, 4 hours apart. The same returns as
+        // above, so per period Sharpe = √3/6 and Sortino = √3/3; periods per
+        // year = 365 × 24 / 4 = 2190, not 8760.
+        let mut a = Analytics::new(dec!(100), HOUR);
+        a.on_batch(&batch_of_snapshots(
+            &[dec!(100), dec!(110), dec!(99), dec!(108.9)],
+            4 * HOUR,
+        ));
+        let s = a.summary(&final_state(dec!(108.9)), "Completed");
+        assert_eq!(s.return_period_ms, Some(4 * HOUR));
+        assert_eq!(s.snapshot_interval_ms, HOUR);
+        let sharpe = s.sharpe_ratio.unwrap();
+        let expected = 3f64.sqrt() / 6.0 * 2190f64.sqrt();
+        assert!(close(sharpe, expected), "{sharpe} vs {expected}");
+        let sortino = s.sortino_ratio.unwrap();
+        let expected = 3f64.sqrt() / 3.0 * 2190f64.sqrt();
+        assert!(close(sortino, expected), "{sortino} vs {expected}");
+
+        // Uneven spacing (1h, 2h, 6h): the mean, 3h, gives 2920 periods a year.
+        let mut uneven = Analytics::new(dec!(100), HOUR);
+        uneven.on_batch(&LedgerBatch {
+            snapshots: [
+                (0, dec!(100)),
+                (1, dec!(110)),
+                (3, dec!(99)),
+                (9, dec!(108.9)),
+            ]
+            .into_iter()
+            .map(|(h, e)| snapshot(Timestamp(T0 + h * HOUR), e, Decimal::ZERO))
+            .collect(),
+            ..Default::default()
+        });
+        let s = uneven.summary(&final_state(dec!(108.9)), "Completed");
+        assert_eq!(s.return_period_ms, Some(3 * HOUR));
+        let expected = 3f64.sqrt() / 6.0 * 2920f64.sqrt();
         assert!(close(s.sharpe_ratio.unwrap(), expected));
     }
 

@@ -7,6 +7,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use paperbot_crds::{
@@ -70,6 +71,47 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// Slowest accepted `--speed`: 0.001× real time (one minute of market time
+/// takes 1,000 minutes of wall time).
+pub const MIN_SPEED: f64 = 0.001;
+
+/// Fastest accepted `--speed`: 1,000,000× real time (about 11.6 days of
+/// market time per second of wall time; beyond that, run unpaced).
+pub const MAX_SPEED: f64 = 1_000_000.0;
+
+/// Check a `--speed` value: a finite multiple of real time from [`MIN_SPEED`]
+/// to [`MAX_SPEED`].
+///
+/// # Errors
+///
+/// A message quoting the value and the accepted range, for NaN, infinities,
+/// zero, negatives and values outside the range.
+pub fn check_speed(speed: f64) -> Result<f64, String> {
+    if speed.is_finite() && (MIN_SPEED..=MAX_SPEED).contains(&speed) {
+        Ok(speed)
+    } else {
+        Err(format!(
+            "{speed} is out of range: expected a multiple of real time from {MIN_SPEED} to \
+             {MAX_SPEED} (e.g. 60 = one minute of market time per second), or no --speed to run \
+             as fast as possible"
+        ))
+    }
+}
+
+/// Wall time a paced run takes for `market_ms` milliseconds of market time at
+/// `speed`× real time: `market_ms / 1000 / speed` seconds.
+///
+/// The conversion from `f64` seconds is checked (`Duration::try_from_secs_f64`):
+/// a negative or NaN result gives zero, one too large for a `Duration`
+/// saturates at `Duration::MAX`; it never panics, whatever `speed` is.
+pub fn paced_wall_time(market_ms: i64, speed: f64) -> Duration {
+    let secs = market_ms as f64 / 1000.0 / speed;
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
 }
 
 /// A parsed object with where it came from.
@@ -364,6 +406,58 @@ fn name_of<T: kube::Resource>(o: &T) -> String {
     o.meta().name.clone().unwrap_or_default()
 }
 
+/// Longest DNS-1123 label, in characters (RFC 1123 §2.1; Kubernetes'
+/// `validation.DNS1123LabelMaxLength`).
+pub const DNS1123_LABEL_MAX_LENGTH: usize = 63;
+
+/// Check that `name` is a DNS-1123 label, the rule Kubernetes applies to the
+/// names of the objects a BotSession owns (StatefulSet, Service, pod): 1 to
+/// 63 characters, lowercase ASCII letters, digits and `-`, starting and ending
+/// with a letter or digit.
+///
+/// A session name becomes a path (`<report-dir>/<name>`) and a ledger key, so
+/// this rule also keeps names such as `..`, `/abs/path` or `../../x` out of
+/// the file system. The runner may call it again before it creates a path
+/// (defence in depth).
+///
+/// # Errors
+///
+/// A message quoting the name, saying what is wrong in it and what the rule
+/// is, e.g. `"../x" is not a valid session name: character '.' at position 1
+/// is not allowed (expected a DNS-1123 label: ...)`.
+pub fn check_dns1123_label(name: &str) -> Result<(), String> {
+    const RULE: &str = "expected a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', \
+                        starting and ending with a letter or digit, e.g. \"btc-trend-1\"";
+    let bad = |what: String| {
+        Err(format!(
+            "{name:?} is not a valid session name: {what} ({RULE})"
+        ))
+    };
+    if name.is_empty() {
+        return bad("it is empty".into());
+    }
+    let len = name.chars().count();
+    if len > DNS1123_LABEL_MAX_LENGTH {
+        return bad(format!(
+            "it is {len} characters long, more than {DNS1123_LABEL_MAX_LENGTH}"
+        ));
+    }
+    if let Some((i, c)) = name
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        return bad(format!(
+            "character {c:?} at position {} is not allowed",
+            i + 1
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return bad("it starts or ends with '-'".into());
+    }
+    Ok(())
+}
+
 /// Validate every object and resolve each BotSession into a [`SessionPlan`].
 ///
 /// Checks: each spec's own rules; duplicate names; references to a missing
@@ -390,6 +484,13 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
         }
     }
     for s in &m.sessions {
+        if let Err(message) = check_dns1123_label(&name_of(&s.object)) {
+            errors.push(ConfigError::Schema {
+                at: s.locate("metadata.name"),
+                what: kind_label("BotSession", &name_of(&s.object)),
+                message: format!("metadata.name: {message}"),
+            });
+        }
         if let Err(e) = s.object.spec.validate() {
             errors.extend(field_errors(
                 s,
@@ -688,5 +789,69 @@ spec:
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown kind \"BotSessions\""), "{e}");
+    }
+
+    #[test]
+    fn session_names_that_would_escape_the_report_dir_are_refused() {
+        for (bad, what) in [
+            ("..", "character '.' at position 1 is not allowed"),
+            ("/abs/path", "character '/' at position 1 is not allowed"),
+            ("../../x", "character '.' at position 1 is not allowed"),
+            ("a/b", "character '/' at position 2 is not allowed"),
+            ("Bot", "character 'B' at position 1 is not allowed"),
+            ("bot_1", "character '_' at position 4 is not allowed"),
+            ("-bot", "it starts or ends with '-'"),
+            ("bot-", "it starts or ends with '-'"),
+            ("", "it is empty"),
+        ] {
+            let text = GOOD.replace("  name: bot\n", &format!("  name: {bad:?}\n"));
+            let e = parse(&text).unwrap_err().to_string();
+            let expected = format!(
+                "test.yaml:21: BotSession {bad:?}: metadata.name: {bad:?} is not a valid session \
+                 name: {what} (expected a DNS-1123 label: 1 to 63 lowercase letters, digits and \
+                 '-', starting and ending with a letter or digit, e.g. \"btc-trend-1\")"
+            );
+            assert_eq!(e, expected);
+        }
+        let long = "a".repeat(64);
+        let e = check_dns1123_label(&long).unwrap_err();
+        assert!(e.contains("it is 64 characters long, more than 63"), "{e}");
+        for good in ["a", "bot", "btc-trend-1", "0x", &"a".repeat(63)] {
+            assert_eq!(check_dns1123_label(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn speed_is_a_finite_multiple_in_range_and_pacing_never_panics() {
+        for good in [0.001, 1.0, 60.0, 1_000_000.0] {
+            assert_eq!(check_speed(good), Ok(good));
+        }
+        for bad in [
+            1e-300,
+            0.0,
+            -1.0,
+            0.000999,
+            1_000_001.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            let e = check_speed(bad).unwrap_err();
+            assert!(
+                e.ends_with(
+                    "is out of range: expected a multiple of real time from 0.001 to 1000000 \
+                     (e.g. 60 = one minute of market time per second), or no --speed to run as \
+                     fast as possible"
+                ),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(paced_wall_time(60_000, 60.0), Duration::from_secs(1));
+        assert_eq!(paced_wall_time(-5, 1.0), Duration::ZERO);
+        // Values check_speed refuses still give a Duration, never a panic.
+        assert_eq!(paced_wall_time(i64::MAX, 1e-300), Duration::MAX);
+        assert_eq!(paced_wall_time(1, f64::NAN), Duration::ZERO);
+        assert_eq!(paced_wall_time(1, 0.0), Duration::MAX);
+        assert!(paced_wall_time(i64::MAX, MIN_SPEED).as_secs() > 9_000_000_000_000_000_000);
     }
 }

@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod market;
 pub mod params;
 pub mod portfolio;
+pub mod preflight;
 pub mod rebuild;
 pub mod report;
 pub mod runner;

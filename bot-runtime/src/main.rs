@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use bot_runtime::{
     config::{self, SessionPlan},
     ledger::{self, LedgerStore},
+    preflight,
     report::summary_table,
     runner::{RetryPolicy, RunOptions, StopSignal, prepare, run_session},
     sessions_cli,
@@ -204,10 +205,8 @@ impl OutputArgs {
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--ledger-retry-timeout: {e}"))?;
         let retry = std::time::Duration::from_millis(retry.as_millis_i64().max(0) as u64);
-        if let Some(s) = self.speed
-            && !(s.is_finite() && s > 0.0)
-        {
-            bail!("--speed {s}: expected a positive multiple of real time, e.g. 60");
+        if let Some(s) = self.speed {
+            config::check_speed(s).map_err(|e| anyhow::anyhow!("--speed: {e}"))?;
         }
         Ok(RunOptions {
             speed: self.speed,
@@ -252,14 +251,42 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Validate { file } => {
+            // The same checks `run` makes before its first trade: the manifest
+            // rules, then every data row of every session, then the warnings.
             let plans = config::plan_sessions(&config::load_manifests(&file)?)?;
+            let mut failed = 0;
             for p in &plans {
-                println!(
-                    "ok: BotSession {:?} (account {:?}, strategy {:?}, {} symbol(s))",
-                    p.name,
-                    p.account_name,
-                    p.strategy_name,
-                    p.symbols.len()
+                match preflight::check(p) {
+                    Ok(checked) => {
+                        println!(
+                            "ok: BotSession {:?} (account {:?}, strategy {:?}, {} symbol(s), {} data)",
+                            p.name,
+                            p.account_name,
+                            p.strategy_name,
+                            p.symbols.len(),
+                            match p.session.market_data.source {
+                                MarketDataSource::Replay => "replayed",
+                                MarketDataSource::Simulated => "simulated",
+                            }
+                        );
+                        for f in &checked.files {
+                            println!("  read {f}");
+                        }
+                        for w in &checked.warnings {
+                            println!("  warning: {w}");
+                        }
+                    }
+                    Err(e) => {
+                        println!("error: BotSession {:?}: {e}", p.name);
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!(
+                    "{}: {failed} of {} session(s) have bad market data",
+                    file.display(),
+                    plans.len()
                 );
             }
             Ok(())
@@ -296,9 +323,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let store = ledger::open(&ledger.url()).await?;
             let result = bot_runtime::rebuild::regenerate_report(&store, &session, &out).await;
             store.close().await;
-            let (files, summary) = result?;
-            println!("{}", summary_table(&summary));
-            println!("report regenerated from the ledger: {}", files.dir.display());
+            let r = result?;
+            println!("{}", summary_table(&r.summary, &r.currency));
+            println!("report regenerated from the ledger: {}", r.files.dir.display());
             Ok(())
         }),
         Command::Backtest {
@@ -525,6 +552,7 @@ fn run_plans(
                 continue;
             }
             let name = p.plan.name.clone();
+            let currency = p.plan.account.base_currency.clone();
             tracing::info!(session = %name, symbols = ?p.plan.symbols, "starting session");
             let out = match run_session(p, &opts, stop.clone(), &mut ledger).await {
                 Ok(out) => out,
@@ -538,7 +566,7 @@ fn run_plans(
                 "\nBotSession {name:?} — ledger session {:?}{resumed} — {}",
                 out.session_id, out.phase
             );
-            println!("{}", summary_table(&out.summary));
+            println!("{}", summary_table(&out.summary, &currency));
             println!("report: {}", out.files.dir.display());
             println!("  {}", out.files.summary_json.display());
             println!("  {}", out.files.trades_csv.display());

@@ -48,6 +48,17 @@ pub async fn replay_records<L: LedgerStore>(
     read.map_err(RunError::Ledger)
 }
 
+/// A report regenerated from the ledger.
+#[derive(Debug)]
+pub struct Regenerated {
+    /// The files written.
+    pub files: ReportFiles,
+    /// The summary (also in `summary.json`).
+    pub summary: Summary,
+    /// The session's quote currency, e.g. `USD`.
+    pub currency: String,
+}
+
 /// Regenerate the report directory `out` of session `id` from the ledger.
 ///
 /// The snapshot interval and the engine's end figures come from the last
@@ -61,7 +72,7 @@ pub async fn regenerate_report<L: LedgerStore>(
     ledger: &L,
     id: &str,
     out: &Path,
-) -> Result<(ReportFiles, Summary), RunError> {
+) -> Result<Regenerated, RunError> {
     let info = ledger
         .session(id)
         .await?
@@ -87,5 +98,9 @@ pub async fn regenerate_report<L: LedgerStore>(
     };
     let summary = analytics.summary(&state, &info.phase);
     let files = report.finish(&summary)?;
-    Ok((files, summary))
+    Ok(Regenerated {
+        files,
+        summary,
+        currency: info.base_currency,
+    })
 }

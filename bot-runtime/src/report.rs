@@ -398,12 +398,64 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
 }
 
+/// Decimal places money in `currency` is shown with in the summary table,
+/// or `None` for a currency not in the table below (shown rounded to
+/// [`UNKNOWN_CURRENCY_DP`] places with trailing zeros dropped).
+///
+/// | places | currencies | source |
+/// |---:|---|---|
+/// | 0 | JPY, KRW, VND, CLP, ISK, PYG, UGX, XAF, XOF | ISO 4217 minor units |
+/// | 2 | USD, EUR, GBP, CHF, CAD, AUD, NZD, SGD, HKD, CNY, INR, BRL, MXN, ZAR, SEK, NOK, DKK, PLN, CZK, HUF, TRY, ILS, AED, SAR, THB, TWD, PHP, MYR, IDR, RUB | ISO 4217 minor units (IDR and HUF have 2 in ISO 4217) |
+/// | 2 | USDT, USDC, DAI, BUSD, TUSD, FDUSD, PYUSD | dollar stablecoins, shown like the dollar (cents) |
+/// | 3 | BHD, KWD, OMR, JOD, TND, LYD, IQD | ISO 4217 minor units |
+/// | 8 | BTC, XBT, ETH, LTC, BCH, BNB, SOL, XRP, ADA, DOGE, DOT, AVAX, LINK, XMR, ETC, TRX, MATIC | crypto quoted to the satoshi (1e-8), as exchanges show balances |
+///
+/// The code is compared case-insensitively and trimmed.
+pub fn currency_decimals(currency: &str) -> Option<u32> {
+    let code = currency.trim().to_ascii_uppercase();
+    let dp = match code.as_str() {
+        "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "PYG" | "UGX" | "XAF" | "XOF" => 0,
+        "USD" | "EUR" | "GBP" | "CHF" | "CAD" | "AUD" | "NZD" | "SGD" | "HKD" | "CNY" | "INR"
+        | "BRL" | "MXN" | "ZAR" | "SEK" | "NOK" | "DKK" | "PLN" | "CZK" | "HUF" | "TRY" | "ILS"
+        | "AED" | "SAR" | "THB" | "TWD" | "PHP" | "MYR" | "IDR" | "RUB" => 2,
+        "USDT" | "USDC" | "DAI" | "BUSD" | "TUSD" | "FDUSD" | "PYUSD" => 2,
+        "BHD" | "KWD" | "OMR" | "JOD" | "TND" | "LYD" | "IQD" => 3,
+        "BTC" | "XBT" | "ETH" | "LTC" | "BCH" | "BNB" | "SOL" | "XRP" | "ADA" | "DOGE" | "DOT"
+        | "AVAX" | "LINK" | "XMR" | "ETC" | "TRX" | "MATIC" => 8,
+        _ => return None,
+    };
+    Some(dp)
+}
+
+/// Most decimal places shown for money in a currency missing from
+/// [`currency_decimals`]'s table (trailing zeros dropped).
+pub const UNKNOWN_CURRENCY_DP: u32 = 8;
+
+/// Money in `currency` for the summary table: rounded half away from zero
+/// to the currency's places ([`currency_decimals`]), trailing zeros kept; an
+/// unknown currency to at most [`UNKNOWN_CURRENCY_DP`] places, trailing
+/// zeros dropped.
+fn fmt_money(d: Decimal, currency: &str) -> String {
+    match currency_decimals(currency) {
+        Some(dp) => fmt_dp(d, dp),
+        None => d
+            .round_dp_with_strategy(
+                UNKNOWN_CURRENCY_DP,
+                rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+            )
+            .normalize()
+            .to_string(),
+    }
+}
+
 /// The end-of-run table for the terminal (comfy-table, UTF-8 borders, no
-/// colours): one metric per row. Money is shown with 2 decimal places,
-/// percentages with 2 and a `%` sign, ratios with 2 (`n/a` when absent);
-/// the exact values are in `summary.json`.
-pub fn summary_table(s: &Summary) -> String {
-    let money = |d: Decimal| fmt_dp(d, 2);
+/// colours): one metric per row. Money is in `currency` (the account's base
+/// currency, e.g. `USD` or `BTC`), named in the header and shown with that
+/// currency's precision ([`currency_decimals`]: USD 2 places, JPY 0, BTC 8,
+/// unknown up to 8); percentages with 2 places and a `%` sign, ratios with 2
+/// (`n/a` when absent); the exact values are in `summary.json`.
+pub fn summary_table(s: &Summary, currency: &str) -> String {
+    let money = |d: Decimal| fmt_money(d, currency);
     let pct = |d: Decimal| format!("{}%", fmt_dp(d, 2));
     let rows: Vec<(&str, String)> = vec![
         ("Phase", s.phase.clone()),
@@ -459,7 +511,10 @@ pub fn summary_table(s: &Summary) -> String {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .force_no_tty()
-        .set_header(vec!["Metric", "Value"]);
+        .set_header(vec![
+            "Metric".to_owned(),
+            format!("Value (money in {})", currency.trim()),
+        ]);
     for (label, value) in rows {
         table.add_row(vec![label.to_owned(), value]);
     }
@@ -925,7 +980,7 @@ mod tests {
             ..Default::default()
         });
         let s = a.summary(&end_state(), "Completed");
-        let t = summary_table(&s);
+        let t = summary_table(&s, "USD");
         for label in [
             "Trades",
             "Win rate",
@@ -952,5 +1007,58 @@ mod tests {
         );
         assert!(t.contains("2.67"), "profit factor 20/7.5\n{t}");
         assert!(t.contains("n/a"), "no Sharpe without snapshots\n{t}");
+    }
+
+    #[test]
+    fn summary_table_shows_a_btc_quoted_session_to_the_satoshi() {
+        // A session funded with 1 BTC that lost 0.0215 BTC over two round
+        // trips (−0.0213 and −0.0002 BTC): with 2 places the table used to
+        // show equity 0.98 and average P&L 0.00 (−0.01075 rounds to −0.01,
+        // −0.0002 to 0.00).
+        let mut a = Analytics::new(dec!(1), HOUR);
+        a.on_batch(&LedgerBatch {
+            round_trips: vec![round_trip(dec!(-0.0213)), round_trip(dec!(-0.0002))],
+            ..Default::default()
+        });
+        let mut end = end_state();
+        end.cash = dec!(0.9785);
+        end.equity = dec!(0.9785);
+        end.realized_pnl = dec!(-0.0215);
+        let s = a.summary(&end, "Completed");
+        let t = summary_table(&s, "BTC");
+        let row = |label: &str| -> String {
+            t.lines()
+                .find(|l| l.contains(label))
+                .unwrap_or_else(|| panic!("no {label} row in\n{t}"))
+                .to_owned()
+        };
+        assert!(t.contains("Value (money in BTC)"), "{t}");
+        assert!(row("Final equity").contains(" 0.97850000 "), "{t}");
+        assert!(row("Initial equity").contains(" 1.00000000 "), "{t}");
+        assert!(row("Total P&L").contains(" -0.02150000 "), "{t}");
+        assert!(
+            row("Avg P&L per round trip").contains(" -0.01075000 "),
+            "{t}"
+        );
+        assert!(
+            row("Largest win / largest loss").contains(" 0.00000000 / -0.02130000 "),
+            "{t}"
+        );
+        assert!(row("ROI").contains(" -2.15% "), "{t}");
+    }
+
+    #[test]
+    fn money_follows_the_currency_precision_table() {
+        let v = dec!(1234.5678912345);
+        assert_eq!(fmt_money(v, "USD"), "1234.57");
+        assert_eq!(fmt_money(v, "usdt"), "1234.57");
+        assert_eq!(fmt_money(v, "JPY"), "1235");
+        assert_eq!(fmt_money(v, "KWD"), "1234.568");
+        assert_eq!(fmt_money(v, "ETH"), "1234.56789123");
+        // Unknown: up to 8 places, trailing zeros dropped.
+        assert_eq!(fmt_money(v, "PEPE"), "1234.56789123");
+        assert_eq!(fmt_money(dec!(2.50), "PEPE"), "2.5");
+        assert_eq!(currency_decimals(" btc "), Some(8));
+        assert_eq!(currency_decimals("XYZ"), None);
     }
 }

@@ -108,7 +108,7 @@ pub async fn show<L: LedgerStore>(ledger: &L, id: &str) -> anyhow::Result<String
     if let Some(json) = &s.summary_json
         && let Ok(summary) = serde_json::from_str::<crate::analytics::Summary>(json)
     {
-        let _ = writeln!(out, "{}", summary_table(&summary));
+        let _ = writeln!(out, "{}", summary_table(&summary, &s.base_currency));
     }
     Ok(out)
 }
@@ -157,6 +157,6 @@ pub async fn close<L: LedgerStore>(ledger: &mut L, id: &str, writer: &str) -> an
         "closed session {id:?} as {CLOSED_PHASE} at {} (it was {}):\n{}\n",
         state.now,
         info.phase,
-        summary_table(&summary)
+        summary_table(&summary, &info.base_currency)
     ))
 }

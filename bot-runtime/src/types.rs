@@ -56,6 +56,59 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Smallest candle price the runtime accepts, quote currency: 1e-12
+/// (one unit in the [`MAX_PRICE_DP`]th decimal place).
+///
+/// # The value ranges (a contract between validation and the engine)
+///
+/// Validation (candle files, live ticks, manifests) refuses values outside
+/// these ranges with the file, line or field and the accepted range; the
+/// feed guard skips and counts a live or replayed candle outside them as a
+/// bad tick. Inside them the engine never panics: its own arithmetic is
+/// checked, and a session whose figures would leave the engine's range
+/// ([`MAX_MONEY`], or more digits than a `Decimal` holds exactly) stops
+/// cleanly with a reason instead (`Step::Failed`).
+///
+/// | value | accepted |
+/// |---|---|
+/// | candle prices (open, high, low, close) | [`MIN_PRICE`] ..= [`MAX_PRICE`], at most [`MAX_PRICE_DP`] decimal places |
+/// | candle volume | 0 ..= [`MAX_VOLUME`] |
+/// | allocation, initial balance, gas cost, minimum balance | at most [`MAX_CASH`], at most [`MAX_CASH_DP`] decimal places |
+/// | fixed quantity | at most [`MAX_QUANTITY`], at most 8 decimal places (`engine::QUANTITY_DP`) |
+/// | percent parameters (take-profit, slippage bps...) | at most [`MAX_PCT`] |
+/// | signal periods | at most [`MAX_SIGNAL_PERIOD`] bars |
+pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, 12);
+
+/// Largest candle price the runtime accepts, quote currency: 1e12.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0);
+
+/// Most decimal places of a candle price: 12.
+pub const MAX_PRICE_DP: u32 = 12;
+
+/// Largest candle volume the runtime accepts (base or quote units): 1e18.
+pub const MAX_VOLUME: Decimal = Decimal::from_parts(2_808_348_672, 232_830_643, 0, false, 0);
+
+/// Largest allocation / initial balance / money parameter, quote currency: 1e15.
+pub const MAX_CASH: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0);
+
+/// Most decimal places of a money parameter (allocation, balance, gas cost): 8.
+pub const MAX_CASH_DP: u32 = 8;
+
+/// Largest fixed order quantity, base units: 1e15.
+pub const MAX_QUANTITY: Decimal = MAX_CASH;
+
+/// Largest percent parameter (e.g. take-profit 1,000,000 % or slippage bps): 1e6.
+pub const MAX_PCT: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+/// Longest signal look-back, bars (buffers of this many closes per symbol).
+pub const MAX_SIGNAL_PERIOD: u32 = 100_000;
+
+/// The engine's range for money (cash, equity, notional, P&L), quote
+/// currency: 1e20. A session whose figures would go beyond it stops with
+/// `Step::Failed` and a reason such as
+/// `equity 1.2e24 exceeds the engine's range (1e20)`.
+pub const MAX_MONEY: Decimal = Decimal::from_parts(1_661_992_960, 1_808_227_885, 5, false, 0);
+
 /// Index of a symbol in the session's symbol table (`RunConfig::symbols`).
 /// Keeps the per-bar path free of string hashing.
 #[derive(
@@ -138,5 +191,17 @@ mod tests {
         assert_eq!(t.plus_ms(1500).to_rfc3339(), "2022-01-01T00:00:01.500Z");
         assert_eq!(t.utc_day(), 18993);
         assert_eq!(Timestamp(-1).utc_day(), -1);
+    }
+
+    #[test]
+    fn range_constants_have_their_documented_values() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(MIN_PRICE, d("0.000000000001"));
+        assert_eq!(MIN_PRICE.scale(), MAX_PRICE_DP);
+        assert_eq!(MAX_PRICE, d("1000000000000"));
+        assert_eq!(MAX_VOLUME, d("1000000000000000000"));
+        assert_eq!(MAX_CASH, d("1000000000000000"));
+        assert_eq!(MAX_PCT, d("1000000"));
+        assert_eq!(MAX_MONEY, d("100000000000000000000"));
     }
 }

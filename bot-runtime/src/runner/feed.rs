@@ -100,8 +100,11 @@ pub fn prepare(plan: SessionPlan) -> Result<PreparedSession, RunError> {
     let mut warnings = Vec::new();
     let (source, total) = match plan.session.market_data.source {
         MarketDataSource::Replay => {
-            let scans = crate::market::csv::scan_replay_files(&plan)?;
-            warnings = crate::config::warnings(&plan, &scans);
+            let scans = crate::preflight::scan_replay_files(&plan)?;
+            warnings = crate::preflight::warnings(&plan, &scans)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let mut readers = Vec::new();
             let mut total = 0;
             for (r, summary) in plan.replay.iter().zip(scans) {

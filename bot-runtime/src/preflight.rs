@@ -1,0 +1,393 @@
+//! Checks of a planned session before it trades: every replay file read in
+//! full ([`scan_replay_files`]) and the configurations that can never trade
+//! as the user intends ([`warnings`]).
+//!
+//! `bot-runtime validate` and `bot-runtime run` call the same functions, so a
+//! manifest that validates has passed every check a run makes before its
+//! first trade (the manifest rules in [`crate::config`], the data rows here).
+
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use paperbot_crds::{MarketDataSource, SignalsSpec};
+
+use crate::{
+    config::SessionPlan,
+    market::csv::{DataError, FileSummary, scan_candle_file},
+    signals::SignalSet,
+};
+
+/// Validate every replay file of `plan` in full (every row, see
+/// [`scan_candle_file`]), several files at once on up to as many threads as
+/// the machine has cores.
+///
+/// Returns one summary per entry of [`SessionPlan::replay`], in the same
+/// order; an empty list for a simulated source.
+///
+/// # Errors
+///
+/// The [`DataError`] (`file:line: reason`) of the first file, in
+/// `plan.replay` order, that has a problem.
+pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataError> {
+    let files = &plan.replay;
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<FileSummary, DataError>>> = vec![None; files.len()];
+    let collected: Vec<Vec<(usize, Result<FileSummary, DataError>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(r) = files.get(i) else { break };
+                        done.push((i, scan_candle_file(&r.path, r.interval_ms)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    for (i, r) in collected.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    files
+        .iter()
+        .zip(results)
+        .map(|(f, r)| {
+            // A file without a result belongs to a scan thread that panicked.
+            r.unwrap_or_else(|| {
+                Err(DataError {
+                    file: f.path.clone(),
+                    line: 0,
+                    reason: "the scan of this file stopped unexpectedly (internal error)".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Which token list keeps a symbol from trading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenList {
+    /// `spec.tokens.allow` is not empty and does not name the symbol.
+    NotAllowed,
+    /// `spec.tokens.block` names the symbol.
+    Blocked,
+}
+
+/// A configuration that is valid but can never trade as the user intends.
+/// `Display` gives one line, naming the fields to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// A session symbol that the strategy's token lists exclude: it is
+    /// replayed and marked but never entered.
+    SymbolExcluded {
+        /// The symbol.
+        symbol: String,
+        /// The StrategyConfig.
+        strategy: String,
+        /// Which list excludes it.
+        list: TokenList,
+    },
+    /// `circuitBreakers.maxDataGap` is shorter than a symbol's candle
+    /// interval: every candle is a data gap, so the `priceFeed` breaker is
+    /// open all the time and no entry is ever made.
+    DataGapBelowInterval {
+        /// The symbol.
+        symbol: String,
+        /// `maxDataGap`, milliseconds.
+        max_data_gap_ms: i64,
+        /// The symbol's candle interval, milliseconds.
+        interval_ms: i64,
+    },
+    /// Fewer candles of a symbol than any configured signal needs before its
+    /// first reading: no signal, so no trade, for that symbol.
+    TooFewCandlesForSignals {
+        /// The symbol.
+        symbol: String,
+        /// Candles the session will see (rows, or fewer when `stopAfter`
+        /// ends it earlier).
+        candles: u64,
+        /// Closes the quickest configured signal needs (its warm-up).
+        warmup: u32,
+    },
+    /// `circuitBreakers.minBalance` is above the allocation: the `minBalance`
+    /// breaker is open from the first candle and no entry is ever made.
+    MinBalanceAboveAllocation {
+        /// `minBalance`, quote currency.
+        min_balance: rust_decimal::Decimal,
+        /// The session's allocation, quote currency.
+        allocation: rust_decimal::Decimal,
+    },
+}
+
+fn human_ms(ms: i64) -> String {
+    humantime::format_duration(Duration::from_millis(ms.unsigned_abs())).to_string()
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SymbolExcluded {
+                symbol,
+                strategy,
+                list,
+            } => {
+                let why = match list {
+                    TokenList::NotAllowed => "spec.tokens.allow does not list it",
+                    TokenList::Blocked => "spec.tokens.block lists it",
+                };
+                write!(
+                    f,
+                    "symbol {symbol:?} is never traded: StrategyConfig {strategy:?} {why}"
+                )
+            }
+            Self::DataGapBelowInterval {
+                symbol,
+                max_data_gap_ms,
+                interval_ms,
+            } => write!(
+                f,
+                "circuitBreakers.maxDataGap {} is shorter than the {} candle interval of {symbol:?}: \
+                 every candle counts as a data gap, the priceFeed breaker stays open and no entry \
+                 is ever made (set maxDataGap to at least {}, or omit it for 5 intervals)",
+                human_ms(*max_data_gap_ms),
+                human_ms(*interval_ms),
+                human_ms(*interval_ms)
+            ),
+            Self::TooFewCandlesForSignals {
+                symbol,
+                candles,
+                warmup,
+            } => write!(
+                f,
+                "symbol {symbol:?} has {candles} candle(s) but the quickest configured signal needs \
+                 {warmup} closes before its first reading: no signal and no trade for it"
+            ),
+            Self::MinBalanceAboveAllocation {
+                min_balance,
+                allocation,
+            } => write!(
+                f,
+                "circuitBreakers.minBalance {min_balance} is above the allocation {allocation}: \
+                 the minBalance breaker is open from the first candle and no entry is ever made"
+            ),
+        }
+    }
+}
+
+/// Closes the quickest configured signal generator needs before its first
+/// reading (its `warmup_bars`); `None` when no generator is set.
+fn quickest_warmup(spec: &SignalsSpec) -> Option<u32> {
+    let one = |s: SignalsSpec| SignalSet::new(&s).warmup_bars();
+    [
+        spec.sma_crossover.clone().map(|x| {
+            one(SignalsSpec {
+                sma_crossover: Some(x),
+                ..Default::default()
+            })
+        }),
+        spec.rsi.clone().map(|x| {
+            one(SignalsSpec {
+                rsi: Some(x),
+                ..Default::default()
+            })
+        }),
+        spec.momentum.clone().map(|x| {
+            one(SignalsSpec {
+                momentum: Some(x),
+                ..Default::default()
+            })
+        }),
+        spec.bollinger.clone().map(|x| {
+            one(SignalsSpec {
+                bollinger: Some(x),
+                ..Default::default()
+            })
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// Per symbol of `plan` (in `plan.symbols` order): candle interval in ms and
+/// the number of candles the session will see, `None` when unbounded.
+fn symbol_data(plan: &SessionPlan, scans: &[FileSummary]) -> Vec<Option<(i64, Option<u64>)>> {
+    let stop_after_ms = plan.session.stop_after.map(|d| d.as_millis_i64());
+    let within_stop = |interval_ms: i64, candles: Option<u64>| {
+        let by_stop = stop_after_ms
+            .filter(|_| interval_ms > 0)
+            .map(|s| u64::try_from(s.div_euclid(interval_ms)).unwrap_or(0));
+        match (candles, by_stop) {
+            (Some(c), Some(s)) => Some(c.min(s)),
+            (c, s) => c.or(s),
+        }
+    };
+    let mut out = vec![None; plan.symbols.len()];
+    match plan.session.market_data.source {
+        MarketDataSource::Replay => {
+            for (r, s) in plan.replay.iter().zip(scans) {
+                if let Some(slot) = out.get_mut(r.symbol) {
+                    *slot = Some((s.interval_ms, within_stop(s.interval_ms, Some(s.rows))));
+                }
+            }
+        }
+        MarketDataSource::Simulated => {
+            if let Some(sim) = &plan.session.market_data.simulated {
+                let iv = sim.interval.as_millis_i64();
+                out.fill(Some((iv, within_stop(iv, sim.candles))));
+            }
+        }
+    }
+    out
+}
+
+/// The configurations of `plan` that can never trade as intended, given the
+/// data summaries `scans` from [`scan_replay_files`] (empty for a simulated
+/// source). Checked, in this order:
+///
+/// 1. each session symbol excluded by the strategy's `tokens.allow` /
+///    `tokens.block`;
+/// 2. `circuitBreakers.maxDataGap` shorter than a symbol's candle interval;
+/// 3. a symbol with fewer candles than the quickest signal's warm-up;
+/// 4. `circuitBreakers.minBalance` above the allocation.
+pub fn warnings(plan: &SessionPlan, scans: &[FileSummary]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let risk = &plan.params.risk;
+    for symbol in &plan.symbols {
+        if !risk.symbol_allowed(symbol) {
+            let list = if risk.block.iter().any(|b| b == symbol) {
+                TokenList::Blocked
+            } else {
+                TokenList::NotAllowed
+            };
+            out.push(Warning::SymbolExcluded {
+                symbol: symbol.clone(),
+                strategy: plan.strategy_name.clone(),
+                list,
+            });
+        }
+    }
+    let data = symbol_data(plan, scans);
+    if let Some(gap) = plan.params.breakers.max_data_gap_ms {
+        for (symbol, d) in plan.symbols.iter().zip(&data) {
+            if let Some((interval_ms, _)) = *d
+                && gap < interval_ms
+            {
+                out.push(Warning::DataGapBelowInterval {
+                    symbol: symbol.clone(),
+                    max_data_gap_ms: gap,
+                    interval_ms,
+                });
+            }
+        }
+    }
+    if let Some(warmup) = quickest_warmup(&plan.strategy.signals) {
+        for (symbol, d) in plan.symbols.iter().zip(&data) {
+            if let Some((_, Some(candles))) = *d
+                && candles < u64::from(warmup)
+            {
+                out.push(Warning::TooFewCandlesForSignals {
+                    symbol: symbol.clone(),
+                    candles,
+                    warmup,
+                });
+            }
+        }
+    }
+    let allocation = plan.session.allocation.get();
+    if let Some(min_balance) = plan.params.breakers.min_balance
+        && min_balance > allocation
+    {
+        out.push(Warning::MinBalanceAboveAllocation {
+            min_balance,
+            allocation,
+        });
+    }
+    out
+}
+
+/// One replay file as `validate` shows it: path, rows, interval and period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileReport {
+    /// The file.
+    pub path: PathBuf,
+    /// The symbol it holds.
+    pub symbol: String,
+    /// What the scan found.
+    pub summary: FileSummary,
+}
+
+impl fmt::Display for FileReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        write!(
+            f,
+            "{} ({}): {} rows, {} candles, {} to {}",
+            self.path.display(),
+            self.symbol,
+            s.rows,
+            human_ms(s.interval_ms),
+            s.first,
+            s.last
+        )?;
+        if s.missing_intervals > 0 {
+            write!(f, ", {} missing intervals", s.missing_intervals)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything checked before `plan` trades: the data files read and the
+/// warnings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preflight {
+    /// One report per replay file, in `plan.replay` order (empty for a
+    /// simulated source).
+    pub files: Vec<FileReport>,
+    /// The summaries behind `files`, in the same order (what the runner
+    /// needs to open its readers).
+    pub scans: Vec<FileSummary>,
+    /// Configurations that can never trade as intended.
+    pub warnings: Vec<Warning>,
+}
+
+/// Scan every data file of `plan` and collect its warnings.
+///
+/// # Errors
+///
+/// The first [`DataError`] of [`scan_replay_files`].
+pub fn check(plan: &SessionPlan) -> Result<Preflight, DataError> {
+    let scans = scan_replay_files(plan)?;
+    let files = plan
+        .replay
+        .iter()
+        .zip(&scans)
+        .map(|(r, s)| FileReport {
+            path: r.path.clone(),
+            symbol: plan.symbols.get(r.symbol).cloned().unwrap_or_default(),
+            summary: *s,
+        })
+        .collect();
+    let warnings = warnings(plan, &scans);
+    Ok(Preflight {
+        files,
+        scans,
+        warnings,
+    })
+}
