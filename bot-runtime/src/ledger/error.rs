@@ -26,16 +26,41 @@ pub enum LedgerError {
         source: std::io::Error,
     },
 
-    /// `start_session` found the session held by another writer whose lease has
-    /// not expired yet.
+    /// `resume_session` found the session held by another live writer.
     #[error(
-        "session {session_id:?} is held by another live writer (its lease expires in {remaining_ms} ms)"
+        "session {session_id:?} is being written by another live runtime ({holder}); \
+         refusing to trade it twice"
     )]
     LeaseHeld {
         /// The session.
         session_id: String,
-        /// Wall-clock milliseconds until the other writer's lease expires.
-        remaining_ms: i64,
+        /// The holder as it described itself, e.g. `pod/bot-a-0 pid 7 on node-1`.
+        holder: String,
+    },
+
+    /// `start_session` for an id that is already stored.
+    #[error("session {session_id:?} already exists in the ledger")]
+    SessionExists {
+        /// The session.
+        session_id: String,
+    },
+
+    /// No session with this id is stored.
+    #[error("no session {session_id:?} in the ledger")]
+    UnknownSession {
+        /// The session.
+        session_id: String,
+    },
+
+    /// A stored value does not parse (e.g. a decimal column holding `abc`).
+    #[error("ledger row of session {session_id:?} in {table}: {detail}")]
+    Corrupt {
+        /// The session.
+        session_id: String,
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
     },
 
     /// `start_session` for a session that already ended; a re-run needs a new
