@@ -234,13 +234,13 @@ async fn run_session_on<L: LedgerStore>(
         if !started {
             let mut s = session.clone();
             s.started_at = batch.time;
-            if let Err(e) = ledger.start_session(&s).await {
+            if let Err(e) = ledger.start_session(&s, "bot-runtime").await {
                 ledger_result = Err(e);
                 break;
             }
             started = true;
         }
-        if let Err(e) = ledger.write_batch(&batch).await {
+        if let Err(e) = ledger.write_batch(&batch, "{}").await {
             ledger_result = Err(e);
             break;
         }
@@ -252,7 +252,7 @@ async fn run_session_on<L: LedgerStore>(
     ledger_result?;
     let d = driven?;
     if !started {
-        ledger.start_session(&session).await?;
+        ledger.start_session(&session, "bot-runtime").await?;
     }
     ledger
         .finish_session(&SessionEnd {
