@@ -100,10 +100,10 @@ fn quickstart_runs_end_to_end_and_writes_ledger_and_report() {
         let ledger = bot_runtime::ledger::SqliteLedger::open(db.to_str().unwrap())
             .await
             .unwrap();
-        let a = bot_runtime::ledger::dump_session(ledger.pool(), "quickstart")
+        let a = bot_runtime::ledger::LedgerStore::dump_session(&ledger, "quickstart")
             .await
             .unwrap();
-        let b = bot_runtime::ledger::dump_session(ledger.pool(), "quickstart-2")
+        let b = bot_runtime::ledger::LedgerStore::dump_session(&ledger, "quickstart-2")
             .await
             .unwrap();
         assert!(a.lines().count() > 100, "ledger dump is too small:\n{a}");

@@ -1,4 +1,8 @@
-//! The ledger's error type.
+//! The ledger's error type, and which errors are worth retrying.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::MigrateError;
 
 /// Why a ledger operation failed. A failed [`write_batch`] never leaves part
 /// of its batch behind: the whole transaction is rolled back.
@@ -26,44 +30,106 @@ pub enum LedgerError {
         source: std::io::Error,
     },
 
-    /// `start_session` found the session held by another writer whose lease has
-    /// not expired yet.
+    /// The ledger database could not be opened or reached at start-up.
+    /// `url` has its password replaced by `***`, and so has `reason`.
+    #[error("cannot open ledger {url}: {reason}")]
+    Connect {
+        /// The ledger URL or path, password redacted.
+        url: String,
+        /// What failed.
+        reason: String,
+        /// Whether retrying may help ([`LedgerError::is_transient`]).
+        transient: bool,
+    },
+
+    /// A ledger URL that cannot be used.
+    #[error("invalid ledger URL {url}: {reason}; expected a SQLite file path, sqlite:PATH, \
+             sqlite::memory:, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")]
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The lock file of a session could not be created or locked.
+    #[error("cannot use the session lock file {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another live writer holds the session's writer lock (on start, resume,
+    /// or when a writer whose lock connection was cut tries to take it back).
     #[error(
-        "session {session_id:?} is held by another live writer (its lease expires in {remaining_ms} ms)"
+        "session {session_id:?} is being written by another live runtime ({holder}); \
+         refusing to trade it twice"
     )]
     LeaseHeld {
         /// The session.
         session_id: String,
-        /// Wall-clock milliseconds until the other writer's lease expires.
-        remaining_ms: i64,
+        /// The holder as it described itself, e.g. `pod/bot-a-0 pid 7 on node-1`.
+        holder: String,
     },
 
-    /// `start_session` for a session that already ended; a re-run needs a new
-    /// id (see `SqliteLedger::next_session_id`).
+    /// `start_session` for an id that is already stored.
+    #[error("session {session_id:?} already exists in the ledger")]
+    SessionExists {
+        /// The session.
+        session_id: String,
+    },
+
+    /// No session with this id is stored.
+    #[error("no session {session_id:?} in the ledger")]
+    UnknownSession {
+        /// The session.
+        session_id: String,
+    },
+
+    /// A stored value does not parse (e.g. a decimal column holding `abc`).
+    #[error("ledger row of session {session_id:?} in {table}: {detail}")]
+    Corrupt {
+        /// The session.
+        session_id: String,
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// `resume_session` for a session that already ended; a re-run needs a new
+    /// id (see [`LedgerStore::next_session_id`](crate::ledger::LedgerStore::next_session_id)).
     #[error("session {session_id:?} has already ended; re-runs need a new session id")]
     SessionFinished {
         /// The session.
         session_id: String,
     },
 
-    /// This handle no longer holds the session's writer lease: another writer
-    /// took it over (after this one's lease expired) or the session was
-    /// finished. Nothing of the failed call was stored.
+    /// This handle no longer owns the session: another writer took it over
+    /// (after this one's lock died with its connection) or the session was
+    /// finished or interrupted. Nothing of the failed call was stored.
     #[error(
-        "fenced: this writer no longer holds the lease of session {session_id:?} \
-         (another writer took over or the session ended); nothing was written"
+        "fenced: this writer no longer owns session {session_id:?} \
+         (another writer took it over, or it was ended); nothing was written"
     )]
     Fenced {
         /// The session.
         session_id: String,
     },
 
-    /// `write_batch`/`finish_session` before `start_session` (or after
-    /// `finish_session`) on this handle.
-    #[error("no session is started on this ledger handle; call start_session first")]
+    /// `write_batch`/`interrupt_session`/`finish_session` before
+    /// `start_session`/`resume_session` (or after the session was finished or
+    /// interrupted) on this handle.
+    #[error(
+        "no session is started on this ledger handle; call start_session or resume_session first"
+    )]
     NotStarted,
 
-    /// `start_session` while this handle is still writing another session.
+    /// `start_session`/`resume_session` while this handle is still writing a
+    /// session.
     #[error("this ledger handle is already writing session {session_id:?}; finish it first")]
     AlreadyStarted {
         /// The session the handle is writing.
@@ -102,4 +168,94 @@ pub enum LedgerError {
     /// A value could not be encoded as a query argument.
     #[error("cannot encode a ledger value as a query argument: {0}")]
     Encode(String),
+
+    /// `finish_session` with a phase a session cannot end in.
+    #[error("cannot end a session in phase {phase:?}: expected Completed, Halted, Stopped or Failed")]
+    InvalidPhase {
+        /// The phase given.
+        phase: String,
+    },
+
+    /// An unfinished session that cannot be resumed.
+    #[error("session {session_id:?} cannot be resumed: {reason}")]
+    NotResumable {
+        /// The session.
+        session_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl LedgerError {
+    /// True for failures worth retrying with backoff: the database was
+    /// unreachable, overloaded, restarting, or a transaction lost a race.
+    /// Nothing of a failed [`write_batch`] is stored, and a retried batch
+    /// whose commit had in fact succeeded is not written twice, so retrying
+    /// these is always safe.
+    ///
+    /// Transient:
+    /// - I/O errors (connection refused, reset, closed; timeouts), a pool
+    ///   that timed out waiting for a connection, a crashed SQLite worker;
+    /// - PostgreSQL SQLSTATE class `08` (connection exception), class `53`
+    ///   (insufficient resources: disk full, out of memory, too many
+    ///   connections), `57P01`-`57P03` (admin/crash shutdown, cannot connect
+    ///   now: a restarting server), `40001` (serialization failure) and
+    ///   `40P01` (deadlock detected);
+    /// - SQLite `SQLITE_BUSY`, `SQLITE_LOCKED` (another connection holds a
+    ///   lock past the busy timeout), `SQLITE_FULL` (disk full: may clear),
+    ///   `SQLITE_IOERR` (any extended I/O error code).
+    ///
+    /// Not transient: constraint violations, fencing and lock refusals
+    /// ([`Fenced`](Self::Fenced), [`LeaseHeld`](Self::LeaseHeld): another
+    /// writer owns the session), corrupt rows, invalid URLs or arguments,
+    /// schema migration conflicts — retrying cannot change them.
+    ///
+    /// [`write_batch`]: crate::ledger::LedgerStore::write_batch
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LedgerError::Database(e) => sqlx_is_transient(e),
+            LedgerError::Migrate(MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _)) => {
+                sqlx_is_transient(e)
+            }
+            LedgerError::Connect { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+}
+
+/// See [`LedgerError::is_transient`].
+pub(crate) fn sqlx_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
+                pg_code_is_transient(&code)
+            }
+            Some(code) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                sqlite_code_is_transient(&code)
+            }
+            _ => false,
+        },
+        sqlx::Error::Migrate(m) => match &**m {
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => sqlx_is_transient(e),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn pg_code_is_transient(code: &Cow<'_, str>) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(&**code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+}
+
+/// `code` is SQLite's extended result code; its low byte is the primary code.
+fn sqlite_code_is_transient(code: &Cow<'_, str>) -> bool {
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    const IOERR: i64 = 10;
+    const FULL: i64 = 13;
+    code.parse::<i64>()
+        .is_ok_and(|c| matches!(c & 0xff, BUSY | LOCKED | IOERR | FULL))
 }

@@ -6,7 +6,7 @@
 //! inputs and seed give the same rows.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::types::{Side, Timestamp};
 
@@ -32,6 +32,13 @@ impl Action {
             Action::Skip => "skip",
             Action::Hold => "hold",
         }
+    }
+
+    /// The action named by [`as_str`](Self::as_str)'s text, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Action::Buy, Action::Sell, Action::Skip, Action::Hold]
+            .into_iter()
+            .find(|a| a.as_str() == s)
     }
 }
 
@@ -108,6 +115,20 @@ impl FillReason {
             FillReason::Liquidation => "liquidation",
         }
     }
+
+    /// The reason named by [`as_str`](Self::as_str)'s text, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            FillReason::Signal,
+            FillReason::StopLoss,
+            FillReason::TakeProfit,
+            FillReason::TrailingStop,
+            FillReason::MaxHoldTime,
+            FillReason::Liquidation,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 /// Whether an order executed.
@@ -117,6 +138,23 @@ pub enum FillStatus {
     Filled,
     /// The simulated venue rejected it (random failure); nothing changed.
     Failed,
+}
+
+impl FillStatus {
+    /// `"filled"` or `"failed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FillStatus::Filled => "filled",
+            FillStatus::Failed => "failed",
+        }
+    }
+
+    /// The status named by [`as_str`](Self::as_str)'s text, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [FillStatus::Filled, FillStatus::Failed]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
 }
 
 /// One executed (or failed) order, with the position and cash after it. The
@@ -226,8 +264,9 @@ pub struct BreakerEventRecord {
     pub reason: String,
 }
 
-/// Performance figures over one autopilot evaluation window.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+/// Performance figures over one autopilot evaluation window. Stored as JSON
+/// (decimals as strings, scale kept).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowMetrics {
     /// Round trips in the window.
     pub trades: u32,
@@ -260,6 +299,13 @@ impl Outcome {
             Outcome::Neutral => "neutral",
             Outcome::Negative => "negative",
         }
+    }
+
+    /// The verdict named by [`as_str`](Self::as_str)'s text, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Outcome::Positive, Outcome::Neutral, Outcome::Negative]
+            .into_iter()
+            .find(|o| o.as_str() == s)
     }
 }
 
