@@ -145,7 +145,7 @@ struct LedgerArg {
     /// Ledger: a SQLite file path (created and migrated if missing),
     /// `sqlite::memory:`, or a PostgreSQL URL (`postgres://user:pass@host/db`).
     /// Default: $PAPERBOT_LEDGER, else $DATABASE_URL, else `paperbot.db`.
-    #[arg(long, env = "PAPERBOT_LEDGER")]
+    #[arg(long, env = "PAPERBOT_LEDGER", global = true)]
     ledger: Option<String>,
 }
 
@@ -573,7 +573,7 @@ fn run_plans(
             println!("  {}", out.files.round_trips_csv.display());
             println!("  {}", out.files.decisions_csv.display());
             println!("  {}", out.files.equity_png.display());
-            println!("ledger: {}", ledger::redact(ledger_url));
+            println!("ledger: {}", ledger::url::redact(ledger_url));
             if out.phase == bot_runtime::ledger::store::INTERRUPTED_PHASE {
                 println!("resume with: the same command and --resume");
             }

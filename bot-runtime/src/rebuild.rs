@@ -11,7 +11,6 @@ use std::path::Path;
 
 use crate::{
     analytics::{Analytics, Summary},
-    engine::EngineState,
     ledger::{LedgerError, LedgerStore},
     report::{ReportError, ReportFiles, ReportWriter},
     runner::{Checkpoint, RunError},
@@ -94,7 +93,7 @@ pub async fn regenerate_report<L: LedgerStore>(
     replay_records(ledger, id, &mut analytics, &mut report).await?;
     let state = match &checkpoint {
         Some(cp) => cp.engine.state(),
-        None => EngineState::initial(info.initial_cash, Some(info.started_at)),
+        None => crate::runner::initial_state(info.initial_cash, Some(info.started_at)),
     };
     let summary = analytics.summary(&state, &info.phase);
     let files = report.finish(&summary)?;

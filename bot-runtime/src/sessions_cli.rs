@@ -7,7 +7,6 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::{
     analytics::Analytics,
-    engine::EngineState,
     ledger::{LedgerError, LedgerStore, SessionInfo, records::SessionEnd},
     report::summary_table,
     runner::{Checkpoint, RunError},
@@ -106,9 +105,10 @@ pub async fn show<L: LedgerStore>(ledger: &L, id: &str) -> anyhow::Result<String
     let _ = writeln!(out, "batches:       {}", s.batches);
     let _ = writeln!(out, "writer:        {}", writer_text(&s, wall_clock_ms()));
     if let Some(json) = &s.summary_json
-        && let Ok(summary) = serde_json::from_str::<crate::analytics::Summary>(json)
+        && let Ok(summary) = serde_json::from_str::<serde_json::Value>(json)
     {
-        let _ = writeln!(out, "{}", summary_table(&summary, &s.base_currency));
+        let pretty = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        let _ = writeln!(out, "summary:\n{pretty}");
     }
     Ok(out)
 }
@@ -141,7 +141,7 @@ pub async fn close<L: LedgerStore>(ledger: &mut L, id: &str, writer: &str) -> an
     ledger.read_records(id, 4096, &mut sink).await?;
     let state = match &checkpoint {
         Some(cp) => cp.engine.state(),
-        None => EngineState::initial(info.initial_cash, Some(info.started_at)),
+        None => crate::runner::initial_state(info.initial_cash, Some(info.started_at)),
     };
     let summary = analytics.summary(&state, CLOSED_PHASE);
     ledger

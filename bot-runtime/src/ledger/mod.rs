@@ -29,7 +29,7 @@ mod schema;
 mod sql;
 pub mod sqlite;
 pub mod store;
-mod url;
+pub mod url;
 mod writer;
 
 use std::future::Future;
@@ -124,6 +124,9 @@ macro_rules! store_impl {
             fn session(&self, id: &str) -> impl Future<Output = Result<Option<SessionInfo>, LedgerError>> + Send {
                 async move { Ok(read::session_state(self.core.pool(), id).await?.map(|s| s.info)) }
             }
+            fn checkpoint(&self, id: &str) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send {
+                async move { Ok(read::session_state(self.core.pool(), id).await?.and_then(|s| s.checkpoint)) }
+            }
             fn find_unfinished(&self, name: &str) -> impl Future<Output = Result<Option<SessionInfo>, LedgerError>> + Send {
                 read::find_unfinished(self.core.pool(), name)
             }
@@ -181,6 +184,9 @@ impl LedgerStore for Ledger {
     }
     async fn session(&self, id: &str) -> Result<Option<SessionInfo>, LedgerError> {
         each!(self, l => l.session(id))
+    }
+    async fn checkpoint(&self, id: &str) -> Result<Option<String>, LedgerError> {
+        each!(self, l => l.checkpoint(id))
     }
     async fn find_unfinished(&self, name: &str) -> Result<Option<SessionInfo>, LedgerError> {
         each!(self, l => l.find_unfinished(name))

@@ -203,6 +203,17 @@ pub trait LedgerStore: Send {
         id: &str,
     ) -> impl Future<Output = Result<Option<SessionInfo>, LedgerError>> + Send;
 
+    /// The checkpoint stored with session `id`'s last committed batch, exactly
+    /// as written (`None` before the first batch or for an unknown session).
+    /// Reading it takes no lock: reports regenerate from it.
+    ///
+    /// # Errors
+    /// [`LedgerError::Database`] on database failures.
+    fn checkpoint(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
+
     /// The newest unfinished session whose BotSession name is `name`.
     ///
     /// # Errors

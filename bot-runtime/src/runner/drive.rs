@@ -177,7 +177,9 @@ pub(super) fn drive(
         match step {
             Step::Continue => {}
             Step::Halted => break Ending::Halted,
-            Step::Failed(reason) => break Ending::Failed(reason),
+            Step::Failed => {
+                break Ending::Failed(engine.failure().unwrap_or("value out of the engine's range").to_owned());
+            }
         }
         if due_flush {
             if !send(&mut engine, &progress, &ctx, &tx) {

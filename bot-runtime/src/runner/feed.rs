@@ -59,7 +59,7 @@ impl Feed {
     /// A [`DataError`] met on the way (the data changed since it was
     /// validated), or [`RunError::Other`] when the feed ends first (the data
     /// is shorter than what the ledger recorded).
-    pub fn skip(&mut self, n: u64) -> Result<(), RunError> {
+    pub fn skip_items(&mut self, n: u64) -> Result<(), RunError> {
         for i in 0..n {
             match self.inner.next() {
                 Some(Ok(_)) => {}

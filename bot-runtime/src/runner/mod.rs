@@ -68,6 +68,7 @@ use crate::{
         store::INTERRUPTED_PHASE,
     },
     market::csv::DataError,
+    types::Timestamp,
     rebuild,
     report::{ReportFiles, ReportWriter},
 };
@@ -216,7 +217,7 @@ pub async fn run_session<L: LedgerStore>(
         None => (Engine::new(cfg), drive::Progress::fresh(), None),
         Some(cp) => {
             rebuild::replay_records(ledger, &session_id, &mut analytics, &mut report).await?;
-            feed.skip(cp.feed_items)?;
+            feed.skip_items(cp.feed_items)?;
             let state = cp.engine.state();
             let engine =
                 Engine::restore(cfg, cp.engine.clone()).map_err(|e| RunError::Resume {
@@ -298,7 +299,7 @@ pub async fn run_session<L: LedgerStore>(
         .map_err(|_| RunError::Other("report thread panicked".into()))??;
 
     // 4. Close the session in the ledger as its end says, then the report.
-    let committed = last_state.unwrap_or_else(|| EngineState::initial(initial, first_open));
+    let committed = last_state.unwrap_or_else(|| initial_state(initial, first_open));
     if let Some(e) = ledger_error {
         // Nothing more can be recorded; the ledger keeps the session unfinished
         // and resumable. The report shows what was committed.
@@ -346,6 +347,26 @@ pub async fn run_session<L: LedgerStore>(
     })
 }
 
+/// The figures of a session before its first candle: all cash, no candle,
+/// at market time `at` (the first candle's open time, when known).
+pub fn initial_state(initial_cash: rust_decimal::Decimal, at: Option<Timestamp>) -> EngineState {
+    let at = at.unwrap_or_default();
+    EngineState {
+        start: at,
+        now: at,
+        bars: 0,
+        cash: initial_cash,
+        equity: initial_cash,
+        realized_pnl: rust_decimal::Decimal::ZERO,
+        unrealized_pnl: rust_decimal::Decimal::ZERO,
+        max_drawdown_pct: rust_decimal::Decimal::ZERO,
+        open_positions: 0,
+        holds: 0,
+        fills: 0,
+        rejected_ticks: 0,
+    }
+}
+
 /// The session a run writes, and where it starts from.
 struct Start {
     session_id: String,
@@ -359,7 +380,7 @@ async fn open_session<L: LedgerStore>(
     plan: &SessionPlan,
     opts: &RunOptions,
     ledger: &mut L,
-    first_open: Option<crate::types::Timestamp>,
+    first_open: Option<Timestamp>,
 ) -> Result<Start, RunError> {
     let config_json = plan.to_json();
     let unfinished = ledger.find_unfinished(&plan.name).await?;
