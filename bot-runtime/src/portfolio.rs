@@ -194,6 +194,11 @@ pub(crate) struct PortfolioCheckpoint {
     pub cash: Decimal,
     pub realized_pnl: Decimal,
     pub positions: Vec<Position>,
+    /// Σ market values as the books keep it: updated incrementally, so its
+    /// scale (trailing zeros) can differ from a fresh sum of the same value.
+    /// Stored so that a restored portfolio prints every later figure exactly
+    /// as the uninterrupted one would; checked against the fresh sum.
+    pub position_value: Decimal,
     /// Largest scale the books have used (it decides future range checks).
     pub books_scale: u32,
 }
@@ -538,6 +543,7 @@ impl Portfolio {
             cash: self.cash,
             realized_pnl: self.realized_pnl,
             positions: self.positions.clone(),
+            position_value: self.position_value,
             books_scale: self.books.scale,
         }
     }
@@ -601,6 +607,12 @@ impl Portfolio {
             position_value = exact_add("position value", position_value, value)
                 .map_err(|e| format!("portfolio: {e}"))?;
         }
+        if cp.position_value != position_value {
+            return Err(format!(
+                "portfolio.positionValue {} is not the sum of the positions' market values {position_value}",
+                cp.position_value
+            ));
+        }
         let mut books = Books::new(n);
         books.scale = cp.books_scale;
         let pf = Self {
@@ -608,7 +620,7 @@ impl Portfolio {
             cash: cp.cash,
             realized_pnl: cp.realized_pnl,
             positions: cp.positions,
-            position_value,
+            position_value: cp.position_value,
             open_positions: open,
             books,
         };

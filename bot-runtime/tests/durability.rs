@@ -16,7 +16,7 @@ use std::{
 
 use bot_runtime::ledger::{self, LedgerStore, records::LedgerBatch};
 use paperbot_testkit::PostgresServer;
-use rand::{Rng as _, SeedableRng as _};
+use rand::{RngExt as _, SeedableRng as _};
 use rust_decimal::Decimal;
 
 use common::example;
@@ -388,7 +388,7 @@ fn postgres_outage_of_30_s_pauses_trading_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let name = "outage";
     let (want, _) = reference(tmp.path(), name);
-    let server = PostgresServer::start().expect("a PostgreSQL server of its own");
+    let mut server = PostgresServer::start().expect("a PostgreSQL server of its own");
     let url = server.create_database("outage").expect("database");
     let m = manifest(tmp.path(), name);
     let reports = tmp.path().join("reports");
@@ -505,7 +505,7 @@ fn sessions_commands_and_report_regeneration_work_from_the_ledger_alone() {
     }
     let (ok, show, err) = sessions(&["show", "done"]);
     assert!(ok, "{err}");
-    assert!(show.contains("phase:         Completed") && show.contains("Round trips"), "{show}");
+    assert!(show.contains("phase:         Completed") && show.contains("\"round_trips\""), "{show}");
 
     // The completed session's report, regenerated from the ledger, equals the run's.
     let regenerated = tmp.path().join("regenerated");
