@@ -852,19 +852,20 @@ impl Engine {
     /// Records produced since the last call, with the latest state of every
     /// position that changed, the cash and the market time.
     pub fn take_batch(&mut self) -> LedgerBatch {
+        // Every symbol's position, every batch: the stored positions are then
+        // the state at the last commit whatever the batch boundaries were (a
+        // resumed run batches differently from an uninterrupted one).
         for (i, s) in self.syms.iter_mut().enumerate() {
-            if s.dirty {
-                s.dirty = false;
-                let p = self.portfolio.position(SymbolId(i as u16));
-                self.batch.positions.push(PositionRecord {
-                    symbol: s.name.clone(),
-                    quantity: p.quantity,
-                    cost_basis: p.cost_basis,
-                    last_price: p.last_price,
-                    opened_at: p.opened_at,
-                    updated_at: self.now,
-                });
-            }
+            s.dirty = false;
+            let p = self.portfolio.position(SymbolId(i as u16));
+            self.batch.positions.push(PositionRecord {
+                symbol: s.name.clone(),
+                quantity: p.quantity,
+                cost_basis: p.cost_basis,
+                last_price: p.last_price,
+                opened_at: p.opened_at,
+                updated_at: self.now,
+            });
         }
         self.batch.cash = self.portfolio.cash();
         self.batch.time = self.now;

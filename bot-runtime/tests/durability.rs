@@ -253,7 +253,7 @@ fn crash_test(backend: Backend) {
     let name = "crash";
     let (want, want_reports) = reference(tmp.path(), name);
     let m = manifest(tmp.path(), name);
-    let url = ledger_url(backend, tmp.path(), &format!("crash-{backend:?}").to_lowercase());
+    let url = ledger_url(backend, tmp.path(), &format!("crash_{backend:?}").to_lowercase());
     let reports = tmp.path().join("reports");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut kills = 0;
@@ -426,7 +426,7 @@ fn fencing_test(backend: Backend) {
     let name = "fenced";
     let (want, _) = reference(tmp.path(), name);
     let m = manifest(tmp.path(), name);
-    let url = ledger_url(backend, tmp.path(), &format!("fenced-{backend:?}").to_lowercase());
+    let url = ledger_url(backend, tmp.path(), &format!("fenced_{backend:?}").to_lowercase());
     let reports = tmp.path().join("reports");
     let mut first = bin();
     run_args(&mut first, &m, &url, &reports);

@@ -165,16 +165,50 @@ impl Dialect for Postgres {
         format!("{expr}::text AS {alias}")
     }
 
-    /// As NUMERIC with the decimal's scale.
+    /// As NUMERIC with the decimal's scale (zero too: see [`PgDecimal`]).
     fn add_decimal(
         args: &mut Self::Arguments,
         v: Option<Decimal>,
         _scratch: &mut String,
     ) -> Result<(), LedgerError> {
-        args.add(v.map(canonical)).map_err(encode_error)
+        args.add(v.map(|d| PgDecimal(canonical(d))))
+            .map_err(encode_error)
     }
 
     shared_methods!(Postgres);
+}
+
+/// A decimal bound as PostgreSQL NUMERIC with its scale kept in every case.
+///
+/// sqlx encodes every zero `Decimal` as a NUMERIC zero of scale 0, so
+/// `0.00000000` would come back as `0` (and differ from SQLite's exact text).
+/// A zero is therefore written here in NUMERIC's binary form directly: no
+/// digits, weight 0, sign positive, display scale = the decimal's scale (see
+/// PostgreSQL's `numeric_recv`); other values go through sqlx's encoding.
+#[derive(Clone, Copy, Debug)]
+struct PgDecimal(Decimal);
+
+impl sqlx::Type<Postgres> for PgDecimal {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Decimal as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for PgDecimal {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        if !self.0.is_zero() {
+            return <Decimal as sqlx::Encode<'_, Postgres>>::encode_by_ref(&self.0, buf);
+        }
+        let scale = u16::try_from(self.0.scale())?;
+        buf.extend_from_slice(&0i16.to_be_bytes()); // ndigits
+        buf.extend_from_slice(&0i16.to_be_bytes()); // weight
+        buf.extend_from_slice(&0u16.to_be_bytes()); // sign: positive
+        buf.extend_from_slice(&scale.to_be_bytes()); // dscale
+        Ok(sqlx::encode::IsNull::No)
+    }
 }
 
 /// The stored form of a decimal: negative zero (`-0.00`, which `Decimal` can
