@@ -352,7 +352,8 @@ fn backtest_merges_several_files() {
 }
 
 /// Ctrl-C (SIGINT) stops a run cleanly: the last batch is committed, the
-/// session is closed as Stopped, and the ledger holds every fill the report shows.
+/// session is recorded as Interrupted (resumable), and the ledger holds every
+/// fill the report shows.
 #[test]
 fn interrupt_commits_what_was_done_and_closes_the_session() {
     let tmp = tempfile::tempdir().unwrap();
@@ -381,7 +382,7 @@ fn interrupt_commits_what_was_done_and_closes_the_session() {
         &std::fs::read_to_string(reports.join("simulated/summary.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(summary["phase"], "Stopped");
+    assert_eq!(summary["phase"], "Interrupted");
     let bars = summary["bars"].as_u64().unwrap();
     assert!(bars > 0 && bars < 576 * 3, "stopped part-way: {bars}");
     let csv_fills = std::fs::read_to_string(reports.join("simulated/trades.csv"))
@@ -399,7 +400,7 @@ fn interrupt_commits_what_was_done_and_closes_the_session() {
                 .fetch_one(ledger.pool())
                 .await
                 .unwrap();
-        assert_eq!(phase, "Stopped");
+        assert_eq!(phase, "Interrupted");
         let (n,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM trades WHERE session_id = 'simulated'")
                 .fetch_one(ledger.pool())

@@ -702,3 +702,35 @@ fn a_full_disk_stops_trading_and_never_reports_completed() {
     run_to_end(&mut cmd);
     assert_same_ledger(&want, &dump(&url, "long"), "ledger after a full disk and resume");
 }
+
+/// A second signal exits at once (status 130), and still nothing is lost:
+/// every committed batch stays, and a resumed run finishes identically to an
+/// uninterrupted one.
+#[test]
+fn a_second_signal_exits_at_once_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "twice";
+    let (want, _) = reference(tmp.path(), name);
+    let m = manifest(tmp.path(), name);
+    let url = ledger_url(Backend::Sqlite, tmp.path(), name);
+    let reports = tmp.path().join("reports");
+    let mut cmd = bin();
+    run_args(&mut cmd, &m, &url, &reports);
+    cmd.args(["--speed", PACED_SPEED]);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, libc::SIGINT);
+    signal(&child, libc::SIGTERM);
+    let status = wait_within(&mut child, Duration::from_secs(5), "after two signals");
+    let err = stderr_of(&mut child);
+    assert!(
+        status.success() || status.code() == Some(130),
+        "exit after two signals: {status}\n{err}"
+    );
+    assert!(session_info(&url, name).is_unfinished());
+    let mut cmd = bin();
+    run_args(&mut cmd, &m, &url, &reports);
+    cmd.arg("--resume");
+    run_to_end(&mut cmd);
+    assert_same_ledger(&want, &dump(&url, name), "ledger after two signals and resume");
+}
