@@ -192,7 +192,16 @@ impl PostgresServer {
     /// If `psql` cannot run or the command fails (its stderr in the error).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, FixtureError> {
         let out = Command::new(self.install.tool("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
             .arg("-p")
             .arg(self.port.to_string())
             .args(["-U", SUPERUSER, "-d", db, "-c", sql])

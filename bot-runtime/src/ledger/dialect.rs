@@ -165,13 +165,14 @@ impl Dialect for Postgres {
         format!("{expr}::text AS {alias}")
     }
 
-    /// As NUMERIC with the decimal's scale.
+    /// As NUMERIC with the decimal's scale (zero included, see [`ScaledNumeric`]).
     fn add_decimal(
         args: &mut Self::Arguments,
         v: Option<Decimal>,
         _scratch: &mut String,
     ) -> Result<(), LedgerError> {
-        args.add(v.map(canonical)).map_err(encode_error)
+        args.add(v.map(|d| ScaledNumeric(canonical(d))))
+            .map_err(encode_error)
     }
 
     shared_methods!(Postgres);
@@ -184,6 +185,37 @@ fn canonical(mut d: Decimal) -> Decimal {
         d.set_sign_positive(true);
     }
     d
+}
+
+/// A decimal bound as PostgreSQL NUMERIC keeping its scale even when it is
+/// zero: sqlx encodes every zero as a scale-0 `0`, which would store `0.00`
+/// as `0` (SQLite keeps `0.00`). Non-zero values use sqlx's encoding, which
+/// keeps the scale.
+#[derive(Debug)]
+struct ScaledNumeric(Decimal);
+
+impl sqlx::Type<Postgres> for ScaledNumeric {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Decimal as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for ScaledNumeric {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        if !self.0.is_zero() {
+            return <Decimal as sqlx::Encode<'_, Postgres>>::encode_by_ref(&self.0, buf);
+        }
+        // NUMERIC's binary form: ndigits, weight, sign (0 = positive),
+        // display scale, then no base-10000 digits.
+        let scale = u16::try_from(self.0.scale()).unwrap_or(0);
+        for word in [0u16, 0, 0, scale] {
+            buf.extend_from_slice(&word.to_be_bytes());
+        }
+        Ok(sqlx::encode::IsNull::No)
+    }
 }
 
 fn encode_error(e: sqlx::error::BoxDynError) -> LedgerError {
