@@ -1,7 +1,5 @@
 //! The ledger's error type, and which errors are worth retrying.
 
-use std::borrow::Cow;
-
 use sqlx::migrate::MigrateError;
 
 /// Why a ledger operation failed. A failed [`write_batch`] never leaves part
@@ -252,14 +250,14 @@ pub(crate) fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
-fn pg_code_is_transient(code: &Cow<'_, str>) -> bool {
+fn pg_code_is_transient(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(&**code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
 }
 
 /// `code` is SQLite's extended result code; its low byte is the primary code.
-fn sqlite_code_is_transient(code: &Cow<'_, str>) -> bool {
+fn sqlite_code_is_transient(code: &str) -> bool {
     const BUSY: i64 = 5;
     const LOCKED: i64 = 6;
     const IOERR: i64 = 10;
@@ -278,12 +276,12 @@ mod tests {
             "08000", "08006", "08P01", "53100", "53300", "57P01", "57P02", "57P03", "40001",
             "40P01",
         ] {
-            assert!(pg_code_is_transient(&code.into()), "{code}");
+            assert!(pg_code_is_transient(code), "{code}");
         }
         for code in [
             "23505", "23503", "42P01", "3D000", "28P01", "57014", "22003",
         ] {
-            assert!(!pg_code_is_transient(&code.into()), "{code}");
+            assert!(!pg_code_is_transient(code), "{code}");
         }
     }
 
@@ -292,11 +290,11 @@ mod tests {
         // Extended codes keep the primary code in the low byte:
         // SQLITE_BUSY_SNAPSHOT = 5 | 2 << 8, SQLITE_IOERR_FSYNC = 10 | 4 << 8.
         for code in ["5", "517", "6", "262", "10", "1034", "13"] {
-            assert!(sqlite_code_is_transient(&code.into()), "{code}");
+            assert!(sqlite_code_is_transient(code), "{code}");
         }
         // SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CORRUPT, SQLITE_READONLY, SQLITE_ERROR.
         for code in ["1555", "11", "8", "1", "x"] {
-            assert!(!sqlite_code_is_transient(&code.into()), "{code}");
+            assert!(!sqlite_code_is_transient(code), "{code}");
         }
     }
 
