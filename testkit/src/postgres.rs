@@ -76,6 +76,8 @@ pub struct PostgresServer {
     install: Installation,
     root: PathBuf,
     port: u16,
+    /// Extra `-c name=value` settings, after the fixture's own.
+    settings: Vec<String>,
     running: Option<Supervisor>,
 }
 
@@ -87,12 +89,23 @@ impl PostgresServer {
     /// [`FixtureError::NotInstalled`] naming the package to install, or what
     /// failed (with the server log's tail).
     pub fn start() -> Result<Self, FixtureError> {
+        Self::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with extra server settings `name=value`
+    /// that override the fixture's (e.g. `fsync=on` for a durable server in
+    /// a benchmark).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(settings: &[&str]) -> Result<Self, FixtureError> {
         let install = Installation::find()?;
         let root = fresh_dir()?;
         let mut server = Self {
             install,
             root,
             port: 0,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
             running: None,
         };
         server.init()?;
@@ -192,7 +205,16 @@ impl PostgresServer {
     /// If `psql` cannot run or the command fails (its stderr in the error).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, FixtureError> {
         let out = Command::new(self.install.tool("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
             .arg("-p")
             .arg(self.port.to_string())
             .args(["-U", SUPERUSER, "-d", db, "-c", sql])
@@ -290,6 +312,9 @@ impl PostgresServer {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"]);
+        for setting in &self.settings {
+            cmd.arg("-c").arg(setting);
+        }
         let supervisor = Supervisor::spawn(&self.root, &self.log_path(), &cmd)?;
         let started = Instant::now();
         loop {

@@ -12,7 +12,10 @@ fn server_keeps_data_across_stop_and_start_and_cleans_up_on_drop() {
     let url = server.create_database("fixture_data").unwrap();
     assert_eq!(
         url,
-        format!("postgres://postgres@127.0.0.1:{}/fixture_data", server.port())
+        format!(
+            "postgres://postgres@127.0.0.1:{}/fixture_data",
+            server.port()
+        )
     );
     server
         .psql(
@@ -37,7 +40,10 @@ fn server_keeps_data_across_stop_and_start_and_cleans_up_on_drop() {
 
     // A database name that could inject SQL is refused.
     let err = server.create_database("x\"; DROP").unwrap_err();
-    assert!(err.to_string().contains("invalid test database name"), "{err}");
+    assert!(
+        err.to_string().contains("invalid test database name"),
+        "{err}"
+    );
 
     drop(server);
     assert!(!dir.exists(), "{} left behind", dir.display());
@@ -50,7 +56,14 @@ fn kill_connections_cuts_live_clients() {
     let client = Command::new("psql")
         .args(["-X", "-h", "127.0.0.1", "-p"])
         .arg(server.port().to_string())
-        .args(["-U", "postgres", "-d", "fixture_kill", "-c", "SELECT pg_sleep(120)"])
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "fixture_kill",
+            "-c",
+            "SELECT pg_sleep(120)",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -14,8 +14,8 @@ use sqlx::SqlStr;
 use super::LedgerError;
 use super::dialect::Dialect;
 use super::records::{
-    AdjustmentRecord, BreakerEventRecord, DecisionRecord, LedgerBatch, PositionRecord,
-    RoundTrip, SnapshotRecord, TradeRecord,
+    AdjustmentRecord, BreakerEventRecord, DecisionRecord, LedgerBatch, PositionRecord, RoundTrip,
+    SnapshotRecord, TradeRecord,
 };
 use super::sql::{TableInserts, chunk_rows};
 
@@ -213,7 +213,9 @@ impl StoredSeqs {
         let n = |len: usize| i64::try_from(len).unwrap_or(i64::MAX);
         Self {
             round_trips: self.round_trips.saturating_add(n(b.round_trips.len())),
-            breaker_events: self.breaker_events.saturating_add(n(b.breaker_events.len())),
+            breaker_events: self
+                .breaker_events
+                .saturating_add(n(b.breaker_events.len())),
             snapshots: self.snapshots.saturating_add(n(b.snapshots.len())),
         }
     }

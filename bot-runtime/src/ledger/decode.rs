@@ -334,7 +334,10 @@ pub(crate) fn session<DB: Dialect>(c: &mut Cursor<'_, DB>) -> Result<SessionStat
     })
 }
 
-fn session_rest<DB: Dialect>(c: &mut Cursor<'_, DB>, id: String) -> Result<SessionState, LedgerError> {
+fn session_rest<DB: Dialect>(
+    c: &mut Cursor<'_, DB>,
+    id: String,
+) -> Result<SessionState, LedgerError> {
     let name = c.text()?;
     let account = c.text()?;
     let strategy = c.text()?;

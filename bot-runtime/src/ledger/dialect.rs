@@ -165,50 +165,17 @@ impl Dialect for Postgres {
         format!("{expr}::text AS {alias}")
     }
 
-    /// As NUMERIC with the decimal's scale (zero too: see [`PgDecimal`]).
+    /// As NUMERIC with the decimal's scale (zero included, see [`ScaledNumeric`]).
     fn add_decimal(
         args: &mut Self::Arguments,
         v: Option<Decimal>,
         _scratch: &mut String,
     ) -> Result<(), LedgerError> {
-        args.add(v.map(|d| PgDecimal(canonical(d))))
+        args.add(v.map(|d| ScaledNumeric(canonical(d))))
             .map_err(encode_error)
     }
 
     shared_methods!(Postgres);
-}
-
-/// A decimal bound as PostgreSQL NUMERIC with its scale kept in every case.
-///
-/// sqlx encodes every zero `Decimal` as a NUMERIC zero of scale 0, so
-/// `0.00000000` would come back as `0` (and differ from SQLite's exact text).
-/// A zero is therefore written here in NUMERIC's binary form directly: no
-/// digits, weight 0, sign positive, display scale = the decimal's scale (see
-/// PostgreSQL's `numeric_recv`); other values go through sqlx's encoding.
-#[derive(Clone, Copy, Debug)]
-struct PgDecimal(Decimal);
-
-impl sqlx::Type<Postgres> for PgDecimal {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <Decimal as sqlx::Type<Postgres>>::type_info()
-    }
-}
-
-impl sqlx::Encode<'_, Postgres> for PgDecimal {
-    fn encode_by_ref(
-        &self,
-        buf: &mut sqlx::postgres::PgArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        if !self.0.is_zero() {
-            return <Decimal as sqlx::Encode<'_, Postgres>>::encode_by_ref(&self.0, buf);
-        }
-        let scale = u16::try_from(self.0.scale())?;
-        buf.extend_from_slice(&0i16.to_be_bytes()); // ndigits
-        buf.extend_from_slice(&0i16.to_be_bytes()); // weight
-        buf.extend_from_slice(&0u16.to_be_bytes()); // sign: positive
-        buf.extend_from_slice(&scale.to_be_bytes()); // dscale
-        Ok(sqlx::encode::IsNull::No)
-    }
 }
 
 /// The stored form of a decimal: negative zero (`-0.00`, which `Decimal` can
@@ -218,6 +185,37 @@ fn canonical(mut d: Decimal) -> Decimal {
         d.set_sign_positive(true);
     }
     d
+}
+
+/// A decimal bound as PostgreSQL NUMERIC keeping its scale even when it is
+/// zero: sqlx encodes every zero as a scale-0 `0`, which would store `0.00`
+/// as `0` (SQLite keeps `0.00`). Non-zero values use sqlx's encoding, which
+/// keeps the scale.
+#[derive(Debug)]
+struct ScaledNumeric(Decimal);
+
+impl sqlx::Type<Postgres> for ScaledNumeric {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Decimal as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for ScaledNumeric {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        if !self.0.is_zero() {
+            return <Decimal as sqlx::Encode<'_, Postgres>>::encode_by_ref(&self.0, buf);
+        }
+        // NUMERIC's binary form: ndigits, weight, sign (0 = positive),
+        // display scale, then no base-10000 digits.
+        let scale = u16::try_from(self.0.scale()).unwrap_or(0);
+        for word in [0u16, 0, 0, scale] {
+            buf.extend_from_slice(&word.to_be_bytes());
+        }
+        Ok(sqlx::encode::IsNull::No)
+    }
 }
 
 fn encode_error(e: sqlx::error::BoxDynError) -> LedgerError {

@@ -24,7 +24,10 @@ use super::sql::select_list;
 ///
 /// # Errors
 /// [`LedgerError::Database`] if a table cannot be read.
-pub(crate) async fn dump_session<DB: Dialect>(pool: &Pool<DB>, id: &str) -> Result<String, LedgerError> {
+pub(crate) async fn dump_session<DB: Dialect>(
+    pool: &Pool<DB>,
+    id: &str,
+) -> Result<String, LedgerError> {
     let mut conn = pool.acquire().await?;
     let mut out = String::new();
     for table in TABLES {

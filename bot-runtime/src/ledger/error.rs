@@ -1,7 +1,5 @@
 //! The ledger's error type, and which errors are worth retrying.
 
-use std::borrow::Cow;
-
 use sqlx::migrate::MigrateError;
 
 /// Why a ledger operation failed. A failed [`write_batch`] never leaves part
@@ -43,8 +41,10 @@ pub enum LedgerError {
     },
 
     /// A ledger URL that cannot be used.
-    #[error("invalid ledger URL {url}: {reason}; expected a SQLite file path, sqlite:PATH, \
-             sqlite::memory:, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")]
+    #[error(
+        "invalid ledger URL {url}: {reason}; expected a SQLite file path, sqlite:PATH, \
+             sqlite::memory:, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    )]
     InvalidUrl {
         /// The URL, password redacted.
         url: String,
@@ -170,7 +170,9 @@ pub enum LedgerError {
     Encode(String),
 
     /// `finish_session` with a phase a session cannot end in.
-    #[error("cannot end a session in phase {phase:?}: expected Completed, Halted, Stopped or Failed")]
+    #[error(
+        "cannot end a session in phase {phase:?}: expected Completed, Halted, Stopped or Failed"
+    )]
     InvalidPhase {
         /// The phase given.
         phase: String,
@@ -214,9 +216,9 @@ impl LedgerError {
     pub fn is_transient(&self) -> bool {
         match self {
             LedgerError::Database(e) => sqlx_is_transient(e),
-            LedgerError::Migrate(MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _)) => {
-                sqlx_is_transient(e)
-            }
+            LedgerError::Migrate(
+                MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _),
+            ) => sqlx_is_transient(e),
             LedgerError::Connect { transient, .. } => *transient,
             _ => false,
         }
@@ -228,7 +230,11 @@ pub(crate) fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => match db.code() {
-            Some(code) if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
+            Some(code)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
                 pg_code_is_transient(&code)
             }
             Some(code) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
@@ -244,18 +250,72 @@ pub(crate) fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
-fn pg_code_is_transient(code: &Cow<'_, str>) -> bool {
+fn pg_code_is_transient(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(&**code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
 }
 
 /// `code` is SQLite's extended result code; its low byte is the primary code.
-fn sqlite_code_is_transient(code: &Cow<'_, str>) -> bool {
+fn sqlite_code_is_transient(code: &str) -> bool {
     const BUSY: i64 = 5;
     const LOCKED: i64 = 6;
     const IOERR: i64 = 10;
     const FULL: i64 = 13;
     code.parse::<i64>()
         .is_ok_and(|c| matches!(c & 0xff, BUSY | LOCKED | IOERR | FULL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_classes_that_clear_up_are_transient() {
+        for code in [
+            "08000", "08006", "08P01", "53100", "53300", "57P01", "57P02", "57P03", "40001",
+            "40P01",
+        ] {
+            assert!(pg_code_is_transient(code), "{code}");
+        }
+        for code in [
+            "23505", "23503", "42P01", "3D000", "28P01", "57014", "22003",
+        ] {
+            assert!(!pg_code_is_transient(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_busy_locked_full_and_io_errors_are_transient() {
+        // Extended codes keep the primary code in the low byte:
+        // SQLITE_BUSY_SNAPSHOT = 5 | 2 << 8, SQLITE_IOERR_FSYNC = 10 | 4 << 8.
+        for code in ["5", "517", "6", "262", "10", "1034", "13"] {
+            assert!(sqlite_code_is_transient(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CORRUPT, SQLITE_READONLY, SQLITE_ERROR.
+        for code in ["1555", "11", "8", "1", "x"] {
+            assert!(!sqlite_code_is_transient(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn io_and_pool_timeouts_are_transient_but_fencing_is_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(LedgerError::Database(sqlx::Error::Io(io)).is_transient());
+        assert!(LedgerError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!LedgerError::Database(sqlx::Error::RowNotFound).is_transient());
+        assert!(
+            !LedgerError::Fenced {
+                session_id: "s".into()
+            }
+            .is_transient()
+        );
+        assert!(
+            !LedgerError::LeaseHeld {
+                session_id: "s".into(),
+                holder: "h".into()
+            }
+            .is_transient()
+        );
+    }
 }

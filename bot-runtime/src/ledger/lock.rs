@@ -136,7 +136,10 @@ mod tests {
         assert_eq!(lock_file_name("btc-sma-2"), "btc-sma-2.lock");
         for id in ["..", "../x", "/abs/path", "", ".hidden", "a/b", "ü"] {
             let name = lock_file_name(id);
-            assert!(name.starts_with("sha256-") && !name.contains('/'), "{id:?} -> {name}");
+            assert!(
+                name.starts_with("sha256-") && !name.contains('/'),
+                "{id:?} -> {name}"
+            );
         }
         assert_ne!(lock_file_name("../x"), lock_file_name("../y"));
     }
@@ -155,6 +158,9 @@ mod tests {
         b.release().await;
         assert!(b.acquire("s").await.unwrap());
         drop(b);
-        assert!(a.acquire("s").await.unwrap(), "dropping a handle releases its lock");
+        assert!(
+            a.acquire("s").await.unwrap(),
+            "dropping a handle releases its lock"
+        );
     }
 }

@@ -49,8 +49,8 @@ use crate::types::Timestamp;
 pub enum Ledger {
     /// Embedded SQLite.
     Sqlite(SqliteLedger),
-    /// PostgreSQL.
-    Postgres(PgLedger),
+    /// PostgreSQL (boxed: its handle is larger).
+    Postgres(Box<PgLedger>),
 }
 
 /// Open the ledger at `url`: `postgres://...` or `postgresql://...` opens
@@ -62,7 +62,9 @@ pub enum Ledger {
 /// As the backend's `open`. No error shows the URL's password.
 pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
     match url::backend(url) {
-        url::Backend::Postgres => PgLedger::open(url).await.map(Ledger::Postgres),
+        url::Backend::Postgres => PgLedger::open(url)
+            .await
+            .map(|l| Ledger::Postgres(Box::new(l))),
         url::Backend::Sqlite => SqliteLedger::open(url).await.map(Ledger::Sqlite),
     }
 }

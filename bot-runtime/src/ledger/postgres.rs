@@ -10,8 +10,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Postgres};
 
 use super::LedgerError;
 use super::advisory::AdvisoryLock;
@@ -64,11 +64,17 @@ impl PgLedger {
             reason: scrub(&e.to_string(), url),
             transient: sqlx_is_transient(&e),
         };
-        let mut conn = options.connect().await.map_err(connect_error)?;
-        let migrated = MIGRATOR.run(&mut conn).await;
-        // Closing ends the session, so the migration lock cannot outlive it
-        // even when a migration failed half-way.
-        let _ = conn.close().await;
+        // A one-connection pool of its own: closing it ends the session, so
+        // the migration lock cannot outlive it even when a migration failed
+        // half-way.
+        let migration = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(connect_error)?;
+        let migrated = MIGRATOR.run(&migration).await;
+        migration.close().await;
         migrated?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)

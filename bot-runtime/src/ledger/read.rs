@@ -45,7 +45,9 @@ pub(crate) async fn session_state_on<DB: Dialect>(
 ) -> Result<Option<SessionState>, LedgerError> {
     let mut a = Args::<DB>::default();
     a.text(id);
-    Ok(sessions_where::<DB>(conn, "WHERE s.id = $1", a).await?.pop())
+    Ok(sessions_where::<DB>(conn, "WHERE s.id = $1", a)
+        .await?
+        .pop())
 }
 
 /// One session's row.
@@ -161,7 +163,10 @@ async fn page<DB: Dialect>(
     after: i64,
     limit: usize,
 ) -> Result<Vec<DB::Row>, LedgerError> {
-    let sql = select_session_rows::<DB>(table, &format!(" AND {order} > $2 ORDER BY {order} LIMIT $3"));
+    let sql = select_session_rows::<DB>(
+        table,
+        &format!(" AND {order} > $2 ORDER BY {order} LIMIT $3"),
+    );
     let mut a = Args::<DB>::default();
     a.text(id)
         .int(after)
@@ -274,7 +279,11 @@ pub(crate) async fn read_records<DB: Dialect>(
             )
             .await?;
             for row in &rows {
-                b.positions.push(decode::position(&mut Cursor::<DB>::new(row, &schema::POSITIONS, id))?);
+                b.positions.push(decode::position(&mut Cursor::<DB>::new(
+                    row,
+                    &schema::POSITIONS,
+                    id,
+                ))?);
             }
             cash = session.info.cash;
             time = time.max(session.info.last_batch_at.unwrap_or(time));

@@ -94,7 +94,12 @@ impl Gen {
         DecisionRecord {
             seq: n,
             time: self.time(),
-            symbol: if n.is_multiple_of(3) { "ETHUSDT" } else { "BTCUSDT" }.into(),
+            symbol: if n.is_multiple_of(3) {
+                "ETHUSDT"
+            } else {
+                "BTCUSDT"
+            }
+            .into(),
             action,
             confidence: d(5000 + k % 5000, 2),
             price: d(4_681_020 + k, 2),
@@ -131,8 +136,11 @@ impl Gen {
             slippage_cost: d(498, 4),
             latency_ms: 250,
             realized_pnl: if even { d(-321, 2) } else { Decimal::ZERO },
-            reason: [FillReason::Signal, FillReason::StopLoss, FillReason::TakeProfit]
-                [(n % 3) as usize],
+            reason: [
+                FillReason::Signal,
+                FillReason::StopLoss,
+                FillReason::TakeProfit,
+            ][(n % 3) as usize],
             status: if n.is_multiple_of(7) {
                 FillStatus::Failed
             } else {

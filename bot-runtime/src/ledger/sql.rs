@@ -181,8 +181,22 @@ mod tests {
             "INSERT INTO breaker_events (session_id, seq, time, breaker, from_state, to_state, \
              reason) VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"
         );
-        assert!(p.as_str().ends_with("($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"));
-        assert!(pg.adjustments.for_rows(1).as_str().ends_with("metrics_before_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"));
-        assert!(sqlite.positions.for_rows(1).as_str().contains("ON CONFLICT (session_id, symbol)"));
+        assert!(
+            p.as_str()
+                .ends_with("($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)")
+        );
+        assert!(
+            pg.adjustments
+                .for_rows(1)
+                .as_str()
+                .ends_with("metrics_before_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        );
+        assert!(
+            sqlite
+                .positions
+                .for_rows(1)
+                .as_str()
+                .contains("ON CONFLICT (session_id, symbol)")
+        );
     }
 }

@@ -249,8 +249,7 @@ pub trait LedgerStore: Send {
     ///
     /// # Errors
     /// [`LedgerError::Database`] on database failures.
-    fn dump_session(&self, id: &str)
-    -> impl Future<Output = Result<String, LedgerError>> + Send;
+    fn dump_session(&self, id: &str) -> impl Future<Output = Result<String, LedgerError>> + Send;
 
     /// Close the pool (SQLite checkpoints its WAL into the main file).
     fn close(self) -> impl Future<Output = ()> + Send;

@@ -87,7 +87,13 @@ mod tests {
         for url in ["postgres://h/db", "postgresql://u@h/db", "POSTGRES://h/db"] {
             assert_eq!(backend(url), Backend::Postgres, "{url}");
         }
-        for url in ["paperbot.db", "/var/lib/x.db", "sqlite:x.db", "sqlite::memory:", "file://x"] {
+        for url in [
+            "paperbot.db",
+            "/var/lib/x.db",
+            "sqlite:x.db",
+            "sqlite::memory:",
+            "file://x",
+        ] {
             assert_eq!(backend(url), Backend::Sqlite, "{url}");
         }
     }
@@ -95,7 +101,10 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         let cases = [
-            ("postgres://bot:s3cret@db:5432/ledger", "postgres://bot:***@db:5432/ledger"),
+            (
+                "postgres://bot:s3cret@db:5432/ledger",
+                "postgres://bot:***@db:5432/ledger",
+            ),
             ("postgres://bot:p@ss:w/rd@db/l", "postgres://bot:***@db/l"),
             ("postgres://bot@db/ledger", "postgres://bot@db/ledger"),
             ("postgres://db/ledger", "postgres://db/ledger"),

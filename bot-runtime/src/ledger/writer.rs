@@ -17,7 +17,7 @@ use super::lock::SessionLock;
 use super::read;
 use super::records::{AdjustmentOutcomeRecord, LedgerBatch, SessionEnd, SessionRecord};
 use super::schema::END_PHASES;
-use super::store::{INTERRUPTED_PHASE, ResumePoint, RUNNING_PHASE};
+use super::store::{INTERRUPTED_PHASE, RUNNING_PHASE, ResumePoint};
 use crate::types::Timestamp;
 
 /// The session a handle currently writes.
@@ -96,7 +96,11 @@ impl<DB: Dialect, L: SessionLock> Writer<DB, L> {
     }
 
     /// See [`LedgerStore::start_session`](super::LedgerStore::start_session).
-    pub async fn start_session(&mut self, s: &SessionRecord, writer: &str) -> Result<(), LedgerError> {
+    pub async fn start_session(
+        &mut self,
+        s: &SessionRecord,
+        writer: &str,
+    ) -> Result<(), LedgerError> {
         self.idle()?;
         let exists = || LedgerError::SessionExists {
             session_id: s.id.clone(),
@@ -154,7 +158,11 @@ impl<DB: Dialect, L: SessionLock> Writer<DB, L> {
     }
 
     /// See [`LedgerStore::resume_session`](super::LedgerStore::resume_session).
-    pub async fn resume_session(&mut self, id: &str, writer: &str) -> Result<ResumePoint, LedgerError> {
+    pub async fn resume_session(
+        &mut self,
+        id: &str,
+        writer: &str,
+    ) -> Result<ResumePoint, LedgerError> {
         self.idle()?;
         let Some(stored) = read::session_state(&self.pool, id).await? else {
             return Err(LedgerError::UnknownSession {
@@ -223,11 +231,11 @@ impl<DB: Dialect, L: SessionLock> Writer<DB, L> {
                 session_id: id.to_owned(),
             });
         }
-        let state = read::session_state_on::<DB>(&mut tx, id).await?.ok_or_else(|| {
-            LedgerError::UnknownSession {
+        let state = read::session_state_on::<DB>(&mut tx, id)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownSession {
                 session_id: id.to_owned(),
-            }
-        })?;
+            })?;
         let seqs = read::stored_seqs::<DB>(&mut tx, id).await?;
         tx.commit().await?;
         Ok((
@@ -249,7 +257,11 @@ impl<DB: Dialect, L: SessionLock> Writer<DB, L> {
     }
 
     /// See [`LedgerStore::write_batch`](super::LedgerStore::write_batch).
-    pub async fn write_batch(&mut self, b: &LedgerBatch, checkpoint: &str) -> Result<(), LedgerError> {
+    pub async fn write_batch(
+        &mut self,
+        b: &LedgerBatch,
+        checkpoint: &str,
+    ) -> Result<(), LedgerError> {
         self.active()?;
         self.ensure_lock().await?;
         let active = self.active()?;
@@ -404,7 +416,11 @@ impl<DB: Dialect, L: SessionLock> Writer<DB, L> {
     /// Run the fenced update `sql` that ends this handle's hold on its
     /// session, then release the lock. On a database error the handle keeps
     /// the session and the lock, so the call can be retried.
-    async fn close_session(&mut self, sql: &'static str, mut a: Args<DB>) -> Result<(), LedgerError> {
+    async fn close_session(
+        &mut self,
+        sql: &'static str,
+        mut a: Args<DB>,
+    ) -> Result<(), LedgerError> {
         if let Err(e) = self.ensure_lock().await {
             if matches!(e, LedgerError::LeaseHeld { .. }) {
                 // Another writer has the session: this handle is done with it.

@@ -1,0 +1,250 @@
+//! PostgreSQL-only behaviour, against real servers: the migration lock, the
+//! NUMERIC form, a database outage, lock connections cut under a writer,
+//! and passwords kept out of errors.
+
+use std::time::Duration;
+
+use paperbot_testkit::PostgresServer;
+use rust_decimal_macros::dec;
+
+use super::fixture::{self, Fixture, Postgres, open};
+use super::suite::{uninterrupted, workload};
+use crate::ledger::sample::{Gen, end, session};
+use crate::ledger::{self, Ledger, LedgerError, LedgerStore, PgLedger};
+
+fn pg(l: &Ledger) -> &PgLedger {
+    match l {
+        Ledger::Postgres(l) => l,
+        Ledger::Sqlite(_) => panic!("expected a PostgreSQL ledger"),
+    }
+}
+
+/// Runtimes starting together on an empty database: sqlx's migration lock
+/// (pg_advisory_lock keyed by the database name) lets one apply the schema;
+/// the others wait and find it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_apply_the_schema_once() {
+    let url = Postgres::new().fresh("concurrent");
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { ledger::open(&url).await })
+        })
+        .collect();
+    let mut ledgers = Vec::new();
+    for o in opens {
+        ledgers.push(
+            o.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("concurrent open: {e}")),
+        );
+    }
+    assert_eq!(
+        fixture::scalar(&ledgers[0], "SELECT COUNT(*) FROM _sqlx_migrations").await,
+        1
+    );
+    // No migration lock outlives the migrations.
+    let held = fixture::scalar(
+        &ledgers[0],
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    )
+    .await;
+    assert_eq!(held, 0);
+    for l in ledgers {
+        assert_eq!(l.backend(), "PostgreSQL");
+        l.close().await;
+    }
+}
+
+#[tokio::test]
+async fn decimals_are_numeric_with_their_scale() {
+    let mut l = open(&Postgres::new().fresh("numeric")).await;
+    l.start_session(&session("num"), "w").await.unwrap();
+    l.write_batch(&Gen::default().batch(1, 1, 0, 0), "{}")
+        .await
+        .unwrap();
+    let (kind, fee, gas): (String, String, String) = sqlx::query_as(
+        "SELECT pg_typeof(fee)::text, fee::text, gas::text FROM trades WHERE session_id = 'num'",
+    )
+    .fetch_one(pg(&l).pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (kind.as_str(), fee.as_str(), gas.as_str()),
+        ("numeric", "0.0997", "0.50")
+    );
+    // The session holds its advisory lock on a connection of its own.
+    let locks = fixture::scalar(
+        &l,
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND pid <> pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(locks, 1);
+    l.finish_session(&end(dec!(1))).await.unwrap();
+    let locks = fixture::scalar(
+        &l,
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'",
+    )
+    .await;
+    assert_eq!(locks, 0, "finishing releases the lock");
+    l.close().await;
+}
+
+/// The server stops mid-session: writes fail with transient errors and
+/// store nothing; once it is back the same batch is retried and the session
+/// carries on, with nothing lost or duplicated.
+#[tokio::test]
+async fn a_database_outage_fails_transiently_and_the_retry_loses_nothing() {
+    let mut server = PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.create_database("outage").unwrap();
+    let batches = workload();
+    let id = "outage";
+    let mut l = open(&url).await;
+    l.start_session(&session(id), "w").await.unwrap();
+    l.write_batch(&batches[0], "c1").await.unwrap();
+    l.write_batch(&batches[1], "c2").await.unwrap();
+
+    server.stop().unwrap();
+    for _ in 0..3 {
+        let err = l.write_batch(&batches[2], "c3").await.unwrap_err();
+        assert!(
+            err.is_transient(),
+            "not transient during the outage: {err:?}"
+        );
+    }
+    let err = l.session(id).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+
+    server.start_again().unwrap();
+    // The first attempts after the restart may still meet connections the
+    // server closed; each such failure is transient and stores nothing.
+    let mut failures = 0;
+    while let Err(e) = l.write_batch(&batches[2], "c3").await {
+        assert!(
+            e.is_transient() && failures < 5,
+            "retry after restart: {e:?}"
+        );
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, b) in batches.iter().enumerate().skip(3) {
+        l.write_batch(b, &format!("c{}", i + 1)).await.unwrap();
+    }
+    l.finish_session(&end(dec!(9876.54))).await.unwrap();
+    let dump = l.dump_session(id).await.unwrap();
+    l.close().await;
+    let reference = uninterrupted(&Postgres::new().fresh("outage_ref"), id, &batches).await;
+    assert_eq!(dump, reference);
+}
+
+/// A writer's lock connection is cut (network, server-side kill) and a
+/// second runtime takes the session: the first is refused with the new
+/// holder's name, and once that holder lets go, fenced by its stale token.
+#[tokio::test]
+async fn a_writer_whose_lock_connection_was_cut_and_taken_over_is_fenced() {
+    let db = "l_cut_takeover";
+    let server = Postgres::server();
+    let url = server.create_database(db).unwrap();
+    let id = "cut";
+    let mut g = Gen::default();
+    let mut a = open(&url).await;
+    a.start_session(&session(id), "runtime A").await.unwrap();
+    a.write_batch(&g.batch(5, 5, 1, 1), "a1").await.unwrap();
+
+    assert!(server.kill_connections(db).unwrap() >= 1);
+    let mut b = open(&url).await;
+    let point = b.resume_session(id, "runtime B").await.unwrap();
+    assert_eq!(point.checkpoint.as_deref(), Some("a1"));
+
+    let err = a.write_batch(&g.batch(5, 5, 1, 1), "a2").await.unwrap_err();
+    match &err {
+        LedgerError::LeaseHeld { holder, .. } => assert_eq!(holder, "runtime B"),
+        e => panic!("expected LeaseHeld naming runtime B, got {e:?}"),
+    }
+    let mut gb = Gen {
+        decision_seq: 5,
+        trade_seq: 5,
+        adjustment_id: 0,
+        minute: 5_000,
+    };
+    b.write_batch(&gb.batch(3, 3, 1, 1), "b1").await.unwrap();
+    b.interrupt_session(gb.time()).await.unwrap();
+
+    // B let go: A can take the lock again, but its token is stale.
+    let err = a.write_batch(&g.batch(5, 5, 1, 1), "a2").await.unwrap_err();
+    assert!(matches!(err, LedgerError::Fenced { .. }), "{err:?}");
+    let info = a.session(id).await.unwrap().unwrap();
+    assert_eq!((info.batches, info.trades), (2, 8));
+    a.close().await;
+    b.close().await;
+}
+
+/// A cut lock connection without a takeover: the writer takes its lock
+/// back before the next write and carries on.
+#[tokio::test]
+async fn a_writer_whose_lock_connection_was_cut_takes_its_lock_back() {
+    let db = "l_cut_alone";
+    let server = Postgres::server();
+    let url = server.create_database(db).unwrap();
+    let mut g = Gen::default();
+    let mut a = open(&url).await;
+    a.start_session(&session("alone"), "runtime A")
+        .await
+        .unwrap();
+    a.write_batch(&g.batch(5, 5, 1, 1), "a1").await.unwrap();
+    assert!(server.kill_connections(db).unwrap() >= 1);
+    let mut failures = 0;
+    while let Err(e) = a.write_batch(&g.clone().batch(5, 5, 1, 1), "a2").await {
+        assert!(e.is_transient() && failures < 3, "{e:?}");
+        failures += 1;
+    }
+    g.batch(5, 5, 1, 1);
+    // The lock is held again: a second writer is refused.
+    let mut b = open(&url).await;
+    let err = b.resume_session("alone", "runtime B").await.unwrap_err();
+    assert!(matches!(err, LedgerError::LeaseHeld { .. }), "{err:?}");
+    a.write_batch(&g.batch(5, 5, 1, 1), "a3").await.unwrap();
+    a.finish_session(&end(dec!(1))).await.unwrap();
+    assert_eq!(a.session("alone").await.unwrap().unwrap().batches, 3);
+    a.close().await;
+    b.close().await;
+}
+
+/// No error shows the URL's password, whether the URL does not parse, the
+/// server is unreachable, or the database does not exist.
+#[tokio::test]
+async fn errors_never_show_the_password() {
+    let server = Postgres::server();
+    let port = server.port();
+    let unreachable = {
+        // A port nobody listens on: bind, note, release.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cases = [
+        (
+            format!("postgres://postgres:hunter2@127.0.0.1:{unreachable}/x"),
+            true,
+        ),
+        (
+            format!("postgresql://postgres:hunter2@127.0.0.1:{port}/no_such_db"),
+            false,
+        ),
+        (
+            "postgres://postgres:hunter2@127.0.0.1:notaport/x".to_owned(),
+            false,
+        ),
+        ("postgres://postgres:hun%74er2@[::1/x".to_owned(), false),
+    ];
+    for (url, transient) in cases {
+        let err = ledger::open(&url).await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("hun%74er2"),
+            "password in: {text}"
+        );
+        assert!(text.contains("***"), "URL not shown redacted: {text}");
+        assert_eq!(err.is_transient(), transient, "{url}: {text}");
+    }
+}
