@@ -1085,3 +1085,55 @@ fn a_session_beyond_the_engine_range_stops_with_the_reason() {
     assert_eq!(restored.on_candle(&candles[at + 1]), Step::Failed);
     assert_eq!(restored.failure(), Some(reason.as_str()));
 }
+
+/// Any decimal at all: negative, zero, 28 digits, the largest.
+fn any_decimal() -> impl Strategy<Value = Decimal> {
+    prop_oneof![
+        (any::<i128>(), 0u32..=28)
+            .prop_map(|(m, s)| { Decimal::from_i128_with_scale(m % (1 << 96), s) }),
+        Just(Decimal::MAX),
+        Just(Decimal::MIN),
+        Just(Decimal::ZERO),
+        any_price(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Candles with arbitrary fields — any decimals, any times, any
+    /// interval, symbol ids the session does not have — never make the
+    /// engine panic: what the feed guard refuses is counted as a bad tick,
+    /// and the books keep the identity.
+    #[test]
+    fn arbitrary_candles_never_panic(
+        raw in prop::collection::vec(
+            (0u16..3, any::<i64>(), any::<i64>(), prop::array::uniform5(any_decimal())),
+            1..80,
+        ),
+    ) {
+        let cfg = EngineConfig::from_plan(&full_plan(), 3_600_000);
+        let mut engine = Engine::new(cfg);
+        let mut bad = 0u64;
+        for (sym, t, interval, [o, h, l, c, v]) in raw {
+            let candle = Candle {
+                symbol: SymbolId(sym),
+                open_time: Timestamp(t),
+                interval_ms: interval,
+                open: o,
+                high: h,
+                low: l,
+                close: c,
+                volume: v,
+            };
+            bad += u64::from(sym >= 2);
+            engine.on_candle(&candle);
+            prop_assert!(engine.portfolio().check_invariant().is_ok());
+            engine.take_batch();
+        }
+        engine.finish();
+        let st = engine.state();
+        prop_assert!(st.rejected_ticks >= bad, "unknown symbols are bad ticks");
+        prop_assert!(engine.checkpoint().to_json().is_ok());
+    }
+}
