@@ -1554,6 +1554,72 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_set_of_breakers_continues_identically() {
+        let lim = BreakerLimits {
+            max_drawdown_pct: Some(dec!(10)),
+            max_consecutive_failures: Some(2),
+            max_consecutive_losses: Some(2),
+            max_daily_trades: Some(3),
+            account_max_drawdown_pct: Some(dec!(40)),
+            ..limits()
+        };
+        let script = |c: &mut CircuitBreakers, from: i64, o: &mut Vec<BreakerEventRecord>| {
+            for m in from..from + 40 {
+                c.tick(t(m), o);
+                c.on_feed(
+                    t(m),
+                    m % 11 != 0,
+                    Some(if m % 17 == 0 { 9 * MIN } else { MIN }),
+                    MIN,
+                    o,
+                );
+                c.on_execution(t(m), m % 3 != 0, o);
+                if m % 5 == 0 {
+                    c.on_round_trip(t(m), Decimal::from(m % 4) - dec!(2), o);
+                    c.on_entry(t(m), o);
+                }
+                let eq = dec!(10000) - Decimal::from((m * 37) % 1300);
+                c.on_equity(t(m), eq, dec!(10000), dec!(10000), o);
+            }
+        };
+        let mut a = CircuitBreakers::new(&lim);
+        let mut out = Vec::new();
+        script(&mut a, 0, &mut out);
+        assert!(a.trips() > 3, "the script trips breakers");
+        let json = serde_json::to_string(&a.checkpoint()).unwrap();
+        let mut b = CircuitBreakers::restore(&lim, serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(b.statuses(), a.statuses());
+        let (mut oa, mut ob) = (Vec::new(), Vec::new());
+        script(&mut a, 40, &mut oa);
+        script(&mut b, 40, &mut ob);
+        assert_eq!(oa, ob);
+        assert!(!oa.is_empty());
+
+        // Damaged checkpoints are refused with the field named.
+        let mut bad = a.checkpoint();
+        bad.trips += 1;
+        assert!(
+            CircuitBreakers::restore(&lim, bad)
+                .unwrap_err()
+                .contains("breakers.trips")
+        );
+        let mut bad = a.checkpoint();
+        bad.breakers[5].state = BreakerState::Open; // minBalance is not configured
+        assert!(
+            CircuitBreakers::restore(&lim, bad)
+                .unwrap_err()
+                .contains("(minBalance) is not configured")
+        );
+        let mut bad = a.checkpoint();
+        bad.halted = Some("dailyLoss".into());
+        assert!(
+            CircuitBreakers::restore(&lim, bad)
+                .unwrap_err()
+                .contains("is not a kill-switch breaker")
+        );
+    }
+
+    #[test]
     fn non_positive_bases_never_trip() {
         let mut cb = CircuitBreakers::new(&BreakerLimits {
             daily_loss_pct: Some(dec!(5)),

@@ -1249,7 +1249,7 @@ impl Engine {
                     .checked_mul(unit)
                     .is_none_or(|cost| cost > spendable)
             {
-                quantity = size(spendable, unit);
+                quantity = size(spendable, unit, self.quantity_dp(reference));
             }
             if quantity <= Decimal::ZERO {
                 return Ok(());
@@ -1472,6 +1472,7 @@ impl Engine {
                         equity * params.max_position_size_pct.min(crate::types::MAX_PCT)
                             / Decimal::ONE_HUNDRED,
                         c.close,
+                        self.quantity_dp(c.close),
                     ),
                 };
                 let unit = c
@@ -1493,7 +1494,11 @@ impl Engine {
                             cash.round_dp(2)
                         ));
                     } else {
-                        quantity = size(cash.saturating_sub(gas).max(Decimal::ZERO), unit);
+                        quantity = size(
+                            cash.saturating_sub(gas).max(Decimal::ZERO),
+                            unit,
+                            self.quantity_dp(c.close),
+                        );
                         if quantity <= Decimal::ZERO {
                             skip = Some("insufficient cash".into());
                         }
@@ -1559,6 +1564,27 @@ impl Engine {
                 reason: FillReason::Signal,
             });
         }
+    }
+
+    /// Decimal places of a quantity sized at about `price`: [`QUANTITY_DP`],
+    /// fewer when the notional (equity digits + quantity places + fill-price
+    /// places, at least 8 after slippage) would come within two digits of
+    /// what the books hold exactly — only for very large equity or very
+    /// precise prices (e.g. 5 places for an equity of 1e12 at 8-place
+    /// prices). Keeps large accounts trading instead of stopping at the
+    /// first fill.
+    fn quantity_dp(&self, price: Decimal) -> u32 {
+        let equity = self.portfolio.equity().abs().trunc();
+        let digits = equity
+            .mantissa()
+            .unsigned_abs()
+            .checked_ilog10()
+            .map_or(1, |d| d + 1);
+        let price_dp = price.scale().max(crate::execution::PRICE_DP);
+        self.portfolio
+            .exact_digits()
+            .saturating_sub(2 + digits + price_dp)
+            .min(QUANTITY_DP)
     }
 
     fn risk_text(&self, quantity: Decimal, price: Decimal, equity: Decimal) -> String {
@@ -1639,17 +1665,14 @@ fn quantize(c: &Candle) -> Candle {
     }
 }
 
-/// Round down to [`QUANTITY_DP`] places.
-fn floor_qty(q: Decimal) -> Decimal {
-    q.round_dp_with_strategy(QUANTITY_DP, RoundingStrategy::ToZero)
-}
-
-/// `floor_qty(amount / unit_price)` capped at [`MAX_ORDER_QUANTITY`] (a
-/// quotient beyond a decimal's range is capped too; a non-positive amount
-/// sizes nothing).
-fn size(amount: Decimal, unit_price: Decimal) -> Decimal {
+/// `amount / unit_price` rounded down to `dp` places, capped at
+/// [`MAX_ORDER_QUANTITY`] (a quotient beyond a decimal's range is capped
+/// too; a non-positive amount sizes nothing).
+fn size(amount: Decimal, unit_price: Decimal, dp: u32) -> Decimal {
     match amount.checked_div(unit_price) {
-        Some(q) => floor_qty(q).min(MAX_ORDER_QUANTITY),
+        Some(q) => q
+            .round_dp_with_strategy(dp, RoundingStrategy::ToZero)
+            .min(MAX_ORDER_QUANTITY),
         None if amount > Decimal::ZERO && unit_price > Decimal::ZERO => MAX_ORDER_QUANTITY,
         None => Decimal::ZERO,
     }

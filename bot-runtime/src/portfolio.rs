@@ -193,12 +193,10 @@ pub struct Portfolio {
 pub(crate) struct PortfolioCheckpoint {
     pub cash: Decimal,
     pub realized_pnl: Decimal,
-    pub positions: Vec<Position>,
-    /// Σ market values as the books keep it: updated incrementally, so its
-    /// scale (trailing zeros) can differ from a fresh sum of the same value.
-    /// Stored so that a restored portfolio prints every later figure exactly
-    /// as the uninterrupted one would; checked against the fresh sum.
+    /// Σ market value as maintained (its scale is that of the history, so it
+    /// is kept rather than recomputed).
     pub position_value: Decimal,
+    pub positions: Vec<Position>,
     /// Largest scale the books have used (it decides future range checks).
     pub books_scale: u32,
 }
@@ -263,6 +261,13 @@ impl Portfolio {
             .filter(|p| p.is_open())
             .map(|p| p.market_value - p.cost_basis)
             .sum()
+    }
+
+    /// Significant digits a figure can have, counted at the books' largest
+    /// scale, and still add up exactly with the others:
+    /// `⌊log10((2^96 − 1) / (2n + 4))⌋` (27 for up to 3 symbols).
+    pub fn exact_digits(&self) -> u32 {
+        self.books.bound.ilog10()
     }
 
     /// Every stored figure with its name, for range checks.
@@ -542,8 +547,8 @@ impl Portfolio {
         PortfolioCheckpoint {
             cash: self.cash,
             realized_pnl: self.realized_pnl,
-            positions: self.positions.clone(),
             position_value: self.position_value,
+            positions: self.positions.clone(),
             books_scale: self.books.scale,
         }
     }
@@ -607,9 +612,9 @@ impl Portfolio {
             position_value = exact_add("position value", position_value, value)
                 .map_err(|e| format!("portfolio: {e}"))?;
         }
-        if cp.position_value != position_value {
+        if position_value != cp.position_value {
             return Err(format!(
-                "portfolio.positionValue {} is not the sum of the positions' market values {position_value}",
+                "portfolio.positionValue {} is not the sum of the market values ({position_value})",
                 cp.position_value
             ));
         }
@@ -707,12 +712,7 @@ mod tests {
         );
         // A fee with many decimals raises the books' scale: cash 1e15 cannot follow.
         let e = p
-            .sell(
-                s,
-                dec!(1000000000),
-                dec!(1000000),
-                dec!(0.0000000000001),
-            )
+            .sell(s, dec!(1000000000), dec!(1000000), dec!(0.0000000000001))
             .unwrap_err();
         assert!(
             e.0.contains("cannot be kept exact with the 13 decimal places"),
@@ -745,7 +745,10 @@ mod tests {
         let r = Portfolio::restore(dec!(1000), back).unwrap();
         assert_eq!(r.cash(), p.cash());
         assert_eq!(r.cash().scale(), p.cash().scale());
-        assert_eq!(r.position_value(), p.position_value());
+        assert_eq!(
+            r.position_value().to_string(),
+            p.position_value().to_string()
+        );
         assert_eq!(r.open_positions(), 1);
         assert_eq!(r.books, p.books);
 

@@ -169,34 +169,54 @@ pub(crate) fn checked_div(what: &str, a: Decimal, b: Decimal) -> Result<Decimal,
 
 /// `a × b` exactly: refuses an overflow and a product that `Decimal` would
 /// have to round (more than 28 decimal places, or more than 96 bits of
-/// mantissa at the operands' combined scale).
+/// mantissa at the operands' combined scale). Trailing zeros do not count:
+/// a product that fits once they are dropped is exact.
 pub(crate) fn exact_mul(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
     let r = checked_mul(what, a, b)?;
     if r.scale() == a.scale() + b.scale() || a.is_zero() || b.is_zero() {
-        Ok(r)
-    } else {
-        Err(inexact(what, a, '×', b))
+        return Ok(r);
+    }
+    // Rare: retry without trailing zeros (e.g. a notional of 0.30257793550000).
+    let (a, b) = (a.normalize(), b.normalize());
+    match a.checked_mul(b) {
+        Some(r) if r.scale() == a.scale() + b.scale() => Ok(r),
+        _ => Err(inexact(what, a, '×', b)),
+    }
+}
+
+/// `a + b` or `a − b` exactly: refuses an overflow or a rounded result
+/// (trailing zeros of the operands do not count).
+fn exact_sum(what: &str, a: Decimal, b: Decimal, op: char) -> Result<Decimal, RangeError> {
+    let apply = |a: Decimal, b: Decimal| {
+        if op == '+' {
+            a.checked_add(b)
+        } else {
+            a.checked_sub(b)
+        }
+    };
+    let exact = |r: Decimal, a: Decimal, b: Decimal| {
+        r.scale() >= a.scale().max(b.scale()) || a.is_zero() || b.is_zero()
+    };
+    let r = apply(a, b).ok_or_else(|| overflow(what, a, op, b))?;
+    if exact(r, a, b) {
+        return Ok(r);
+    }
+    // Rare: retry without trailing zeros.
+    let (a, b) = (a.normalize(), b.normalize());
+    match apply(a, b) {
+        Some(r) if exact(r, a, b) => Ok(r),
+        _ => Err(inexact(what, a, op, b)),
     }
 }
 
 /// `a + b` exactly (refuses an overflow or a rounded sum).
 pub(crate) fn exact_add(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
-    let r = a.checked_add(b).ok_or_else(|| overflow(what, a, '+', b))?;
-    if r.scale() >= a.scale().max(b.scale()) || a.is_zero() || b.is_zero() {
-        Ok(r)
-    } else {
-        Err(inexact(what, a, '+', b))
-    }
+    exact_sum(what, a, b, '+')
 }
 
 /// `a − b` exactly (refuses an overflow or a rounded difference).
 pub(crate) fn exact_sub(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
-    let r = a.checked_sub(b).ok_or_else(|| overflow(what, a, '-', b))?;
-    if r.scale() >= a.scale().max(b.scale()) || a.is_zero() || b.is_zero() {
-        Ok(r)
-    } else {
-        Err(inexact(what, a, '-', b))
-    }
+    exact_sum(what, a, b, '-')
 }
 
 /// Index of a symbol in the session's symbol table (`RunConfig::symbols`).
@@ -318,6 +338,19 @@ mod tests {
         );
         let e = exact_add("cash", d("1000000000000000"), d("0.0000000000000001")).unwrap_err();
         assert!(e.0.contains("needs more digits"), "{e}");
+        // Trailing zeros are not digits that need keeping.
+        assert_eq!(
+            exact_sub("cash", d("1000000000000000"), d("0.30257793550000000000")),
+            Ok(d("999999999999999.6974220645"))
+        );
+        assert_eq!(
+            exact_mul(
+                "notional",
+                d("1000000000000000.000000"),
+                d("1.10000000000000000000")
+            ),
+            Ok(d("1100000000000000"))
+        );
         let e = exact_mul("notional", Decimal::MAX, d("2")).unwrap_err();
         assert!(e.0.contains("exceeds the engine's range"), "{e}");
         assert!(

@@ -482,6 +482,56 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_set_continues_bit_for_bit() {
+        let closes = walk(300);
+        for cut in [0usize, 1, 7, 19, 20, 31, 64, 199] {
+            let mut a = SignalSet::new(&all_four());
+            for &c in &closes[..cut] {
+                a.update(c);
+            }
+            let json = serde_json::to_string(&a.checkpoint()).unwrap();
+            let mut b = SignalSet::new(&all_four());
+            b.restore(serde_json::from_str(&json).unwrap()).unwrap();
+            for &c in &closes[cut..] {
+                let ra = a.update(c).to_vec();
+                let rb = b.update(c).to_vec();
+                // Exact equality, f64 included: the state travels as IEEE-754 bits.
+                assert_eq!(ra, rb, "cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn restore_refuses_a_state_that_does_not_fit_the_configuration() {
+        let mut full = SignalSet::new(&all_four());
+        for c in walk(50) {
+            full.update(c);
+        }
+        let cp = full.checkpoint();
+        let only_sma = SignalsSpec {
+            sma_crossover: all_four().sma_crossover,
+            ..Default::default()
+        };
+        let e = SignalSet::new(&only_sma).restore(cp.clone()).unwrap_err();
+        assert_eq!(e, "rsi has a state but is not configured");
+        let mut shorter = all_four();
+        if let Some(b) = &mut shorter.bollinger {
+            b.period = 10;
+        }
+        let e = SignalSet::new(&shorter).restore(cp.clone()).unwrap_err();
+        assert!(
+            e.starts_with("bollinger state has a window of 20 closes"),
+            "{e}"
+        );
+        let mut bad = cp;
+        if let Some(s) = &mut bad.sma_crossover {
+            s.prev = Some(3);
+        }
+        let e = SignalSet::new(&all_four()).restore(bad).unwrap_err();
+        assert_eq!(e, "smaCrossover prev must be -1, 0 or 1, found 3");
+    }
+
+    #[test]
     fn describe_texts() {
         let r = SignalReading {
             kind: SignalKind::SmaCrossover,
