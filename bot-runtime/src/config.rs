@@ -406,57 +406,12 @@ fn name_of<T: kube::Resource>(o: &T) -> String {
     o.meta().name.clone().unwrap_or_default()
 }
 
-/// Longest DNS-1123 label, in characters (RFC 1123 §2.1; Kubernetes'
-/// `validation.DNS1123LabelMaxLength`).
-pub const DNS1123_LABEL_MAX_LENGTH: usize = 63;
-
-/// Check that `name` is a DNS-1123 label, the rule Kubernetes applies to the
-/// names of the objects a BotSession owns (StatefulSet, Service, pod): 1 to
-/// 63 characters, lowercase ASCII letters, digits and `-`, starting and ending
-/// with a letter or digit.
-///
-/// A session name becomes a path (`<report-dir>/<name>`) and a ledger key, so
-/// this rule also keeps names such as `..`, `/abs/path` or `../../x` out of
-/// the file system. The runner may call it again before it creates a path
-/// (defence in depth).
-///
-/// # Errors
-///
-/// A message quoting the name, saying what is wrong in it and what the rule
-/// is, e.g. `"../x" is not a valid session name: character '.' at position 1
-/// is not allowed (expected a DNS-1123 label: ...)`.
-pub fn check_dns1123_label(name: &str) -> Result<(), String> {
-    const RULE: &str = "expected a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', \
-                        starting and ending with a letter or digit, e.g. \"btc-trend-1\"";
-    let bad = |what: String| {
-        Err(format!(
-            "{name:?} is not a valid session name: {what} ({RULE})"
-        ))
-    };
-    if name.is_empty() {
-        return bad("it is empty".into());
-    }
-    let len = name.chars().count();
-    if len > DNS1123_LABEL_MAX_LENGTH {
-        return bad(format!(
-            "it is {len} characters long, more than {DNS1123_LABEL_MAX_LENGTH}"
-        ));
-    }
-    if let Some((i, c)) = name
-        .chars()
-        .enumerate()
-        .find(|&(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-    {
-        return bad(format!(
-            "character {c:?} at position {} is not allowed",
-            i + 1
-        ));
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return bad("it starts or ends with '-'".into());
-    }
-    Ok(())
-}
+/// Check that a session name is a DNS-1123 label (what Kubernetes requires
+/// of the objects a BotSession owns, and what keeps a name that becomes a
+/// path inside `--report-dir`); see
+/// [`paperbot_crds::validation::check_dns1123_label`]. The runner may call it
+/// again before it creates a path (defence in depth).
+pub use paperbot_crds::validation::{DNS1123_LABEL_MAX_LENGTH, check_dns1123_label};
 
 /// Validate every object and resolve each BotSession into a [`SessionPlan`].
 ///
@@ -484,14 +439,7 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
         }
     }
     for s in &m.sessions {
-        if let Err(message) = check_dns1123_label(&name_of(&s.object)) {
-            errors.push(ConfigError::Schema {
-                at: s.locate("metadata.name"),
-                what: kind_label("BotSession", &name_of(&s.object)),
-                message: format!("metadata.name: {message}"),
-            });
-        }
-        if let Err(e) = s.object.spec.validate() {
+        if let Err(e) = s.object.validate() {
             errors.extend(field_errors(
                 s,
                 &kind_label("BotSession", &name_of(&s.object)),

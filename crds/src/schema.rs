@@ -190,6 +190,27 @@ pub(crate) fn bound_at_most(parameter: &str, limit: Decimal) -> Rule {
     )
 }
 
+/// Rule on the object root: `metadata.name` is a DNS-1123 label (1 to 63
+/// lowercase letters, digits and `-`, starting and ending with a letter or
+/// digit). Kubernetes itself only requires a DNS subdomain (dots, up to 253
+/// characters) of a custom resource, but the objects a BotSession owns (its
+/// StatefulSet, Service and pod) need a label, and the runtime uses the name
+/// as a directory name.
+pub(crate) fn dns1123_label_name(kind: &str) -> Rule {
+    Rule::new(
+        "size(self.metadata.name) <= 63 \
+         && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+    )
+    .message(
+        format!(
+            "metadata.name must be a DNS-1123 label (at most 63 lowercase letters, digits and '-', \
+             starting and ending with a letter or digit): a {kind} names its StatefulSet, \
+             Service and report directory"
+        )
+        .as_str(),
+    )
+}
+
 /// A duration string longer than zero. The schema's pattern already requires
 /// number-unit pairs, so the duration is zero exactly when it has no digit 1-9.
 pub(crate) fn nonzero_duration(field: &str, example: &str) -> Rule {

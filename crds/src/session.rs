@@ -28,6 +28,7 @@ use crate::{
            money allocated from a PaperAccount, on replayed or simulated market data.",
     namespaced,
     status = "BotSessionStatus",
+    validation = schema::dns1123_label_name("BotSession"),
     shortname = "bs",
     category = "paperbot",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -509,6 +510,31 @@ pub struct BotSessionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+impl BotSession {
+    /// Check the rules the API server also enforces on the whole object:
+    /// `metadata.name` is a DNS-1123 label
+    /// ([`check_dns1123_label`](crate::validation::check_dns1123_label)),
+    /// then [`BotSessionSpec::validate`]. Paths start at the object root.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        if let Err(message) = crate::validation::check_dns1123_label(name) {
+            errors.push(FieldError {
+                path: "metadata.name".into(),
+                message,
+            });
+        }
+        if let Err(e) = self.spec.validate() {
+            errors.extend(e);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 impl BotSessionSpec {
