@@ -879,6 +879,11 @@ spec:
                  is out of range: expected at most 10 (fraction a year)",
             ),
             (
+                GOOD.replace("seed: 1,", "seed: 18446744073709551615,"),
+                "test.yaml:29: BotSession \"bot\": spec.marketData.simulated.seed: \
+                 18446744073709551615 is out of range: expected at most 9007199254740991",
+            ),
+            (
                 GOOD.replace("candles: 100}", "candles: 100}\n  stopAfter: 900000h"),
                 "test.yaml:30: BotSession \"bot\": spec.stopAfter: 900000h is too long: expected \
                  at most 876000h (100 years)",

@@ -251,7 +251,9 @@ pub enum VolumeUnit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimulatedSpec {
-    /// RNG seed; the same seed gives the same prices.
+    /// RNG seed; the same seed gives the same prices. At most
+    /// 9007199254740991 (2^53 − 1, the largest integer JSON keeps exactly).
+    #[schemars(range(max = limits::MAX_SEED))]
     pub seed: u64,
     /// Starting price of every symbol, quote currency (default `"100"`),
     /// from 0.00000001 to 1e12.
@@ -339,8 +341,10 @@ pub struct ExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = schema::percent("execution.failureRatePct"))]
     pub failure_rate_pct: Option<DecimalString>,
-    /// Seed of the execution RNG (failures, latency jitter); default 0.
+    /// Seed of the execution RNG (failures, latency jitter); default 0, at
+    /// most 9007199254740991.
     #[serde(default)]
+    #[schemars(range(max = limits::MAX_SEED))]
     pub seed: u64,
 }
 
@@ -636,6 +640,7 @@ impl BotSessionSpec {
                 e.push(format!("{path}.interval"), "must be longer than 0s");
             }
             e.duration(&format!("{path}.interval"), Some(s.interval));
+            e.count_at_most(&format!("{path}.seed"), Some(s.seed), limits::MAX_SEED);
             e.count_at_most(
                 &format!("{path}.candles"),
                 s.candles,
@@ -646,6 +651,7 @@ impl BotSessionSpec {
         e.pct("spec.execution.feeRatePct", x.fee_rate_pct);
         e.non_negative("spec.execution.gasCost", x.gas_cost);
         e.money("spec.execution.gasCost", x.gas_cost);
+        e.count_at_most("spec.execution.seed", Some(x.seed), limits::MAX_SEED);
         e.duration("spec.execution.latency", x.latency);
         e.duration("spec.execution.latencyJitter", x.latency_jitter);
         e.pct("spec.execution.failureRatePct", x.failure_rate_pct);

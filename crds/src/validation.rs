@@ -41,6 +41,12 @@ pub mod limits {
     pub const MAX_ANNUAL_DRIFT: Decimal = Decimal::TEN;
     /// Largest simulated annual volatility σ, fraction: 10 (1000 % a year).
     pub const MAX_ANNUAL_VOLATILITY: Decimal = Decimal::TEN;
+    /// Largest RNG seed: 9,007,199,254,740,991 (2^53 − 1). The API server
+    /// refuses integers above `i64::MAX`, reads a schema's `maximum` as a
+    /// 64-bit float (so `i64::MAX` itself cannot be the bound), and JSON
+    /// tools read numbers as doubles: 2^53 − 1 is the largest seed every one
+    /// of them keeps exactly.
+    pub const MAX_SEED: u64 = (1 << 53) - 1;
     /// Most candles per symbol of a simulated source: 1,000,000,000.
     pub const MAX_SIMULATED_CANDLES: u64 = 1_000_000_000;
     /// Longest signal look-back, bars: 100,000 (each generator keeps a
