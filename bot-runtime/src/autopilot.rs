@@ -57,6 +57,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use paperbot_crds::{AdjustmentStatus, AutopilotStatus, DecimalString};
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
 
 use crate::ledger::records::{
     AdjustmentOutcomeRecord, AdjustmentRecord, Outcome, RoundTrip, WindowMetrics,
@@ -118,9 +119,11 @@ fn round_within(v: Decimal, min: Decimal, max: Decimal) -> Decimal {
     v
 }
 
-/// Running sums of the current window.
-#[derive(Clone, Debug, Default)]
-struct WindowSums {
+/// Running sums of the current window (saturating: a window of P&L beyond a
+/// decimal's range stays at its largest value instead of overflowing).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct WindowSums {
     trades: u32,
     wins: u32,
     pnl: Decimal,
@@ -131,14 +134,14 @@ struct WindowSums {
 
 impl WindowSums {
     fn add(&mut self, rt: &RoundTrip) {
-        self.trades += 1;
-        self.pnl += rt.pnl;
-        self.returns += rt.return_pct;
+        self.trades = self.trades.saturating_add(1);
+        self.pnl = self.pnl.saturating_add(rt.pnl);
+        self.returns = self.returns.saturating_add(rt.return_pct);
         if rt.pnl > Decimal::ZERO {
-            self.wins += 1;
-            self.gross_profit += rt.pnl;
+            self.wins = self.wins.saturating_add(1);
+            self.gross_profit = self.gross_profit.saturating_add(rt.pnl);
         } else if rt.pnl < Decimal::ZERO {
-            self.gross_loss -= rt.pnl;
+            self.gross_loss = self.gross_loss.saturating_sub(rt.pnl);
         }
     }
 
@@ -152,7 +155,9 @@ impl WindowSums {
             pnl: self.pnl.normalize(),
             avg_return_pct: (self.returns / n).round_dp(DP).normalize(),
             profit_factor: (!self.gross_loss.is_zero()).then(|| {
-                (self.gross_profit / self.gross_loss)
+                self.gross_profit
+                    .checked_div(self.gross_loss)
+                    .unwrap_or(Decimal::MAX)
                     .round_dp(DP)
                     .normalize()
             }),
@@ -166,6 +171,52 @@ struct Pending {
     first_id: u64,
     last_id: u64,
     before: WindowMetrics,
+}
+
+/// [`WindowMetrics`] in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct MetricsCheckpoint {
+    pub trades: u32,
+    pub win_rate_pct: Decimal,
+    pub pnl: Decimal,
+    pub avg_return_pct: Decimal,
+    pub profit_factor: Option<Decimal>,
+}
+
+/// A pending set of adjustments in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PendingCheckpoint {
+    pub first_id: u64,
+    pub last_id: u64,
+    pub before: MetricsCheckpoint,
+}
+
+/// One of the recent adjustments in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RecentCheckpoint {
+    pub id: u64,
+    pub status: AdjustmentStatus,
+}
+
+/// What a checkpoint keeps of the autopilot (its settings come from the
+/// configuration).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AutopilotCheckpoint {
+    pub enabled: bool,
+    pub params: TunableParams,
+    pub window: WindowSums,
+    pub pending: Option<PendingCheckpoint>,
+    pub negative_run: u32,
+    pub last_adjustment: Option<Timestamp>,
+    pub day: i64,
+    pub day_count: u32,
+    pub next_id: u64,
+    pub count: u32,
+    pub recent: Vec<RecentCheckpoint>,
 }
 
 fn describe(m: &WindowMetrics) -> String {
@@ -244,6 +295,104 @@ impl Autopilot {
         }
     }
 
+    /// Everything that decides future adjustments, verdicts and status.
+    pub(crate) fn checkpoint(&self) -> AutopilotCheckpoint {
+        let metrics = |m: &WindowMetrics| MetricsCheckpoint {
+            trades: m.trades,
+            win_rate_pct: m.win_rate_pct,
+            pnl: m.pnl,
+            avg_return_pct: m.avg_return_pct,
+            profit_factor: m.profit_factor,
+        };
+        AutopilotCheckpoint {
+            enabled: self.enabled,
+            params: self.params.clone(),
+            window: self.sums.clone(),
+            pending: self.pending.as_ref().map(|p| PendingCheckpoint {
+                first_id: p.first_id,
+                last_id: p.last_id,
+                before: metrics(&p.before),
+            }),
+            negative_run: self.negative_run,
+            last_adjustment: self.last_adjustment,
+            day: self.day,
+            day_count: self.day_count,
+            next_id: self.next_id,
+            count: self.count,
+            recent: self
+                .recent
+                .iter()
+                .map(|(id, status)| RecentCheckpoint {
+                    id: *id,
+                    status: status.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The autopilot for `settings` in the state of a checkpoint: ids
+    /// consistent (`count = next_id − 1`, a pending set among the ids
+    /// given), at most 10 recent adjustments, enabled only when the settings
+    /// enable it.
+    pub(crate) fn restore(
+        settings: &AutopilotSettings,
+        cp: AutopilotCheckpoint,
+    ) -> Result<Self, String> {
+        let mut a = Self::new(settings, cp.params);
+        if cp.enabled && !settings.enabled {
+            return Err(
+                "autopilot.enabled is true but the autopilot is not enabled in the strategy".into(),
+            );
+        }
+        if cp.next_id == 0 || u64::from(cp.count) != cp.next_id - 1 {
+            return Err(format!(
+                "autopilot.count {} does not match autopilot.nextId {} (expected count = nextId - 1)",
+                cp.count, cp.next_id
+            ));
+        }
+        if let Some(p) = &cp.pending
+            && (p.first_id == 0 || p.first_id > p.last_id || p.last_id >= cp.next_id)
+        {
+            return Err(format!(
+                "autopilot.pending ids {}..={} are not among the adjustments made (1..{})",
+                p.first_id, p.last_id, cp.next_id
+            ));
+        }
+        if cp.recent.len() > RECENT {
+            return Err(format!(
+                "autopilot.recent has {} entries, at most {RECENT} are kept",
+                cp.recent.len()
+            ));
+        }
+        if cp.window.trades >= a.window {
+            return Err(format!(
+                "autopilot.window has {} round trips, a full window is {} (it is evaluated then)",
+                cp.window.trades, a.window
+            ));
+        }
+        a.enabled = cp.enabled;
+        a.sums = cp.window;
+        a.pending = cp.pending.map(|p| Pending {
+            first_id: p.first_id,
+            last_id: p.last_id,
+            before: WindowMetrics {
+                trades: p.before.trades,
+                win_rate_pct: p.before.win_rate_pct,
+                pnl: p.before.pnl,
+                avg_return_pct: p.before.avg_return_pct,
+                profit_factor: p.before.profit_factor,
+            },
+        });
+        a.negative_run = cp.negative_run;
+        a.last_adjustment = cp.last_adjustment;
+        a.day = cp.day;
+        a.day_count = cp.day_count;
+        a.next_id = cp.next_id;
+        a.count = cp.count;
+        a.recent = cp.recent.into_iter().map(|r| (r.id, r.status)).collect();
+        Ok(a)
+    }
+
     /// The current (effective) parameters; the engine reads them before each
     /// decision.
     pub fn params(&self) -> &TunableParams {
@@ -319,7 +468,7 @@ impl Autopilot {
             }
         }
         if outcome == Outcome::Negative {
-            self.negative_run += 1;
+            self.negative_run = self.negative_run.saturating_add(1);
             if self.auto_disable_after > 0 && self.negative_run >= self.auto_disable_after {
                 self.enabled = false;
             }
@@ -358,16 +507,17 @@ impl Autopilot {
             let (Some((min, max)), Some(old)) = (self.bounds[i], get(&self.params, i)) else {
                 continue;
             };
-            let step = self.learning_rate * (max - min);
+            // Bounds are percents (at most types::MAX_PCT); saturating all the same.
+            let step = self.learning_rate.saturating_mul(max.saturating_sub(min));
             let (delta, how) = if poor {
                 (step * Decimal::from(tighten_sign), "tighten")
             } else {
                 (
-                    -(self.aggressiveness * step) * Decimal::from(tighten_sign),
+                    -(self.aggressiveness.saturating_mul(step)) * Decimal::from(tighten_sign),
                     "loosen",
                 )
             };
-            let new = round_within((old + delta).clamp(min, max), min, max);
+            let new = round_within(old.saturating_add(delta).clamp(min, max), min, max);
             if new == old {
                 continue;
             }

@@ -75,6 +75,7 @@ use std::time::Duration;
 
 use paperbot_crds::{BreakerState, BreakerStatus, DurationString};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 use crate::ledger::records::BreakerEventRecord;
 use crate::params::BreakerLimits;
@@ -163,19 +164,33 @@ fn state_name(s: BreakerState) -> &'static str {
     }
 }
 
-/// `(base − value) × 100 >= limit_pct × base`, with `base > 0`.
+/// `(base − value) × 100 >= limit_pct × base`, with `base > 0`. Checked: a
+/// product beyond a decimal's range decides by its sign (a limit too large
+/// to represent is never reached).
 fn loss_reached(base: Decimal, value: Decimal, limit_pct: Decimal) -> bool {
-    base > Decimal::ZERO && (base - value) * Decimal::ONE_HUNDRED >= limit_pct * base
+    if base <= Decimal::ZERO {
+        return false;
+    }
+    let loss = base
+        .checked_sub(value)
+        .and_then(|d| d.checked_mul(Decimal::ONE_HUNDRED));
+    match (loss, limit_pct.checked_mul(base)) {
+        (Some(l), Some(r)) => l >= r,
+        (_, None) => false,
+        (None, Some(_)) => value < base,
+    }
 }
 
-/// `(base − value)` as a percent of `base`, 2 dp (for reasons only).
+/// `(base − value)` as a percent of `base`, 2 dp (for reasons only; 0 when
+/// it cannot be computed).
 fn pct_of(base: Decimal, value: Decimal) -> Decimal {
     if base.is_zero() {
         return Decimal::ZERO;
     }
-    ((base - value) * Decimal::ONE_HUNDRED / base)
-        .round_dp(2)
-        .normalize()
+    base.checked_sub(value)
+        .and_then(|d| d.checked_mul(Decimal::ONE_HUNDRED))
+        .and_then(|d| d.checked_div(base))
+        .map_or(Decimal::ZERO, |p| p.round_dp(2).normalize())
 }
 
 fn cmp_word(hit: bool) -> &'static str {
@@ -195,6 +210,33 @@ struct Breaker {
     changed_at: Option<Timestamp>,
     trips: u32,
     reason: Option<String>,
+}
+
+/// One breaker in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct BreakerCheckpoint {
+    pub name: String,
+    pub state: BreakerState,
+    pub changed_at: Option<Timestamp>,
+    pub trips: u32,
+    pub reason: Option<String>,
+}
+
+/// What a checkpoint keeps of the breakers (the limits come from the configuration).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct BreakersCheckpoint {
+    pub breakers: Vec<BreakerCheckpoint>,
+    pub day_end_ms: Option<i64>,
+    pub failures: u32,
+    pub losses: u32,
+    pub entries_today: u32,
+    pub invalid_ticks: u32,
+    pub dd_ref: Option<Decimal>,
+    pub last_equity: Option<Decimal>,
+    pub halted: Option<String>,
+    pub trips: u32,
 }
 
 /// The session's circuit breakers. See the [module docs](self) for the rules.
@@ -252,6 +294,108 @@ impl CircuitBreakers {
 
     fn state(&self, k: BreakerKind) -> BreakerState {
         self.b[k as usize].state
+    }
+
+    /// Everything that decides future transitions and records.
+    pub(crate) fn checkpoint(&self) -> BreakersCheckpoint {
+        BreakersCheckpoint {
+            breakers: BreakerKind::ALL
+                .iter()
+                .zip(&self.b)
+                .map(|(k, b)| BreakerCheckpoint {
+                    name: k.name().to_string(),
+                    state: b.state,
+                    changed_at: b.changed_at,
+                    trips: b.trips,
+                    reason: b.reason.clone(),
+                })
+                .collect(),
+            day_end_ms: self.day_end_ms,
+            failures: self.failures,
+            losses: self.losses,
+            entries_today: self.entries_today,
+            invalid_ticks: self.invalid_ticks,
+            dd_ref: self.dd_ref,
+            last_equity: self.last_equity,
+            halted: self.halted.map(|k| k.name().to_string()),
+            trips: self.trips,
+        }
+    }
+
+    /// Breakers for `limits` in the state of a checkpoint: the same nine
+    /// breakers in [`BreakerKind::ALL`] order, a breaker that does not exist
+    /// for these limits only `Closed` and never tripped, the trip total equal
+    /// to the sum, a halt only by an open kill-switch breaker.
+    pub(crate) fn restore(limits: &BreakerLimits, cp: BreakersCheckpoint) -> Result<Self, String> {
+        let mut cb = Self::new(limits);
+        if cp.breakers.len() != KINDS {
+            return Err(format!(
+                "breakers.breakers has {} entries, expected {KINDS}",
+                cp.breakers.len()
+            ));
+        }
+        let mut sum = 0u64;
+        for (i, (k, b)) in BreakerKind::ALL.iter().zip(cp.breakers).enumerate() {
+            if b.name != k.name() {
+                return Err(format!(
+                    "breakers.breakers[{i}] is {:?}, expected {:?}",
+                    b.name,
+                    k.name()
+                ));
+            }
+            let br = &mut cb.b[*k as usize];
+            if !br.active && (b.state != BreakerState::Closed || b.trips != 0) {
+                return Err(format!(
+                    "breakers.breakers[{i}] ({}) is not configured but has state {} and {} trips",
+                    b.name,
+                    state_name(b.state),
+                    b.trips
+                ));
+            }
+            if k.is_kill_switch() && b.state == BreakerState::HalfOpen {
+                return Err(format!(
+                    "breakers.breakers[{i}] ({}) is a kill switch and never half-open",
+                    b.name
+                ));
+            }
+            sum += u64::from(b.trips);
+            br.state = b.state;
+            br.changed_at = b.changed_at;
+            br.trips = b.trips;
+            br.reason = b.reason;
+        }
+        if sum != u64::from(cp.trips) {
+            return Err(format!(
+                "breakers.trips {} is not the sum of the breakers' trips ({sum})",
+                cp.trips
+            ));
+        }
+        cb.halted = match cp.halted.as_deref() {
+            None => None,
+            Some(name) => {
+                let k = BreakerKind::ALL
+                    .into_iter()
+                    .find(|k| k.is_kill_switch() && k.name() == name)
+                    .ok_or_else(|| {
+                        format!(
+                            "breakers.halted {name:?} is not a kill-switch breaker (expected accountMaxDrawdown or accountDailyLoss)"
+                        )
+                    })?;
+                if cb.state(k) != BreakerState::Open {
+                    return Err(format!("breakers.halted names {name} but it is not open"));
+                }
+                Some(k)
+            }
+        };
+        cb.day_end_ms = cp.day_end_ms;
+        cb.failures = cp.failures;
+        cb.losses = cp.losses;
+        cb.entries_today = cp.entries_today;
+        cb.invalid_ticks = cp.invalid_ticks;
+        cb.dd_ref = cp.dd_ref;
+        cb.last_equity = cp.last_equity;
+        cb.trips = cp.trips;
+        Ok(cb)
     }
 
     fn active(&self, k: BreakerKind) -> bool {
@@ -322,12 +466,12 @@ impl CircuitBreakers {
         match self.day_end_ms {
             Some(end) if now.millis() < end => return,
             None => {
-                self.day_end_ms = Some((now.utc_day() + 1) * MS_PER_DAY);
+                self.day_end_ms = Some(now.utc_day().saturating_add(1).saturating_mul(MS_PER_DAY));
                 return;
             }
             Some(_) => {}
         }
-        self.day_end_ms = Some((now.utc_day() + 1) * MS_PER_DAY);
+        self.day_end_ms = Some(now.utc_day().saturating_add(1).saturating_mul(MS_PER_DAY));
         self.entries_today = 0;
         for k in [BreakerKind::DailyLoss, BreakerKind::DailyTradeCap] {
             if self.state(k) != BreakerState::Closed {

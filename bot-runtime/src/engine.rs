@@ -7,8 +7,11 @@
 //! # Per candle, in order
 //!
 //! 1. Time: UTC-day rollover, breaker cooldowns.
-//! 2. Feed check: the candle is validated (a bad tick is skipped and counted;
-//!    gaps are measured); the price-feed breaker sees both.
+//! 2. Feed check: prices with more than [`MAX_PRICE_DP`] decimal places are
+//!    rounded to 12; the candle is validated (a bad tick — including a value
+//!    outside the ranges of [`crate::types`] or an unknown symbol — is
+//!    skipped and counted; gaps are measured); the price-feed breaker sees
+//!    both.
 //! 3. A pending market order of the symbol fills on this candle (see
 //!    [`crate::execution`] for the price rules).
 //! 4. Stop-loss / trailing stop / take-profit levels are checked against the
@@ -25,27 +28,62 @@
 //! while long and a sell signal while flat are Holds. The confidence threshold
 //! applies to entries and signal exits; circuit breakers block entries only,
 //! never exits.
+//!
+//! # Range
+//!
+//! No candle the feed guard accepts and no configuration makes the engine
+//! panic. Quantities computed by sizing are capped at
+//! [`MAX_ORDER_QUANTITY`]; products that can outgrow a `Decimal` are
+//! checked; the books refuse any figure beyond [`crate::types::MAX_MONEY`] or
+//! beyond what a `Decimal` holds exactly (see [`crate::portfolio`]). When a
+//! figure would leave that range the engine stops: [`Engine::on_candle`]
+//! returns [`Step::Failed`] from then on and [`Engine::failure`] says what
+//! and where, e.g. `BTC-USD at 2024-01-01T00:05:00Z: market value 1e22
+//! exceeds the engine's range (1e20)`. The books stay as they were before
+//! the refused operation, so the accounting identity still holds.
+//!
+//! # Checkpoints
+//!
+//! [`Engine::checkpoint`] captures everything that influences future records
+//! ([`EngineCheckpoint`]); [`Engine::restore`] rebuilds an engine that
+//! continues *exactly* as the original would have: feeding both the same
+//! candles gives identical records and [`EngineState`]. A checkpoint is
+//! taken right after [`Engine::take_batch`] (or with
+//! [`Engine::take_batch_and_checkpoint`]), when no record is pending; one
+//! taken with records pending is refused by `restore`.
 
 use paperbot_crds::{ExecutionSpec, SignalsSpec, VolumeUnit};
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    autopilot::Autopilot,
-    breakers::CircuitBreakers,
-    execution::ExecutionModel,
+    autopilot::{Autopilot, AutopilotCheckpoint},
+    breakers::{BreakersCheckpoint, CircuitBreakers},
+    execution::{ExecutionCheckpoint, ExecutionModel},
     ledger::records::{
         Action, DecisionRecord, FillReason, FillStatus, LedgerBatch, PositionRecord, RoundTrip,
         SnapshotRecord, TradeRecord,
     },
-    market::guard::{FeedGuard, FeedVerdict},
+    market::guard::{FeedGuard, FeedVerdict, GuardCheckpoint},
     params::{EffectiveParams, TunableParams},
-    portfolio::Portfolio,
-    signals::{SignalSet, combine, explain},
-    types::{Candle, Side, SymbolId, Timestamp},
+    portfolio::{Portfolio, PortfolioCheckpoint},
+    signals::{SignalSet, SignalsCheckpoint, combine, explain},
+    types::{
+        Candle, MAX_PRICE_DP, MAX_VOLUME, RangeError, Side, SymbolId, Timestamp, checked_div,
+        checked_mul,
+    },
 };
 
 /// Decimal places of quantities computed by percent sizing (rounded down).
 pub const QUANTITY_DP: u32 = 8;
+
+/// Largest quantity sizing computes (percent of equity, or what the cash
+/// allows), base units: 1e18, the largest candle volume accepted. Only a
+/// tiny price with a huge equity comes near it.
+pub const MAX_ORDER_QUANTITY: Decimal = MAX_VOLUME;
+
+/// Version of the [`EngineCheckpoint`] format; `restore` refuses others.
+pub const CHECKPOINT_VERSION: u32 = 1;
 
 /// Everything the engine needs to know about a session.
 #[derive(Clone, Debug)]
@@ -82,6 +120,34 @@ impl EngineConfig {
             record_holds: plan.session.record_holds,
         }
     }
+
+    /// The configuration as JSON, as a checkpoint records it (camelCase
+    /// names; decimals as strings).
+    fn fingerprint(&self) -> serde_json::Value {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Fingerprint<'a> {
+            symbols: &'a [String],
+            initial_cash: Decimal,
+            params: &'a EffectiveParams,
+            signals: &'a SignalsSpec,
+            execution: &'a ExecutionSpec,
+            volume_units: &'a [VolumeUnit],
+            snapshot_interval_ms: i64,
+            record_holds: bool,
+        }
+        serde_json::to_value(Fingerprint {
+            symbols: &self.symbols,
+            initial_cash: self.initial_cash,
+            params: &self.params,
+            signals: &self.signals,
+            execution: &self.execution,
+            volume_units: &self.volume_units,
+            snapshot_interval_ms: self.snapshot_interval_ms,
+            record_holds: self.record_holds,
+        })
+        .unwrap_or_default()
+    }
 }
 
 /// What the runner should do after a candle.
@@ -91,6 +157,10 @@ pub enum Step {
     Continue,
     /// The account kill switch tripped: positions were liquidated; stop.
     Halted,
+    /// A figure left the engine's range: the session must stop (nothing
+    /// more is processed); [`Engine::failure`] says why. The records up to
+    /// the failure are consistent with the books.
+    Failed,
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +172,27 @@ struct PendingOrder {
     fill_time: Timestamp,
     reason: FillReason,
 }
+
+/// A pending order in a checkpoint (`reason` as [`FillReason::as_str`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PendingOrderCheckpoint {
+    side: Side,
+    quantity: Decimal,
+    decision_seq: u64,
+    decision_time: Timestamp,
+    fill_time: Timestamp,
+    reason: String,
+}
+
+const FILL_REASONS: [FillReason; 6] = [
+    FillReason::Signal,
+    FillReason::StopLoss,
+    FillReason::TakeProfit,
+    FillReason::TrailingStop,
+    FillReason::MaxHoldTime,
+    FillReason::Liquidation,
+];
 
 /// Per-symbol state.
 struct SymbolState {
@@ -115,7 +206,21 @@ struct SymbolState {
     trail_price: Option<Decimal>,
     levels_version: u64,
     dirty: bool,
-    /// The last accepted candle (liquidation fills against it).
+    /// The last accepted candle.
+    last_candle: Option<Candle>,
+}
+
+/// One symbol's state in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SymbolCheckpoint {
+    name: String,
+    signals: SignalsCheckpoint,
+    pending: Option<PendingOrderCheckpoint>,
+    stop_price: Option<Decimal>,
+    take_profit_price: Option<Decimal>,
+    trail_price: Option<Decimal>,
+    levels_version: u64,
     last_candle: Option<Candle>,
 }
 
@@ -148,6 +253,224 @@ pub struct EngineState {
     pub rejected_ticks: u64,
 }
 
+/// Why [`Engine::restore`] refused a checkpoint. Every case names what was
+/// wrong and what was expected; a checkpoint comes from a database, so it
+/// is checked like any input.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The text is not a checkpoint (syntax, a missing or unknown field, a
+    /// wrong type), with serde's line and column.
+    #[error("the checkpoint is not valid checkpoint JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Written by a runtime with another checkpoint format.
+    #[error(
+        "checkpoint format version {found} is not supported: this runtime reads version {expected}"
+    )]
+    Version {
+        /// The checkpoint's version.
+        found: u32,
+        /// [`CHECKPOINT_VERSION`].
+        expected: u32,
+    },
+    /// The session's configuration is not the one the checkpoint was taken
+    /// with: the first difference, e.g. `execution.seed was 7, now 8`.
+    #[error("the session's configuration changed since the checkpoint: {0}")]
+    ConfigChanged(String),
+    /// Taken with records not yet handed over by [`Engine::take_batch`].
+    #[error(
+        "the checkpoint was taken with {0} records not yet handed over by take_batch(): resuming from it would lose them"
+    )]
+    Unflushed(u64),
+    /// A value is inconsistent or out of range (hand-edited or damaged).
+    #[error("corrupt checkpoint: {0}")]
+    Corrupt(String),
+}
+
+/// The complete state of an [`Engine`] between two candles, as JSON text
+/// (serde; decimals as strings with their scale, `f64` indicator state as
+/// IEEE-754 bits, random streams as word positions), so that
+/// [`Engine::restore`] continues exactly.
+///
+/// It holds: the format [`CHECKPOINT_VERSION`]; the configuration it was
+/// taken with (checked on restore); candles consumed; cash, realized P&L and
+/// every position (quantity, cost basis, entry figures, last price, market
+/// value, opening time, highest price); pending orders; cached exit levels;
+/// breaker states (state, trips, since, reason, failure/loss/invalid-tick
+/// runs, day counters, drawdown reference, halt); the autopilot (current
+/// parameters, the open window's sums, the set awaiting its verdict, the
+/// negative run, daily count, next id, recent adjustments, enabled flag);
+/// daily counters and day-start equity; decision and trade sequence
+/// numbers; snapshot timing; equity peak and the largest drawdown's peak and
+/// trough; the feed guard's last times and invalid counts; every signal's
+/// buffers and running sums; the random streams' positions; the last
+/// accepted candle of each symbol; and a failure reason or halt.
+///
+/// Size: about 2 KB of configuration plus, per symbol, its position and
+/// signal buffers (a few KB for periods of tens of bars).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EngineCheckpoint {
+    version: u32,
+    config: serde_json::Value,
+    candles: u64,
+    unflushed_records: u64,
+    bars: u64,
+    holds: u64,
+    fills: u64,
+    rejected: u64,
+    decision_seq: u64,
+    trade_seq: u64,
+    start: Option<Timestamp>,
+    now: Timestamp,
+    day: i64,
+    day_start_equity: Decimal,
+    entries_today: u32,
+    last_equity: Decimal,
+    peak_equity: Decimal,
+    worst_peak: Decimal,
+    worst_trough: Decimal,
+    next_snapshot: Timestamp,
+    last_snapshot: Option<Timestamp>,
+    params_version: u64,
+    halted: bool,
+    failure: Option<String>,
+    portfolio: PortfolioCheckpoint,
+    symbols: Vec<SymbolCheckpoint>,
+    breakers: BreakersCheckpoint,
+    autopilot: AutopilotCheckpoint,
+    feed_guard: GuardCheckpoint,
+    execution: ExecutionCheckpoint,
+}
+
+impl EngineCheckpoint {
+    /// The checkpoint as JSON text.
+    ///
+    /// # Errors
+    ///
+    /// Only if serde_json fails, which it does not for this type (every map
+    /// key is a string, every number finite).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    /// Parse a checkpoint from JSON text (structure only; [`Engine::restore`]
+    /// checks the values).
+    ///
+    /// # Errors
+    ///
+    /// [`RestoreError::Json`] with serde's line, column and reason.
+    pub fn from_json(text: &str) -> Result<Self, RestoreError> {
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// Format version ([`CHECKPOINT_VERSION`] when written by this runtime).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Candles handed to [`Engine::on_candle`] before the checkpoint
+    /// (rejected ones included): the feed items a resumed run skips.
+    pub fn candles_consumed(&self) -> u64 {
+        self.candles
+    }
+
+    /// Latest market time seen.
+    pub fn time(&self) -> Timestamp {
+        self.now
+    }
+
+    /// The last accepted candle of each symbol, by symbol index.
+    pub fn last_candles(&self) -> impl Iterator<Item = Option<&Candle>> {
+        self.symbols.iter().map(|s| s.last_candle.as_ref())
+    }
+
+    /// Why the engine had stopped, if it had failed (see [`Step::Failed`]).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Whether the account kill switch had halted the session.
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    /// The figures [`Engine::state`] gave when the checkpoint was taken,
+    /// computed from the checkpoint alone (for a report regenerated from the
+    /// ledger). Sums saturate instead of overflowing on a damaged checkpoint.
+    pub fn state(&self) -> EngineState {
+        let pf = &self.portfolio;
+        let open = pf.positions.iter().filter(|p| !p.quantity.is_zero());
+        let position_value = pf
+            .positions
+            .iter()
+            .fold(Decimal::ZERO, |a, p| a.saturating_add(p.market_value));
+        let unrealized = open.clone().fold(Decimal::ZERO, |a, p| {
+            a.saturating_add(p.market_value.saturating_sub(p.cost_basis))
+        });
+        EngineState {
+            start: self.start.unwrap_or(self.now),
+            now: self.now,
+            bars: self.bars,
+            cash: pf.cash,
+            equity: pf.cash.saturating_add(position_value),
+            realized_pnl: pf.realized_pnl,
+            unrealized_pnl: unrealized,
+            max_drawdown_pct: max_drawdown_pct(self.worst_peak, self.worst_trough),
+            open_positions: u32::try_from(open.count()).unwrap_or(u32::MAX),
+            holds: self.holds,
+            fills: self.fills,
+            rejected_ticks: self.rejected,
+        }
+    }
+}
+
+/// The first place where two JSON values differ, as `path was A, now B`.
+fn first_difference(
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+) -> Option<String> {
+    use serde_json::Value;
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                match b.get(k) {
+                    Some(vb) => {
+                        if let Some(d) = first_difference(&at(k), va, vb) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some(format!("{} was {va}, now absent", at(k))),
+                }
+            }
+            b.iter()
+                .find(|(k, _)| !a.contains_key(*k))
+                .map(|(k, vb)| format!("{} was absent, now {vb}", at(k)))
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (va, vb))| first_difference(&format!("{path}[{i}]"), va, vb)),
+        _ if old == new => None,
+        _ => Some(format!(
+            "{} was {old}, now {new}",
+            if path.is_empty() {
+                "configuration"
+            } else {
+                path
+            }
+        )),
+    }
+}
+
 /// The trading engine of one session.
 pub struct Engine {
     cfg: EngineConfig,
@@ -158,6 +481,9 @@ pub struct Engine {
     autopilot: Autopilot,
     guard: FeedGuard,
     batch: LedgerBatch,
+    /// The configuration as a checkpoint records it.
+    fingerprint: serde_json::Value,
+    candles: u64,
     decision_seq: u64,
     trade_seq: u64,
     fills: u64,
@@ -178,34 +504,48 @@ pub struct Engine {
     last_snapshot: Option<Timestamp>,
     params_version: u64,
     halted: bool,
+    failure: Option<String>,
+}
+
+fn symbol_state(name: &str, signals: &SignalsSpec) -> SymbolState {
+    SymbolState {
+        name: name.to_string(),
+        signals: SignalSet::new(signals),
+        pending: None,
+        stop_price: None,
+        take_profit_price: None,
+        trail_price: None,
+        levels_version: 0,
+        dirty: false,
+        last_candle: None,
+    }
 }
 
 impl Engine {
-    /// A fresh engine (flat, all cash).
+    /// A fresh engine (flat, all cash). An initial cash outside the engine's
+    /// range makes the first [`on_candle`](Self::on_candle) return
+    /// [`Step::Failed`] with the reason.
     pub fn new(cfg: EngineConfig) -> Self {
         let syms = cfg
             .symbols
             .iter()
-            .map(|name| SymbolState {
-                name: name.clone(),
-                signals: SignalSet::new(&cfg.signals),
-                pending: None,
-                stop_price: None,
-                take_profit_price: None,
-                trail_price: None,
-                levels_version: 0,
-                dirty: false,
-                last_candle: None,
-            })
+            .map(|name| symbol_state(name, &cfg.signals))
             .collect();
         let n = cfg.symbols.len();
+        let portfolio = Portfolio::new(cfg.initial_cash, n);
+        let failure = portfolio
+            .range_check()
+            .err()
+            .map(|e| format!("allocation: {e}"));
         Self {
-            portfolio: Portfolio::new(cfg.initial_cash, n),
+            portfolio,
             exec: ExecutionModel::from_spec(&cfg.execution, &cfg.volume_units),
             breakers: CircuitBreakers::new(&cfg.params.breakers),
             autopilot: Autopilot::new(&cfg.params.autopilot, cfg.params.tunable.clone()),
             guard: FeedGuard::new(n),
             batch: LedgerBatch::default(),
+            fingerprint: cfg.fingerprint(),
+            candles: 0,
             decision_seq: 0,
             trade_seq: 0,
             fills: 0,
@@ -225,9 +565,256 @@ impl Engine {
             last_snapshot: None,
             params_version: 1,
             halted: false,
+            failure,
             syms,
             cfg,
         }
+    }
+
+    /// The state between two candles, for [`restore`](Self::restore). Take
+    /// it right after [`take_batch`](Self::take_batch) (or use
+    /// [`take_batch_and_checkpoint`](Self::take_batch_and_checkpoint)): a
+    /// checkpoint taken with records still pending says so and `restore`
+    /// refuses it.
+    pub fn checkpoint(&self) -> EngineCheckpoint {
+        let b = &self.batch;
+        let unflushed = b.decisions.len()
+            + b.trades.len()
+            + b.snapshots.len()
+            + b.round_trips.len()
+            + b.breaker_events.len()
+            + b.adjustments.len()
+            + b.adjustment_outcomes.len()
+            + b.positions.len()
+            + self.syms.iter().filter(|s| s.dirty).count();
+        EngineCheckpoint {
+            version: CHECKPOINT_VERSION,
+            config: self.fingerprint.clone(),
+            candles: self.candles,
+            unflushed_records: unflushed as u64,
+            bars: self.bars,
+            holds: self.holds,
+            fills: self.fills,
+            rejected: self.rejected,
+            decision_seq: self.decision_seq,
+            trade_seq: self.trade_seq,
+            start: self.start,
+            now: self.now,
+            day: self.day,
+            day_start_equity: self.day_start_equity,
+            entries_today: self.entries_today,
+            last_equity: self.last_equity,
+            peak_equity: self.peak_equity,
+            worst_peak: self.worst_peak,
+            worst_trough: self.worst_trough,
+            next_snapshot: self.next_snapshot,
+            last_snapshot: self.last_snapshot,
+            params_version: self.params_version,
+            halted: self.halted,
+            failure: self.failure.clone(),
+            portfolio: self.portfolio.checkpoint(),
+            symbols: self
+                .syms
+                .iter()
+                .map(|s| SymbolCheckpoint {
+                    name: s.name.clone(),
+                    signals: s.signals.checkpoint(),
+                    pending: s.pending.as_ref().map(|o| PendingOrderCheckpoint {
+                        side: o.side,
+                        quantity: o.quantity,
+                        decision_seq: o.decision_seq,
+                        decision_time: o.decision_time,
+                        fill_time: o.fill_time,
+                        reason: o.reason.as_str().to_string(),
+                    }),
+                    stop_price: s.stop_price,
+                    take_profit_price: s.take_profit_price,
+                    trail_price: s.trail_price,
+                    levels_version: s.levels_version,
+                    last_candle: s.last_candle,
+                })
+                .collect(),
+            breakers: self.breakers.checkpoint(),
+            autopilot: self.autopilot.checkpoint(),
+            feed_guard: self.guard.checkpoint(),
+            execution: self.exec.checkpoint(),
+        }
+    }
+
+    /// [`take_batch`](Self::take_batch) and the checkpoint right after it,
+    /// to store in one transaction.
+    pub fn take_batch_and_checkpoint(&mut self) -> (LedgerBatch, EngineCheckpoint) {
+        let batch = self.take_batch();
+        let cp = self.checkpoint();
+        (batch, cp)
+    }
+
+    /// An engine for `cfg` in the state of `cp`: fed the candles after the
+    /// checkpoint's it produces exactly the records and state the original
+    /// engine would have.
+    ///
+    /// # Errors
+    ///
+    /// [`RestoreError::Version`] for another format,
+    /// [`RestoreError::ConfigChanged`] naming the first setting that differs
+    /// from the one the checkpoint was taken with,
+    /// [`RestoreError::Unflushed`] for a checkpoint taken with records
+    /// pending, and [`RestoreError::Corrupt`] naming the inconsistent value
+    /// (wrong number of symbols or buffer lengths, the accounting identity
+    /// broken, figures out of range, inconsistent counters...). Never panics.
+    pub fn restore(cfg: EngineConfig, cp: EngineCheckpoint) -> Result<Self, RestoreError> {
+        use RestoreError::Corrupt;
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(RestoreError::Version {
+                found: cp.version,
+                expected: CHECKPOINT_VERSION,
+            });
+        }
+        let fingerprint = cfg.fingerprint();
+        if let Some(diff) = first_difference("", &cp.config, &fingerprint) {
+            return Err(RestoreError::ConfigChanged(diff));
+        }
+        if cp.unflushed_records != 0 {
+            return Err(RestoreError::Unflushed(cp.unflushed_records));
+        }
+        let n = cfg.symbols.len();
+        if cp.symbols.len() != n || cp.portfolio.positions.len() != n {
+            return Err(Corrupt(format!(
+                "it has {} symbol states and {} positions for a session of {n} symbols",
+                cp.symbols.len(),
+                cp.portfolio.positions.len()
+            )));
+        }
+        let portfolio = Portfolio::restore(cfg.initial_cash, cp.portfolio).map_err(Corrupt)?;
+        let breakers =
+            CircuitBreakers::restore(&cfg.params.breakers, cp.breakers).map_err(Corrupt)?;
+        let autopilot = Autopilot::restore(&cfg.params.autopilot, cp.autopilot).map_err(Corrupt)?;
+        let guard = FeedGuard::restore(n, cp.feed_guard).map_err(Corrupt)?;
+        let mut exec = ExecutionModel::from_spec(&cfg.execution, &cfg.volume_units);
+        exec.restore(&cp.execution).map_err(Corrupt)?;
+        let mut syms = Vec::with_capacity(n);
+        for (i, (name, sc)) in cfg.symbols.iter().zip(cp.symbols).enumerate() {
+            let at = |field: &str| format!("symbols[{i}].{field}");
+            if sc.name != *name {
+                return Err(Corrupt(format!(
+                    "{} is {:?}, expected {name:?}",
+                    at("name"),
+                    sc.name
+                )));
+            }
+            let mut st = symbol_state(name, &cfg.signals);
+            st.signals
+                .restore(sc.signals)
+                .map_err(|e| Corrupt(format!("{}: {e}", at("signals"))))?;
+            st.pending = match sc.pending {
+                None => None,
+                Some(o) => {
+                    let reason = FILL_REASONS
+                        .into_iter()
+                        .find(|r| r.as_str() == o.reason)
+                        .ok_or_else(|| {
+                            Corrupt(format!(
+                                "{} {:?} is not a fill reason (signal, stop_loss, take_profit, trailing_stop, max_hold_time, liquidation)",
+                                at("pending.reason"),
+                                o.reason
+                            ))
+                        })?;
+                    if o.quantity <= Decimal::ZERO || o.decision_seq > cp.decision_seq {
+                        return Err(Corrupt(format!(
+                            "{} has quantity {} and decision {} (expected a positive quantity and a decision already made, at most {})",
+                            at("pending"),
+                            o.quantity,
+                            o.decision_seq,
+                            cp.decision_seq
+                        )));
+                    }
+                    Some(PendingOrder {
+                        side: o.side,
+                        quantity: o.quantity,
+                        decision_seq: o.decision_seq,
+                        decision_time: o.decision_time,
+                        fill_time: o.fill_time,
+                        reason,
+                    })
+                }
+            };
+            if sc.levels_version > cp.params_version {
+                return Err(Corrupt(format!(
+                    "{} {} is ahead of paramsVersion {}",
+                    at("levelsVersion"),
+                    sc.levels_version,
+                    cp.params_version
+                )));
+            }
+            if let Some(c) = &sc.last_candle
+                && c.symbol.idx() != i
+            {
+                return Err(Corrupt(format!(
+                    "{} belongs to symbol {}",
+                    at("lastCandle"),
+                    c.symbol.0
+                )));
+            }
+            st.stop_price = sc.stop_price;
+            st.take_profit_price = sc.take_profit_price;
+            st.trail_price = sc.trail_price;
+            st.levels_version = sc.levels_version;
+            st.last_candle = sc.last_candle;
+            syms.push(st);
+        }
+        if cp.fills > cp.trade_seq
+            || cp.bars.saturating_add(cp.rejected) > cp.candles
+            || cp.start.is_some() != (cp.candles > 0)
+            || cp.params_version == 0
+        {
+            return Err(Corrupt(format!(
+                "counters disagree: {} fills for {} trades, {} bars and {} rejected ticks for {} candles, start {:?}, paramsVersion {}",
+                cp.fills,
+                cp.trade_seq,
+                cp.bars,
+                cp.rejected,
+                cp.candles,
+                cp.start.map(Timestamp::to_rfc3339),
+                cp.params_version
+            )));
+        }
+        if cp.halted && breakers.halted().is_none() {
+            return Err(Corrupt(
+                "halted is true but no kill-switch breaker halted the session".into(),
+            ));
+        }
+        Ok(Self {
+            cfg,
+            syms,
+            portfolio,
+            exec,
+            breakers,
+            autopilot,
+            guard,
+            batch: LedgerBatch::default(),
+            fingerprint,
+            candles: cp.candles,
+            decision_seq: cp.decision_seq,
+            trade_seq: cp.trade_seq,
+            fills: cp.fills,
+            bars: cp.bars,
+            holds: cp.holds,
+            rejected: cp.rejected,
+            start: cp.start,
+            now: cp.now,
+            day: cp.day,
+            day_start_equity: cp.day_start_equity,
+            entries_today: cp.entries_today,
+            last_equity: cp.last_equity,
+            peak_equity: cp.peak_equity,
+            worst_peak: cp.worst_peak,
+            worst_trough: cp.worst_trough,
+            next_snapshot: cp.next_snapshot,
+            last_snapshot: cp.last_snapshot,
+            params_version: cp.params_version,
+            halted: cp.halted,
+            failure: cp.failure,
+        })
     }
 
     /// Current tunable parameters (autopilot may have moved them).
@@ -248,6 +835,18 @@ impl Engine {
     /// The autopilot.
     pub fn autopilot(&self) -> &Autopilot {
         &self.autopilot
+    }
+
+    /// Why the engine stopped with [`Step::Failed`]: the symbol, the market
+    /// time and the figure that left the range (`None` while it runs).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Candles handed to [`on_candle`](Self::on_candle) and processed
+    /// (rejected ones included; not those after a halt or failure).
+    pub fn candles_consumed(&self) -> u64 {
+        self.candles
     }
 
     /// Records produced since the last call, with the latest state of every
@@ -293,7 +892,7 @@ impl Engine {
             equity: self.portfolio.equity(),
             realized_pnl: self.portfolio.realized_pnl(),
             unrealized_pnl: self.portfolio.unrealized_pnl(),
-            max_drawdown_pct: self.max_drawdown_pct(),
+            max_drawdown_pct: max_drawdown_pct(self.worst_peak, self.worst_trough),
             open_positions: self.portfolio.open_positions(),
             holds: self.holds,
             fills: self.fills,
@@ -301,26 +900,48 @@ impl Engine {
         }
     }
 
-    fn max_drawdown_pct(&self) -> Decimal {
-        if self.worst_peak <= Decimal::ZERO {
-            return Decimal::ZERO;
-        }
-        pct4((self.worst_peak - self.worst_trough) / self.worst_peak)
-    }
-
-    /// Take a final snapshot (end of data, stop or halt) unless one was just
-    /// taken at this time.
+    /// Take a final snapshot (end of data, stop, halt or failure) unless one
+    /// was just taken at this time.
     pub fn finish(&mut self) {
         if self.last_snapshot != Some(self.now) {
             self.snapshot();
         }
     }
 
-    /// Process one candle.
+    /// Process one candle. After [`Step::Halted`] or [`Step::Failed`] the
+    /// engine ignores further candles and returns the same step.
     pub fn on_candle(&mut self, c: &Candle) -> Step {
         if self.halted {
             return Step::Halted;
         }
+        if self.failure.is_some() {
+            return Step::Failed;
+        }
+        self.candles += 1;
+        let quantized;
+        let c = if [c.open, c.high, c.low, c.close]
+            .iter()
+            .any(|p| p.scale() > MAX_PRICE_DP)
+        {
+            quantized = quantize(c);
+            &quantized
+        } else {
+            c
+        };
+        match self.process(c) {
+            Ok(step) => step,
+            Err(e) => {
+                let name = self
+                    .syms
+                    .get(c.symbol.idx())
+                    .map_or("?", |s| s.name.as_str());
+                self.failure = Some(format!("{name} at {}: {e}", c.close_time()));
+                Step::Failed
+            }
+        }
+    }
+
+    fn process(&mut self, c: &Candle) -> Result<Step, RangeError> {
         let sym = c.symbol;
         let s = sym.idx();
         let t_open = c.open_time;
@@ -329,8 +950,7 @@ impl Engine {
             self.start = Some(t_open);
             self.now = t_open;
             self.snapshot();
-            let iv = self.cfg.snapshot_interval_ms.max(1);
-            self.next_snapshot = Timestamp((t_open.millis().div_euclid(iv) + 1) * iv);
+            self.next_snapshot = self.next_snapshot_after(t_open);
         }
         self.now = self.now.max(c.close_time());
         let day = t_open.utc_day();
@@ -341,8 +961,13 @@ impl Engine {
         }
         self.breakers.tick(t_open, &mut self.batch.breaker_events);
 
-        match self.guard.check(c) {
-            FeedVerdict::Accept { gap_ms } => {
+        // A symbol id outside this session's table is a bad tick like any other.
+        let accepted = match self.syms.get(s).map(|_| self.guard.check(c)) {
+            Some(FeedVerdict::Accept { gap_ms }) => Some(gap_ms),
+            Some(FeedVerdict::Reject(_)) | None => None,
+        };
+        match accepted {
+            Some(gap_ms) => {
                 self.breakers.on_feed(
                     t_open,
                     true,
@@ -351,7 +976,7 @@ impl Engine {
                     &mut self.batch.breaker_events,
                 );
             }
-            FeedVerdict::Reject(_) => {
+            None => {
                 self.rejected += 1;
                 self.breakers.on_feed(
                     t_open,
@@ -360,7 +985,7 @@ impl Engine {
                     c.interval_ms,
                     &mut self.batch.breaker_events,
                 );
-                return Step::Continue;
+                return Ok(Step::Continue);
             }
         }
         self.bars += 1;
@@ -369,17 +994,17 @@ impl Engine {
         // 3. Pending market order.
         if let Some(o) = self.syms[s].pending.take() {
             if o.fill_time < c.close_time() {
-                self.execute(o, c);
+                self.execute(o, c)?;
             } else {
                 self.syms[s].pending = Some(o);
             }
         }
         // 4. Resting exits.
         if self.portfolio.position(sym).is_open() && self.syms[s].pending.is_none() {
-            self.check_exits(c);
+            self.check_exits(c)?;
         }
         // 5. Mark, equity, breakers.
-        self.portfolio.mark(sym, c.close);
+        self.portfolio.mark(sym, c.close)?;
         self.syms[s].last_candle = Some(*c);
         if self.portfolio.position(sym).is_open() {
             let before = self.portfolio.position(sym).highest_price;
@@ -399,9 +1024,7 @@ impl Engine {
             self.last_equity = equity;
             if equity > self.peak_equity {
                 self.peak_equity = equity;
-            } else if (self.peak_equity - equity) * self.worst_peak
-                > (self.worst_peak - self.worst_trough) * self.peak_equity
-            {
+            } else if deeper(self.peak_equity, equity, self.worst_peak, self.worst_trough) {
                 self.worst_peak = self.peak_equity;
                 self.worst_trough = equity;
             }
@@ -414,17 +1037,17 @@ impl Engine {
             &mut self.batch.breaker_events,
         );
         if self.breakers.halted().is_some() {
-            self.liquidate(c.close_time());
+            self.liquidate(c.close_time())?;
             self.snapshot();
             self.halted = true;
-            return Step::Halted;
+            return Ok(Step::Halted);
         }
         // 6. Max hold time.
         if let Some(max_hold) = self.cfg.params.risk.max_hold_ms {
             let p = self.portfolio.position(sym);
             if let Some(opened) = p.opened_at
                 && self.syms[s].pending.is_none()
-                && c.close_time().millis() - opened.millis() >= max_hold
+                && c.close_time().millis().saturating_sub(opened.millis()) >= max_hold
             {
                 let q = p.quantity;
                 let latency = self.exec.next_latency_ms();
@@ -443,17 +1066,31 @@ impl Engine {
         // 8. Snapshot.
         if c.close_time() >= self.next_snapshot {
             self.snapshot();
-            let iv = self.cfg.snapshot_interval_ms.max(1);
-            self.next_snapshot = Timestamp((c.close_time().millis().div_euclid(iv) + 1) * iv);
+            self.next_snapshot = self.next_snapshot_after(c.close_time());
         }
-        Step::Continue
+        Ok(Step::Continue)
+    }
+
+    /// The first multiple of the snapshot interval after `t`.
+    fn next_snapshot_after(&self, t: Timestamp) -> Timestamp {
+        let iv = self.cfg.snapshot_interval_ms.max(1);
+        Timestamp(
+            t.millis()
+                .div_euclid(iv)
+                .saturating_add(1)
+                .saturating_mul(iv),
+        )
     }
 
     fn snapshot(&mut self) {
         self.last_snapshot = Some(self.now);
         let equity = self.portfolio.equity();
         let drawdown = if self.peak_equity > Decimal::ZERO {
-            pct4((self.peak_equity - equity) / self.peak_equity)
+            pct4(
+                (self.peak_equity - equity)
+                    .checked_div(self.peak_equity)
+                    .unwrap_or(Decimal::ZERO),
+            )
         } else {
             Decimal::ZERO
         };
@@ -474,27 +1111,31 @@ impl Engine {
         let sym = SymbolId(s as u16);
         let p = self.portfolio.position(sym);
         let st = &mut self.syms[s];
+        // A level beyond a decimal's range (an absurd take-profit) is never reached: None.
+        let level = |base: Decimal, pct: Decimal, sign: Decimal| {
+            let factor =
+                Decimal::ONE.saturating_add(sign.saturating_mul(pct / Decimal::ONE_HUNDRED));
+            base.checked_mul(factor).map(round8)
+        };
         if st.levels_version != self.params_version {
             let avg = p.avg_entry_price();
             let t = self.autopilot.params();
             st.stop_price = t
                 .stop_loss_pct
-                .map(|pct| round8(avg * (Decimal::ONE - pct / Decimal::ONE_HUNDRED)));
+                .and_then(|pct| level(avg, pct, Decimal::NEGATIVE_ONE));
             st.take_profit_price = t
                 .take_profit_pct
-                .map(|pct| round8(avg * (Decimal::ONE + pct / Decimal::ONE_HUNDRED)));
+                .and_then(|pct| level(avg, pct, Decimal::ONE));
             st.levels_version = self.params_version;
         }
         if st.trail_price.is_none()
             && let Some(pct) = self.cfg.params.risk.trailing_stop_pct
         {
-            st.trail_price = Some(round8(
-                p.highest_price * (Decimal::ONE - pct / Decimal::ONE_HUNDRED),
-            ));
+            st.trail_price = level(p.highest_price, pct, Decimal::NEGATIVE_ONE);
         }
     }
 
-    fn check_exits(&mut self, c: &Candle) {
+    fn check_exits(&mut self, c: &Candle) -> Result<(), RangeError> {
         let s = c.symbol.idx();
         self.refresh_levels(s);
         let st = &self.syms[s];
@@ -522,11 +1163,12 @@ impl Engine {
             } else {
                 c.close_time()
             };
-            self.fill(c, Side::Sell, q, level, time, 0, 0, reason);
+            self.fill(c, Side::Sell, q, level, time, 0, 0, reason)?;
         }
+        Ok(())
     }
 
-    fn liquidate(&mut self, time: Timestamp) {
+    fn liquidate(&mut self, time: Timestamp) -> Result<(), RangeError> {
         for s in 0..self.syms.len() {
             let sym = SymbolId(s as u16);
             self.syms[s].pending = None;
@@ -552,15 +1194,16 @@ impl Engine {
                     0,
                     0,
                     FillReason::Liquidation,
-                );
+                )?;
             }
         }
+        Ok(())
     }
 
     /// Execute a market order on candle `c`.
-    fn execute(&mut self, o: PendingOrder, c: &Candle) {
+    fn execute(&mut self, o: PendingOrder, c: &Candle) -> Result<(), RangeError> {
         let time = o.fill_time.max(c.open_time);
-        let latency = time.millis() - o.decision_time.millis();
+        let latency = time.millis().saturating_sub(o.decision_time.millis());
         if self.exec.next_order_fails() {
             self.trade_seq += 1;
             let reference = ExecutionModel::reference_price(c, o.fill_time);
@@ -587,26 +1230,33 @@ impl Engine {
             });
             self.breakers
                 .on_execution(time, false, &mut self.batch.breaker_events);
-            return;
+            return Ok(());
         }
         let reference = ExecutionModel::reference_price(c, o.fill_time);
         let mut quantity = o.quantity;
         if o.side == Side::Buy {
             // Prices move between decision and fill: never spend more than the cash.
             let slip = self.exec.slippage_fraction(quantity, reference, c);
-            let unit = ExecutionModel::apply_slippage(Side::Buy, reference, slip)
-                * (Decimal::ONE + self.exec.fee_rate());
-            let spendable = self.portfolio.cash() - self.exec.gas();
-            if unit > Decimal::ZERO && quantity * unit > spendable {
-                quantity = floor_qty(spendable / unit);
+            let unit = checked_mul(
+                "cost per unit",
+                ExecutionModel::apply_slippage(Side::Buy, reference, slip)?,
+                Decimal::ONE.saturating_add(self.exec.fee_rate()),
+            )?;
+            let spendable = self.portfolio.cash().saturating_sub(self.exec.gas());
+            if unit > Decimal::ZERO
+                && quantity
+                    .checked_mul(unit)
+                    .is_none_or(|cost| cost > spendable)
+            {
+                quantity = size(spendable, unit);
             }
             if quantity <= Decimal::ZERO {
-                return;
+                return Ok(());
             }
         } else {
             quantity = quantity.min(self.portfolio.position(c.symbol).quantity);
             if quantity <= Decimal::ZERO {
-                return;
+                return Ok(());
             }
         }
         self.fill(
@@ -618,12 +1268,15 @@ impl Engine {
             latency,
             o.decision_seq,
             o.reason,
-        );
+        )?;
         self.breakers
             .on_execution(time, true, &mut self.batch.breaker_events);
+        Ok(())
     }
 
-    /// Apply a fill at `reference` (before slippage) and record it.
+    /// Apply a fill at `reference` (before slippage) and record it. Every
+    /// figure that can leave the range is computed before the books change:
+    /// on an error nothing was applied or recorded.
     #[allow(clippy::too_many_arguments)]
     fn fill(
         &mut self,
@@ -635,39 +1288,62 @@ impl Engine {
         latency_ms: i64,
         decision_seq: u64,
         reason: FillReason,
-    ) {
+    ) -> Result<(), RangeError> {
         let sym = c.symbol;
         let s = sym.idx();
         let slip = self.exec.slippage_fraction(quantity, reference, c);
-        let price = ExecutionModel::apply_slippage(side, reference, slip);
-        let fee = self.exec.fee(quantity, price);
+        let price = ExecutionModel::apply_slippage(side, reference, slip)?;
+        let fee = self.exec.fee(quantity, price)?;
         let gas = self.exec.gas();
+        let costs = fee.checked_add(gas).ok_or_else(|| {
+            RangeError(format!("fee {fee} + gas {gas} exceeds a decimal's range"))
+        })?;
+        let slippage_cost = checked_mul("slippage cost", (price - reference).abs(), quantity)?;
         let mut realized = Decimal::ZERO;
         match side {
             Side::Buy => {
-                self.portfolio.buy(sym, quantity, price, fee + gas, time);
-                self.entries_today += 1;
+                self.portfolio.buy(sym, quantity, price, costs, time)?;
+                self.entries_today = self.entries_today.saturating_add(1);
                 self.breakers.on_entry(time, &mut self.batch.breaker_events);
                 self.syms[s].levels_version = 0;
                 self.syms[s].trail_price = None;
             }
             Side::Sell => {
-                let out = self.portfolio.sell(sym, quantity, price, fee + gas);
+                // A sell that closes the position releases all of its entry
+                // figures: compute the round trip's before the books change.
+                let held = self.portfolio.position(sym);
+                let closes = quantity >= held.quantity;
+                let entry_price = if closes {
+                    checked_div("average entry price", held.entry_notional, quantity)?
+                } else {
+                    Decimal::ZERO
+                };
+                let round_trip_fees = held.entry_costs.checked_add(costs).ok_or_else(|| {
+                    RangeError(format!(
+                        "round-trip fees {} + {costs} exceed a decimal's range",
+                        held.entry_costs
+                    ))
+                })?;
+                let out = self.portfolio.sell(sym, quantity, price, costs)?;
                 realized = out.realized_pnl;
                 if let Some(opened) = out.closed_opened_at {
                     let rt = RoundTrip {
                         symbol: self.syms[s].name.clone(),
                         entry_time: opened,
-                        entry_price: (out.released_entry_notional / quantity).normalize(),
+                        entry_price: entry_price.normalize(),
                         exit_time: time,
                         exit_price: price.normalize(),
                         quantity,
                         pnl: out.realized_pnl,
-                        fees: out.released_entry_costs + fee + gas,
+                        fees: round_trip_fees,
                         return_pct: if out.released_cost.is_zero() {
                             Decimal::ZERO
                         } else {
-                            pct4(out.realized_pnl / out.released_cost)
+                            pct4(
+                                out.realized_pnl
+                                    .checked_div(out.released_cost)
+                                    .unwrap_or(Decimal::MAX),
+                            )
                         },
                         exit_reason: reason,
                     };
@@ -705,7 +1381,7 @@ impl Engine {
             fill_price: price,
             fee,
             gas,
-            slippage_cost: ((price - reference).abs() * quantity).normalize(),
+            slippage_cost: slippage_cost.normalize(),
             latency_ms,
             realized_pnl: realized,
             reason,
@@ -714,6 +1390,7 @@ impl Engine {
             position_after: p.quantity,
             cost_basis_after: p.cost_basis,
         });
+        Ok(())
     }
 
     fn decide(&mut self, c: &Candle) {
@@ -789,24 +1466,33 @@ impl Engine {
             } else {
                 quantity = match risk.fixed_quantity {
                     Some(q) => q,
-                    None => floor_qty(
-                        equity * params.max_position_size_pct / Decimal::ONE_HUNDRED / c.close,
+                    // equity × pct is at most 2e20 × 100: the division is the step that can overflow.
+                    None => size(
+                        equity * params.max_position_size_pct.min(crate::types::MAX_PCT)
+                            / Decimal::ONE_HUNDRED,
+                        c.close,
                     ),
                 };
-                let unit = c.close * (Decimal::ONE + self.exec.fee_rate());
+                let unit = c
+                    .close
+                    .saturating_mul(Decimal::ONE.saturating_add(self.exec.fee_rate()));
+                let gas = self.exec.gas();
+                let cash = self.portfolio.cash();
+                let needed = quantity.checked_mul(unit).and_then(|x| x.checked_add(gas));
                 if quantity <= Decimal::ZERO {
                     skip = Some("position size rounds to zero".into());
-                } else if quantity * unit + self.exec.gas() > self.portfolio.cash() {
+                } else if needed.is_none_or(|n| n > cash) {
                     if risk.fixed_quantity.is_some() {
                         skip = Some(format!(
                             "insufficient cash: {} needed, {} available",
-                            (quantity * unit + self.exec.gas()).round_dp(2),
-                            self.portfolio.cash().round_dp(2)
+                            needed.map_or_else(
+                                || "more than a decimal holds".to_string(),
+                                |n| n.round_dp(2).to_string()
+                            ),
+                            cash.round_dp(2)
                         ));
                     } else {
-                        quantity = floor_qty(
-                            (self.portfolio.cash() - self.exec.gas()).max(Decimal::ZERO) / unit,
-                        );
+                        quantity = size(cash.saturating_sub(gas).max(Decimal::ZERO), unit);
                         if quantity <= Decimal::ZERO {
                             skip = Some("insufficient cash".into());
                         }
@@ -815,8 +1501,10 @@ impl Engine {
                 if skip.is_none()
                     && let Some(max_slip) = risk.max_slippage_pct
                 {
-                    let est =
-                        self.exec.slippage_fraction(quantity, c.close, c) * Decimal::ONE_HUNDRED;
+                    let est = self
+                        .exec
+                        .slippage_fraction(quantity, c.close, c)
+                        .saturating_mul(Decimal::ONE_HUNDRED);
                     if est > max_slip {
                         skip = Some(format!(
                             "estimated slippage {}% exceeds maxSlippagePct {}%",
@@ -873,11 +1561,13 @@ impl Engine {
     }
 
     fn risk_text(&self, quantity: Decimal, price: Decimal, equity: Decimal) -> String {
-        let notional = quantity * price;
-        let pct = if equity > Decimal::ZERO {
-            (notional / equity * Decimal::ONE_HUNDRED).round_dp(2)
-        } else {
-            Decimal::ZERO
+        let notional = quantity.checked_mul(price);
+        let pct = match notional {
+            Some(n) if equity > Decimal::ZERO => n
+                .checked_div(equity)
+                .and_then(|x| x.checked_mul(Decimal::ONE_HUNDRED))
+                .map_or(Decimal::MAX, |x| x.round_dp(2)),
+            _ => Decimal::ZERO,
         };
         let risk = &self.cfg.params.risk;
         let fmt_max = |m: Option<u32>| m.map_or("unlimited".to_string(), |m| m.to_string());
@@ -890,7 +1580,10 @@ impl Engine {
         } else {
             format!(
                 "notional {} = {pct}% of equity {}",
-                notional.round_dp(2).normalize(),
+                notional.map_or_else(
+                    || "beyond a decimal's range".to_string(),
+                    |n| n.round_dp(2).normalize().to_string()
+                ),
                 equity.round_dp(2).normalize()
             )
         };
@@ -925,18 +1618,80 @@ impl Engine {
     }
 }
 
+/// `c` with every price of more than [`MAX_PRICE_DP`] decimal places rounded
+/// to that many (half to even, trailing zeros dropped).
+fn quantize(c: &Candle) -> Candle {
+    let q = |p: Decimal| {
+        if p.scale() > MAX_PRICE_DP {
+            p.round_dp_with_strategy(MAX_PRICE_DP, RoundingStrategy::MidpointNearestEven)
+                .normalize()
+        } else {
+            p
+        }
+    };
+    Candle {
+        open: q(c.open),
+        high: q(c.high),
+        low: q(c.low),
+        close: q(c.close),
+        ..*c
+    }
+}
+
 /// Round down to [`QUANTITY_DP`] places.
 fn floor_qty(q: Decimal) -> Decimal {
     q.round_dp_with_strategy(QUANTITY_DP, RoundingStrategy::ToZero)
+}
+
+/// `floor_qty(amount / unit_price)` capped at [`MAX_ORDER_QUANTITY`] (a
+/// quotient beyond a decimal's range is capped too; a non-positive amount
+/// sizes nothing).
+fn size(amount: Decimal, unit_price: Decimal) -> Decimal {
+    match amount.checked_div(unit_price) {
+        Some(q) => floor_qty(q).min(MAX_ORDER_QUANTITY),
+        None if amount > Decimal::ZERO && unit_price > Decimal::ZERO => MAX_ORDER_QUANTITY,
+        None => Decimal::ZERO,
+    }
+}
+
+/// Whether the drawdown `peak − equity` (of `peak`) is deeper, as a
+/// fraction, than `worst_peak − worst_trough` (of `worst_peak`): compared
+/// without division (`dd × worst_peak > worst × peak`), or by the two
+/// fractions when those products leave a decimal's range.
+fn deeper(peak: Decimal, equity: Decimal, worst_peak: Decimal, worst_trough: Decimal) -> bool {
+    // Equity figures are within MAX_MONEY: their differences cannot overflow.
+    let dd = peak - equity;
+    let worst = worst_peak - worst_trough;
+    match (dd.checked_mul(worst_peak), worst.checked_mul(peak)) {
+        (Some(a), Some(b)) => a > b,
+        _ => match (dd.checked_div(peak), worst.checked_div(worst_peak)) {
+            (Some(a), Some(b)) => a > b,
+            _ => false,
+        },
+    }
+}
+
+/// Largest drawdown as a percent with 4 decimal places.
+fn max_drawdown_pct(worst_peak: Decimal, worst_trough: Decimal) -> Decimal {
+    if worst_peak <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    pct4(
+        worst_peak
+            .saturating_sub(worst_trough)
+            .checked_div(worst_peak)
+            .unwrap_or(Decimal::ZERO),
+    )
 }
 
 fn round8(v: Decimal) -> Decimal {
     crate::execution::round_price(v)
 }
 
-/// A fraction as a percent with 4 decimal places.
+/// A fraction as a percent with 4 decimal places (saturating).
 fn pct4(fraction: Decimal) -> Decimal {
-    (fraction * Decimal::ONE_HUNDRED)
+    fraction
+        .saturating_mul(Decimal::ONE_HUNDRED)
         .round_dp_with_strategy(4, RoundingStrategy::MidpointNearestEven)
         .normalize()
 }

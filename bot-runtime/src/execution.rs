@@ -44,14 +44,26 @@
 //! stream per purpose (failures, latency jitter). A stream is drawn from only
 //! when its feature is configured, so turning on one source of randomness
 //! never shifts another, and a session without any randomness is independent
-//! of the seed.
+//! of the seed. A checkpoint keeps each stream's word position
+//! ([`ExecutionModel::checkpoint`]), so a resumed session draws exactly the
+//! numbers the uninterrupted one would have.
+//!
+//! # Range
+//!
+//! Prices and volumes come from candles the feed guard accepted (see
+//! [`crate::types::MAX_PRICE`]), so interpolation cannot overflow. Products
+//! that can (order and candle notional for slippage, fees, a slippage of
+//! absurd size) are checked: participation saturates at 1, a fee or fill
+//! price beyond a decimal's range is a [`RangeError`].
 
 use paperbot_crds::{ExecutionSpec, VolumeUnit};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::types::{Candle, Side, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Candle, RangeError, Side, Timestamp, checked_mul};
 
 /// Decimal places of simulated prices and fees.
 pub const PRICE_DP: u32 = 8;
@@ -84,6 +96,17 @@ pub struct ExecutionModel {
     quote_volume: Vec<bool>,
     failure_rng: ChaCha8Rng,
     jitter_rng: ChaCha8Rng,
+}
+
+/// What a checkpoint keeps of the execution model: the word position of each
+/// random stream (the seed and stream numbers come from the configuration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ExecutionCheckpoint {
+    /// Word position of the failure stream (32-bit words since its start).
+    pub failure_word_pos: u128,
+    /// Word position of the latency-jitter stream.
+    pub jitter_word_pos: u128,
 }
 
 /// Stream numbers of the per-purpose RNGs.
@@ -120,10 +143,38 @@ impl ExecutionModel {
         }
     }
 
+    /// The random streams' positions (see the module docs).
+    pub(crate) fn checkpoint(&self) -> ExecutionCheckpoint {
+        ExecutionCheckpoint {
+            failure_word_pos: self.failure_rng.get_word_pos(),
+            jitter_word_pos: self.jitter_rng.get_word_pos(),
+        }
+    }
+
+    /// Move the random streams to a checkpoint's positions. Positions beyond
+    /// a stream's 2^68-word period are refused.
+    pub(crate) fn restore(&mut self, cp: &ExecutionCheckpoint) -> Result<(), String> {
+        const PERIOD: u128 = 1 << 68;
+        for (name, pos) in [
+            ("failureWordPos", cp.failure_word_pos),
+            ("jitterWordPos", cp.jitter_word_pos),
+        ] {
+            if pos >= PERIOD {
+                return Err(format!(
+                    "execution.{name} {pos} is beyond the random stream's period (2^68 words)"
+                ));
+            }
+        }
+        self.failure_rng.set_word_pos(cp.failure_word_pos);
+        self.jitter_rng.set_word_pos(cp.jitter_word_pos);
+        Ok(())
+    }
+
     /// Latency of the next order in milliseconds (draws jitter only when configured).
     pub fn next_latency_ms(&mut self) -> i64 {
         if self.jitter_ms > 0 {
-            self.latency_ms + self.jitter_rng.random_range(0..=self.jitter_ms)
+            self.latency_ms
+                .saturating_add(self.jitter_rng.random_range(0..=self.jitter_ms))
         } else {
             self.latency_ms
         }
@@ -137,8 +188,8 @@ impl ExecutionModel {
     /// Reference price of a market order arriving at `fill_time` during (or
     /// before) `candle`; see rule 1 of the module docs.
     pub fn reference_price(candle: &Candle, fill_time: Timestamp) -> Decimal {
-        let elapsed = fill_time.millis() - candle.open_time.millis();
-        if elapsed <= 0 {
+        let elapsed = fill_time.millis().saturating_sub(candle.open_time.millis());
+        if elapsed <= 0 || candle.interval_ms <= 0 {
             return candle.open;
         }
         let frac =
@@ -147,45 +198,73 @@ impl ExecutionModel {
     }
 
     /// Slippage fraction for an order of `quantity` at `price` filled in `candle`; rule 2.
+    ///
+    /// Never fails: an order notional beyond a decimal's range counts as
+    /// full participation; a candle notional beyond it is divided in two
+    /// steps (`order / volume / close`).
     pub fn slippage_fraction(&self, quantity: Decimal, price: Decimal, candle: &Candle) -> Decimal {
         if self.impact.is_zero() {
             return self.base_slippage;
         }
-        let candle_notional = if self
+        let quote = self
             .quote_volume
             .get(candle.symbol.idx())
             .copied()
-            .unwrap_or(false)
-        {
-            candle.volume
-        } else {
-            candle.volume * candle.close
+            .unwrap_or(false);
+        let participation = match quantity.checked_mul(price) {
+            _ if candle.volume <= Decimal::ZERO => Decimal::ONE,
+            None => Decimal::ONE,
+            Some(order) => {
+                let share = if quote {
+                    order.checked_div(candle.volume)
+                } else {
+                    match candle.volume.checked_mul(candle.close) {
+                        Some(n) if n > Decimal::ZERO => order.checked_div(n),
+                        _ => order
+                            .checked_div(candle.volume)
+                            .and_then(|x| x.checked_div(candle.close)),
+                    }
+                };
+                share.map_or(Decimal::ONE, |x| x.min(Decimal::ONE))
+            }
         };
-        let participation = if candle_notional <= Decimal::ZERO {
-            Decimal::ONE
-        } else {
-            ((quantity * price) / candle_notional).min(Decimal::ONE)
-        };
-        self.base_slippage + self.impact * participation
+        // impact <= 1 (a percent of at most 100), participation <= 1.
+        self.base_slippage
+            .saturating_add(self.impact.saturating_mul(participation))
     }
 
     /// Price after slippage `slip` (fraction) against an order on `side`.
-    pub fn apply_slippage(side: Side, reference: Decimal, slip: Decimal) -> Decimal {
+    ///
+    /// # Errors
+    ///
+    /// The price would leave a decimal's range (a slippage of absurd size).
+    pub fn apply_slippage(
+        side: Side,
+        reference: Decimal,
+        slip: Decimal,
+    ) -> Result<Decimal, RangeError> {
         if slip.is_zero() {
-            return reference;
+            return Ok(reference);
         }
-        match side {
-            Side::Buy => round_price(reference * (Decimal::ONE + slip)),
-            Side::Sell => round_price(reference * (Decimal::ONE - slip)).max(Decimal::ZERO),
-        }
+        let factor = match side {
+            Side::Buy => Decimal::ONE.saturating_add(slip),
+            Side::Sell => Decimal::ONE.saturating_sub(slip),
+        };
+        let price = round_price(checked_mul("fill price after slippage", reference, factor)?);
+        Ok(price.max(Decimal::ZERO))
     }
 
     /// Fee on a fill of `quantity` at `price`, quote currency; rule 3 (without gas).
-    pub fn fee(&self, quantity: Decimal, price: Decimal) -> Decimal {
+    ///
+    /// # Errors
+    ///
+    /// `quantity × price × rate` would leave a decimal's range.
+    pub fn fee(&self, quantity: Decimal, price: Decimal) -> Result<Decimal, RangeError> {
         if self.fee_rate.is_zero() {
-            Decimal::ZERO
+            Ok(Decimal::ZERO)
         } else {
-            round_price(quantity * price * self.fee_rate)
+            let notional = checked_mul("notional for the fee", quantity, price)?;
+            Ok(round_price(checked_mul("fee", notional, self.fee_rate)?))
         }
     }
 
@@ -258,13 +337,26 @@ mod tests {
         assert_eq!(slip, dec!(0.0015));
         assert_eq!(
             ExecutionModel::apply_slippage(Side::Buy, dec!(100), slip),
-            dec!(100.15)
+            Ok(dec!(100.15))
         );
         assert_eq!(
             ExecutionModel::apply_slippage(Side::Sell, dec!(100), slip),
-            dec!(99.85)
+            Ok(dec!(99.85))
         );
-        assert_eq!(m.fee(dec!(2), dec!(100.15)), dec!(0.2003));
+        assert_eq!(m.fee(dec!(2), dec!(100.15)), Ok(dec!(0.2003)));
+        // Notionals beyond a decimal's range: participation saturates, nothing panics.
+        let mut huge = c;
+        huge.volume = dec!(1000000000000000000);
+        huge.close = dec!(1000000000000);
+        assert_eq!(m.slippage_fraction(dec!(1), dec!(100), &huge), dec!(0.0005));
+        assert_eq!(
+            m.slippage_fraction(Decimal::MAX, dec!(1000000000000), &huge),
+            dec!(0.0105)
+        );
+        assert!(m.fee(Decimal::MAX, dec!(2)).is_err());
+        assert!(
+            ExecutionModel::apply_slippage(Side::Buy, dec!(1000000000000), Decimal::MAX).is_err()
+        );
         let quote = ExecutionModel::from_spec(&spec, &[VolumeUnit::Quote]); // notional 50
         assert_eq!(
             quote.slippage_fraction(dec!(5.5), dec!(100), &c),
@@ -295,5 +387,41 @@ mod tests {
         let mut m = ExecutionModel::from_spec(&ExecutionSpec::default(), &[]);
         assert!((0..100).all(|_| !m.next_order_fails()));
         assert_eq!(m.next_latency_ms(), 0);
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_every_stream_exactly() {
+        let spec = ExecutionSpec {
+            failure_rate_pct: Some(DecimalString(dec!(30))),
+            latency_jitter: Some(DurationString(std::time::Duration::from_millis(900))),
+            seed: 11,
+            ..Default::default()
+        };
+        let mut a = ExecutionModel::from_spec(&spec, &[]);
+        for _ in 0..37 {
+            a.next_order_fails();
+            a.next_latency_ms();
+        }
+        a.next_order_fails();
+        let json = serde_json::to_string(&a.checkpoint()).unwrap();
+        let mut b = ExecutionModel::from_spec(&spec, &[]);
+        b.restore(&serde_json::from_str(&json).unwrap()).unwrap();
+        let draws = |m: &mut ExecutionModel| {
+            (0..200)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        i64::from(m.next_order_fails())
+                    } else {
+                        m.next_latency_ms()
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(&mut a), draws(&mut b));
+        let bad = ExecutionCheckpoint {
+            failure_word_pos: 1 << 70,
+            jitter_word_pos: 0,
+        };
+        assert!(b.restore(&bad).unwrap_err().contains("failureWordPos"));
     }
 }

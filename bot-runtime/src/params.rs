@@ -21,11 +21,11 @@ use paperbot_crds::{
     AutopilotSpec, Bound, CircuitBreakersSpec, DecimalString, StrategyConfigSpec, StrategyMode,
 };
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The parameters the autopilot may tune. Percentages are 0-100.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunableParams {
     /// Largest position, percent of equity at entry.
     pub max_position_size_pct: Decimal,

@@ -71,7 +71,7 @@ impl fmt::Display for Timestamp {
 ///
 /// | value | accepted |
 /// |---|---|
-/// | candle prices (open, high, low, close) | [`MIN_PRICE`] ..= [`MAX_PRICE`], at most [`MAX_PRICE_DP`] decimal places |
+/// | candle prices (open, high, low, close) | [`MIN_PRICE`] ..= [`MAX_PRICE`]; the engine keeps [`MAX_PRICE_DP`] decimal places |
 /// | candle volume | 0 ..= [`MAX_VOLUME`] |
 /// | allocation, initial balance, gas cost, minimum balance | at most [`MAX_CASH`], at most [`MAX_CASH_DP`] decimal places |
 /// | fixed quantity | at most [`MAX_QUANTITY`], at most 8 decimal places (`engine::QUANTITY_DP`) |
@@ -82,7 +82,9 @@ pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, 12);
 /// Largest candle price the runtime accepts, quote currency: 1e12.
 pub const MAX_PRICE: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0);
 
-/// Most decimal places of a candle price: 12.
+/// Decimal places the engine keeps of a candle price: 12. A price with more
+/// (a float artifact such as `1.2147000000000001` in a data file) is rounded
+/// half to even to 12 places as it enters the engine; validation accepts it.
 pub const MAX_PRICE_DP: u32 = 12;
 
 /// Largest candle volume the runtime accepts (base or quote units): 1e18.
@@ -109,6 +111,94 @@ pub const MAX_SIGNAL_PERIOD: u32 = 100_000;
 /// `equity 1.2e24 exceeds the engine's range (1e20)`.
 pub const MAX_MONEY: Decimal = Decimal::from_parts(1_661_992_960, 1_808_227_885, 5, false, 0);
 
+/// A figure left the engine's range: the session stops cleanly with this
+/// reason (`Step::Failed`) instead of rounding or panicking, e.g.
+/// `equity 1.2e24 exceeds the engine's range (1e20)` or
+/// `market value 1234.5678 × 9.87654321 needs more digits than a decimal holds exactly (28)`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RangeError(pub String);
+
+/// A value for a message: plain below 1e15, scientific above (`1.2e24`).
+pub(crate) fn show(v: Decimal) -> String {
+    if v.abs() < MAX_CASH {
+        return v.normalize().to_string();
+    }
+    let m = v.mantissa();
+    let digits = m.unsigned_abs().to_string();
+    let exp = digits.len() as i64 - 1 - i64::from(v.scale());
+    let kept = digits.trim_end_matches('0');
+    let (head, tail) = kept.split_at(1.min(kept.len()));
+    let sign = if m < 0 { "-" } else { "" };
+    let dot = if tail.is_empty() { "" } else { "." };
+    format!("{sign}{head}{dot}{tail}e{exp}")
+}
+
+fn overflow(what: &str, a: Decimal, op: char, b: Decimal) -> RangeError {
+    RangeError(format!(
+        "{what} = {} {op} {} exceeds the engine's range (a decimal holds at most about 7.9e28)",
+        show(a),
+        show(b)
+    ))
+}
+
+fn inexact(what: &str, a: Decimal, op: char, b: Decimal) -> RangeError {
+    RangeError(format!(
+        "{what} = {} {op} {} needs more digits than a decimal holds exactly (28)",
+        show(a),
+        show(b)
+    ))
+}
+
+/// `a × b`, refusing an overflow. The result may be rounded to 28 digits:
+/// use it for estimates and comparisons, [`exact_mul`] for money.
+pub(crate) fn checked_mul(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
+    a.checked_mul(b).ok_or_else(|| overflow(what, a, '×', b))
+}
+
+/// `a / b`, refusing an overflow or a zero divisor (rounded to 28 digits).
+pub(crate) fn checked_div(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
+    a.checked_div(b).ok_or_else(|| {
+        if b.is_zero() {
+            RangeError(format!("{what} = {} / 0 is undefined", show(a)))
+        } else {
+            overflow(what, a, '/', b)
+        }
+    })
+}
+
+/// `a × b` exactly: refuses an overflow and a product that `Decimal` would
+/// have to round (more than 28 decimal places, or more than 96 bits of
+/// mantissa at the operands' combined scale).
+pub(crate) fn exact_mul(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
+    let r = checked_mul(what, a, b)?;
+    if r.scale() == a.scale() + b.scale() || a.is_zero() || b.is_zero() {
+        Ok(r)
+    } else {
+        Err(inexact(what, a, '×', b))
+    }
+}
+
+/// `a + b` exactly (refuses an overflow or a rounded sum).
+pub(crate) fn exact_add(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
+    let r = a.checked_add(b).ok_or_else(|| overflow(what, a, '+', b))?;
+    if r.scale() >= a.scale().max(b.scale()) || a.is_zero() || b.is_zero() {
+        Ok(r)
+    } else {
+        Err(inexact(what, a, '+', b))
+    }
+}
+
+/// `a − b` exactly (refuses an overflow or a rounded difference).
+pub(crate) fn exact_sub(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
+    let r = a.checked_sub(b).ok_or_else(|| overflow(what, a, '-', b))?;
+    if r.scale() >= a.scale().max(b.scale()) || a.is_zero() || b.is_zero() {
+        Ok(r)
+    } else {
+        Err(inexact(what, a, '-', b))
+    }
+}
+
 /// Index of a symbol in the session's symbol table (`RunConfig::symbols`).
 /// Keeps the per-bar path free of string hashing.
 #[derive(
@@ -127,7 +217,10 @@ impl SymbolId {
 ///
 /// Prices are in the quote currency; `volume` is in the unit the source
 /// declares (see `VolumeUnit`), normalised by the engine where it matters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Serialized (in engine checkpoints) with camelCase names and decimals as
+/// strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Candle {
     /// Which symbol.
     pub symbol: SymbolId,
@@ -203,5 +296,62 @@ mod tests {
         assert_eq!(MAX_CASH, d("1000000000000000"));
         assert_eq!(MAX_PCT, d("1000000"));
         assert_eq!(MAX_MONEY, d("100000000000000000000"));
+    }
+
+    #[test]
+    fn exact_operations_refuse_rounding_and_overflow() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(exact_mul("x", d("1.5"), d("2.25")), Ok(d("3.375")));
+        assert_eq!(exact_mul("x", d("0"), d("2.25")), Ok(d("0")));
+        assert_eq!(exact_add("x", d("0.000"), d("2.25")), Ok(d("2.25")));
+        assert_eq!(exact_sub("x", d("1"), d("2.25")), Ok(d("-1.25")));
+        // 1e15 with 16 decimals needs 32 digits: the product would be rounded.
+        let e = exact_mul(
+            "market value",
+            d("123456789012345.5"),
+            d("1.000000000000001"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "market value = 123456789012345.5 × 1.000000000000001 needs more digits than a decimal holds exactly (28)"
+        );
+        let e = exact_add("cash", d("1000000000000000"), d("0.0000000000000001")).unwrap_err();
+        assert!(e.0.contains("needs more digits"), "{e}");
+        let e = exact_mul("notional", Decimal::MAX, d("2")).unwrap_err();
+        assert!(e.0.contains("exceeds the engine's range"), "{e}");
+        assert!(
+            checked_div("q", d("1"), Decimal::ZERO)
+                .unwrap_err()
+                .0
+                .ends_with("/ 0 is undefined")
+        );
+        assert_eq!(show(d("1200000000000000000000000")), "1.2e24");
+        assert_eq!(show(d("12.50")), "12.5");
+        assert_eq!(show(d("-1000000000000000")), "-1e15");
+        assert_eq!(show(d("123456789012345678.9")), "1.234567890123456789e17");
+    }
+
+    proptest::proptest! {
+        /// Whenever the exact operations accept, the result equals the
+        /// mathematically exact one (checked in i128 on small operands).
+        #[test]
+        fn exact_operations_agree_with_integer_arithmetic(
+            ma in -1_000_000_000_000i64..1_000_000_000_000,
+            sa in 0u32..=14,
+            mb in -1_000_000_000_000i64..1_000_000_000_000,
+            sb in 0u32..=14,
+        ) {
+            let a = Decimal::new(ma, sa);
+            let b = Decimal::new(mb, sb);
+            let s = sa.max(sb);
+            let wide = |m: i64, sc: u32| i128::from(m) * 10i128.pow(s - sc);
+            let sum = exact_add("s", a, b).unwrap();
+            proptest::prop_assert_eq!(sum, Decimal::from_i128_with_scale(wide(ma, sa) + wide(mb, sb), s));
+            let diff = exact_sub("d", a, b).unwrap();
+            proptest::prop_assert_eq!(diff, Decimal::from_i128_with_scale(wide(ma, sa) - wide(mb, sb), s));
+            let prod = exact_mul("p", a, b).unwrap();
+            proptest::prop_assert_eq!(prod, Decimal::from_i128_with_scale(i128::from(ma) * i128::from(mb), sa + sb));
+        }
     }
 }

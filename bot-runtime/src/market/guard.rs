@@ -2,10 +2,16 @@
 //! rejected and counted instead of reaching the strategy. Used by live-style
 //! loops and also on replayed candles, so a check is a handful of comparisons
 //! and never allocates (only a rejection's [`FeedReject::reason`] does).
+//!
+//! The value rules include the ranges of [`crate::types`]: prices within
+//! [`MIN_PRICE`]..=[`MAX_PRICE`], volume at most [`MAX_VOLUME`]. They are
+//! tested on the mantissa and scale (integer comparisons), not with decimal
+//! arithmetic.
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
-use crate::types::{Candle, SymbolId, Timestamp};
+use crate::types::{Candle, MAX_PRICE, MAX_VOLUME, MIN_PRICE, SymbolId, Timestamp};
 
 use super::csv::{COLUMNS, TimestampParser, candle_from_fields};
 
@@ -20,6 +26,13 @@ pub enum FeedReject {
     },
     /// Volume < 0.
     NegativeVolume,
+    /// A price (`column`) is above [`MAX_PRICE`] or below [`MIN_PRICE`].
+    PriceOutOfRange {
+        /// Which price.
+        column: &'static str,
+    },
+    /// Volume above [`MAX_VOLUME`].
+    VolumeOutOfRange,
     /// `high < low`.
     HighBelowLow,
     /// `open` or `close` (`column`) is outside `[low, high]`.
@@ -57,6 +70,14 @@ impl FeedReject {
                 format!("{column} price must be > 0, found {}", price(c, column))
             }
             Self::NegativeVolume => format!("volume must be >= 0, found {}", c.volume),
+            Self::PriceOutOfRange { column } => format!(
+                "{column} price {} is outside the accepted range {MIN_PRICE} to {MAX_PRICE}",
+                price(c, column)
+            ),
+            Self::VolumeOutOfRange => format!(
+                "volume {} is above the accepted maximum {MAX_VOLUME}",
+                c.volume
+            ),
             Self::HighBelowLow => format!("high {} is below low {}", c.high, c.low),
             Self::OutsideRange { column } => format!(
                 "{column} {} is outside [low, high] = [{}, {}]",
@@ -81,8 +102,33 @@ fn price(c: &Candle, column: &str) -> Decimal {
     }
 }
 
+/// `10^i` for `i` in `0..=28`.
+const POW10: [u128; 29] = {
+    let mut t = [1u128; 29];
+    let mut i = 1;
+    while i < 29 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// Whether a positive price is within [`MIN_PRICE`] (1e-12) ..= [`MAX_PRICE`]
+/// (1e12), by integer tests on the mantissa `m` and scale `s`: `m >=
+/// 10^(s − 12)` and `m <= 10^(12 + s)`.
+#[inline]
+fn price_in_range(v: Decimal) -> bool {
+    let m = v.mantissa().unsigned_abs();
+    let s = v.scale() as usize;
+    let low_ok = s <= 12 || m >= POW10[s - 12];
+    // Above scale 16, 10^(12 + s) > 2^96 > m.
+    let high_ok = s > 16 || m <= POW10[12 + s];
+    low_ok && high_ok
+}
+
 /// Value rules of one candle, in this order: every price > 0, volume >= 0,
-/// `low <= high`, open then close inside `[low, high]`.
+/// every price within range, volume within range, `low <= high`, open then
+/// close inside `[low, high]`.
 pub(crate) fn check_prices(c: &Candle) -> Option<FeedReject> {
     // Sign and zero tests are bit checks; only the range tests need full
     // decimal comparisons (this runs on every candle).
@@ -98,6 +144,21 @@ pub(crate) fn check_prices(c: &Candle) -> Option<FeedReject> {
     }
     if c.volume.is_sign_negative() && !c.volume.is_zero() {
         return Some(FeedReject::NegativeVolume);
+    }
+    for (column, v) in [
+        (COLUMNS[1], c.open),
+        (COLUMNS[2], c.high),
+        (COLUMNS[3], c.low),
+        (COLUMNS[4], c.close),
+    ] {
+        if !price_in_range(v) {
+            return Some(FeedReject::PriceOutOfRange { column });
+        }
+    }
+    // volume <= 1e18  ⇔  m <= 10^(18 + s); always true above scale 10 (m < 2^96 < 10^29).
+    let vs = c.volume.scale();
+    if vs <= 10 && c.volume.mantissa().unsigned_abs() > POW10[18 + vs as usize] {
+        return Some(FeedReject::VolumeOutOfRange);
     }
     // low <= open, close <= high implies low <= high, so high < low is only
     // tested to name the problem once a range test failed.
@@ -127,6 +188,15 @@ pub enum FeedVerdict {
     },
     /// Drop the candle.
     Reject(FeedReject),
+}
+
+/// What a checkpoint keeps of a [`FeedGuard`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct GuardCheckpoint {
+    pub last: Vec<Option<Timestamp>>,
+    pub consecutive: Vec<u32>,
+    pub invalid_total: u64,
 }
 
 /// Per-symbol feed checks: value rules and strictly increasing open time.
@@ -174,10 +244,36 @@ impl FeedGuard {
                 self.last[i] = Some(c.open_time);
                 self.consecutive[i] = 0;
                 FeedVerdict::Accept {
-                    gap_ms: prev.map(|p| c.open_time.0 - p.0),
+                    gap_ms: prev.map(|p| c.open_time.0.saturating_sub(p.0)),
                 }
             }
         }
+    }
+
+    /// The state a checkpoint stores.
+    pub(crate) fn checkpoint(&self) -> GuardCheckpoint {
+        GuardCheckpoint {
+            last: self.last.clone(),
+            consecutive: self.consecutive.clone(),
+            invalid_total: self.invalid_total,
+        }
+    }
+
+    /// Rebuild for `symbols` symbols from a checkpoint (its tables must have
+    /// one entry per symbol).
+    pub(crate) fn restore(symbols: usize, cp: GuardCheckpoint) -> Result<Self, String> {
+        if cp.last.len() != symbols || cp.consecutive.len() != symbols {
+            return Err(format!(
+                "feedGuard has {} last times and {} invalid counts, expected {symbols} of each (one per symbol)",
+                cp.last.len(),
+                cp.consecutive.len()
+            ));
+        }
+        Ok(Self {
+            last: cp.last,
+            consecutive: cp.consecutive,
+            invalid_total: cp.invalid_total,
+        })
     }
 
     /// Candles rejected so far, all symbols.
@@ -336,6 +432,64 @@ mod tests {
         );
         assert_eq!(g.consecutive_invalid(SymbolId(0)), 0);
         assert_eq!(g.invalid_total(), cases.len() as u64);
+    }
+
+    #[test]
+    fn prices_and_volumes_outside_the_accepted_ranges_are_bad_ticks() {
+        let at = |o: &str, h: &str, l: &str, cl: &str, v: &str| {
+            let d = |s: &str| s.parse::<Decimal>().unwrap();
+            c(0, 1, [d(o), d(h), d(l), d(cl), d(v)])
+        };
+        let cases = [
+            (
+                at("10", "1000000000000.1", "9", "10", "1"),
+                FeedReject::PriceOutOfRange { column: "high" },
+                "high price 1000000000000.1 is outside the accepted range 0.000000000001 to 1000000000000",
+            ),
+            (
+                at("0.0000000000009", "11", "0.0000000000009", "10", "1"),
+                FeedReject::PriceOutOfRange { column: "open" },
+                "open price 0.0000000000009 is outside the accepted range 0.000000000001 to 1000000000000",
+            ),
+            (
+                at("10", "11", "9", "1000000000000.0000000000000001", "1"),
+                FeedReject::PriceOutOfRange { column: "close" },
+                "close price 1000000000000.0000000000000001 is outside the accepted range 0.000000000001 to 1000000000000",
+            ),
+            (
+                at("10", "11", "9", "10", "1000000000000000000.5"),
+                FeedReject::VolumeOutOfRange,
+                "volume 1000000000000000000.5 is above the accepted maximum 1000000000000000000",
+            ),
+            (
+                at("10", "11", "9", "10", "79228162514264337593543950335"),
+                FeedReject::VolumeOutOfRange,
+                "volume 79228162514264337593543950335 is above the accepted maximum 1000000000000000000",
+            ),
+        ];
+        for (candle, reject, detail) in cases {
+            assert_eq!(check_prices(&candle), Some(reject), "{candle:?}");
+            assert_eq!(reject.detail(&candle), detail);
+        }
+        // The edges are accepted; trailing zeros beyond 12 places are fine.
+        for ok in [
+            at(
+                "1000000000000",
+                "1000000000000",
+                "0.000000000001",
+                "0.000000000001",
+                "1000000000000000000",
+            ),
+            at(
+                "10.00000000000000",
+                "11",
+                "9",
+                "10",
+                "0.0000000000000000000000000001",
+            ),
+        ] {
+            assert_eq!(check_prices(&ok), None, "{ok:?}");
+        }
     }
 
     #[test]

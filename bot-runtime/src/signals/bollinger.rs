@@ -2,7 +2,22 @@
 
 use std::fmt::{self, Write};
 
+use serde::{Deserialize, Serialize};
+
 use super::{Price, SignalKind, SignalReading};
+
+/// What a checkpoint keeps of a [`Bollinger`]: the ring buffer in slot order
+/// with its `head`, the shift and the two sums, all `f64` as IEEE-754 bits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct BollingerState {
+    pub window: Vec<u64>,
+    pub head: usize,
+    pub count: usize,
+    pub shift: u64,
+    pub sum: u64,
+    pub sum_sq: u64,
+}
 
 /// Bollinger bands, John Bollinger (1980s; *Bollinger on Bollinger Bands*,
 /// 2001), on closes, in `f64` (an indicator; exactness is not needed):
@@ -61,6 +76,38 @@ impl Bollinger {
             sum: 0.0,
             sum_sq: 0.0,
         }
+    }
+
+    /// The state a checkpoint stores.
+    pub(crate) fn state(&self) -> BollingerState {
+        BollingerState {
+            window: self.window.iter().map(|x| x.to_bits()).collect(),
+            head: self.head,
+            count: self.count,
+            shift: self.shift.to_bits(),
+            sum: self.sum.to_bits(),
+            sum_sq: self.sum_sq.to_bits(),
+        }
+    }
+
+    /// Take a checkpoint's state (its buffer must have this generator's length).
+    pub(crate) fn restore(&mut self, st: BollingerState) -> Result<(), String> {
+        let cap = self.window.len();
+        if st.window.len() != cap || st.head >= cap || st.count > cap {
+            return Err(format!(
+                "bollinger state has a window of {} closes (head {}, count {}), expected {cap}",
+                st.window.len(),
+                st.head,
+                st.count
+            ));
+        }
+        self.window = st.window.into_iter().map(f64::from_bits).collect();
+        self.head = st.head;
+        self.count = st.count;
+        self.shift = f64::from_bits(st.shift);
+        self.sum = f64::from_bits(st.sum);
+        self.sum_sq = f64::from_bits(st.sum_sq);
+        Ok(())
     }
 
     /// Closes before the first reading: `period`.

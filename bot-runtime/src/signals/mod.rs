@@ -33,6 +33,9 @@ use std::fmt;
 
 use paperbot_crds::{DecimalString, SignalsSpec};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::types::MAX_SIGNAL_PERIOD;
 
 pub use bollinger::Bollinger;
 pub use combine::{Combined, combine, explain};
@@ -127,6 +130,21 @@ impl SignalReading {
     }
 }
 
+/// What a checkpoint keeps of a [`SignalSet`]: the state of each configured
+/// generator (absent for one that is not configured).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SignalsCheckpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sma_crossover: Option<sma::SmaState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsi: Option<rsi::RsiState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<momentum::MomentumState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bollinger: Option<bollinger::BollingerState>,
+}
+
 /// The configured generators of one symbol.
 ///
 /// Built once per symbol from `spec.signals`; [`update`](Self::update) is the
@@ -148,29 +166,33 @@ impl SignalSet {
     ///
     /// Expects a validated spec (`StrategyConfigSpec::validate`); out-of-range
     /// periods are raised to their minimum (SMA 1, RSI 2, momentum 1,
-    /// Bollinger 2) instead of panicking.
+    /// Bollinger 2) or lowered to [`MAX_SIGNAL_PERIOD`] instead of panicking
+    /// or exhausting memory.
     pub fn new(spec: &SignalsSpec) -> Self {
+        let cap = |p: u32| p.min(MAX_SIGNAL_PERIOD);
         Self {
-            sma: spec
-                .sma_crossover
-                .as_ref()
-                .map(|s| SmaCrossover::new(s.fast_period, s.slow_period, weight(s.weight))),
+            sma: spec.sma_crossover.as_ref().map(|s| {
+                SmaCrossover::new(cap(s.fast_period), cap(s.slow_period), weight(s.weight))
+            }),
             rsi: spec.rsi.as_ref().map(|s| {
                 Rsi::new(
-                    s.period,
+                    cap(s.period),
                     s.oversold.get().as_f64(),
                     s.overbought.get().as_f64(),
                     weight(s.weight),
                 )
             }),
-            momentum: spec
-                .momentum
-                .as_ref()
-                .map(|s| Momentum::new(s.period, s.threshold_pct.get().as_f64(), weight(s.weight))),
+            momentum: spec.momentum.as_ref().map(|s| {
+                Momentum::new(
+                    cap(s.period),
+                    s.threshold_pct.get().as_f64(),
+                    weight(s.weight),
+                )
+            }),
             bollinger: spec
                 .bollinger
                 .as_ref()
-                .map(|s| Bollinger::new(s.period, s.std_dev.get().as_f64(), weight(s.weight))),
+                .map(|s| Bollinger::new(cap(s.period), s.std_dev.get().as_f64(), weight(s.weight))),
             out: [SignalReading::EMPTY; 4],
             len: 0,
         }
@@ -230,6 +252,55 @@ impl SignalSet {
         .flatten()
         .max()
         .unwrap_or(0)
+    }
+
+    /// The state of every generator, for a checkpoint.
+    pub(crate) fn checkpoint(&self) -> SignalsCheckpoint {
+        SignalsCheckpoint {
+            sma_crossover: self.sma.as_ref().map(SmaCrossover::state),
+            rsi: self.rsi.as_ref().map(Rsi::state),
+            momentum: self.momentum.as_ref().map(Momentum::state),
+            bollinger: self.bollinger.as_ref().map(Bollinger::state),
+        }
+    }
+
+    /// Take a checkpoint's state: exactly the configured generators must be
+    /// present, each with buffers of its configured length.
+    pub(crate) fn restore(&mut self, cp: SignalsCheckpoint) -> Result<(), String> {
+        fn one<G, S>(
+            name: &str,
+            g: &mut Option<G>,
+            st: Option<S>,
+            restore: impl FnOnce(&mut G, S) -> Result<(), String>,
+        ) -> Result<(), String> {
+            match (g, st) {
+                (Some(g), Some(st)) => restore(g, st),
+                (None, None) => Ok(()),
+                (Some(_), None) => Err(format!("{name} is configured but has no state")),
+                (None, Some(_)) => Err(format!("{name} has a state but is not configured")),
+            }
+        }
+        one(
+            "smaCrossover",
+            &mut self.sma,
+            cp.sma_crossover,
+            SmaCrossover::restore,
+        )?;
+        one("rsi", &mut self.rsi, cp.rsi, Rsi::restore)?;
+        one(
+            "momentum",
+            &mut self.momentum,
+            cp.momentum,
+            Momentum::restore,
+        )?;
+        one(
+            "bollinger",
+            &mut self.bollinger,
+            cp.bollinger,
+            Bollinger::restore,
+        )?;
+        self.len = 0;
+        Ok(())
     }
 
     /// The readings returned by the last [`update`](Self::update).

@@ -2,7 +2,19 @@
 
 use std::fmt::{self, Write};
 
+use serde::{Deserialize, Serialize};
+
 use super::{SignalKind, SignalReading};
+
+/// What a checkpoint keeps of a [`Momentum`]: the ring buffer (closes as
+/// IEEE-754 bits) in slot order with its `head`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct MomentumState {
+    pub window: Vec<u64>,
+    pub head: usize,
+    pub count: usize,
+}
 
 /// Momentum as the rate of change (ROC), the standard technical-analysis
 /// definition, in `f64` (an indicator; exactness is not needed):
@@ -43,6 +55,32 @@ impl Momentum {
             head: 0,
             count: 0,
         }
+    }
+
+    /// The state a checkpoint stores.
+    pub(crate) fn state(&self) -> MomentumState {
+        MomentumState {
+            window: self.window.iter().map(|x| x.to_bits()).collect(),
+            head: self.head,
+            count: self.count,
+        }
+    }
+
+    /// Take a checkpoint's state (its buffer must have this generator's length).
+    pub(crate) fn restore(&mut self, st: MomentumState) -> Result<(), String> {
+        let cap = self.window.len();
+        if st.window.len() != cap || st.head >= cap || st.count > cap {
+            return Err(format!(
+                "momentum state has a window of {} closes (head {}, count {}), expected {cap}",
+                st.window.len(),
+                st.head,
+                st.count
+            ));
+        }
+        self.window = st.window.into_iter().map(f64::from_bits).collect();
+        self.head = st.head;
+        self.count = st.count;
+        Ok(())
     }
 
     /// Closes before the first reading: `period + 1`.

@@ -2,7 +2,20 @@
 
 use std::fmt::{self, Write};
 
+use serde::{Deserialize, Serialize};
+
 use super::{SignalKind, SignalReading};
+
+/// What a checkpoint keeps of an [`Rsi`]; `f64` values as their IEEE-754 bits
+/// (exact through any JSON parser).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RsiState {
+    pub prev_close: u64,
+    pub count: u32,
+    pub avg_gain: u64,
+    pub avg_loss: u64,
+}
 
 /// Relative strength index, J. Welles Wilder, *New Concepts in Technical
 /// Trading Systems* (1978), on closes, in `f64` (an indicator for a
@@ -57,6 +70,32 @@ impl Rsi {
             avg_gain: 0.0,
             avg_loss: 0.0,
         }
+    }
+
+    /// The state a checkpoint stores.
+    pub(crate) fn state(&self) -> RsiState {
+        RsiState {
+            prev_close: self.prev_close.to_bits(),
+            count: self.count,
+            avg_gain: self.avg_gain.to_bits(),
+            avg_loss: self.avg_loss.to_bits(),
+        }
+    }
+
+    /// Take a checkpoint's state.
+    pub(crate) fn restore(&mut self, st: RsiState) -> Result<(), String> {
+        if st.count > self.period + 1 {
+            return Err(format!(
+                "rsi state has seen {} closes, at most {} are counted",
+                st.count,
+                self.period + 1
+            ));
+        }
+        self.prev_close = f64::from_bits(st.prev_close);
+        self.count = st.count;
+        self.avg_gain = f64::from_bits(st.avg_gain);
+        self.avg_loss = f64::from_bits(st.avg_loss);
+        Ok(())
     }
 
     /// Closes before the first reading: `period + 1`.

@@ -4,8 +4,23 @@ use std::cmp::Ordering;
 use std::fmt::{self, Write};
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 use super::{Price, SignalKind, SignalReading, decimal_to_f64};
+
+/// What a checkpoint keeps of an [`SmaCrossover`]: the ring buffer as it is
+/// (slot order, `head`), the exact window sums and the last comparison.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SmaState {
+    pub window: Vec<Decimal>,
+    pub head: usize,
+    pub count: usize,
+    pub fast_sum: Decimal,
+    pub slow_sum: Decimal,
+    /// Sign of `fast − slow` at the previous close (−1, 0, 1), once known.
+    pub prev: Option<i8>,
+}
 
 /// Crossover of a fast and a slow simple moving average of closes (the
 /// classic dual-moving-average rule; SMA(n) = arithmetic mean of the last n
@@ -79,6 +94,44 @@ impl SmaCrossover {
         }
     }
 
+    /// The state a checkpoint stores.
+    pub(crate) fn state(&self) -> SmaState {
+        SmaState {
+            window: self.window.to_vec(),
+            head: self.head,
+            count: self.count,
+            fast_sum: self.fast_sum,
+            slow_sum: self.slow_sum,
+            prev: self.prev.map(|o| o as i8),
+        }
+    }
+
+    /// Take a checkpoint's state (its buffer must have this crossover's length).
+    pub(crate) fn restore(&mut self, st: SmaState) -> Result<(), String> {
+        let cap = self.window.len();
+        if st.window.len() != cap || st.head >= cap || st.count > cap {
+            return Err(format!(
+                "smaCrossover state has a window of {} closes (head {}, count {}), expected {cap}",
+                st.window.len(),
+                st.head,
+                st.count
+            ));
+        }
+        self.prev = match st.prev {
+            None => None,
+            Some(-1) => Some(Ordering::Less),
+            Some(0) => Some(Ordering::Equal),
+            Some(1) => Some(Ordering::Greater),
+            Some(x) => return Err(format!("smaCrossover prev must be -1, 0 or 1, found {x}")),
+        };
+        self.window = st.window.into_boxed_slice();
+        self.head = st.head;
+        self.count = st.count;
+        self.fast_sum = st.fast_sum;
+        self.slow_sum = st.slow_sum;
+        Ok(())
+    }
+
     /// Closes before the first reading: `max(fast, slow) + 1`.
     pub fn warmup_bars(&self) -> u32 {
         self.fast.max(self.slow) + 1
@@ -107,7 +160,14 @@ impl SmaCrossover {
             }
         }
 
-        let rel = (self.fast_sum * self.slow_n).cmp(&(self.slow_sum * self.fast_n));
+        let rel = match (
+            self.fast_sum.checked_mul(self.slow_n),
+            self.slow_sum.checked_mul(self.fast_n),
+        ) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            // Beyond a decimal's range (not with validated periods): compare the means.
+            _ => (self.fast_sum / self.fast_n).cmp(&(self.slow_sum / self.slow_n)),
+        };
         let prev = self.prev.replace(rel)?;
         let score = match rel {
             Ordering::Greater if prev != Ordering::Greater => 1.0,
