@@ -695,12 +695,7 @@ mod tests {
         );
         // A fee with many decimals raises the books' scale: cash 1e15 cannot follow.
         let e = p
-            .sell(
-                s,
-                dec!(1000000000),
-                dec!(1000000),
-                dec!(0.0000000000001),
-            )
+            .sell(s, dec!(1000000000), dec!(1000000), dec!(0.0000000000001))
             .unwrap_err();
         assert!(
             e.0.contains("cannot be kept exact with the 13 decimal places"),
