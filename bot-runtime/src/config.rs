@@ -17,7 +17,7 @@ use paperbot_crds::{
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
-use crate::params::EffectiveParams;
+use crate::{market::simulated::GbmParams, params::EffectiveParams};
 
 /// Where in which file something is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -406,57 +406,12 @@ fn name_of<T: kube::Resource>(o: &T) -> String {
     o.meta().name.clone().unwrap_or_default()
 }
 
-/// Longest DNS-1123 label, in characters (RFC 1123 §2.1; Kubernetes'
-/// `validation.DNS1123LabelMaxLength`).
-pub const DNS1123_LABEL_MAX_LENGTH: usize = 63;
-
-/// Check that `name` is a DNS-1123 label, the rule Kubernetes applies to the
-/// names of the objects a BotSession owns (StatefulSet, Service, pod): 1 to
-/// 63 characters, lowercase ASCII letters, digits and `-`, starting and ending
-/// with a letter or digit.
-///
-/// A session name becomes a path (`<report-dir>/<name>`) and a ledger key, so
-/// this rule also keeps names such as `..`, `/abs/path` or `../../x` out of
-/// the file system. The runner may call it again before it creates a path
-/// (defence in depth).
-///
-/// # Errors
-///
-/// A message quoting the name, saying what is wrong in it and what the rule
-/// is, e.g. `"../x" is not a valid session name: character '.' at position 1
-/// is not allowed (expected a DNS-1123 label: ...)`.
-pub fn check_dns1123_label(name: &str) -> Result<(), String> {
-    const RULE: &str = "expected a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', \
-                        starting and ending with a letter or digit, e.g. \"btc-trend-1\"";
-    let bad = |what: String| {
-        Err(format!(
-            "{name:?} is not a valid session name: {what} ({RULE})"
-        ))
-    };
-    if name.is_empty() {
-        return bad("it is empty".into());
-    }
-    let len = name.chars().count();
-    if len > DNS1123_LABEL_MAX_LENGTH {
-        return bad(format!(
-            "it is {len} characters long, more than {DNS1123_LABEL_MAX_LENGTH}"
-        ));
-    }
-    if let Some((i, c)) = name
-        .chars()
-        .enumerate()
-        .find(|&(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-    {
-        return bad(format!(
-            "character {c:?} at position {} is not allowed",
-            i + 1
-        ));
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return bad("it starts or ends with '-'".into());
-    }
-    Ok(())
-}
+/// Check that a session name is a DNS-1123 label (what Kubernetes requires
+/// of the objects a BotSession owns, and what keeps a name that becomes a
+/// path inside `--report-dir`); see
+/// [`paperbot_crds::validation::check_dns1123_label`]. The runner may call it
+/// again before it creates a path (defence in depth).
+pub use paperbot_crds::validation::{DNS1123_LABEL_MAX_LENGTH, check_dns1123_label};
 
 /// Validate every object and resolve each BotSession into a [`SessionPlan`].
 ///
@@ -484,14 +439,7 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
         }
     }
     for s in &m.sessions {
-        if let Err(message) = check_dns1123_label(&name_of(&s.object)) {
-            errors.push(ConfigError::Schema {
-                at: s.locate("metadata.name"),
-                what: kind_label("BotSession", &name_of(&s.object)),
-                message: format!("metadata.name: {message}"),
-            });
-        }
-        if let Err(e) = s.object.spec.validate() {
+        if let Err(e) = s.object.validate() {
             errors.extend(field_errors(
                 s,
                 &kind_label("BotSession", &name_of(&s.object)),
@@ -586,6 +534,17 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
                 continue;
             }
         };
+        if s.spec.market_data.source == MarketDataSource::Simulated
+            && let Some(sim) = &s.spec.market_data.simulated
+            && let Err((path, message)) = check_simulated(sim, s.spec.stop_after)
+        {
+            errors.push(ConfigError::Schema {
+                at: src.locate(path),
+                what: what.clone(),
+                message: format!("{path}: {message}"),
+            });
+            continue;
+        }
         let mut replay = Vec::new();
         let mut volume_units = vec![VolumeUnit::Base; s.spec.symbols.len()];
         if s.spec.market_data.source == MarketDataSource::Replay
@@ -660,6 +619,52 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
     } else {
         Err(flatten(errors))
     }
+}
+
+/// Latest market time a session may reach: 9999-12-31T23:59:59.999Z, the end
+/// of the RFC 3339 calendar, in ms since the epoch.
+pub const MAX_MARKET_TIME_MS: i64 = 253_402_300_799_999;
+
+/// The checks `run` makes on a simulated source before it trades
+/// ([`GbmParams::from_spec`]), plus: the last candle must open by
+/// [`MAX_MARKET_TIME_MS`] (start + candles × interval, or start + `stopAfter`
+/// for an unbounded source). Returns the field path and the message.
+fn check_simulated(
+    sim: &paperbot_crds::SimulatedSpec,
+    stop_after: Option<paperbot_crds::DurationString>,
+) -> Result<(), (&'static str, String)> {
+    const PATH: &str = "spec.marketData.simulated";
+    let params = GbmParams::from_spec(sim).map_err(|m| (PATH, m))?;
+    let start = i128::from(params.start.millis());
+    let (end, path, what) = match (params.candles, stop_after) {
+        (Some(n), _) => (
+            start + i128::from(n) * i128::from(params.interval_ms),
+            "spec.marketData.simulated.candles",
+            format!(
+                "{n} candles of {} from {}",
+                paperbot_crds::DurationString(std::time::Duration::from_millis(
+                    params.interval_ms.unsigned_abs()
+                )),
+                params.start
+            ),
+        ),
+        (None, Some(d)) => (
+            start + i128::from(d.as_millis_i64()),
+            "spec.stopAfter",
+            format!("stopAfter {d} from {}", params.start),
+        ),
+        (None, None) => return Ok(()),
+    };
+    if end > i128::from(MAX_MARKET_TIME_MS) {
+        return Err((
+            path,
+            format!(
+                "{what} run past 9999-12-31T23:59:59.999Z: expected a session that ends within \
+                 the RFC 3339 calendar (fewer candles, a shorter interval or an earlier start)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn flatten(mut errors: Vec<ConfigError>) -> ConfigError {
@@ -853,5 +858,61 @@ spec:
         assert_eq!(paced_wall_time(1, f64::NAN), Duration::ZERO);
         assert_eq!(paced_wall_time(1, 0.0), Duration::MAX);
         assert!(paced_wall_time(i64::MAX, MIN_SPEED).as_secs() > 9_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn values_beyond_the_engine_range_are_refused_with_file_line_and_path() {
+        let cases = [
+            (
+                GOOD.replace("\"5000\"", "\"1000000000000001\""),
+                "test.yaml:25: BotSession \"bot\": spec.allocation: 1000000000000001 is out of \
+                 range: expected at most 1000000000000000",
+            ),
+            (
+                GOOD.replace("candles: 100}", "candles: 100, initialPrice: \"1e3\"}"),
+                "test.yaml:29: BotSession \"bot\": spec.marketData.simulated.initialPrice: \
+                 invalid decimal \"1e3\": expected a plain decimal string such as \"10000\" or \"2.5\"",
+            ),
+            (
+                GOOD.replace("candles: 100}", "candles: 100, annualVolatility: \"11\"}"),
+                "test.yaml:29: BotSession \"bot\": spec.marketData.simulated.annualVolatility: 11 \
+                 is out of range: expected at most 10 (fraction a year)",
+            ),
+            (
+                GOOD.replace("seed: 1,", "seed: 18446744073709551615,"),
+                "test.yaml:29: BotSession \"bot\": spec.marketData.simulated.seed: \
+                 18446744073709551615 is out of range: expected at most 9007199254740991",
+            ),
+            (
+                GOOD.replace("candles: 100}", "candles: 100}\n  stopAfter: 900000h"),
+                "test.yaml:30: BotSession \"bot\": spec.stopAfter: 900000h is too long: expected \
+                 at most 876000h (100 years)",
+            ),
+            (
+                GOOD.replace("candles: 100}", "candles: 1000000000, interval: 876000h}"),
+                "test.yaml:29: BotSession \"bot\": spec.marketData.simulated.candles: 1000000000 \
+                 candles of 876000h from 2024-01-01T00:00:00Z run past 9999-12-31T23:59:59.999Z: \
+                 expected a session that ends within the RFC 3339 calendar (fewer candles, a \
+                 shorter interval or an earlier start)",
+            ),
+            (
+                GOOD.replace("candles: 100}", "candles: 100, start: \"soon\"}"),
+                "test.yaml:29: BotSession \"bot\": spec.marketData.simulated: simulated.start: \
+                 \"soon\" is not an RFC 3339 time (premature end of input; expected \
+                 e.g. 2024-01-01T00:00:00Z)",
+            ),
+            (
+                GOOD.replace(
+                    "smaCrossover: {fastPeriod: 10, slowPeriod: 30}",
+                    "smaCrossover: {fastPeriod: 10, slowPeriod: 4000000000}",
+                ),
+                "test.yaml:14: StrategyConfig \"strat\": spec.signals.smaCrossover.slowPeriod: \
+                 4000000000 is out of range: expected at most 100000",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert_eq!(e, expected);
+        }
     }
 }

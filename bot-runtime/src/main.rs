@@ -272,6 +272,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                         for f in &checked.files {
                             println!("  read {f}");
                         }
+                        if let Some(sim) = &checked.simulated {
+                            println!("  {sim}");
+                        }
                         for w in &checked.warnings {
                             println!("  warning: {w}");
                         }

@@ -17,8 +17,12 @@ use paperbot_crds::{MarketDataSource, SignalsSpec};
 
 use crate::{
     config::SessionPlan,
-    market::csv::{DataError, FileSummary, scan_candle_file},
+    market::{
+        csv::{DataError, FileSummary, scan_candle_file},
+        simulated::GbmParams,
+    },
     signals::SignalSet,
+    types::Timestamp,
 };
 
 /// Validate every replay file of `plan` in full (every row, see
@@ -353,6 +357,46 @@ impl fmt::Display for FileReport {
     }
 }
 
+/// A simulated market as `validate` shows it: seed, candles, period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedReport {
+    /// RNG seed.
+    pub seed: u64,
+    /// Symbols simulated.
+    pub symbols: usize,
+    /// Candle length, ms.
+    pub interval_ms: i64,
+    /// Candles per symbol; `None` when only `stopAfter` ends the session.
+    pub candles: Option<u64>,
+    /// Open time of the first candle.
+    pub first: Timestamp,
+}
+
+impl fmt::Display for SimulatedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "simulated market (seed {}): {} symbol(s), ",
+            self.seed, self.symbols
+        )?;
+        match self.candles {
+            Some(n) => write!(f, "{n} candles of {} each", human_ms(self.interval_ms))?,
+            None => write!(f, "{} candles until stopAfter", human_ms(self.interval_ms))?,
+        }
+        write!(f, ", from {}", self.first)?;
+        if let Some(n) = self.candles.filter(|&n| n > 0) {
+            let last = i64::try_from(n - 1)
+                .ok()
+                .and_then(|k| k.checked_mul(self.interval_ms))
+                .map(|ms| self.first.plus_ms(ms));
+            if let Some(last) = last {
+                write!(f, " to {last}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything checked before `plan` trades: the data files read and the
 /// warnings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -360,6 +404,8 @@ pub struct Preflight {
     /// One report per replay file, in `plan.replay` order (empty for a
     /// simulated source).
     pub files: Vec<FileReport>,
+    /// The simulated market, for a simulated source.
+    pub simulated: Option<SimulatedReport>,
     /// The summaries behind `files`, in the same order (what the runner
     /// needs to open its readers).
     pub scans: Vec<FileSummary>,
@@ -385,9 +431,187 @@ pub fn check(plan: &SessionPlan) -> Result<Preflight, DataError> {
         })
         .collect();
     let warnings = warnings(plan, &scans);
+    // `plan_sessions` has already checked the simulated settings
+    // (`GbmParams::from_spec`), so this only describes them.
+    let simulated = match (
+        plan.session.market_data.source,
+        &plan.session.market_data.simulated,
+    ) {
+        (MarketDataSource::Simulated, Some(sim)) => {
+            GbmParams::from_spec(sim).ok().map(|p| SimulatedReport {
+                seed: p.seed,
+                symbols: plan.symbols.len(),
+                interval_ms: p.interval_ms,
+                candles: p.candles,
+                first: p.start,
+            })
+        }
+        _ => None,
+    };
     Ok(Preflight {
         files,
+        simulated,
         scans,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{parse_manifests, plan_sessions};
+
+    /// One session on `market` (the YAML of `spec.marketData` and below,
+    /// indented by 2) with `strategy_extra` added to the strategy spec.
+    fn plan(dir: &Path, market: &str, strategy_extra: &str) -> SessionPlan {
+        let text = format!(
+            r#"apiVersion: paperbot.io/v1alpha1
+kind: PaperAccount
+metadata: {{name: acct}}
+spec:
+  initialBalance: "1000"
+---
+apiVersion: paperbot.io/v1alpha1
+kind: StrategyConfig
+metadata: {{name: strat}}
+spec:
+  signals:
+    smaCrossover: {{fastPeriod: 5, slowPeriod: 20}}
+    rsi: {{period: 14}}
+{strategy_extra}
+---
+apiVersion: paperbot.io/v1alpha1
+kind: BotSession
+metadata: {{name: bot}}
+spec:
+  accountRef: {{name: acct}}
+  strategyRef: {{name: strat}}
+  allocation: "1000"
+  symbols: [A, B]
+{market}
+"#
+        );
+        let mut plans = plan_sessions(&parse_manifests(&text, &dir.join("m.yaml")).unwrap())
+            .unwrap_or_else(|e| panic!("{e}"));
+        plans.remove(0)
+    }
+
+    fn rows(n: u32, interval_min: u32) -> String {
+        let mut out = format!("{}\n", crate::market::csv::HEADER);
+        for i in 0..n {
+            let m = i * interval_min;
+            out.push_str(&format!(
+                "2022-01-01T{:02}:{:02}:00Z,10,11,9,10,1\n",
+                m / 60,
+                m % 60
+            ));
+        }
+        out
+    }
+
+    const REPLAY: &str = "  marketData:\n    source: Replay\n    replay:\n      files:\n        \
+                          - {symbol: A, path: a.csv}\n        - {symbol: B, path: b.csv}";
+
+    #[test]
+    fn scans_follow_plan_order_and_the_first_bad_file_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), rows(30, 5)).unwrap();
+        std::fs::write(dir.path().join("b.csv"), rows(3, 1)).unwrap();
+        let p = plan(dir.path(), REPLAY, "");
+        let scans = scan_replay_files(&p).unwrap();
+        assert_eq!(
+            scans
+                .iter()
+                .map(|s| (s.rows, s.interval_ms))
+                .collect::<Vec<_>>(),
+            [(30, 300_000), (3, 60_000)]
+        );
+        // Both files bad: the error is the first file's.
+        std::fs::write(dir.path().join("a.csv"), "nope\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), "").unwrap();
+        let e = scan_replay_files(&p).unwrap_err();
+        assert_eq!(e.file, dir.path().join("a.csv"));
+        assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn warnings_name_what_can_never_trade() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), rows(30, 5)).unwrap();
+        std::fs::write(dir.path().join("b.csv"), rows(10, 1)).unwrap();
+        let p = plan(
+            dir.path(),
+            REPLAY,
+            "  tokens: {allow: [A]}\n  circuitBreakers: {maxDataGap: 2m}",
+        );
+        let checked = check(&p).unwrap();
+        assert_eq!(
+            checked.warnings,
+            [
+                Warning::SymbolExcluded {
+                    symbol: "B".into(),
+                    strategy: "strat".into(),
+                    list: TokenList::NotAllowed,
+                },
+                Warning::DataGapBelowInterval {
+                    symbol: "A".into(),
+                    max_data_gap_ms: 120_000,
+                    interval_ms: 300_000,
+                },
+                // The quickest signal is RSI 14: 15 closes.
+                Warning::TooFewCandlesForSignals {
+                    symbol: "B".into(),
+                    candles: 10,
+                    warmup: 15,
+                },
+            ]
+        );
+        assert_eq!(
+            checked.warnings[0].to_string(),
+            "symbol \"B\" is never traded: StrategyConfig \"strat\" spec.tokens.allow does not list it"
+        );
+        // A clean configuration has none.
+        let p = plan(dir.path(), REPLAY, "");
+        std::fs::write(dir.path().join("b.csv"), rows(15, 1)).unwrap();
+        assert_eq!(check(&p).unwrap().warnings, []);
+    }
+
+    #[test]
+    fn simulated_sessions_count_candles_from_candles_or_stop_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = |s: &str| format!("  marketData:\n    source: Simulated\n    simulated: {s}");
+        let p = plan(dir.path(), &sim("{seed: 1, candles: 12}"), "");
+        let checked = check(&p).unwrap();
+        assert!(checked.files.is_empty());
+        assert_eq!(checked.warnings.len(), 2, "{:?}", checked.warnings);
+        assert_eq!(
+            checked.simulated.unwrap().to_string(),
+            "simulated market (seed 1): 2 symbol(s), 12 candles of 1m each, from \
+             2024-01-01T00:00:00Z to 2024-01-01T00:11:00Z"
+        );
+        // stopAfter 10m of 1m candles: 10 candles, fewer than the warm-up.
+        let p = plan(
+            dir.path(),
+            &format!("{}\n  stopAfter: 10m", sim("{seed: 1, interval: 1m}")),
+            "",
+        );
+        let w = check(&p).unwrap().warnings;
+        assert!(
+            w.iter().all(|w| matches!(
+                w,
+                Warning::TooFewCandlesForSignals {
+                    candles: 10,
+                    warmup: 15,
+                    ..
+                }
+            )),
+            "{w:?}"
+        );
+        assert_eq!(w.len(), 2);
+        // Enough candles: no warning.
+        let p = plan(dir.path(), &sim("{seed: 1, candles: 15}"), "");
+        assert_eq!(check(&p).unwrap().warnings, []);
+    }
 }

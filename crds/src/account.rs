@@ -46,8 +46,12 @@ pub struct PaperAccountSpec {
     #[schemars(length(max = MAX_CURRENCY_LENGTH))]
     #[x_kube(validation = schema::not_blank("baseCurrency", "expected a currency code such as \"USD\""))]
     pub base_currency: String,
-    /// Starting balance in the base currency, e.g. `"100000"`. Must be > 0.
-    #[x_kube(validation = schema::positive("initialBalance"))]
+    /// Starting balance in the base currency, e.g. `"100000"`. Must be > 0
+    /// and at most 1e15, with at most 8 decimal places.
+    #[x_kube(
+        validation = schema::positive("initialBalance"),
+        validation = schema::money("initialBalance")
+    )]
     pub initial_balance: DecimalString,
     /// Account-wide kill switch; a session that breaks one halts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +131,7 @@ impl PaperAccountSpec {
             MAX_CURRENCY_LENGTH,
         );
         e.positive("spec.initialBalance", Some(self.initial_balance));
+        e.money("spec.initialBalance", Some(self.initial_balance));
         if let Some(l) = &self.limits {
             e.pct("spec.limits.maxDrawdownPct", l.max_drawdown_pct);
             e.pct("spec.limits.dailyLossPct", l.daily_loss_pct);

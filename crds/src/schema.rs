@@ -15,8 +15,11 @@
 //! the exact decimals.
 
 use kube::core::{Reason, Rule};
+use rust_decimal::Decimal;
 use schemars::Schema;
 use serde_json::{Map, Value};
+
+use crate::validation::limits;
 
 /// Most symbols a session trades (`spec.symbols` `maxItems`), and most entries in
 /// each of a strategy's token allow and block lists.
@@ -133,6 +136,79 @@ pub(crate) fn positive(field: &str) -> Rule {
 /// A decimal string `>= 0`.
 pub(crate) fn non_negative(field: &str) -> Rule {
     Rule::new("double(self) >= 0.0").message(format!("{field} must not be negative").as_str())
+}
+
+/// A decimal string of at most [`limits::MAX_MONEY`] with at most
+/// [`limits::MONEY_DP`] decimal places as written (money, or a quantity with
+/// the same limits).
+pub(crate) fn money(field: &str) -> Rule {
+    Rule::new(format!(
+        "double(self) <= {}.0 && !self.matches('[.][0-9]{{{},}}$')",
+        limits::MAX_MONEY,
+        limits::MONEY_DP + 1
+    ))
+    .message(
+        format!(
+            "{field} must be at most {} with at most {} decimal places",
+            limits::MAX_MONEY,
+            limits::MONEY_DP
+        )
+        .as_str(),
+    )
+}
+
+/// A decimal string `<= max` (`max` a whole number).
+pub(crate) fn at_most(field: &str, max: Decimal) -> Rule {
+    Rule::new(format!("double(self) <= {max}.0"))
+        .message(format!("{field} must be at most {max}").as_str())
+}
+
+/// A decimal string in `[lo, hi]`.
+pub(crate) fn between(field: &str, lo: Decimal, hi: Decimal) -> Rule {
+    Rule::new(format!(
+        "double(self) >= {} && double(self) <= {}",
+        cel_double(lo),
+        cel_double(hi)
+    ))
+    .message(format!("{field} must be from {lo} to {hi}").as_str())
+}
+
+/// `d` as a CEL double literal (always with a decimal point).
+fn cel_double(d: Decimal) -> String {
+    let text = d.normalize().to_string();
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// Autopilot bound `{min, max}`: `max <= limit` (`limit` a whole number).
+pub(crate) fn bound_at_most(parameter: &str, limit: Decimal) -> Rule {
+    Rule::new(format!("double(self.max) <= {limit}.0")).message(
+        format!("autopilot.bounds.{parameter}.max must be at most {limit} (percent)").as_str(),
+    )
+}
+
+/// Rule on the object root: `metadata.name` is a DNS-1123 label (1 to 63
+/// lowercase letters, digits and `-`, starting and ending with a letter or
+/// digit). Kubernetes itself only requires a DNS subdomain (dots, up to 253
+/// characters) of a custom resource, but the objects a BotSession owns (its
+/// StatefulSet, Service and pod) need a label, and the runtime uses the name
+/// as a directory name.
+pub(crate) fn dns1123_label_name(kind: &str) -> Rule {
+    Rule::new(
+        "size(self.metadata.name) <= 63 \
+         && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+    )
+    .message(
+        format!(
+            "metadata.name must be a DNS-1123 label (at most 63 lowercase letters, digits and '-', \
+             starting and ending with a letter or digit): a {kind} names its StatefulSet, \
+             Service and report directory"
+        )
+        .as_str(),
+    )
 }
 
 /// A duration string longer than zero. The schema's pattern already requires
@@ -295,6 +371,48 @@ mod tests {
             verdicts(non_negative, &values),
             [false, true, true, true, true, true, true]
         );
+    }
+
+    #[test]
+    fn range_rules_accept_their_ends_and_refuse_beyond() {
+        let money = |v: &str| passes(money("f"), "string", json!(v));
+        assert!(money("0") && money("1000000000000000") && money("0.12345678"));
+        assert!(
+            money("-5") && money("100.10000000"),
+            "sign is another rule's job"
+        );
+        assert!(!money("1000000000000001") && !money("0.123456789") && !money("1.000000000"));
+        let at_most = |v: &str| passes(at_most("f", limits::MAX_PCT), "string", json!(v));
+        assert!(at_most("1000000") && at_most("0.5") && !at_most("1000000.5"));
+        let drift = |v: &str| {
+            passes(
+                between("f", -limits::MAX_ANNUAL_DRIFT, limits::MAX_ANNUAL_DRIFT),
+                "string",
+                json!(v),
+            )
+        };
+        assert!(drift("-10") && drift("10") && drift("0") && !drift("10.01") && !drift("-11"));
+        let price = |v: &str| {
+            passes(
+                between(
+                    "f",
+                    limits::MIN_SIMULATED_PRICE,
+                    limits::MAX_SIMULATED_PRICE,
+                ),
+                "string",
+                json!(v),
+            )
+        };
+        assert!(price("0.00000001") && price("1000000000000"));
+        assert!(!price("0.000000009") && !price("1000000000001"));
+        let bound = |max: &str| {
+            passes(
+                bound_at_most("p", limits::MAX_PCT),
+                "object",
+                json!({"min": "0", "max": max}),
+            )
+        };
+        assert!(bound("1000000") && !bound("1000001"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::{CustomResource, KubeSchema};
+use rust_decimal::Decimal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,7 @@ use crate::{
     schema::{
         self, MAX_NAME_LENGTH, MAX_PATH_LENGTH, MAX_REPLAY_FILES, MAX_SYMBOL_LENGTH, MAX_SYMBOLS,
     },
-    validation::{Errors, FieldError},
+    validation::{Errors, FieldError, limits},
     values::{DecimalString, DurationString},
 };
 
@@ -27,6 +28,7 @@ use crate::{
            money allocated from a PaperAccount, on replayed or simulated market data.",
     namespaced,
     status = "BotSessionStatus",
+    validation = schema::dns1123_label_name("BotSession"),
     shortname = "bs",
     category = "paperbot",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -91,8 +93,12 @@ pub struct BotSessionSpec {
             .message("strategyRef.name must not be empty: expected the name of a StrategyConfig")
     )]
     pub strategy_ref: ObjectRef,
-    /// Money drawn from the account for this session, base currency; > 0.
-    #[x_kube(validation = schema::positive("allocation"))]
+    /// Money drawn from the account for this session, base currency; > 0
+    /// and at most 1e15, with at most 8 decimal places.
+    #[x_kube(
+        validation = schema::positive("allocation"),
+        validation = schema::money("allocation")
+    )]
     pub allocation: DecimalString,
     /// Symbols to trade, e.g. `["BTC-USD"]`; non-empty, unique, at most 50.
     #[schemars(length(max = MAX_SYMBOLS), inner(length(max = MAX_SYMBOL_LENGTH)))]
@@ -245,25 +251,50 @@ pub enum VolumeUnit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimulatedSpec {
-    /// RNG seed; the same seed gives the same prices.
+    /// RNG seed; the same seed gives the same prices. At most
+    /// 9007199254740991 (2^53 − 1, the largest integer JSON keeps exactly).
+    #[schemars(range(max = limits::MAX_SEED))]
     pub seed: u64,
-    /// Starting price of every symbol, quote currency (default `"100"`).
+    /// Starting price of every symbol, quote currency (default `"100"`),
+    /// from 0.00000001 to 1e12.
     #[serde(default = "default_initial_price")]
-    #[x_kube(validation = schema::positive("marketData.simulated.initialPrice"))]
+    #[x_kube(
+        validation = schema::positive("marketData.simulated.initialPrice"),
+        validation = schema::between(
+            "marketData.simulated.initialPrice",
+            limits::MIN_SIMULATED_PRICE,
+            limits::MAX_SIMULATED_PRICE
+        )
+    )]
     pub initial_price: DecimalString,
-    /// Annualised drift μ as a fraction (e.g. `"0.05"` = 5 % a year, default `"0"`).
+    /// Annualised drift μ as a fraction (e.g. `"0.05"` = 5 % a year, default
+    /// `"0"`), from -10 to 10.
     #[serde(default)]
+    #[x_kube(validation = schema::between(
+        "marketData.simulated.annualDrift",
+        -limits::MAX_ANNUAL_DRIFT,
+        limits::MAX_ANNUAL_DRIFT
+    ))]
     pub annual_drift: DecimalString,
-    /// Annualised volatility σ as a fraction (e.g. `"0.6"`, default `"0.5"`).
+    /// Annualised volatility σ as a fraction (e.g. `"0.6"`, default `"0.5"`),
+    /// from 0 to 10.
     #[serde(default = "default_volatility")]
-    #[x_kube(validation = schema::non_negative("marketData.simulated.annualVolatility"))]
+    #[x_kube(
+        validation = schema::non_negative("marketData.simulated.annualVolatility"),
+        validation = schema::at_most(
+            "marketData.simulated.annualVolatility",
+            limits::MAX_ANNUAL_VOLATILITY
+        )
+    )]
     pub annual_volatility: DecimalString,
     /// Candle length (default `"1m"`).
     #[serde(default = "default_interval")]
     #[x_kube(validation = schema::nonzero_duration("marketData.simulated.interval", "1m"))]
     pub interval: DurationString,
-    /// Number of candles per symbol; unset means unbounded (use `stopAfter`).
+    /// Number of candles per symbol, at most 1,000,000,000; unset means
+    /// unbounded (use `stopAfter`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = limits::MAX_SIMULATED_CANDLES))]
     pub candles: Option<u64>,
     /// RFC 3339 open time of the first candle (default `2024-01-01T00:00:00Z`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,9 +323,13 @@ pub struct ExecutionSpec {
     /// Slippage model (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slippage: Option<SlippageSpec>,
-    /// Fixed cost per fill, quote currency (e.g. gas on a DEX; default `"0"`).
+    /// Fixed cost per fill, quote currency (e.g. gas on a DEX; default `"0"`),
+    /// at most 1e15 with at most 8 decimal places.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = schema::non_negative("execution.gasCost"))]
+    #[x_kube(
+        validation = schema::non_negative("execution.gasCost"),
+        validation = schema::money("execution.gasCost")
+    )]
     pub gas_cost: Option<DecimalString>,
     /// Delay from decision to fill, e.g. `"250ms"` (default `"0s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,8 +341,10 @@ pub struct ExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = schema::percent("execution.failureRatePct"))]
     pub failure_rate_pct: Option<DecimalString>,
-    /// Seed of the execution RNG (failures, latency jitter); default 0.
+    /// Seed of the execution RNG (failures, latency jitter); default 0, at
+    /// most 9007199254740991.
     #[serde(default)]
+    #[schemars(range(max = limits::MAX_SEED))]
     pub seed: u64,
 }
 
@@ -316,9 +353,12 @@ pub struct ExecutionSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlippageSpec {
-    /// Fixed part, basis points (1 bp = 0.01 %).
+    /// Fixed part, basis points (1 bp = 0.01 %), from 0 to 1,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = schema::non_negative("execution.slippage.baseBps"))]
+    #[x_kube(
+        validation = schema::non_negative("execution.slippage.baseBps"),
+        validation = schema::at_most("execution.slippage.baseBps", limits::MAX_PCT)
+    )]
     pub base_bps: Option<DecimalString>,
     /// Market-impact part, percent of price when the order's notional equals the
     /// fill candle's whole traded notional; scales linearly below that.
@@ -476,6 +516,31 @@ pub struct BotSessionStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl BotSession {
+    /// Check the rules the API server also enforces on the whole object:
+    /// `metadata.name` is a DNS-1123 label
+    /// ([`check_dns1123_label`](crate::validation::check_dns1123_label)),
+    /// then [`BotSessionSpec::validate`]. Paths start at the object root.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        if let Err(message) = crate::validation::check_dns1123_label(name) {
+            errors.push(FieldError {
+                path: "metadata.name".into(),
+                message,
+            });
+        }
+        if let Err(e) = self.spec.validate() {
+            errors.extend(e);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 impl BotSessionSpec {
     /// Check the rules the API server also enforces. Paths start at `spec`.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
@@ -498,6 +563,9 @@ impl BotSessionSpec {
         );
         e.max_items("spec.symbols", self.symbols.len(), MAX_SYMBOLS);
         e.positive("spec.allocation", Some(self.allocation));
+        e.money("spec.allocation", Some(self.allocation));
+        e.duration("spec.tickInterval", self.tick_interval);
+        e.duration("spec.stopAfter", self.stop_after);
         if self.symbols.is_empty() {
             e.push("spec.symbols", "must list at least one symbol");
         }
@@ -542,20 +610,59 @@ impl BotSessionSpec {
         if let Some(s) = &md.simulated {
             let path = "spec.marketData.simulated";
             e.positive(&format!("{path}.initialPrice"), Some(s.initial_price));
+            if s.initial_price.get() > Decimal::ZERO {
+                e.range(
+                    &format!("{path}.initialPrice"),
+                    s.initial_price.get(),
+                    limits::MIN_SIMULATED_PRICE,
+                    limits::MAX_SIMULATED_PRICE,
+                    " (quote currency)",
+                );
+            }
+            e.range(
+                &format!("{path}.annualDrift"),
+                s.annual_drift.get(),
+                -limits::MAX_ANNUAL_DRIFT,
+                limits::MAX_ANNUAL_DRIFT,
+                " (fraction a year)",
+            );
             e.non_negative(
                 &format!("{path}.annualVolatility"),
                 Some(s.annual_volatility),
             );
+            e.at_most(
+                &format!("{path}.annualVolatility"),
+                Some(s.annual_volatility),
+                limits::MAX_ANNUAL_VOLATILITY,
+                " (fraction a year)",
+            );
             if s.interval.get().is_zero() {
                 e.push(format!("{path}.interval"), "must be longer than 0s");
             }
+            e.duration(&format!("{path}.interval"), Some(s.interval));
+            e.count_at_most(&format!("{path}.seed"), Some(s.seed), limits::MAX_SEED);
+            e.count_at_most(
+                &format!("{path}.candles"),
+                s.candles,
+                limits::MAX_SIMULATED_CANDLES,
+            );
         }
         let x = &self.execution;
         e.pct("spec.execution.feeRatePct", x.fee_rate_pct);
         e.non_negative("spec.execution.gasCost", x.gas_cost);
+        e.money("spec.execution.gasCost", x.gas_cost);
+        e.count_at_most("spec.execution.seed", Some(x.seed), limits::MAX_SEED);
+        e.duration("spec.execution.latency", x.latency);
+        e.duration("spec.execution.latencyJitter", x.latency_jitter);
         e.pct("spec.execution.failureRatePct", x.failure_rate_pct);
         if let Some(s) = &x.slippage {
             e.non_negative("spec.execution.slippage.baseBps", s.base_bps);
+            e.at_most(
+                "spec.execution.slippage.baseBps",
+                s.base_bps,
+                limits::MAX_PCT,
+                " (basis points)",
+            );
             e.pct("spec.execution.slippage.impactPct", s.impact_pct);
         }
         e.finish()
@@ -581,6 +688,7 @@ impl BotSessionSpec {
             {
                 e.push(format!("{file}.interval"), "must be longer than 0s");
             }
+            e.duration(&format!("{file}.interval"), f.interval);
             if in_use && !self.symbols.contains(&f.symbol) {
                 e.push(
                     format!("{file}.symbol"),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     condition::Condition,
     schema::{self, MAX_SYMBOL_LENGTH, MAX_SYMBOLS},
-    validation::{Errors, FieldError},
+    validation::{Errors, FieldError, limits},
     values::{DecimalString, DurationString},
 };
 
@@ -143,10 +143,10 @@ pub struct SignalsSpec {
     .message("signals.smaCrossover.fastPeriod must be smaller than signals.smaCrossover.slowPeriod"))]
 pub struct SmaCrossoverSpec {
     /// Bars in the fast average (>= 1, < `slowPeriod`).
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = limits::MAX_SIGNAL_PERIOD))]
     pub fast_period: u32,
-    /// Bars in the slow average.
-    #[schemars(range(min = 2))]
+    /// Bars in the slow average (at most 100,000).
+    #[schemars(range(min = 2, max = limits::MAX_SIGNAL_PERIOD))]
     pub slow_period: u32,
     /// Weight of this signal (> 0, default `"1"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,9 +160,9 @@ pub struct SmaCrossoverSpec {
 #[x_kube(validation = Rule::new("double(self.oversold) < double(self.overbought)")
     .message("signals.rsi.oversold must be below signals.rsi.overbought"))]
 pub struct RsiSpec {
-    /// Bars in the RSI (default 14).
+    /// Bars in the RSI (default 14, 2 to 100,000).
     #[serde(default = "default_rsi_period")]
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = limits::MAX_SIGNAL_PERIOD))]
     pub period: u32,
     /// RSI level (0-100) at or below which the market is oversold (default `"30"`).
     #[serde(default = "default_oversold")]
@@ -192,13 +192,17 @@ fn default_overbought() -> DecimalString {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MomentumSpec {
-    /// Look-back in bars (default 10).
+    /// Look-back in bars (default 10, 1 to 100,000).
     #[serde(default = "default_momentum_period")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = limits::MAX_SIGNAL_PERIOD))]
     pub period: u32,
-    /// Rate of change, percent, at which the signal reaches full strength (default `"1"`).
+    /// Rate of change, percent, at which the signal reaches full strength
+    /// (default `"1"`, at most 1,000,000).
     #[serde(default = "default_momentum_threshold")]
-    #[x_kube(validation = schema::positive("signals.momentum.thresholdPct"))]
+    #[x_kube(
+        validation = schema::positive("signals.momentum.thresholdPct"),
+        validation = schema::at_most("signals.momentum.thresholdPct", limits::MAX_PCT)
+    )]
     pub threshold_pct: DecimalString,
     /// Weight of this signal (> 0, default `"1"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,9 +221,9 @@ fn default_momentum_threshold() -> DecimalString {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BollingerSpec {
-    /// Bars in the moving average and standard deviation (default 20).
+    /// Bars in the moving average and standard deviation (default 20, 2 to 100,000).
     #[serde(default = "default_bollinger_period")]
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = limits::MAX_SIGNAL_PERIOD))]
     pub period: u32,
     /// Band width in standard deviations (default `"2"`).
     #[serde(default = "default_std_dev")]
@@ -248,17 +252,24 @@ pub struct RiskSpec {
     #[x_kube(validation = schema::positive_percent("risk.maxPositionSizePct"))]
     pub max_position_size_pct: Option<DecimalString>,
     /// Buy exactly this quantity (base units) on every entry instead of sizing by
-    /// `maxPositionSizePct`.
+    /// `maxPositionSizePct`; at most 1e15 with at most 8 decimal places.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = schema::positive("risk.fixedQuantity"))]
+    #[x_kube(
+        validation = schema::positive("risk.fixedQuantity"),
+        validation = schema::money("risk.fixedQuantity")
+    )]
     pub fixed_quantity: Option<DecimalString>,
     /// Close a position this many percent (0-100) below its average entry price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = schema::positive_percent("risk.stopLossPct"))]
     pub stop_loss_pct: Option<DecimalString>,
-    /// Close a position this many percent above its average entry price.
+    /// Close a position this many percent above its average entry price
+    /// (at most 1,000,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = schema::positive("risk.takeProfitPct"))]
+    #[x_kube(
+        validation = schema::positive("risk.takeProfitPct"),
+        validation = schema::at_most("risk.takeProfitPct", limits::MAX_PCT)
+    )]
     pub take_profit_pct: Option<DecimalString>,
     /// Close a position this many percent (0-100) below the highest price since entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,9 +342,13 @@ pub struct CircuitBreakersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_daily_trades: Option<u32>,
-    /// Trip when equity falls below this amount (base currency).
+    /// Trip when equity falls below this amount (base currency; at most 1e15
+    /// with at most 8 decimal places).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = schema::non_negative("circuitBreakers.minBalance"))]
+    #[x_kube(
+        validation = schema::non_negative("circuitBreakers.minBalance"),
+        validation = schema::money("circuitBreakers.minBalance")
+    )]
     pub min_balance: Option<DecimalString>,
     /// Trip after this many invalid price ticks in a row (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -413,11 +428,12 @@ pub struct AutopilotBounds {
         validation = schema::bound_percent("stopLossPct")
     )]
     pub stop_loss_pct: Option<Bound>,
-    /// Bounds of `risk.takeProfitPct` (percent).
+    /// Bounds of `risk.takeProfitPct` (percent, at most 1,000,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(
         validation = schema::bound_ordered("takeProfitPct"),
-        validation = schema::bound_non_negative("takeProfitPct")
+        validation = schema::bound_non_negative("takeProfitPct"),
+        validation = schema::bound_at_most("takeProfitPct", limits::MAX_PCT)
     )]
     pub take_profit_pct: Option<Bound>,
 }
@@ -486,6 +502,11 @@ impl StrategyConfigSpec {
             if x.fast_period == 0 {
                 e.push("spec.signals.smaCrossover.fastPeriod", "must be at least 1");
             }
+            e.count_at_most(
+                "spec.signals.smaCrossover.slowPeriod",
+                Some(u64::from(x.slow_period)),
+                u64::from(limits::MAX_SIGNAL_PERIOD),
+            );
             if x.fast_period >= x.slow_period {
                 e.push(
                     "spec.signals.smaCrossover",
@@ -501,6 +522,11 @@ impl StrategyConfigSpec {
             if x.period < 2 {
                 e.push("spec.signals.rsi.period", "must be at least 2");
             }
+            e.count_at_most(
+                "spec.signals.rsi.period",
+                Some(u64::from(x.period)),
+                u64::from(limits::MAX_SIGNAL_PERIOD),
+            );
             e.pct("spec.signals.rsi.oversold", Some(x.oversold));
             e.pct("spec.signals.rsi.overbought", Some(x.overbought));
             if x.oversold.get() >= x.overbought.get() {
@@ -518,13 +544,29 @@ impl StrategyConfigSpec {
             if x.period == 0 {
                 e.push("spec.signals.momentum.period", "must be at least 1");
             }
+            e.count_at_most(
+                "spec.signals.momentum.period",
+                Some(u64::from(x.period)),
+                u64::from(limits::MAX_SIGNAL_PERIOD),
+            );
             e.positive("spec.signals.momentum.thresholdPct", Some(x.threshold_pct));
+            e.at_most(
+                "spec.signals.momentum.thresholdPct",
+                Some(x.threshold_pct),
+                limits::MAX_PCT,
+                " (percent)",
+            );
             e.positive("spec.signals.momentum.weight", x.weight);
         }
         if let Some(x) = &s.bollinger {
             if x.period < 2 {
                 e.push("spec.signals.bollinger.period", "must be at least 2");
             }
+            e.count_at_most(
+                "spec.signals.bollinger.period",
+                Some(u64::from(x.period)),
+                u64::from(limits::MAX_SIGNAL_PERIOD),
+            );
             e.positive("spec.signals.bollinger.stdDev", Some(x.std_dev));
             e.positive("spec.signals.bollinger.weight", x.weight);
         }
@@ -533,9 +575,22 @@ impl StrategyConfigSpec {
         e.pct("spec.risk.maxPositionSizePct", r.max_position_size_pct);
         e.positive("spec.risk.maxPositionSizePct", r.max_position_size_pct);
         e.positive("spec.risk.fixedQuantity", r.fixed_quantity);
+        e.max_with_dp(
+            "spec.risk.fixedQuantity",
+            r.fixed_quantity,
+            limits::MAX_QUANTITY,
+            limits::QUANTITY_DP,
+        );
         e.pct("spec.risk.stopLossPct", r.stop_loss_pct);
         e.positive("spec.risk.stopLossPct", r.stop_loss_pct);
         e.positive("spec.risk.takeProfitPct", r.take_profit_pct);
+        e.at_most(
+            "spec.risk.takeProfitPct",
+            r.take_profit_pct,
+            limits::MAX_PCT,
+            " (percent)",
+        );
+        e.duration("spec.risk.maxHoldTime", r.max_hold_time);
         e.pct("spec.risk.trailingStopPct", r.trailing_stop_pct);
         e.positive("spec.risk.trailingStopPct", r.trailing_stop_pct);
         e.pct("spec.risk.confidenceThreshold", r.confidence_threshold);
@@ -576,6 +631,9 @@ impl StrategyConfigSpec {
             e.pct("spec.circuitBreakers.maxDrawdownPct", b.max_drawdown_pct);
             e.positive("spec.circuitBreakers.maxDrawdownPct", b.max_drawdown_pct);
             e.non_negative("spec.circuitBreakers.minBalance", b.min_balance);
+            e.money("spec.circuitBreakers.minBalance", b.min_balance);
+            e.duration("spec.circuitBreakers.maxDataGap", b.max_data_gap);
+            e.duration("spec.circuitBreakers.cooldown", b.cooldown);
             for (path, v) in [
                 (
                     "spec.circuitBreakers.maxConsecutiveFailures",
@@ -610,6 +668,7 @@ impl StrategyConfigSpec {
             if a.auto_disable_after == Some(0) {
                 e.push("spec.autopilot.autoDisableAfter", "must be at least 1");
             }
+            e.duration("spec.autopilot.cooldown", a.cooldown);
             let b = &a.bounds;
             for (name, bound, start, hi) in [
                 (
@@ -630,7 +689,12 @@ impl StrategyConfigSpec {
                     r.stop_loss_pct,
                     Some(Decimal::ONE_HUNDRED),
                 ),
-                ("takeProfitPct", b.take_profit_pct, r.take_profit_pct, None),
+                (
+                    "takeProfitPct",
+                    b.take_profit_pct,
+                    r.take_profit_pct,
+                    Some(limits::MAX_PCT),
+                ),
             ] {
                 let Some(bound) = bound else { continue };
                 let path = format!("spec.autopilot.bounds.{name}");

@@ -147,7 +147,8 @@ fn rust_validate(doc: &Doc) -> Result<(), Vec<FieldError>> {
         "StrategyConfig" => {
             serde_json::from_value::<StrategyConfig>(object).map(|o| o.spec.validate())
         }
-        "BotSession" => serde_json::from_value::<BotSession>(object).map(|o| o.spec.validate()),
+        // The whole object: its root rule checks metadata.name.
+        "BotSession" => serde_json::from_value::<BotSession>(object).map(|o| o.validate()),
         other => panic!("{}: unknown kind {other}", doc.label),
     };
     parsed.unwrap_or_else(|e| panic!("{}: does not deserialize: {e}", doc.label))

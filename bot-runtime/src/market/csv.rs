@@ -733,7 +733,7 @@ mod tests {
         let huge28 = "1234567890123456789012345678"; // 28 significant digits
         let cases = [
             (
-                format!("2022-01-01T00:01:00Z,10,11,9,10000000000000,1"),
+                "2022-01-01T00:01:00Z,10,11,9,10000000000000,1".to_string(),
                 format!("column \"close\": 10000000000000 is out of range: {price_range}"),
             ),
             (
