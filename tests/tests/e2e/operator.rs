@@ -646,8 +646,9 @@ async fn a_retained_ledger_volume_survives_rescheduling_and_its_session() {
         first,
         "the new session mounts the retained claim"
     );
-    op.stop().await;
+    // The operator removes the finalizer.
     cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
+    op.stop().await;
     cp.kubectl_ok(&["delete", "-n", &ns, &format!("pvc/{claim}"), "--wait=false"]);
     cp.delete_ledger_volumes(&ns);
 }
@@ -831,8 +832,8 @@ async fn a_running_session_keeps_its_ledger_volume_when_its_account_moves_to_a_d
         ),
         "pg-app/uri"
     );
-    op.stop().await;
     cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
+    op.stop().await;
     cp.delete_ledger_volumes(&ns);
 }
 
@@ -871,7 +872,16 @@ spec:
         session("bot", "5000"),
     );
     cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &manifest);
-    wait_ready(cp, &ns, &format!("pod/{child}-0"), 90);
+    eventually("the old StatefulSet's pod ready", 90, || {
+        (jsonpath(
+            cp,
+            &ns,
+            &format!("statefulset/{child}"),
+            "{.status.readyReplicas}",
+        ) == "1")
+            .then_some(())
+    })
+    .await;
     let old_sts = jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.metadata.uid}");
 
     let op = Operator::start(cp, "operator-a", &ns, on_volumes(cp)).await;
@@ -903,7 +913,7 @@ spec:
         "reason=LedgerStorageMigrated",
     ]);
     assert!(events.contains("emptyDir"), "{events}");
-    op.stop().await;
     cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
+    op.stop().await;
     cp.delete_ledger_volumes(&ns);
 }
