@@ -428,6 +428,7 @@ fn backtest_plan(
         base_currency: "USD".into(),
         initial_balance: initial_cash,
         limits: None,
+        ledger: None,
     };
     let session = BotSessionSpec {
         account_ref: ObjectRef {

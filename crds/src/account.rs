@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     condition::Condition,
-    schema::{self, MAX_CURRENCY_LENGTH},
+    schema::{self, MAX_CURRENCY_LENGTH, MAX_NAME_LENGTH},
     validation::{Errors, FieldError},
     values::DecimalString,
 };
@@ -56,6 +56,11 @@ pub struct PaperAccountSpec {
     /// Account-wide kill switch; a session that breaks one halts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<AccountLimits>,
+    /// Where the runtimes of this account's sessions keep their ledger in a
+    /// cluster (default: the operator's `--ledger-*` flags). Ignored by a
+    /// local `bot-runtime run`, which takes `--ledger`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<AccountLedger>,
 }
 
 fn default_base_currency() -> String {
@@ -75,6 +80,79 @@ pub struct AccountLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = schema::percent("limits.dailyLossPct"))]
     pub daily_loss_pct: Option<DecimalString>,
+}
+
+/// Ledger storage of an account's sessions in a cluster.
+///
+/// The kind of storage a session's ledger lives on (a database or a
+/// per-session volume) is fixed when the operator creates the session's
+/// runtime; a later change applies to new sessions, and running ones report
+/// it in their `LedgerStorageOutdated` condition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountLedger {
+    /// Secret in the account's namespace holding the PostgreSQL URL of the
+    /// ledger (`postgres://user:password@host:5432/db`), e.g. the `<cluster>-app`
+    /// Secret and key `uri` of a CloudNativePG Cluster. Overrides the
+    /// operator's `--ledger-database-secret`. The runtime reads it from its
+    /// `DATABASE_URL` environment variable; the operator never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// `metadata.name` of the Secret (a DNS subdomain name), e.g. `pg-app`.
+    #[schemars(length(max = MAX_NAME_LENGTH))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')"))
+        .message("ledger.databaseUrlSecretRef.name must be a Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, e.g. \"pg-app\""))]
+    pub name: String,
+    /// Key in the Secret's `data` holding the URL (default `url`).
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(max = MAX_NAME_LENGTH))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{SECRET_KEY_PATTERN}')"))
+        .message("ledger.databaseUrlSecretRef.key must be a Secret key: letters, digits, '-', '_' and '.', e.g. \"uri\""))]
+    pub key: String,
+}
+
+/// Default [`SecretKeyRef::key`]: `url`.
+pub const DEFAULT_SECRET_KEY: &str = "url";
+
+fn default_secret_key() -> String {
+    DEFAULT_SECRET_KEY.into()
+}
+
+/// A DNS-1123 subdomain (the name of a Secret), as a CEL/RE2 pattern.
+const DNS_SUBDOMAIN_PATTERN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A Secret data key, as a CEL/RE2 pattern.
+const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
+
+/// Whether `s` is a DNS-1123 subdomain name: at most 253 characters, dot-separated
+/// labels of lower-case letters, digits and `-`, each starting and ending
+/// alphanumeric.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LENGTH
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// Whether `s` is a valid key of a Secret's `data`: letters, digits, `-`, `_`
+/// and `.`, at most 253 characters.
+pub fn is_secret_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LENGTH
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// What the operator observes about an account.
@@ -136,6 +214,90 @@ impl PaperAccountSpec {
             e.pct("spec.limits.maxDrawdownPct", l.max_drawdown_pct);
             e.pct("spec.limits.dailyLossPct", l.daily_loss_pct);
         }
+        if let Some(r) = self
+            .ledger
+            .as_ref()
+            .and_then(|l| l.database_url_secret_ref.as_ref())
+        {
+            if !is_dns_subdomain(&r.name) {
+                e.push(
+                    "spec.ledger.databaseUrlSecretRef.name",
+                    format!(
+                        "{:?} is not a Secret name: expected lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most {MAX_NAME_LENGTH} characters",
+                        r.name
+                    ),
+                );
+            }
+            if !is_secret_key(&r.key) {
+                e.push(
+                    "spec.ledger.databaseUrlSecretRef.key",
+                    format!(
+                        "{:?} is not a Secret key: expected letters, digits, '-', '_' and '.', at most {MAX_NAME_LENGTH} characters",
+                        r.key
+                    ),
+                );
+            }
+        }
         e.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(ledger: &str) -> PaperAccountSpec {
+        serde_yaml::from_str(&format!("initialBalance: \"1000\"\nledger: {ledger}\n")).unwrap()
+    }
+
+    #[test]
+    fn database_secret_key_defaults_to_url() {
+        let spec = account("{databaseUrlSecretRef: {name: pg-app}}");
+        let r = spec.ledger.unwrap().database_url_secret_ref.unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("pg-app", "url"));
+    }
+
+    #[test]
+    fn validate_names_the_bad_secret_name_and_key() {
+        assert_eq!(
+            account("{databaseUrlSecretRef: {name: pg.app-1, key: uri_2.x}}").validate(),
+            Ok(())
+        );
+        let errors = account("{databaseUrlSecretRef: {name: -pg, key: a/b}}")
+            .validate()
+            .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.ledger.databaseUrlSecretRef.name",
+                "spec.ledger.databaseUrlSecretRef.key"
+            ]
+        );
+        assert!(errors[0].message.contains("\"-pg\" is not a Secret name"));
+    }
+
+    #[test]
+    fn name_and_key_rules() {
+        for ok in ["a", "pg-app", "pg.cluster-app", "0x", &"a".repeat(253)] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "A", "a_b", "-a", "a-", "a..b", ".a", &"a".repeat(254)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+        for ok in ["url", "URI", "db.url", "a-b_c"] {
+            assert!(is_secret_key(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "é"] {
+            assert!(!is_secret_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ledger_is_absent_unless_set() {
+        let spec: PaperAccountSpec = serde_yaml::from_str("initialBalance: \"1\"").unwrap();
+        assert_eq!(spec.ledger, None);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert!(json.get("ledger").is_none(), "{json}");
     }
 }

@@ -26,7 +26,9 @@ pub mod strategy;
 pub mod validation;
 pub mod values;
 
-pub use account::{AccountLimits, PaperAccount, PaperAccountSpec, PaperAccountStatus};
+pub use account::{
+    AccountLedger, AccountLimits, PaperAccount, PaperAccountSpec, PaperAccountStatus, SecretKeyRef,
+};
 pub use condition::Condition;
 pub use session::*;
 pub use strategy::*;

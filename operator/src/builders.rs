@@ -1,6 +1,7 @@
 //! The children of a BotSession, built as pure values (no client): a
 //! ConfigMap with the rendered runtime configuration, a Secret with the
-//! session's API token, a Service, and a one-replica StatefulSet.
+//! session's API token, a Service, and a one-replica StatefulSet whose runtime
+//! keeps its ledger on durable storage ([`crate::ledger`]).
 //!
 //! Everything here is a function of its inputs: building the same session
 //! twice gives equal objects, so a reconcile of an unchanged session applies
@@ -30,6 +31,8 @@ use paperbot_crds::{BotSession, DesiredState, PaperAccount, StrategyConfig};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::ledger::{LEDGER_DIR, LEDGER_VOLUME, LedgerSettings, LedgerStorage, retention_policy};
+
 /// Operator-wide defaults for runtime pods (from flags and environment).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuntimeSettings {
@@ -43,6 +46,8 @@ pub struct RuntimeSettings {
     /// labels of [`labels`] win when a key is in both; extra labels are never
     /// part of a selector, so changing them never orphans a pod.
     pub extra_labels: BTreeMap<String, String>,
+    /// Where runtimes keep their ledger unless an account says otherwise.
+    pub ledger: LedgerSettings,
 }
 
 /// Pod template annotation holding [`config_hash`] of the rendered
@@ -64,8 +69,12 @@ pub const API_PORT: i32 = 8080;
 pub const METRICS_PORT: i32 = 9090;
 /// Where the ConfigMap is mounted (read-only).
 pub const CONFIG_DIR: &str = "/etc/paperbot";
-/// Writable scratch directory of the ledger and the reports (an emptyDir).
+/// Parent of the runtime's writable directories: the ledger volume
+/// ([`crate::ledger::LEDGER_DIR`]) and [`REPORT_DIR`].
 pub const DATA_DIR: &str = "/var/lib/paperbot";
+/// Where the runtime writes its reports: an emptyDir, since reports are
+/// derived from the ledger and can be regenerated from it.
+pub const REPORT_DIR: &str = "/var/lib/paperbot/reports";
 /// User, group and fsGroup the runtime runs as (the distroless `nonroot` id).
 pub const RUNTIME_UID: i64 = 65532;
 
@@ -137,6 +146,8 @@ pub struct BuildInput<'a> {
     pub settings: &'a RuntimeSettings,
     /// The session's API token (generated once by the caller, kept in the Secret).
     pub api_token: &'a str,
+    /// Where the runtime keeps its ledger (decided by [`crate::ledger::plan`]).
+    pub ledger: &'a LedgerStorage,
 }
 
 /// The objects the operator owns for one session, all named [`child_name`].
@@ -263,11 +274,17 @@ pub fn labels(session_name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// SHA-256 of the rendered configuration, first 16 hex characters; put on the
-/// pod template as [`CONFIG_HASH_ANNOTATION`] so a changed configuration rolls
-/// the pod.
+/// SHA-256 of the rendered configuration, first 16 hex characters.
 pub fn config_hash(rendered: &str) -> String {
     short_sha256(rendered.as_bytes(), 16)
+}
+
+/// [`config_hash`] of the rendered configuration followed by the ledger
+/// storage's [`LedgerStorage::hash_key`]; put on the pod template as
+/// [`CONFIG_HASH_ANNOTATION`] so a changed configuration or ledger storage
+/// rolls the pod.
+pub fn pod_config_hash(rendered: &str, ledger: &LedgerStorage) -> String {
+    config_hash(&format!("{rendered}\n# ledger: {}\n", ledger.hash_key()))
 }
 
 /// One document of the rendered file: the apply form of an object.
@@ -324,6 +341,9 @@ fn render_document<K: Resource<DynamicType = ()>, S: Serialize>(
 /// `apiVersion`, `kind`, `metadata.name` and `spec`; no namespace, status or
 /// managed fields), so only spec changes change it.
 ///
+/// The account's `spec.ledger` is left out: it tells the operator where the
+/// ledger lives, which reaches the runtime as `--ledger` or `DATABASE_URL`.
+///
 /// The session's `desiredState` is always rendered as `Running`: the pod only
 /// exists while the session is desired Running (see [`desired_replicas`]), the
 /// runtime exits without trading a session that is not Running (which the
@@ -370,8 +390,10 @@ pub fn render_runtime_config(
     }
     let mut session_spec = session.spec.clone();
     session_spec.desired_state = DesiredState::Running;
+    let mut account_spec = account.spec.clone();
+    account_spec.ledger = None;
     let docs = [
-        render_document(account, &account.spec)?,
+        render_document(account, &account_spec)?,
         render_document(strategy, &strategy.spec)?,
         render_document(session, &session_spec)?,
     ];
@@ -427,35 +449,40 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
-/// Arguments of the runtime container: run the mounted file, ledger and
-/// reports in [`DATA_DIR`], JSON logs, no progress bar.
-fn runtime_args() -> Vec<String> {
+/// Arguments of the runtime container: run the mounted file, always
+/// resuming the session's unfinished run from its ledger (`--resume`), the
+/// ledger's own arguments ([`LedgerStorage::runtime_args`]), reports in
+/// [`REPORT_DIR`], JSON logs, no progress bar.
+fn runtime_args(ledger: &LedgerStorage) -> Vec<String> {
     let config = format!("{CONFIG_DIR}/{CONFIG_KEY}");
-    let ledger = format!("{DATA_DIR}/ledger.db");
-    let reports = format!("{DATA_DIR}/reports");
-    [
-        "run",
-        "-f",
-        &config,
-        "--ledger",
-        &ledger,
-        "--report-dir",
-        &reports,
-        "--no-progress",
-        "--log-format",
-        "json",
-    ]
-    .map(String::from)
-    .to_vec()
+    let mut args: Vec<String> = ["run", "-f", &config, "--resume"]
+        .map(String::from)
+        .to_vec();
+    args.extend(ledger.runtime_args());
+    args.extend(
+        [
+            "--report-dir",
+            REPORT_DIR,
+            "--no-progress",
+            "--log-format",
+            "json",
+        ]
+        .map(String::from),
+    );
+    args
 }
 
-/// Pod-level hardening: non-root 65532, RuntimeDefault seccomp.
+/// Pod-level hardening: non-root 65532, RuntimeDefault seccomp. The fsGroup
+/// makes the ledger volume writable by that user; the kubelet changes the
+/// volume's ownership only when its root does not match already
+/// (`OnRootMismatch`), so a large ledger does not slow every pod start.
 fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUNTIME_UID),
         run_as_group: Some(RUNTIME_UID),
         fs_group: Some(RUNTIME_UID),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             ..Default::default()
@@ -490,31 +517,35 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
     let resources = overrides
         .and_then(|r| r.resources.clone())
         .unwrap_or_else(|| input.settings.default_resources.clone());
+    let mut env = vec![EnvVar {
+        name: TOKEN_ENV.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: child.into(),
+                key: TOKEN_KEY.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    env.extend(input.ledger.env());
+    let mut mounts = vec![mount("config", CONFIG_DIR, true)];
+    if input.ledger.is_volume() {
+        mounts.push(mount(LEDGER_VOLUME, LEDGER_DIR, false));
+    }
+    mounts.push(mount("reports", REPORT_DIR, false));
+    mounts.push(mount("tmp", "/tmp", false));
     Container {
         name: CONTAINER_NAME.into(),
         image: Some(image.to_string()),
         image_pull_policy: input.settings.image_pull_policy.clone(),
-        args: Some(runtime_args()),
-        env: Some(vec![EnvVar {
-            name: TOKEN_ENV.into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: child.into(),
-                    key: TOKEN_KEY.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+        args: Some(runtime_args(input.ledger)),
+        env: Some(env),
         ports: Some(vec![port("api", API_PORT), port("metrics", METRICS_PORT)]),
         resources: Some(resources),
         security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![
-            mount("config", CONFIG_DIR, true),
-            mount("data", DATA_DIR, false),
-            mount("tmp", "/tmp", false),
-        ]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     }
 }
@@ -524,7 +555,9 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
 /// All four are named [`child_name`], live in the session's namespace, carry
 /// [`labels`] (plus the settings' extra labels) and a controller owner
 /// reference to the session. The StatefulSet runs [`desired_replicas`] pods
-/// whose template carries [`CONFIG_HASH_ANNOTATION`].
+/// whose template carries [`CONFIG_HASH_ANNOTATION`] ([`pod_config_hash`]);
+/// the ledger is on `input.ledger`: a claim template for a volume, or
+/// `DATABASE_URL` from a Secret. Reports and `/tmp` are emptyDirs.
 ///
 /// Fails when the session has no name, namespace or uid, or when
 /// [`render_runtime_config`] fails.
@@ -541,7 +574,7 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
             })?;
     let owner = owner_reference(session, name)?;
     let rendered = render_runtime_config(session, input.account, input.strategy)?;
-    let hash = config_hash(&rendered);
+    let hash = pod_config_hash(&rendered, input.ledger);
     let child = child_name(name);
     let selector = labels(name);
     let mut all_labels = input.settings.extra_labels.clone();
@@ -595,7 +628,7 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
                 }),
                 ..Default::default()
             },
-            empty_dir("data"),
+            empty_dir("reports"),
             empty_dir("tmp"),
         ]),
         ..Default::default()
@@ -606,6 +639,8 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
             replicas: Some(desired_replicas(session.spec.desired_state)),
             service_name: Some(child.clone()),
             pod_management_policy: Some("Parallel".into()),
+            volume_claim_templates: input.ledger.claim_templates(),
+            persistent_volume_claim_retention_policy: Some(retention_policy()),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 ..Default::default()
@@ -692,6 +727,7 @@ spec:
         account: PaperAccount,
         strategy: StrategyConfig,
         settings: RuntimeSettings,
+        ledger: LedgerStorage,
     }
 
     fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
@@ -702,9 +738,16 @@ spec:
     }
 
     fn fixture() -> Fixture {
+        let account: PaperAccount = serde_yaml::from_str(ACCOUNT).unwrap();
+        let ledger = LedgerSettings {
+            storage_size: "2Gi".into(),
+            storage_class: Some("standard".into()),
+            ..Default::default()
+        };
         Fixture {
             session: serde_yaml::from_str(SESSION).unwrap(),
-            account: serde_yaml::from_str(ACCOUNT).unwrap(),
+            ledger: LedgerStorage::configured(&account, &ledger),
+            account,
             strategy: serde_yaml::from_str(STRATEGY).unwrap(),
             settings: RuntimeSettings {
                 image: "ghcr.io/paperbot/bot-runtime:0.1.0".into(),
@@ -715,6 +758,7 @@ spec:
                     ..Default::default()
                 },
                 extra_labels: BTreeMap::from([("team".to_string(), "quant".to_string())]),
+                ledger,
             },
         }
     }
@@ -727,14 +771,21 @@ spec:
                 strategy: &self.strategy,
                 settings: &self.settings,
                 api_token: "tok-123",
+                ledger: &self.ledger,
             })
             .unwrap()
         }
 
         fn hash(&self) -> String {
-            config_hash(
+            pod_config_hash(
                 &render_runtime_config(&self.session, &self.account, &self.strategy).unwrap(),
+                &self.ledger,
             )
+        }
+
+        /// The storage the controller would choose for a new session.
+        fn configure_ledger(&mut self) {
+            self.ledger = LedgerStorage::configured(&self.account, &self.settings.ledger);
         }
     }
 
@@ -888,6 +939,7 @@ spec:
                 strategy: &f.strategy,
                 settings: &f.settings,
                 api_token: "t",
+                ledger: &f.ledger,
             })
         };
         assert!(matches!(input(&f), Err(BuildError::MissingUid { name }) if name == "bot"));
@@ -1080,19 +1132,43 @@ spec:
         );
     }
 
+    fn mounts(c: &Children) -> Vec<(&str, &str, Option<bool>)> {
+        container(c)
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect()
+    }
+
+    fn env_names(c: &Children) -> Vec<&str> {
+        container(c)
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+
+    fn sts_spec(c: &Children) -> &StatefulSetSpec {
+        c.stateful_set.spec.as_ref().unwrap()
+    }
+
     #[test]
-    fn container_runs_the_mounted_config_with_writable_scratch_dirs() {
+    fn container_runs_the_mounted_config_resuming_with_its_ports() {
         let c = fixture().build();
         let ctr = container(&c);
         assert_eq!(ctr.name, "bot-runtime");
+        let args = ctr.args.as_deref().unwrap();
         assert_eq!(
-            ctr.args.as_deref().unwrap(),
+            args[..4],
+            ["run", "-f", "/etc/paperbot/session.yaml", "--resume"]
+        );
+        assert_eq!(
+            args[args.len() - 5..],
             [
-                "run",
-                "-f",
-                "/etc/paperbot/session.yaml",
-                "--ledger",
-                "/var/lib/paperbot/ledger.db",
                 "--report-dir",
                 "/var/lib/paperbot/reports",
                 "--no-progress",
@@ -1100,24 +1176,6 @@ spec:
                 "json"
             ]
         );
-        let mounts: Vec<(&str, &str, Option<bool>)> = ctr
-            .volume_mounts
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
-            .collect();
-        assert_eq!(
-            mounts,
-            [
-                ("config", "/etc/paperbot", Some(true)),
-                ("data", "/var/lib/paperbot", None),
-                ("tmp", "/tmp", None)
-            ]
-        );
-        let volumes = pod_spec(&c).volumes.as_ref().unwrap();
-        assert_eq!(volumes[0].config_map.as_ref().unwrap().name, "bot-runtime");
-        assert!(volumes[1].empty_dir.is_some() && volumes[2].empty_dir.is_some());
         let ports: Vec<(Option<&str>, i32)> = ctr
             .ports
             .as_ref()
@@ -1127,6 +1185,187 @@ spec:
             .collect();
         assert_eq!(ports, [(Some("api"), 8080), (Some("metrics"), 9090)]);
         assert!(ctr.readiness_probe.is_none() && ctr.liveness_probe.is_none());
+        let volumes = pod_spec(&c).volumes.as_ref().unwrap();
+        assert_eq!(volumes[0].name, "config");
+        assert_eq!(volumes[0].config_map.as_ref().unwrap().name, "bot-runtime");
+    }
+
+    #[test]
+    fn without_a_database_the_ledger_is_sqlite_on_a_claim_of_the_stateful_set() {
+        let c = fixture().build();
+        let args = container(&c).args.clone().unwrap();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "-f",
+                "/etc/paperbot/session.yaml",
+                "--resume",
+                "--ledger",
+                "/var/lib/paperbot/ledger/ledger.db",
+                "--report-dir",
+                "/var/lib/paperbot/reports",
+                "--no-progress",
+                "--log-format",
+                "json"
+            ]
+        );
+        assert_eq!(
+            mounts(&c),
+            [
+                ("config", "/etc/paperbot", Some(true)),
+                ("ledger", "/var/lib/paperbot/ledger", None),
+                ("reports", "/var/lib/paperbot/reports", None),
+                ("tmp", "/tmp", None)
+            ]
+        );
+        // The ledger volume comes from the claim template, never an emptyDir.
+        let volumes = pod_spec(&c).volumes.as_ref().unwrap();
+        let names: Vec<(&str, bool)> = volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.empty_dir.is_some()))
+            .collect();
+        assert_eq!(names, [("config", false), ("reports", true), ("tmp", true)]);
+        let templates = sts_spec(&c).volume_claim_templates.as_ref().unwrap();
+        assert_eq!(templates.len(), 1);
+        assert_eq!(templates[0].metadata.name.as_deref(), Some("ledger"));
+        let claim = templates[0].spec.as_ref().unwrap();
+        assert_eq!(claim.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(
+            claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"],
+            Quantity("2Gi".into())
+        );
+        assert_eq!(
+            claim.access_modes.as_deref(),
+            Some(&["ReadWriteOnce".to_string()][..])
+        );
+        assert_eq!(env_names(&c), ["PAPERBOT_API_TOKEN"]);
+        // Scaling to zero (Paused) and deleting the StatefulSet keep the claim.
+        let policy = sts_spec(&c)
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+        assert_eq!(policy.when_deleted.as_deref(), Some("Retain"));
+        // uid 65532 can write the volume.
+        let psc = pod_spec(&c).security_context.as_ref().unwrap();
+        assert_eq!(psc.fs_group, Some(65532));
+        assert_eq!(
+            psc.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch")
+        );
+        assert_eq!(
+            container(&c)
+                .security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn with_a_database_secret_the_runtime_gets_database_url_from_it_and_no_claim() {
+        let mut f = fixture();
+        f.settings.ledger.database_secret = Some(paperbot_crds::SecretKeyRef {
+            name: "pg-app".into(),
+            key: "uri".into(),
+        });
+        f.configure_ledger();
+        let c = f.build();
+        assert_eq!(env_names(&c), ["PAPERBOT_API_TOKEN", "DATABASE_URL"]);
+        let env = &container(&c).env.as_ref().unwrap()[1];
+        assert!(env.value.is_none(), "the URL is never inlined");
+        let sel = env
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("pg-app", "uri"));
+        let args = container(&c).args.clone().unwrap();
+        assert!(!args.iter().any(|a| a == "--ledger"), "{args:?}");
+        assert!(args.iter().any(|a| a == "--resume"), "{args:?}");
+        assert!(sts_spec(&c).volume_claim_templates.is_none());
+        assert!(
+            !mounts(&c).iter().any(|(n, ..)| *n == "ledger"),
+            "{:?}",
+            mounts(&c)
+        );
+        let volumes = pod_spec(&c).volumes.as_ref().unwrap();
+        assert!(volumes.iter().all(|v| v.name != "ledger"));
+    }
+
+    #[test]
+    fn the_account_database_secret_wins_over_the_operator_flag() {
+        let mut f = fixture();
+        f.settings.ledger.database_secret = Some(paperbot_crds::SecretKeyRef {
+            name: "operator-db".into(),
+            key: "url".into(),
+        });
+        f.account.spec.ledger = Some(paperbot_crds::AccountLedger {
+            database_url_secret_ref: Some(paperbot_crds::SecretKeyRef {
+                name: "team-db".into(),
+                key: "uri".into(),
+            }),
+        });
+        f.configure_ledger();
+        let c = f.build();
+        let sel = container(&c).env.as_ref().unwrap()[1]
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("team-db", "uri"));
+    }
+
+    #[test]
+    fn the_pod_config_hash_changes_with_the_ledger_storage() {
+        let mut f = fixture();
+        let on_volume = f.hash();
+        f.settings.ledger.database_secret = Some(paperbot_crds::SecretKeyRef {
+            name: "pg-app".into(),
+            key: "uri".into(),
+        });
+        f.configure_ledger();
+        let on_database = f.hash();
+        assert_ne!(on_volume, on_database);
+        let annotation = |c: &Children| {
+            sts_spec(c)
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(annotation(&f.build()), on_database);
+        f.settings.ledger.database_secret.as_mut().unwrap().key = "url".into();
+        f.configure_ledger();
+        assert_ne!(f.hash(), on_database, "another Secret key");
+        let mut g = fixture();
+        g.settings.ledger.storage_size = "5Gi".into();
+        g.configure_ledger();
+        assert_ne!(g.hash(), on_volume, "another volume size");
+    }
+
+    #[test]
+    fn the_account_ledger_is_not_rendered_for_the_runtime() {
+        let mut f = fixture();
+        let before = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        f.account.spec.ledger = Some(paperbot_crds::AccountLedger {
+            database_url_secret_ref: Some(paperbot_crds::SecretKeyRef {
+                name: "team-db".into(),
+                key: "uri".into(),
+            }),
+        });
+        let after = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        assert_eq!(before, after);
+        assert!(!after.contains("ledger"), "{after}");
     }
 
     #[test]

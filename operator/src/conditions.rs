@@ -16,6 +16,10 @@
 //!   pull failure).
 //! - [`CIRCUIT_BREAKER_OPEN`] is `Unknown` (reason `RuntimeNotReporting`)
 //!   until the runtime reports its breakers.
+//! - [`LEDGER_STORAGE_OUTDATED`] is `True` when the configuration asks for
+//!   other ledger storage than the one the session keeps (fixed when its
+//!   runtime was created, see [`crate::ledger`]); `False` says where the
+//!   ledger is.
 //!
 //! Every condition carries the observed `metadata.generation`, and its
 //! `lastTransitionTime` moves only when its status flips.
@@ -31,6 +35,11 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// `True` while one of the session's circuit breakers is open.
 pub const CIRCUIT_BREAKER_OPEN: &str = "CircuitBreakerOpen";
+/// `True` when the configured ledger storage differs from the one the
+/// session keeps; `False` (reason `AsConfigured`) names where the ledger is.
+pub const LEDGER_STORAGE_OUTDATED: &str = "LedgerStorageOutdated";
+/// Reason of [`LEDGER_STORAGE_OUTDATED`] = `True`.
+pub const STORAGE_FIXED_AT_CREATION: &str = "StorageFixedAtCreation";
 
 /// `problem` reason of a spec the runtime refuses; the only problem that
 /// makes the phase `Failed` (others, such as `AccountNotFound`,
@@ -180,6 +189,22 @@ pub struct SessionObservation {
     pub pod_ready: bool,
     /// Waiting reason of the runtime container, e.g. `CrashLoopBackOff`.
     pub pod_waiting_reason: Option<String>,
+    /// Where the ledger is, when the children were applied in this reconcile
+    /// (`None` while a problem blocks the session).
+    pub ledger: Option<LedgerObservation>,
+}
+
+/// What the reconciler knows about a session's ledger storage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LedgerObservation {
+    /// Where the ledger is, for a person, e.g. `SQLite on
+    /// PersistentVolumeClaim ledger-bot-runtime-0 (1Gi, default storage class)`.
+    pub location: String,
+    /// The configured storage the session does not use because its storage
+    /// is fixed at creation, described like `location`.
+    pub outdated: Option<String>,
+    /// `(name, phase)` of the ledger claim while it exists but is not `Bound`.
+    pub unbound_claim: Option<(String, String)>,
 }
 
 impl SessionObservation {
@@ -325,11 +350,16 @@ fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
             let msg = if ready {
                 format!("rolling out the current configuration: {pod} runs an older one")
             } else {
-                match (&o.pod_name, &o.pod_waiting_reason, &o.pod_phase) {
-                    (None, _, _) => "waiting for the runtime pod to be created".to_string(),
-                    (Some(p), Some(w), _) => format!("{p} is starting: {w}"),
-                    (Some(p), None, Some(ph)) => format!("{p} is starting (phase {ph})"),
-                    (Some(p), None, None) => format!("{p} is starting"),
+                let unbound = o.ledger.as_ref().and_then(|l| l.unbound_claim.as_ref());
+                match (&o.pod_name, &o.pod_waiting_reason, &o.pod_phase, unbound) {
+                    (_, _, _, Some((claim, phase))) => format!(
+                        "{pod} waits for its ledger volume: PersistentVolumeClaim {claim} is {phase} \
+                         (no PersistentVolume bound yet: check that its storage class exists and provisions volumes)"
+                    ),
+                    (None, _, _, None) => "waiting for the runtime pod to be created".to_string(),
+                    (Some(p), Some(w), _, None) => format!("{p} is starting: {w}"),
+                    (Some(p), None, Some(ph), None) => format!("{p} is starting (phase {ph})"),
+                    (Some(p), None, None, None) => format!("{p} is starting"),
                 }
             };
             let reason = if ready { "RollingOut" } else { "Starting" };
@@ -346,7 +376,9 @@ fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
 /// pod name, `observedGeneration`, and the conditions [`READY`],
 /// [`PROGRESSING`] and [`DEGRADED`] (see the module docs), plus
 /// [`CIRCUIT_BREAKER_OPEN`]: `Unknown` with reason `RuntimeNotReporting`
-/// when absent, otherwise kept as it is (only its observedGeneration moves).
+/// when absent, otherwise kept as it is (only its observedGeneration moves),
+/// and [`LEDGER_STORAGE_OUTDATED`] when the observation has the ledger
+/// (kept as it is otherwise).
 /// `breaker` becomes `"None"` when unset. Every other field of `old` (P&L,
 /// trades, breakers, autopilot, heartbeat, other conditions) is kept as it
 /// was.
@@ -409,8 +441,42 @@ pub fn desired_session_status(
         o.generation,
         now,
     );
+    if let Some(ledger) = &o.ledger {
+        let (status, reason, message) = ledger_condition(ledger);
+        set_condition(
+            &mut s.conditions,
+            LEDGER_STORAGE_OUTDATED,
+            status,
+            reason,
+            &message,
+            o.generation,
+            now,
+        );
+    }
     s
 }
+
+/// Status, reason and message of [`LEDGER_STORAGE_OUTDATED`].
+fn ledger_condition(l: &LedgerObservation) -> (ConditionStatus, &'static str, String) {
+    match &l.outdated {
+        Some(configured) => (
+            ConditionStatus::True,
+            STORAGE_FIXED_AT_CREATION,
+            format!(
+                "the ledger stays in {}; the configuration now asks for {configured}, which applies \
+                 to new sessions: a session's ledger storage is fixed when its runtime is created",
+                l.location
+            ),
+        ),
+        None => (
+            ConditionStatus::False,
+            AS_EXPECTED_STORAGE,
+            format!("the ledger is in {}", l.location),
+        ),
+    }
+}
+
+const AS_EXPECTED_STORAGE: &str = "AsConfigured";
 
 /// Whether writing `new` over `old` changes anything but condition
 /// timestamps. `true` when there is no old status; a reconcile of an
@@ -926,5 +992,93 @@ mod tests {
         let mut other_phase = s.clone();
         other_phase.phase = SessionPhase::Starting;
         assert!(status_differs(Some(&s), &other_phase));
+    }
+
+    fn with_ledger(outdated: Option<&str>, unbound: Option<(&str, &str)>) -> SessionObservation {
+        SessionObservation {
+            ledger: Some(LedgerObservation {
+                location: "SQLite on PersistentVolumeClaim ledger-bot-runtime-0 (1Gi, default storage class)".into(),
+                outdated: outdated.map(Into::into),
+                unbound_claim: unbound.map(|(c, p)| (c.into(), p.into())),
+            }),
+            ..running_ready()
+        }
+    }
+
+    #[test]
+    fn ledger_condition_says_where_the_ledger_is() {
+        let s = status_of(&with_ledger(None, None));
+        assert_eq!(
+            sr(&s, LEDGER_STORAGE_OUTDATED),
+            pair("False", "AsConfigured")
+        );
+        assert_eq!(
+            cond(&s, LEDGER_STORAGE_OUTDATED).message,
+            "the ledger is in SQLite on PersistentVolumeClaim ledger-bot-runtime-0 (1Gi, default storage class)"
+        );
+        assert_eq!(
+            sr(&s, READY),
+            pair("True", "Running"),
+            "an outdated storage does not block"
+        );
+    }
+
+    #[test]
+    fn a_storage_change_that_cannot_apply_is_reported_and_the_session_keeps_running() {
+        let s = status_of(&with_ledger(
+            Some("PostgreSQL (URL from Secret \"pg-app\", key \"uri\")"),
+            None,
+        ));
+        assert_eq!(
+            sr(&s, LEDGER_STORAGE_OUTDATED),
+            pair("True", "StorageFixedAtCreation")
+        );
+        let msg = &cond(&s, LEDGER_STORAGE_OUTDATED).message;
+        assert!(
+            msg.starts_with(
+                "the ledger stays in SQLite on PersistentVolumeClaim ledger-bot-runtime-0"
+            ) && msg.contains("now asks for PostgreSQL (URL from Secret \"pg-app\", key \"uri\")"),
+            "{msg}"
+        );
+        assert_eq!(sr(&s, READY), pair("True", "Running"));
+        assert_eq!(s.phase, SessionPhase::Running);
+    }
+
+    #[test]
+    fn without_a_ledger_observation_the_condition_is_left_as_it_was() {
+        let first = status_of(&with_ledger(None, None));
+        let o = SessionObservation {
+            problem: Some(("AccountNotFound".into(), "gone".into())),
+            ..running_ready()
+        };
+        let next = desired_session_status(Some(&first), &o, &at(2_000));
+        assert_eq!(
+            cond(&next, LEDGER_STORAGE_OUTDATED).message,
+            cond(&first, LEDGER_STORAGE_OUTDATED).message
+        );
+        assert!(
+            status_of(&running_ready())
+                .conditions
+                .iter()
+                .all(|c| c.type_ != LEDGER_STORAGE_OUTDATED)
+        );
+    }
+
+    #[test]
+    fn an_unbound_ledger_claim_explains_a_starting_pod() {
+        let o = SessionObservation {
+            pod_ready: false,
+            sts_ready_replicas: 0,
+            pod_phase: Some("Pending".into()),
+            ..with_ledger(None, Some(("ledger-bot-runtime-0", "Pending")))
+        };
+        let s = status_of(&o);
+        assert_eq!(sr(&s, READY), pair("False", "Starting"));
+        let msg = &cond(&s, READY).message;
+        assert!(
+            msg.contains("PersistentVolumeClaim ledger-bot-runtime-0 is Pending")
+                && msg.contains("storage class"),
+            "{msg}"
+        );
     }
 }

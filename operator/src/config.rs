@@ -12,9 +12,16 @@ use clap::{Parser, ValueEnum, builder::BoolishValueParser};
 use k8s_openapi::{
     api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity,
 };
-use paperbot_crds::DurationString;
+use paperbot_crds::{
+    DurationString, SecretKeyRef,
+    account::{is_dns_subdomain, is_secret_key},
+};
 
-use crate::{builders::RuntimeSettings, leader::LeaderConfig};
+use crate::{
+    builders::RuntimeSettings,
+    leader::LeaderConfig,
+    ledger::{DEFAULT_STORAGE_SIZE, LedgerSettings, VolumeRetention},
+};
 
 /// Image repository of the bot-runtime; the default tag is this crate's version.
 pub const RUNTIME_IMAGE_REPOSITORY: &str = "ghcr.io/paperbot/bot-runtime";
@@ -39,6 +46,16 @@ pub enum ConfigError {
     /// `--runtime-image` is empty.
     #[error("--runtime-image must not be empty")]
     EmptyImage,
+    /// A flag naming an object or a Secret key has an invalid value.
+    #[error(
+        "--{flag}: {value:?} is not a valid name (expected lower-case letters, digits, '-' and '.'; a Secret key may also use upper case and '_')"
+    )]
+    InvalidName {
+        /// Flag name without the leading dashes.
+        flag: &'static str,
+        /// The rejected value.
+        value: String,
+    },
     /// A request is larger than the matching limit; the API server would
     /// refuse every runtime pod.
     #[error(
@@ -130,6 +147,35 @@ pub struct OperatorConfig {
     #[arg(long, env = "PAPERBOT_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: DurationString,
 
+    /// Secret (in each session's namespace) holding the PostgreSQL URL of the
+    /// runtimes' ledger; unset: SQLite on a PersistentVolumeClaim per session.
+    /// A PaperAccount's `spec.ledger.databaseUrlSecretRef` overrides it.
+    #[arg(long, env = "PAPERBOT_LEDGER_DATABASE_SECRET", value_parser = parse_dns_name)]
+    pub ledger_database_secret: Option<String>,
+
+    /// Key of `--ledger-database-secret` holding the URL.
+    #[arg(long, env = "PAPERBOT_LEDGER_DATABASE_SECRET_KEY", default_value = paperbot_crds::account::DEFAULT_SECRET_KEY, value_parser = parse_secret_key)]
+    pub ledger_database_secret_key: String,
+
+    /// Size of each session's ledger volume (Kubernetes quantity, bytes: `1Gi`).
+    /// Fixed when a session is created.
+    #[arg(long, env = "PAPERBOT_LEDGER_STORAGE_SIZE", default_value = DEFAULT_STORAGE_SIZE, value_parser = parse_storage_size)]
+    pub ledger_storage_size: String,
+
+    /// StorageClass of the ledger volumes; unset uses the cluster's default class.
+    #[arg(long, env = "PAPERBOT_LEDGER_STORAGE_CLASS", value_parser = parse_dns_name)]
+    pub ledger_storage_class: Option<String>,
+
+    /// What happens to a session's ledger volume when the session is deleted:
+    /// `Delete` (garbage-collected with it) or `Retain` (kept for you to delete).
+    #[arg(
+        long,
+        env = "PAPERBOT_LEDGER_STORAGE_RETENTION",
+        value_enum,
+        default_value = "Delete"
+    )]
+    pub ledger_storage_retention: VolumeRetention,
+
     /// Log format; defaults to `json` when KUBERNETES_SERVICE_HOST is set, else `text`.
     /// The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PAPERBOT_LOG_FORMAT", value_enum)]
@@ -194,6 +240,50 @@ impl OperatorConfig {
                 claims: None,
             },
             extra_labels: BTreeMap::new(),
+            ledger: self.ledger_settings()?,
+        })
+    }
+
+    /// Where runtimes keep their ledger: the database Secret, or the size,
+    /// class and retention of per-session volumes.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when a value set in code is not what its flag accepts.
+    pub fn ledger_settings(&self) -> Result<LedgerSettings, ConfigError> {
+        let database_secret = match &self.ledger_database_secret {
+            None => None,
+            Some(name) => {
+                let name = parse_dns_name(name).map_err(|_| ConfigError::InvalidName {
+                    flag: "ledger-database-secret",
+                    value: name.clone(),
+                })?;
+                let key = parse_secret_key(&self.ledger_database_secret_key).map_err(|_| {
+                    ConfigError::InvalidName {
+                        flag: "ledger-database-secret-key",
+                        value: self.ledger_database_secret_key.clone(),
+                    }
+                })?;
+                Some(SecretKeyRef { name, key })
+            }
+        };
+        let storage_size = parse_storage_size(&self.ledger_storage_size).map_err(|_| {
+            ConfigError::InvalidQuantity {
+                flag: "ledger-storage-size",
+                value: self.ledger_storage_size.clone(),
+            }
+        })?;
+        let storage_class = match &self.ledger_storage_class {
+            None => None,
+            Some(c) => Some(parse_dns_name(c).map_err(|_| ConfigError::InvalidName {
+                flag: "ledger-storage-class",
+                value: c.clone(),
+            })?),
+        };
+        Ok(LedgerSettings {
+            database_secret,
+            storage_size,
+            storage_class,
+            retention: self.ledger_storage_retention,
         })
     }
 
@@ -317,6 +407,29 @@ fn parse_quantity(s: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{s:?} is not a Kubernetes quantity (expected e.g. \"100m\", \"1\", \"64Mi\" or \"1Gi\")"))
 }
 
+/// A quantity of bytes greater than zero (a volume size).
+fn parse_storage_size(s: &str) -> Result<String, String> {
+    let size = parse_quantity(s)?;
+    match quantity_value(&size) {
+        Some(v) if v >= 1.0 && v.fract() == 0.0 => Ok(size),
+        _ => Err(format!(
+            "{s:?} is not a volume size: expected a whole number of bytes greater than zero, e.g. \"1Gi\""
+        )),
+    }
+}
+
+/// A key of a Secret's `data`.
+fn parse_secret_key(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if is_secret_key(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a Secret key (letters, digits, '-', '_' and '.', at most 253)"
+        ))
+    }
+}
+
 fn parse_positive_duration(s: &str) -> Result<DurationString, String> {
     let d: DurationString = s.parse()?;
     if d.get().is_zero() {
@@ -357,9 +470,7 @@ fn parse_namespace(s: &str) -> Result<String, String> {
 /// A DNS-1123 subdomain (object names).
 fn parse_dns_name(s: &str) -> Result<String, String> {
     let s = s.trim();
-    let valid =
-        !s.is_empty() && s.len() <= 253 && s.split('.').all(|part| parse_namespace(part).is_ok());
-    if valid {
+    if is_dns_subdomain(s) {
         Ok(s.to_owned())
     } else {
         Err(format!(
@@ -515,7 +626,7 @@ mod tests {
             };
             assert_eq!(env, &expected, "--{flag}");
         }
-        assert_eq!(flags.len(), 15);
+        assert_eq!(flags.len(), 20);
     }
 
     #[test]
@@ -649,5 +760,93 @@ mod tests {
     fn log_format_default_depends_on_cluster() {
         assert_eq!(LogFormat::default_for(true), LogFormat::Json);
         assert_eq!(LogFormat::default_for(false), LogFormat::Text);
+    }
+
+    #[test]
+    fn ledger_defaults_to_a_1gi_volume_deleted_with_its_session() {
+        let s = parse(&[]).unwrap().runtime_settings().unwrap().ledger;
+        assert_eq!(s, LedgerSettings::default());
+        assert_eq!(
+            s,
+            LedgerSettings {
+                database_secret: None,
+                storage_size: "1Gi".into(),
+                storage_class: None,
+                retention: VolumeRetention::Delete,
+            }
+        );
+    }
+
+    #[test]
+    fn ledger_flags() {
+        let s = parse(&[
+            "--ledger-database-secret=pg-app",
+            "--ledger-database-secret-key=uri",
+            "--ledger-storage-size=5Gi",
+            "--ledger-storage-class=fast-ssd",
+            "--ledger-storage-retention=Retain",
+        ])
+        .unwrap()
+        .ledger_settings()
+        .unwrap();
+        assert_eq!(
+            s,
+            LedgerSettings {
+                database_secret: Some(SecretKeyRef {
+                    name: "pg-app".into(),
+                    key: "uri".into()
+                }),
+                storage_size: "5Gi".into(),
+                storage_class: Some("fast-ssd".into()),
+                retention: VolumeRetention::Retain,
+            }
+        );
+        let key_only = parse(&["--ledger-database-secret=pg"]).unwrap();
+        assert_eq!(
+            key_only
+                .ledger_settings()
+                .unwrap()
+                .database_secret
+                .unwrap()
+                .key,
+            "url"
+        );
+    }
+
+    #[test]
+    fn bad_ledger_flags_name_the_flag() {
+        for (arg, flag) in [
+            ("--ledger-database-secret=PG", "--ledger-database-secret"),
+            (
+                "--ledger-database-secret-key=a/b",
+                "--ledger-database-secret-key",
+            ),
+            ("--ledger-storage-size=0", "--ledger-storage-size"),
+            ("--ledger-storage-size=100m", "--ledger-storage-size"),
+            ("--ledger-storage-size=big", "--ledger-storage-size"),
+            ("--ledger-storage-class=Fast_SSD", "--ledger-storage-class"),
+            (
+                "--ledger-storage-retention=Keep",
+                "--ledger-storage-retention",
+            ),
+        ] {
+            let e = parse(&[arg]).unwrap_err().to_string();
+            assert!(e.contains(flag), "{arg}: {e}");
+        }
+        let mut c = parse(&[]).unwrap();
+        c.ledger_storage_size = "-1Gi".into();
+        assert_eq!(
+            c.runtime_settings().unwrap_err().to_string(),
+            "--ledger-storage-size: \"-1Gi\" is not a Kubernetes quantity (expected e.g. \"100m\", \"1\", \"64Mi\" or \"1Gi\")"
+        );
+        let mut c = parse(&["--ledger-database-secret=pg"]).unwrap();
+        c.ledger_database_secret_key = "".into();
+        assert!(matches!(
+            c.ledger_settings(),
+            Err(ConfigError::InvalidName {
+                flag: "ledger-database-secret-key",
+                ..
+            })
+        ));
     }
 }

@@ -1,8 +1,8 @@
 //! A mocked API server for controller tests: an in-memory object store
 //! behind `tower_test`, answering the requests the controllers make (get,
 //! list, server-side apply, merge and JSON patches, status patches, event
-//! creation) and recording every request so tests can assert method, path
-//! and body.
+//! creation, deletion) and recording every request so tests can assert
+//! method, path and body.
 
 use std::{
     collections::BTreeMap,
@@ -54,6 +54,7 @@ fn collection(api_version: &str, kind: &str, ns: &str) -> String {
         "Service" => "services",
         "Pod" => "pods",
         "StatefulSet" => "statefulsets",
+        "PersistentVolumeClaim" => "persistentvolumeclaims",
         other => panic!("fixture does not know kind {other}"),
     };
     if api_version.contains('/') {
@@ -283,6 +284,14 @@ impl FakeApi {
                 }
                 (StatusCode::OK, obj)
             }
+            Method::DELETE => match objects.get(&key).cloned() {
+                Some(obj) => {
+                    drop(objects);
+                    self.objects.lock().unwrap().remove(&key);
+                    (StatusCode::OK, obj)
+                }
+                None => Self::not_found(&key),
+            },
             _ => (StatusCode::METHOD_NOT_ALLOWED, json!({})),
         }
     }
@@ -300,5 +309,6 @@ fn is_collection(path: &str) -> bool {
             | "services"
             | "pods"
             | "statefulsets"
+            | "persistentvolumeclaims"
     )
 }

@@ -12,6 +12,7 @@ pub mod error;
 #[cfg(test)]
 pub mod fixtures;
 pub mod leader;
+pub mod ledger;
 pub mod metrics;
 pub mod run;
 pub mod server;

@@ -1,7 +1,8 @@
 //! Shared fixtures of the end-to-end tests: one real Kubernetes control plane
 //! per test process (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler and kwok, built from source by `tests/control-plane/`),
-//! plus helpers to run `kubectl` and `helm` against it and read its audit log.
+//! plus helpers to run `kubectl` and `helm` against it and read its audit log,
+//! and to give runtime pods the PersistentVolumes their ledger claims bind to.
 //!
 //! The plane starts on first use (building its binaries once; later runs
 //! reuse the cache) and stops when the test process exits. If it cannot
@@ -247,4 +248,76 @@ impl ControlPlane {
         self.kubectl_ok(&["create", "namespace", &ns]);
         ns
     }
+
+    /// The StorageClass of the tests' ledger volumes, [`LEDGER_STORAGE_CLASS`]:
+    /// no provisioner (the plane has none; tests create the PersistentVolumes
+    /// with [`Self::provision_ledger_volume`]) and immediate binding, so the
+    /// persistent-volume controller of kube-controller-manager binds a claim
+    /// as soon as its volume exists. Created once; idempotent.
+    pub fn ledger_storage_class(&self) -> &'static str {
+        self.kubectl_stdin_ok(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {LEDGER_STORAGE_CLASS}}}\n\
+                 provisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\nreclaimPolicy: Retain\n"
+            ),
+        );
+        LEDGER_STORAGE_CLASS
+    }
+
+    /// Create the PersistentVolume a ledger claim `claim` in `ns` binds to:
+    /// `size`, ReadWriteOnce, class [`Self::ledger_storage_class`], reserved
+    /// for that claim (`claimRef`), a hostPath that kwok's fake nodes never
+    /// mount. Returns the volume's name, `<ns>-<claim>`; the volume carries
+    /// the label `paperbot-e2e/namespace=<ns>` for [`Self::delete_ledger_volumes`].
+    pub fn provision_ledger_volume(&self, ns: &str, claim: &str, size: &str) -> String {
+        let class = self.ledger_storage_class();
+        let name = format!("{ns}-{claim}");
+        self.kubectl_stdin_ok(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: {name}
+  labels: {{paperbot-e2e/namespace: {ns}}}
+spec:
+  capacity: {{storage: {size}}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: {class}
+  claimRef: {{namespace: {ns}, name: {claim}}}
+  hostPath: {{path: /tmp/paperbot-e2e/{name}, type: DirectoryOrCreate}}
+"#
+            ),
+        );
+        name
+    }
+
+    /// Delete the PersistentVolumes [`Self::provision_ledger_volume`] made for `ns`.
+    pub fn delete_ledger_volumes(&self, ns: &str) {
+        self.kubectl_ok(&[
+            "delete",
+            "pv",
+            "-l",
+            &format!("paperbot-e2e/namespace={ns}"),
+            "--wait=false",
+        ]);
+    }
+
+    /// `kubectl ARGS` with `stdin`, panicking with its output unless it succeeds.
+    pub fn kubectl_stdin_ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_stdin(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed:\n{}{}\ninput:\n{stdin}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
+
+/// StorageClass of the ledger volumes in the end-to-end tests.
+pub const LEDGER_STORAGE_CLASS: &str = "paperbot-e2e";

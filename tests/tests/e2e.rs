@@ -170,8 +170,23 @@ fn helm_chart_lints_and_installs() {
     );
     assert!(lint.status.success(), "helm lint failed:\n{lint_out}");
     assert!(lint_out.contains("0 chart(s) failed"), "{lint_out}");
+    // The values schema refuses a bad ledger value.
+    let bad = cp.helm(&["lint", chart, "--set", "ledger.storage.retention=Keep"]);
+    assert!(
+        !bad.status.success(),
+        "helm lint accepted ledger.storage.retention=Keep"
+    );
     let ns = cp.namespace("e2e-helm");
-    let install = cp.helm(&["install", "pb", chart, "--namespace", &ns, "--wait=false"]);
+    let install = cp.helm(&[
+        "install",
+        "pb",
+        chart,
+        "--namespace",
+        &ns,
+        "--wait=false",
+        "--set",
+        "ledger.database.secretName=pg-app,ledger.database.secretKey=uri,ledger.storage.size=2Gi,ledger.storage.className=fast-ssd,ledger.storage.retention=Retain",
+    ]);
     assert!(
         install.status.success(),
         "helm install failed:\n{}{}",
@@ -192,6 +207,25 @@ fn helm_chart_lints_and_installs() {
         "clusterrole/pb-paperbot",
         "clusterrolebinding/pb-paperbot",
     ]);
+    let args = cp.kubectl_ok(&[
+        "get",
+        "-n",
+        &ns,
+        "deployment/pb-paperbot",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ]);
+    for flag in [
+        "--ledger-database-secret=pg-app",
+        "--ledger-database-secret-key=uri",
+        "--ledger-storage-size=2Gi",
+        "--ledger-storage-class=fast-ssd",
+        "--ledger-storage-retention=Retain",
+    ] {
+        assert!(args.contains(flag), "{flag} missing from {args}");
+    }
+    let rules = cp.kubectl_ok(&["get", "clusterrole/pb-paperbot", "-o", "json"]);
+    assert!(rules.contains("persistentvolumeclaims"), "{rules}");
     cp.kubectl_ok(&["get", "crd/botsessions.paperbot.io"]);
     let uninstall = cp.helm(&["uninstall", "pb", "--namespace", &ns]);
     assert!(

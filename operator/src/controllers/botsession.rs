@@ -10,7 +10,9 @@
 //! 3. build the children — a pure function, [`crate::builders::build_children`];
 //! 4. [`apply_children`] with server-side apply and a fixed field manager,
 //!    skipping unchanged ones (or scale an existing StatefulSet to zero when
-//!    the session has a problem);
+//!    the session has a problem); the ledger storage is decided by
+//!    [`crate::ledger::plan`] from the configuration and the live
+//!    StatefulSet, and the ledger claim gets the owner the retention asks for;
 //! 5. [`observe`] the StatefulSet and its pod, compute the desired status
 //!    ([`crate::conditions::desired_session_status`]) and patch it only when
 //!    it differs; Events mark phase changes and problems.
@@ -23,11 +25,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Pod, Secret, Service},
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
 };
 use kube::{
     Resource, ResourceExt,
-    api::{Api, ListParams, Patch, PatchParams},
+    api::{Api, DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
         events::{Event as KubeEvent, EventType},
@@ -47,7 +49,11 @@ use crate::metrics::ReconcileResult;
 use crate::{
     Error, Result,
     builders::{BuildInput, build_children, child_name},
-    conditions::{SessionObservation, desired_session_status, status_differs},
+    conditions::{
+        LEDGER_STORAGE_OUTDATED, LedgerObservation, SessionObservation, desired_session_status,
+        status_differs,
+    },
+    ledger::{self, LedgerStorage},
 };
 
 /// Finalizer name on BotSessions.
@@ -202,17 +208,53 @@ async fn api_token(secrets: &Api<Secret>, name: &str) -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Build and apply the children; returns how many were written.
+/// What [`apply_children`] did.
+#[derive(Debug)]
+pub struct Applied {
+    /// How many objects were written.
+    pub written: usize,
+    /// The session's ledger storage, for the status.
+    pub ledger: LedgerObservation,
+}
+
+/// Build and apply the children.
+///
+/// 1. read the live StatefulSet (and, without one, whether the ledger claim
+///    exists) and [`ledger::plan`] the ledger storage; a StatefulSet that
+///    keeps the ledger on an emptyDir (an older operator) is deleted first,
+///    with a Warning Event, and recreated below;
+/// 2. build the children and server-side apply the changed ones;
+/// 3. on a volume, give the ledger claim the owner the retention asks for
+///    ([`ledger::claim_ownership_patch`]) and note whether it is bound.
 pub async fn apply_children(
     s: &BotSession,
     account: &PaperAccount,
     strategy: &StrategyConfig,
     ctx: &Context,
-) -> Result<usize> {
+) -> Result<Applied> {
     let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let client = ctx.client.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let name = child_name(&s.name_any());
+    let claim_name = ledger::claim_name(&name);
+
+    let live = stateful_sets.get_opt(&name).await?;
+    let mut claim = match live {
+        None => claims.get_opt(&claim_name).await?,
+        Some(_) => None,
+    };
+    let settings = &ctx.settings.ledger;
+    let configured = LedgerStorage::configured(account, settings);
+    let plan = ledger::plan(configured, live.as_ref(), claim.is_some(), settings);
+    let mut written = 0;
+    if plan.recreate {
+        recreate_for_durable_ledger(s, &stateful_sets, &name, &plan.storage, &claim_name, ctx)
+            .await?;
+        written += 1;
+    }
+
     let token = api_token(&secrets, &name).await?;
     let children = build_children(&BuildInput {
         session: s,
@@ -220,8 +262,15 @@ pub async fn apply_children(
         strategy,
         settings: &ctx.settings,
         api_token: &token,
+        ledger: &plan.storage,
     })?;
-    let mut written = 0;
+    let owner = children
+        .stateful_set
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.first().cloned())
+        .ok_or(Error::MissingMetadata("uid"))?;
     written += apply_if_changed(
         &Api::<ConfigMap>::namespaced(client.clone(), &ns),
         children.config_map,
@@ -233,12 +282,76 @@ pub async fn apply_children(
         children.service,
     )
     .await? as usize;
-    written += apply_if_changed(
-        &Api::<StatefulSet>::namespaced(client, &ns),
-        children.stateful_set,
-    )
-    .await? as usize;
-    Ok(written)
+    written += apply_if_changed(&stateful_sets, children.stateful_set).await? as usize;
+
+    let mut unbound_claim = None;
+    if plan.storage.is_volume() {
+        if live.is_some() {
+            claim = claims.get_opt(&claim_name).await?;
+        }
+        if let Some(c) = &claim {
+            if let Some(patch) = ledger::claim_ownership_patch(c, &owner, settings.retention) {
+                claims
+                    .patch(
+                        &claim_name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(patch),
+                    )
+                    .await?;
+                written += 1;
+            }
+            let phase = c.status.as_ref().and_then(|st| st.phase.clone());
+            if phase.as_deref() != Some("Bound") {
+                unbound_claim = Some((claim_name.clone(), phase.unwrap_or("Pending".into())));
+            }
+        }
+    }
+    Ok(Applied {
+        written,
+        ledger: LedgerObservation {
+            location: plan.storage.describe(&claim_name),
+            outdated: plan.outdated.map(|o| o.describe(&claim_name)),
+            unbound_claim,
+        },
+    })
+}
+
+/// Delete a StatefulSet that keeps the ledger on an emptyDir, so that it is
+/// recreated with durable storage, and say so in a Warning Event: whatever
+/// that pod recorded is lost with it (it would be on any reschedule anyway).
+async fn recreate_for_durable_ledger(
+    s: &BotSession,
+    stateful_sets: &Api<StatefulSet>,
+    name: &str,
+    storage: &LedgerStorage,
+    claim_name: &str,
+    ctx: &Context,
+) -> Result<()> {
+    warn!(
+        statefulset = name,
+        "ledger on an emptyDir: recreating the StatefulSet with durable storage"
+    );
+    stateful_sets
+        .delete(name, &DeleteParams::background())
+        .await?;
+    let ev = KubeEvent {
+        type_: EventType::Warning,
+        reason: "LedgerStorageMigrated".into(),
+        note: Some(truncate(
+            &format!(
+                "StatefulSet {name} kept the ledger on an emptyDir (created by an older operator): \
+                 recreated with the ledger in {}; what the old pod recorded on the emptyDir is lost with it",
+                storage.describe(claim_name)
+            ),
+            1000,
+        )),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &s.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
+    Ok(())
 }
 
 /// Scale an existing StatefulSet of the session to zero (a session with a
@@ -260,10 +373,12 @@ async fn scale_to_zero(s: &BotSession, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// What the StatefulSet and its pod show.
+/// What the StatefulSet and its pod show, with the ledger storage when the
+/// children were applied.
 pub async fn observe(
     s: &BotSession,
     problem: Option<Problem>,
+    ledger: Option<LedgerObservation>,
     ctx: &Context,
 ) -> Result<SessionObservation> {
     let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
@@ -275,7 +390,10 @@ pub async fn observe(
     let pod = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&pod_name)
         .await?;
-    Ok(observation(s, problem, sts.as_ref(), pod.as_ref()))
+    Ok(SessionObservation {
+        ledger,
+        ..observation(s, problem, sts.as_ref(), pod.as_ref())
+    })
 }
 
 /// Pure part of [`observe`].
@@ -313,12 +431,14 @@ pub fn observation(
                 cs.iter()
                     .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
             }),
+        ledger: None,
     }
 }
 
 async fn apply(s: &BotSession, ctx: &Context) -> Result<Action> {
     let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let sessions: Api<BotSession> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut ledger = None;
     let problem = match resolve(s, ctx).await? {
         Err(p) => Some(p),
         Ok((account, strategy)) => {
@@ -326,10 +446,11 @@ async fn apply(s: &BotSession, ctx: &Context) -> Result<Action> {
             match check(s, &account, &strategy, &siblings) {
                 Some(p) => Some(p),
                 None => {
-                    let written = apply_children(s, &account, &strategy, ctx).await?;
-                    if written > 0 {
-                        info!(written, "applied children");
+                    let applied = apply_children(s, &account, &strategy, ctx).await?;
+                    if applied.written > 0 {
+                        info!(written = applied.written, "applied children");
                     }
+                    ledger = Some(applied.ledger);
                     None
                 }
             }
@@ -338,7 +459,7 @@ async fn apply(s: &BotSession, ctx: &Context) -> Result<Action> {
     if problem.is_some() {
         scale_to_zero(s, ctx).await?;
     }
-    let obs = observe(s, problem.clone(), ctx).await?;
+    let obs = observe(s, problem.clone(), ledger, ctx).await?;
     let new = desired_session_status(s.status.as_ref(), &obs, &now());
     if status_differs(s.status.as_ref(), &new) {
         patch_status(&sessions, s, &new).await?;
@@ -395,6 +516,26 @@ async fn publish_events(
             if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
                 warn!(error = %e, "publishing event failed");
             }
+        }
+    }
+    let outdated = |st: Option<&BotSessionStatus>| {
+        st.and_then(|st| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == LEDGER_STORAGE_OUTDATED && c.status == "True")
+        })
+        .map(|c| c.message.clone())
+    };
+    if let (None, Some(message)) = (outdated(old), outdated(Some(new))) {
+        let ev = KubeEvent {
+            type_: EventType::Warning,
+            reason: LEDGER_STORAGE_OUTDATED.into(),
+            note: Some(truncate(&message, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            warn!(error = %e, "publishing event failed");
         }
     }
     if old_phase != Some(new.phase) {

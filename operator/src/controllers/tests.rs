@@ -443,3 +443,194 @@ async fn account_and_strategy_status_aggregate_their_sessions() {
     assert_eq!(st["sessionCount"], 1);
     assert_eq!(condition(&st, "Ready").0, "True");
 }
+
+fn sts(fake: &FakeApi) -> Value {
+    fake.get("apps/v1", "StatefulSet", NS, &child_name("bot"))
+        .expect("StatefulSet exists")
+}
+
+/// The claim the StatefulSet controller creates from the `ledger` template.
+fn create_claim(fake: &FakeApi, phase: &str) {
+    fake.put(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": format!("ledger-{}-0", child_name("bot")), "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        "status": {"phase": phase}}));
+}
+
+#[tokio::test]
+async fn ledger_claim_is_owned_by_the_session_once_and_its_binding_reported() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    created_session(&fake, &ctx).await;
+    let templates = sts(&fake)["spec"]["volumeClaimTemplates"].clone();
+    assert_eq!(templates[0]["metadata"]["name"], "ledger", "{templates}");
+    assert_eq!(
+        sts(&fake)["spec"]["persistentVolumeClaimRetentionPolicy"],
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
+    let claim = format!("ledger-{}-0", child_name("bot"));
+
+    create_claim(&fake, "Pending");
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    let patch = applied(&reqs, "persistentvolumeclaims").expect("claim adopted");
+    assert_eq!(patch.content_type, "application/apply-patch+yaml");
+    let owner = &patch.body["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("BotSession"), Some("bot"))
+    );
+    assert!(owner.get("controller").is_none(), "{owner}");
+    let st = status(&fake, "bot");
+    assert_eq!(
+        condition(&st, "LedgerStorageOutdated"),
+        ("False".into(), "AsConfigured".into())
+    );
+    let ready = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .clone();
+    assert!(
+        ready
+            .as_str()
+            .unwrap()
+            .contains(&format!("{claim} is Pending")),
+        "{ready}"
+    );
+
+    // Bound, pod ready: nothing more to write, ever.
+    fake.edit("v1", "PersistentVolumeClaim", NS, &claim, |o| {
+        o["status"]["phase"] = json!("Bound")
+    });
+    run_pod(&fake, "bot", true);
+    reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(condition(&status(&fake, "bot"), "Ready").0, "True");
+    for _ in 0..2 {
+        let reqs = reconcile(&fake, &ctx, "bot").await;
+        assert!(writes(&reqs).is_empty(), "{:?}", writes(&reqs));
+    }
+}
+
+#[tokio::test]
+async fn retained_claims_get_no_owner_from_the_session() {
+    let fake = FakeApi::new();
+    let mut ctx = context(&fake);
+    Arc::get_mut(&mut ctx).unwrap().settings.ledger.retention =
+        crate::ledger::VolumeRetention::Retain;
+    created_session(&fake, &ctx).await;
+    create_claim(&fake, "Bound");
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(applied(&reqs, "persistentvolumeclaims").is_none());
+}
+
+#[tokio::test]
+async fn a_database_secret_wires_database_url_and_needs_no_claim() {
+    let fake = FakeApi::new();
+    let mut ctx = context(&fake);
+    Arc::get_mut(&mut ctx)
+        .unwrap()
+        .settings
+        .ledger
+        .database_secret = Some(paperbot_crds::SecretKeyRef {
+        name: "pg-app".into(),
+        key: "uri".into(),
+    });
+    created_session(&fake, &ctx).await;
+    let sts = sts(&fake);
+    assert!(sts["spec"]["volumeClaimTemplates"].is_null(), "{sts}");
+    let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env[1],
+        json!({"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "pg-app", "key": "uri", "optional": false}}})
+    );
+    let st = status(&fake, "bot");
+    assert_eq!(condition(&st, "LedgerStorageOutdated").0, "False");
+    run_pod(&fake, "bot", true);
+    reconcile(&fake, &ctx, "bot").await;
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.path.contains("persistentvolumeclaims")),
+        "no claim is read or written on a database"
+    );
+}
+
+#[tokio::test]
+async fn moving_a_running_session_to_a_database_is_refused_and_reported() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    created_session(&fake, &ctx).await;
+    create_claim(&fake, "Bound");
+    run_pod(&fake, "bot", true);
+    reconcile(&fake, &ctx, "bot").await;
+    let before = sts(&fake)["spec"].clone();
+
+    fake.edit(V, "PaperAccount", NS, "acct", |o| {
+        o["spec"]["ledger"] = json!({"databaseUrlSecretRef": {"name": "pg-app", "key": "uri"}})
+    });
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(
+        applied(&reqs, "statefulsets").is_none(),
+        "the StatefulSet keeps its claim template"
+    );
+    assert_eq!(sts(&fake)["spec"], before);
+    let st = status(&fake, "bot");
+    assert_eq!(
+        condition(&st, "LedgerStorageOutdated"),
+        ("True".into(), "StorageFixedAtCreation".into())
+    );
+    assert_eq!(
+        condition(&st, "Ready").0,
+        "True",
+        "the session keeps running"
+    );
+    let ev = events(&reqs);
+    let (_, note) = ev
+        .iter()
+        .find(|(r, _)| r == "LedgerStorageOutdated")
+        .expect("a Warning Event");
+    assert!(
+        note.contains("stays in SQLite on PersistentVolumeClaim") && note.contains("pg-app"),
+        "{note}"
+    );
+    // Reported once.
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(events(&reqs).is_empty() && writes(&reqs).is_empty());
+}
+
+#[tokio::test]
+async fn a_stateful_set_with_the_ledger_on_an_emptydir_is_recreated_durable() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    seed(&fake, "10000");
+    add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
+    reconcile(&fake, &ctx, "bot").await; // finalizer
+    // What an operator before durable ledgers left behind.
+    fake.put(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": child_name("bot"), "namespace": NS},
+        "spec": {"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "bot-runtime", "args": ["run", "--ledger", "/var/lib/paperbot/ledger.db"]}],
+            "volumes": [{"name": "data", "emptyDir": {}}]}}}}));
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    let order: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.is_write() && r.path.contains("/statefulsets/"))
+        .map(|r| r.method.to_string())
+        .collect();
+    assert_eq!(order, ["DELETE", "PATCH"], "deleted, then applied anew");
+    assert!(
+        sts(&fake)["spec"]["volumeClaimTemplates"].is_array(),
+        "{}",
+        sts(&fake)
+    );
+    assert!(
+        events(&reqs)
+            .iter()
+            .any(|(r, n)| r == "LedgerStorageMigrated" && n.contains("emptyDir")),
+        "{:?}",
+        events(&reqs)
+    );
+}

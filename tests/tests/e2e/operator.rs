@@ -1,22 +1,67 @@
 //! The operator (in-process, the same reconcilers as the binary) against the
 //! real control plane: children, pods scheduled onto kwok nodes, status and
 //! conditions, pause/resume, deletion through the finalizer, restarts,
-//! leader election, and an unchanged fleet making no writes.
+//! leader election, an unchanged fleet making no writes, and the runtimes'
+//! durable ledger storage (claims bound to PersistentVolumes, or
+//! `DATABASE_URL` from a Secret) as the API server validates it.
 
 use std::{sync::Arc, time::Duration};
 
 use kube::runtime::events::{Recorder, Reporter};
+use paperbot_crds::SecretKeyRef;
 use paperbot_e2e::{ControlPlane, control_plane};
 use paperbot_operator::{
     builders::{RuntimeSettings, child_name},
     controllers::Context,
     leader::{LeaderConfig, LeaderElection},
+    ledger::{LedgerSettings, VolumeRetention, claim_name},
     metrics::Metrics,
     run::{run_as_leader, run_controllers},
 };
 use tokio::sync::watch;
 
-fn context(client: kube::Client, user: &str) -> Arc<Context> {
+/// Ledgers on volumes of the tests' StorageClass (bound to volumes the tests
+/// provision with [`ledger_volume`]).
+fn on_volumes(cp: &ControlPlane) -> LedgerSettings {
+    LedgerSettings {
+        storage_size: "1Gi".into(),
+        storage_class: Some(cp.ledger_storage_class().into()),
+        ..Default::default()
+    }
+}
+
+/// Ledgers in PostgreSQL, the URL in key `url` of the Secret `secret`.
+fn in_database(secret: &str) -> LedgerSettings {
+    LedgerSettings {
+        database_secret: Some(SecretKeyRef {
+            name: secret.into(),
+            key: "url".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The PersistentVolume the ledger claim of session `session` binds to.
+fn ledger_volume(cp: &ControlPlane, ns: &str, session: &str) -> String {
+    cp.provision_ledger_volume(ns, &claim_name(&child_name(session)), "1Gi")
+}
+
+/// A Secret `name` with a PostgreSQL URL under `key` (kwok never starts the
+/// container, so nothing connects to it; the kubelet contract is the
+/// `secretKeyRef`).
+fn database_secret(cp: &ControlPlane, ns: &str, name: &str, key: &str) {
+    cp.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "-n",
+        ns,
+        name,
+        &format!("--from-literal={key}=postgres://paperbot:secret@pg-rw.{ns}.svc:5432/paperbot"),
+    ]);
+}
+
+fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Context> {
     Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -29,6 +74,7 @@ fn context(client: kube::Client, user: &str) -> Arc<Context> {
         metrics: Arc::new(Metrics::new()),
         settings: RuntimeSettings {
             image: "ghcr.io/paperbot/bot-runtime:e2e".into(),
+            ledger,
             ..Default::default()
         },
         sync_interval: Duration::from_secs(2),
@@ -42,8 +88,8 @@ struct Operator {
 }
 
 impl Operator {
-    async fn start(cp: &ControlPlane, user: &str, ns: &str) -> Operator {
-        let ctx = context(cp.client_for(user).await, user);
+    async fn start(cp: &ControlPlane, user: &str, ns: &str, ledger: LedgerSettings) -> Operator {
+        let ctx = context(cp.client_for(user).await, user, ledger);
         let (stop, mut rx) = watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(run_controllers(
@@ -156,7 +202,8 @@ async fn operator_runs_pauses_resumes_and_deletes_a_session() {
     let cp = control_plane();
     cp.install_crds();
     let ns = cp.namespace("e2e-lifecycle");
-    let op = Operator::start(cp, "operator-a", &ns).await;
+    let volume = ledger_volume(cp, &ns, "bot");
+    let op = Operator::start(cp, "operator-a", &ns, on_volumes(cp)).await;
     cp.kubectl_stdin(
         &["apply", "-n", &ns, "-f", "-"],
         &format!(
@@ -215,7 +262,21 @@ async fn operator_runs_pauses_resumes_and_deletes_a_session() {
     let listing = cp.kubectl_ok(&["get", "botsession", "-n", &ns]);
     println!("$ kubectl get botsession\n{listing}");
 
-    // Pause → 0 replicas; resume → 1.
+    // The ledger is on the session's claim, bound to its volume.
+    let claim = claim_name(&child);
+    assert_eq!(
+        jsonpath(
+            cp,
+            &ns,
+            &format!("pvc/{claim}"),
+            "{.status.phase}/{.spec.volumeName}/{.spec.storageClassName}"
+        ),
+        format!("Bound/{volume}/paperbot-e2e")
+    );
+    let claim_uid = jsonpath(cp, &ns, &format!("pvc/{claim}"), "{.metadata.uid}");
+
+    // Pause → 0 replicas; resume → 1 (the StatefulSet is re-applied with its
+    // claim template, which the API server refuses to change).
     for (state, replicas, phase) in [("Paused", "0", "Paused"), ("Running", "1", "Running")] {
         cp.kubectl_ok(&[
             "patch",
@@ -243,7 +304,28 @@ async fn operator_runs_pauses_resumes_and_deletes_a_session() {
             "botsession/bot",
             "--timeout=60s",
         ]);
+        // Scaling down keeps the ledger.
+        assert_eq!(
+            jsonpath(
+                cp,
+                &ns,
+                &format!("pvc/{claim}"),
+                "{.metadata.uid}/{.status.phase}"
+            ),
+            format!("{claim_uid}/Bound"),
+            "{state}"
+        );
     }
+    assert_eq!(
+        jsonpath(
+            cp,
+            &ns,
+            &format!("pod/{child}-0"),
+            "{.spec.volumes[?(@.name==\"ledger\")].persistentVolumeClaim.claimName}"
+        ),
+        claim,
+        "the resumed pod mounts the same claim"
+    );
     let events = cp.kubectl_ok(&[
         "get",
         "events",
@@ -268,7 +350,14 @@ async fn operator_runs_pauses_resumes_and_deletes_a_session() {
     }
     let events = cp.kubectl_ok(&["get", "events", "-n", &ns]);
     assert!(events.contains("SessionDeleted"), "{events}");
+    // The claim goes with its session (owner reference, retention Delete).
+    eventually("ledger claim garbage-collected", 90, || {
+        let out = cp.kubectl(&["get", "-n", &ns, &format!("pvc/{claim}")]);
+        (!out.status.success()).then_some(())
+    })
+    .await;
     op.stop().await;
+    cp.delete_ledger_volumes(&ns);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,12 +365,13 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
     let cp = control_plane();
     cp.install_crds();
     let ns = cp.namespace("e2e-fleet");
+    database_secret(cp, &ns, "pg-ledger", "url");
     let mut manifest = account_and_strategy("1000000");
     for i in 0..20 {
         manifest.push_str("---\n");
         manifest.push_str(&session(&format!("bot-{i:02}"), "1000"));
     }
-    let op = Operator::start(cp, "operator-b", &ns).await;
+    let op = Operator::start(cp, "operator-b", &ns, in_database("pg-ledger")).await;
     cp.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
     for i in 0..20 {
         cp.kubectl_ok(&[
@@ -297,7 +387,7 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
 
     // A restarted operator finds everything in place.
     let before = cp.audited_writes_in("operator-b", &ns).len();
-    let op = Operator::start(cp, "operator-b", &ns).await;
+    let op = Operator::start(cp, "operator-b", &ns, in_database("pg-ledger")).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let sts = cp.kubectl_ok(&["get", "statefulsets", "-n", &ns, "-o", "name"]);
     assert_eq!(
@@ -367,12 +457,13 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
     cp.install_crds();
     let ns = cp.namespace("e2e-replicas");
     let lease_ns = cp.namespace("e2e-replicas-lease");
+    database_secret(cp, &ns, "pg-ledger", "url");
     let mut replicas = Vec::new();
     for user in ["operator-a", "operator-b"] {
         let leader = elect(cp, user, &lease_ns, 5).await;
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(run_as_leader(
-            context(cp.client_for(user).await, user),
+            context(cp.client_for(user).await, user, in_database("pg-ledger")),
             vec![ns.clone()],
             leader.subscribe(),
             async move {
@@ -421,4 +512,408 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         leader.release().await;
     }
+}
+
+fn wait_ready(cp: &ControlPlane, ns: &str, what: &str, secs: u32) {
+    cp.kubectl_ok(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        what,
+        &format!("--timeout={secs}s"),
+    ]);
+}
+
+/// `{.status.conditions[?(@.type=="T")].FIELD}` of a session.
+fn session_condition(
+    cp: &ControlPlane,
+    ns: &str,
+    session: &str,
+    type_: &str,
+    field: &str,
+) -> String {
+    jsonpath(
+        cp,
+        ns,
+        &format!("botsession/{session}"),
+        &format!("{{.status.conditions[?(@.type==\"{type_}\")].{field}}}"),
+    )
+}
+
+/// The Secret name/key the runtime container of `sts` reads DATABASE_URL from
+/// (empty when it has none).
+fn database_url_source(cp: &ControlPlane, ns: &str, object: &str, containers: &str) -> String {
+    jsonpath(
+        cp,
+        ns,
+        object,
+        &format!(
+            "{{{containers}[0].env[?(@.name==\"DATABASE_URL\")].valueFrom.secretKeyRef.name}}/{{{containers}[0].env[?(@.name==\"DATABASE_URL\")].valueFrom.secretKeyRef.key}}"
+        ),
+    )
+}
+
+/// With retention `Retain` the ledger claim outlives a rescheduled pod and
+/// its session: a new pod, and a new session of the same name, mount the same
+/// claim bound to the same volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_ledger_volume_survives_rescheduling_and_its_session() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-retain");
+    let volume = ledger_volume(cp, &ns, "bot");
+    let ledger = LedgerSettings {
+        retention: VolumeRetention::Retain,
+        ..on_volumes(cp)
+    };
+    let op = Operator::start(cp, "operator-a", &ns, ledger).await;
+    let manifest = format!(
+        "{}---\n{}",
+        account_and_strategy("10000"),
+        session("bot", "5000")
+    );
+    cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    let child = child_name("bot");
+    let claim = claim_name(&child);
+    wait_ready(cp, &ns, "botsession/bot", 90);
+    let bound = |cp: &ControlPlane| {
+        jsonpath(
+            cp,
+            &ns,
+            &format!("pvc/{claim}"),
+            "{.metadata.uid}/{.status.phase}/{.spec.volumeName}",
+        )
+    };
+    let first = bound(cp);
+    assert!(first.ends_with(&format!("/Bound/{volume}")), "{first}");
+    assert_eq!(
+        jsonpath(
+            cp,
+            &ns,
+            &format!("pvc/{claim}"),
+            "{.metadata.ownerReferences[*].kind}"
+        ),
+        "",
+        "a retained claim has no owner"
+    );
+
+    // The node "fails": the pod is deleted and the StatefulSet makes a new one.
+    let old_pod = jsonpath(cp, &ns, &format!("pod/{child}-0"), "{.metadata.uid}");
+    cp.kubectl_ok(&[
+        "delete",
+        "pod",
+        "-n",
+        &ns,
+        &format!("{child}-0"),
+        "--wait=false",
+    ]);
+    eventually("a new pod scheduled", 90, || {
+        let p = jsonpath(
+            cp,
+            &ns,
+            &format!("pod/{child}-0"),
+            "{.metadata.uid} {.spec.nodeName}",
+        );
+        let (uid, node) = p.split_once(' ')?;
+        (!uid.is_empty() && uid != old_pod && node.starts_with("kwok-node-")).then_some(())
+    })
+    .await;
+    wait_ready(cp, &ns, &format!("pod/{child}-0"), 90);
+    assert_eq!(
+        bound(cp),
+        first,
+        "the new pod uses the same claim and volume"
+    );
+
+    // The session goes, the claim stays; a new session of the name takes it up.
+    cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
+    eventually("StatefulSet garbage-collected", 90, || {
+        let out = cp.kubectl(&["get", "-n", &ns, &format!("statefulset/{child}")]);
+        (!out.status.success()).then_some(())
+    })
+    .await;
+    eventually("pod gone", 90, || {
+        let out = cp.kubectl(&["get", "-n", &ns, &format!("pod/{child}-0")]);
+        (!out.status.success()).then_some(())
+    })
+    .await;
+    assert_eq!(bound(cp), first, "the retained claim outlives its session");
+    cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &session("bot", "5000"));
+    wait_ready(cp, &ns, "botsession/bot", 90);
+    assert_eq!(
+        bound(cp),
+        first,
+        "the new session mounts the retained claim"
+    );
+    // The operator removes the finalizer.
+    cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
+    op.stop().await;
+    cp.kubectl_ok(&["delete", "-n", &ns, &format!("pvc/{claim}"), "--wait=false"]);
+    cp.delete_ledger_volumes(&ns);
+}
+
+/// With a database Secret the runtime reads DATABASE_URL from it (the
+/// operator's Secret, or the account's own), and no claim is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_ledger_comes_from_the_operator_secret_or_the_account_override() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-database");
+    database_secret(cp, &ns, "pg-ledger", "url");
+    database_secret(cp, &ns, "team-db", "uri");
+    let op = Operator::start(cp, "operator-b", &ns, in_database("pg-ledger")).await;
+    let manifest = format!(
+        r#"{}---
+apiVersion: paperbot.io/v1alpha1
+kind: PaperAccount
+metadata: {{name: team}}
+spec:
+  initialBalance: "10000"
+  ledger:
+    databaseUrlSecretRef: {{name: team-db, key: uri}}
+---
+{}---
+{}"#,
+        account_and_strategy("10000"),
+        session("shared", "5000"),
+        session("own", "5000").replace("accountRef: {name: acct}", "accountRef: {name: team}"),
+    );
+    cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    for (session, source) in [("shared", "pg-ledger/url"), ("own", "team-db/uri")] {
+        wait_ready(cp, &ns, &format!("botsession/{session}"), 90);
+        let child = child_name(session);
+        assert_eq!(
+            database_url_source(
+                cp,
+                &ns,
+                &format!("statefulset/{child}"),
+                ".spec.template.spec.containers"
+            ),
+            source,
+            "{session}: StatefulSet"
+        );
+        // The pod the API server admitted from that template.
+        assert_eq!(
+            database_url_source(cp, &ns, &format!("pod/{child}-0"), ".spec.containers"),
+            source,
+            "{session}: pod"
+        );
+        assert_eq!(
+            jsonpath(
+                cp,
+                &ns,
+                &format!("statefulset/{child}"),
+                "{.spec.volumeClaimTemplates}"
+            ),
+            "",
+            "{session}: no claim template"
+        );
+        let args = jsonpath(
+            cp,
+            &ns,
+            &format!("pod/{child}-0"),
+            "{.spec.containers[0].args}",
+        );
+        assert!(
+            args.contains("--resume") && !args.contains("--ledger"),
+            "{args}"
+        );
+        assert!(
+            !jsonpath(
+                cp,
+                &ns,
+                &format!("pod/{child}-0"),
+                "{.spec.containers[0].env}"
+            )
+            .contains("postgres://"),
+            "the URL is never copied into the pod spec"
+        );
+        let (status, message) = (
+            session_condition(cp, &ns, session, "LedgerStorageOutdated", "status"),
+            session_condition(cp, &ns, session, "LedgerStorageOutdated", "message"),
+        );
+        assert_eq!(status, "False", "{message}");
+        assert!(
+            message.contains("PostgreSQL") && message.contains(source.split('/').next().unwrap()),
+            "{message}"
+        );
+    }
+    assert_eq!(cp.kubectl_ok(&["get", "pvc", "-n", &ns, "-o", "name"]), "");
+    op.stop().await;
+}
+
+/// A running session on a volume keeps it when its account moves to a
+/// database (the claim template is immutable and the trades are on the
+/// volume): it says so, keeps running, and a new session of the account uses
+/// the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_session_keeps_its_ledger_volume_when_its_account_moves_to_a_database() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-storage-change");
+    ledger_volume(cp, &ns, "bot");
+    database_secret(cp, &ns, "pg-app", "uri");
+    let op = Operator::start(cp, "operator-a", &ns, on_volumes(cp)).await;
+    let manifest = format!(
+        "{}---\n{}",
+        account_and_strategy("10000"),
+        session("bot", "5000")
+    );
+    cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    wait_ready(cp, &ns, "botsession/bot", 90);
+    let child = child_name("bot");
+    let template = jsonpath(
+        cp,
+        &ns,
+        &format!("statefulset/{child}"),
+        "{.spec.volumeClaimTemplates[0].metadata.name}",
+    );
+    assert_eq!(template, "ledger");
+
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "paperaccount/acct",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ledger":{"databaseUrlSecretRef":{"name":"pg-app","key":"uri"}}}}"#,
+    ]);
+    eventually("LedgerStorageOutdated=True", 60, || {
+        (session_condition(cp, &ns, "bot", "LedgerStorageOutdated", "status") == "True")
+            .then_some(())
+    })
+    .await;
+    let message = session_condition(cp, &ns, "bot", "LedgerStorageOutdated", "message");
+    println!("LedgerStorageOutdated: {message}");
+    assert!(
+        message.contains(&claim_name(&child)) && message.contains("pg-app"),
+        "{message}"
+    );
+    assert_eq!(
+        jsonpath(
+            cp,
+            &ns,
+            &format!("statefulset/{child}"),
+            "{.spec.volumeClaimTemplates[0].metadata.name}"
+        ),
+        "ledger"
+    );
+    assert_eq!(
+        database_url_source(
+            cp,
+            &ns,
+            &format!("statefulset/{child}"),
+            ".spec.template.spec.containers"
+        ),
+        "/"
+    );
+    assert_eq!(session_condition(cp, &ns, "bot", "Ready", "status"), "True");
+    let events = cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "reason=LedgerStorageOutdated",
+    ]);
+    assert!(events.contains("LedgerStorageOutdated"), "{events}");
+
+    // A new session of the account starts on the database.
+    cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &session("fresh", "1000"));
+    wait_ready(cp, &ns, "botsession/fresh", 90);
+    assert_eq!(
+        database_url_source(
+            cp,
+            &ns,
+            &format!("statefulset/{}", child_name("fresh")),
+            ".spec.template.spec.containers"
+        ),
+        "pg-app/uri"
+    );
+    cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
+    op.stop().await;
+    cp.delete_ledger_volumes(&ns);
+}
+
+/// A StatefulSet an older operator made, with the ledger on an emptyDir, is
+/// recreated with a ledger volume (and a Warning Event says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptydir_stateful_set_of_an_older_operator_is_recreated_with_a_ledger_volume() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-migrate");
+    ledger_volume(cp, &ns, "bot");
+    let child = child_name("bot");
+    let selector = paperbot_operator::builders::labels("bot");
+    let labels = serde_json::to_string(&selector).unwrap();
+    let manifest = format!(
+        r#"{}---
+{}---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: {child}}}
+spec:
+  replicas: 1
+  serviceName: {child}
+  selector: {{matchLabels: {labels}}}
+  template:
+    metadata: {{labels: {labels}}}
+    spec:
+      containers:
+      - name: bot-runtime
+        image: ghcr.io/paperbot/bot-runtime:old
+        args: [run, -f, /etc/paperbot/session.yaml, --ledger, /var/lib/paperbot/ledger.db]
+        volumeMounts: [{{name: data, mountPath: /var/lib/paperbot}}]
+      volumes: [{{name: data, emptyDir: {{}}}}]
+"#,
+        account_and_strategy("10000"),
+        session("bot", "5000"),
+    );
+    cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    eventually("the old StatefulSet's pod ready", 90, || {
+        (jsonpath(
+            cp,
+            &ns,
+            &format!("statefulset/{child}"),
+            "{.status.readyReplicas}",
+        ) == "1")
+            .then_some(())
+    })
+    .await;
+    let old_sts = jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.metadata.uid}");
+
+    let op = Operator::start(cp, "operator-a", &ns, on_volumes(cp)).await;
+    wait_ready(cp, &ns, "botsession/bot", 120);
+    let sts = jsonpath(
+        cp,
+        &ns,
+        &format!("statefulset/{child}"),
+        "{.metadata.uid} {.spec.volumeClaimTemplates[0].metadata.name} {.metadata.ownerReferences[0].kind}",
+    );
+    let (uid, rest) = sts.split_once(' ').unwrap();
+    assert_ne!(uid, old_sts, "recreated");
+    assert_eq!(rest, "ledger BotSession");
+    assert_eq!(
+        jsonpath(
+            cp,
+            &ns,
+            &format!("pvc/{}", claim_name(&child)),
+            "{.status.phase}"
+        ),
+        "Bound"
+    );
+    let events = cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "reason=LedgerStorageMigrated",
+    ]);
+    assert!(events.contains("emptyDir"), "{events}");
+    cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
+    op.stop().await;
+    cp.delete_ledger_volumes(&ns);
 }
