@@ -91,7 +91,10 @@ async fn bench_backends(batches: &[LedgerBatch]) -> Result<()> {
 
     for (label, settings) in [
         ("PostgreSQL (fsync=off)", &[][..]),
-        ("PostgreSQL (fsync=on)", &["fsync=on", "synchronous_commit=on"][..]),
+        (
+            "PostgreSQL (fsync=on)",
+            &["fsync=on", "synchronous_commit=on"][..],
+        ),
     ] {
         let server = PostgresServer::start_with(settings)?;
         let mut secs = Vec::new();
@@ -111,7 +114,10 @@ async fn bench_pg_strategies() -> Result<()> {
     let mut g = Gen::default();
     let batches: Vec<LedgerBatch> = (0..40).map(|_| g.batch(0, 1000, 0, 0)).collect();
     let n: usize = batches.iter().map(|b| b.trades.len()).sum();
-    println!("PostgreSQL trades-only: {} batches, {n} trade rows", batches.len());
+    println!(
+        "PostgreSQL trades-only: {} batches, {n} trade rows",
+        batches.len()
+    );
 
     let mut multi = Vec::new();
     for i in 0..RUNS {

@@ -328,7 +328,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             let r = result?;
             println!("{}", summary_table(&r.summary, &r.currency));
-            println!("report regenerated from the ledger: {}", r.files.dir.display());
+            println!(
+                "report regenerated from the ledger: {}",
+                r.files.dir.display()
+            );
             Ok(())
         }),
         Command::Backtest {
@@ -372,7 +375,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 &quote_volume,
                 &name,
             )?;
-            run_plans(vec![plan], out.options()?, &out.ledger.url(), out.record_holds)
+            run_plans(
+                vec![plan],
+                out.options()?,
+                &out.ledger.url(),
+                out.record_holds,
+            )
         }
     }
 }

@@ -99,8 +99,18 @@ pub async fn show<L: LedgerStore>(ledger: &L, id: &str) -> anyhow::Result<String
         s.initial_cash.normalize(),
         s.base_currency
     );
-    let _ = writeln!(out, "cash:          {} {}", s.cash.normalize(), s.base_currency);
-    let _ = writeln!(out, "equity:        {} {}", s.equity.normalize(), s.base_currency);
+    let _ = writeln!(
+        out,
+        "cash:          {} {}",
+        s.cash.normalize(),
+        s.base_currency
+    );
+    let _ = writeln!(
+        out,
+        "equity:        {} {}",
+        s.equity.normalize(),
+        s.base_currency
+    );
     let _ = writeln!(out, "trades:        {}", s.trades);
     let _ = writeln!(out, "batches:       {}", s.batches);
     let _ = writeln!(out, "writer:        {}", writer_text(&s, wall_clock_ms()));
@@ -120,7 +130,11 @@ pub async fn show<L: LedgerStore>(ledger: &L, id: &str) -> anyhow::Result<String
 /// # Errors
 /// [`LedgerError::LeaseHeld`] while a live runtime writes it,
 /// [`LedgerError::SessionFinished`] when it already ended, read failures.
-pub async fn close<L: LedgerStore>(ledger: &mut L, id: &str, writer: &str) -> anyhow::Result<String> {
+pub async fn close<L: LedgerStore>(
+    ledger: &mut L,
+    id: &str,
+    writer: &str,
+) -> anyhow::Result<String> {
     let point = ledger.resume_session(id, writer).await?;
     let info = point.info;
     let checkpoint = match &point.checkpoint {

@@ -29,7 +29,9 @@ fn postgres() -> &'static PostgresServer {
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn").env_remove("DATABASE_URL").env_remove("PAPERBOT_LEDGER");
+    c.env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("PAPERBOT_LEDGER");
     c
 }
 
@@ -49,7 +51,10 @@ fn manifest(dir: &Path, name: &str) -> PathBuf {
         .replace("name: quickstart", &format!("name: {name}"))
         .replace("path: data/", &format!("path: {}/", data.display()))
         .replace("    seed: 42", "    seed: 42\n    gasCost: \"0.35\"")
-        .replace("  desiredState: Running", "  desiredState: Running\n  recordHolds: true");
+        .replace(
+            "  desiredState: Running",
+            "  desiredState: Running\n  recordHolds: true",
+        );
     assert!(text.contains("gasCost"), "quickstart.yaml changed shape");
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
@@ -137,7 +142,9 @@ fn records(url: &str, id: &str) -> LedgerBatch {
             all.positions.extend(b.positions);
             Ok(())
         };
-        l.read_records(id, 1000, &mut sink).await.expect("read records");
+        l.read_records(id, 1000, &mut sink)
+            .await
+            .expect("read records");
         l.close().await;
         all
     })
@@ -163,7 +170,10 @@ fn assert_same_ledger(reference: &str, got: &str, what: &str) {
             .unwrap_or_else(|| "one dump is a prefix of the other".into());
         panic!("{what}: {mismatches} of {rows} ledger rows differ; first:\n{first}");
     }
-    assert!(rows > 1000, "{what}: only {rows} rows: the scenario is too small");
+    assert!(
+        rows > 1000,
+        "{what}: only {rows} rows: the scenario is too small"
+    );
 }
 
 /// The accounting invariant at every stored snapshot, exactly:
@@ -183,7 +193,10 @@ fn assert_invariant_at_every_snapshot(url: &str, id: &str) -> usize {
     }
     let realized: Decimal = recs.round_trips.iter().map(|r| r.pnl).sum();
     let last = recs.snapshots.last().unwrap();
-    assert_eq!(realized, last.realized_pnl, "realized P&L = sum of round trips");
+    assert_eq!(
+        realized, last.realized_pnl,
+        "realized P&L = sum of round trips"
+    );
     recs.snapshots.len()
 }
 
@@ -198,7 +211,12 @@ fn assert_same_report(a: &Path, b: &Path) {
     ] {
         let x = std::fs::read(a.join(f)).unwrap_or_else(|e| panic!("{}: {e}", a.join(f).display()));
         let y = std::fs::read(b.join(f)).unwrap_or_else(|e| panic!("{}: {e}", b.join(f).display()));
-        assert!(x == y, "report file {f} differs between {} and {}", a.display(), b.display());
+        assert!(
+            x == y,
+            "report file {f} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -253,7 +271,11 @@ fn crash_test(backend: Backend) {
     let name = "crash";
     let (want, want_reports) = reference(tmp.path(), name);
     let m = manifest(tmp.path(), name);
-    let url = ledger_url(backend, tmp.path(), &format!("crash_{backend:?}").to_lowercase());
+    let url = ledger_url(
+        backend,
+        tmp.path(),
+        &format!("crash_{backend:?}").to_lowercase(),
+    );
     let reports = tmp.path().join("reports");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut kills = 0;
@@ -270,7 +292,11 @@ fn crash_test(backend: Backend) {
         if paced {
             cmd.args(["--speed", PACED_SPEED]);
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let delay_ms = if paced {
             rng.random_range(50..400)
         } else {
@@ -290,7 +316,10 @@ fn crash_test(backend: Backend) {
         }
     }
     let info = session_info(&url, name);
-    assert!(info.is_unfinished(), "killed session is resumable: {info:?}");
+    assert!(
+        info.is_unfinished(),
+        "killed session is resumable: {info:?}"
+    );
     // The last run resumes and finishes.
     let mut cmd = bin();
     run_args(&mut cmd, &m, &url, &reports);
@@ -336,23 +365,39 @@ fn sigterm_test(paced: bool) {
     if paced {
         cmd.args(["--speed", PACED_SPEED]);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(if paced { 1500 } else { 150 }));
-    assert!(child.try_wait().unwrap().is_none(), "the run ended before SIGTERM");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before SIGTERM"
+    );
     signal(&child, libc::SIGTERM);
     let sent = Instant::now();
     let status = wait_within(&mut child, Duration::from_secs(5), "after SIGTERM");
     let took = sent.elapsed();
     let err = stderr_of(&mut child);
     assert!(status.success(), "exit after SIGTERM: {status}\n{err}");
-    println!("SIGTERM ({}): exit 0 after {took:?}", if paced { "paced" } else { "unpaced" });
+    println!(
+        "SIGTERM ({}): exit 0 after {took:?}",
+        if paced { "paced" } else { "unpaced" }
+    );
     let info = session_info(&url, name);
     assert_eq!(info.phase, "Interrupted", "{info:?}");
     assert!(info.is_unfinished());
     // The report is what the ledger committed: same trades, same decisions.
     let recs = records(&url, name);
     let dir = reports.join(name);
-    let csv_rows = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap().lines().count() - 1;
+    let csv_rows = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .lines()
+            .count()
+            - 1
+    };
     assert_eq!(csv_rows("trades.csv"), recs.trades.len());
     assert_eq!(csv_rows("decisions.csv"), recs.decisions.len());
     assert_eq!(csv_rows("round_trips.csv"), recs.round_trips.len());
@@ -395,13 +440,23 @@ fn postgres_outage_of_30_s_pauses_trading_and_loses_nothing() {
     let mut cmd = bin();
     run_args(&mut cmd, &m, &url, &reports);
     cmd.args(["--speed", PACED_SPEED]);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(child.try_wait().unwrap().is_none(), "the run ended before the outage");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before the outage"
+    );
     let before = session_info(&url, name).trades;
     server.stop().expect("stop PostgreSQL");
     std::thread::sleep(Duration::from_secs(30));
-    assert!(child.try_wait().unwrap().is_none(), "the runtime gave up during the outage");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the runtime gave up during the outage"
+    );
     server.start_again().expect("start PostgreSQL again");
     let status = wait_within(&mut child, Duration::from_secs(120), "after the outage");
     let err = stderr_of(&mut child);
@@ -426,12 +481,20 @@ fn fencing_test(backend: Backend) {
     let name = "fenced";
     let (want, _) = reference(tmp.path(), name);
     let m = manifest(tmp.path(), name);
-    let url = ledger_url(backend, tmp.path(), &format!("fenced_{backend:?}").to_lowercase());
+    let url = ledger_url(
+        backend,
+        tmp.path(),
+        &format!("fenced_{backend:?}").to_lowercase(),
+    );
     let reports = tmp.path().join("reports");
     let mut first = bin();
     run_args(&mut first, &m, &url, &reports);
     first.args(["--resume", "--speed", PACED_SPEED]);
-    let mut first = first.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = first
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(first.try_wait().unwrap().is_none());
     let trades_before = session_info(&url, name).trades;
@@ -440,14 +503,21 @@ fn fencing_test(backend: Backend) {
     second.args(["--resume"]);
     let out = second.output().unwrap();
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "the second runtime must refuse:\n{err}");
+    assert!(
+        !out.status.success(),
+        "the second runtime must refuse:\n{err}"
+    );
     assert!(
         err.contains("being written by another live runtime")
             && err.contains(&format!("pid {}", first.id())),
         "the refusal names the holder:\n{err}"
     );
     assert!(
-        !tmp.path().join("other-reports").join(name).join("summary.json").exists(),
+        !tmp.path()
+            .join("other-reports")
+            .join(name)
+            .join("summary.json")
+            .exists(),
         "the refused runtime wrote no report"
     );
     let status = wait_within(&mut first, Duration::from_secs(60), "the first runtime");
@@ -483,7 +553,11 @@ fn sessions_commands_and_report_regeneration_work_from_the_ledger_alone() {
     let mut cmd = bin();
     run_args(&mut cmd, &m, &url, &reports);
     cmd.args(["--speed", PACED_SPEED]);
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -501,11 +575,17 @@ fn sessions_commands_and_report_regeneration_work_from_the_ledger_alone() {
     let (ok, list, err) = sessions(&["list"]);
     assert!(ok, "{err}");
     for want in ["orphan", "Running", "done", "Completed", "1 unfinished"] {
-        assert!(list.contains(want), "`sessions list` lacks {want:?}:\n{list}");
+        assert!(
+            list.contains(want),
+            "`sessions list` lacks {want:?}:\n{list}"
+        );
     }
     let (ok, show, err) = sessions(&["show", "done"]);
     assert!(ok, "{err}");
-    assert!(show.contains("phase:         Completed") && show.contains("\"round_trips\""), "{show}");
+    assert!(
+        show.contains("phase:         Completed") && show.contains("\"round_trips\""),
+        "{show}"
+    );
 
     // The completed session's report, regenerated from the ledger, equals the run's.
     let regenerated = tmp.path().join("regenerated");
@@ -522,7 +602,10 @@ fn sessions_commands_and_report_regeneration_work_from_the_ledger_alone() {
     // Close the orphan; it is Stopped, and cannot be closed or resumed again.
     let (ok, closed, err) = sessions(&["close", "orphan"]);
     assert!(ok, "{err}");
-    assert!(closed.contains("closed session \"orphan\" as Stopped"), "{closed}");
+    assert!(
+        closed.contains("closed session \"orphan\" as Stopped"),
+        "{closed}"
+    );
     let info = session_info(&url, "orphan");
     assert_eq!(info.phase, "Stopped");
     assert!(!info.is_unfinished());
@@ -614,21 +697,37 @@ fn bad_inputs_give_clear_errors_and_leave_earlier_sessions_intact() {
 
     // A name that would escape the report directory.
     let mut cmd = bin();
-    cmd.args(["backtest", "--no-progress", "--name", "../../x", "--strategy"])
-        .arg(&good)
-        .arg("--data")
-        .arg(example("data").join("BTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv"))
-        .arg("--ledger")
-        .arg(&url)
-        .arg("--report-dir")
-        .arg(&reports);
+    cmd.args([
+        "backtest",
+        "--no-progress",
+        "--name",
+        "../../x",
+        "--strategy",
+    ])
+    .arg(&good)
+    .arg("--data")
+    .arg(example("data").join("BTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv"))
+    .arg("--ledger")
+    .arg(&url)
+    .arg("--report-dir")
+    .arg(&reports);
     fails(&mut cmd, &["../../x", "DNS-1123"]);
     assert!(!tmp.path().join("x").exists() && !reports.join("../../x").exists());
 
-    assert_eq!(before, dump(&url, "good"), "the earlier session is untouched");
+    assert_eq!(
+        before,
+        dump(&url, "good"),
+        "the earlier session is untouched"
+    );
     block_on(async {
         let l = ledger::open(&url).await.unwrap();
-        let ids: Vec<String> = l.list_sessions().await.unwrap().into_iter().map(|s| s.id).collect();
+        let ids: Vec<String> = l
+            .list_sessions()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(ids, ["good"], "nothing else was recorded");
         l.close().await;
     });
@@ -648,7 +747,10 @@ fn a_full_disk_stops_trading_and_never_reports_completed() {
         .arg(&disk)
         .status()
         .expect("run mount(8)");
-    assert!(mounted.success(), "this test needs root to mount a small tmpfs as a full disk");
+    assert!(
+        mounted.success(),
+        "this test needs root to mount a small tmpfs as a full disk"
+    );
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -661,7 +763,10 @@ fn a_full_disk_stops_trading_and_never_reports_completed() {
     // An earlier, short session fits.
     let short = std::fs::read_to_string(manifest(tmp.path(), "short"))
         .unwrap()
-        .replace("  recordHolds: true", "  recordHolds: false\n  stopAfter: \"2h\"");
+        .replace(
+            "  recordHolds: true",
+            "  recordHolds: false\n  stopAfter: \"2h\"",
+        );
     let short_manifest = tmp.path().join("short2.yaml");
     std::fs::write(&short_manifest, short).unwrap();
     let mut cmd = bin();
@@ -676,15 +781,21 @@ fn a_full_disk_stops_trading_and_never_reports_completed() {
         assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
         st.f_bavail as u64 * st.f_frsize as u64
     };
-    std::fs::write(disk.join("filler"), vec![0u8; (free.saturating_sub(256 * 1024)) as usize])
-        .unwrap();
+    std::fs::write(
+        disk.join("filler"),
+        vec![0u8; (free.saturating_sub(256 * 1024)) as usize],
+    )
+    .unwrap();
     let long = manifest(tmp.path(), "long");
     let mut cmd = bin();
     run_args(&mut cmd, &long, &url, &reports);
     cmd.args(["--ledger-retry-timeout", "3s", "--batch-candles", "256"]);
     let out = cmd.output().unwrap();
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "a full disk must fail the run:\n{err}");
+    assert!(
+        !out.status.success(),
+        "a full disk must fail the run:\n{err}"
+    );
     assert!(err.contains("ledger"), "{err}");
     assert!(err.contains("full") || err.contains("disk"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -693,14 +804,21 @@ fn a_full_disk_stops_trading_and_never_reports_completed() {
     let info = session_info(&url, "long");
     assert!(info.is_unfinished(), "never Completed: {info:?}");
     let summary = std::fs::read_to_string(reports.join("long/summary.json")).unwrap_or_default();
-    assert!(!summary.contains("\"Completed\""), "the report does not claim Completed");
+    assert!(
+        !summary.contains("\"Completed\""),
+        "the report does not claim Completed"
+    );
     // With room again, the session resumes and completes exactly.
     let (want, _) = reference(tmp.path(), "long");
     let mut cmd = bin();
     run_args(&mut cmd, &long, &url, &reports);
     cmd.arg("--resume");
     run_to_end(&mut cmd);
-    assert_same_ledger(&want, &dump(&url, "long"), "ledger after a full disk and resume");
+    assert_same_ledger(
+        &want,
+        &dump(&url, "long"),
+        "ledger after a full disk and resume",
+    );
 }
 
 /// A second signal exits at once (status 130), and still nothing is lost:
@@ -717,7 +835,11 @@ fn a_second_signal_exits_at_once_and_loses_nothing() {
     let mut cmd = bin();
     run_args(&mut cmd, &m, &url, &reports);
     cmd.args(["--speed", PACED_SPEED]);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     signal(&child, libc::SIGINT);
     signal(&child, libc::SIGTERM);
@@ -732,5 +854,9 @@ fn a_second_signal_exits_at_once_and_loses_nothing() {
     run_args(&mut cmd, &m, &url, &reports);
     cmd.arg("--resume");
     run_to_end(&mut cmd);
-    assert_same_ledger(&want, &dump(&url, name), "ledger after two signals and resume");
+    assert_same_ledger(
+        &want,
+        &dump(&url, name),
+        "ledger after two signals and resume",
+    );
 }

@@ -178,7 +178,12 @@ pub(super) fn drive(
             Step::Continue => {}
             Step::Halted => break Ending::Halted,
             Step::Failed => {
-                break Ending::Failed(engine.failure().unwrap_or("value out of the engine's range").to_owned());
+                break Ending::Failed(
+                    engine
+                        .failure()
+                        .unwrap_or("value out of the engine's range")
+                        .to_owned(),
+                );
             }
         }
         if due_flush {
@@ -206,7 +211,12 @@ pub(super) fn drive(
 
 /// Take the engine's batch and send it with its checkpoint. Returns `false`
 /// when the ledger task has stopped taking batches.
-fn send(engine: &mut Engine, progress: &Progress, ctx: &DriveContext, tx: &mpsc::Sender<Flush>) -> bool {
+fn send(
+    engine: &mut Engine,
+    progress: &Progress,
+    ctx: &DriveContext,
+    tx: &mpsc::Sender<Flush>,
+) -> bool {
     let batch = engine.take_batch();
     let checkpoint = Checkpoint {
         version: CHECKPOINT_VERSION,

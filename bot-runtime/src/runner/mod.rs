@@ -68,9 +68,9 @@ use crate::{
         store::INTERRUPTED_PHASE,
     },
     market::csv::DataError,
-    types::Timestamp,
     rebuild,
     report::{ReportFiles, ReportWriter},
+    types::Timestamp,
 };
 
 use drive::{Driven, Ending, Flush};
@@ -219,11 +219,10 @@ pub async fn run_session<L: LedgerStore>(
             rebuild::replay_records(ledger, &session_id, &mut analytics, &mut report).await?;
             feed.skip_items(cp.feed_items)?;
             let state = cp.engine.state();
-            let engine =
-                Engine::restore(cfg, cp.engine.clone()).map_err(|e| RunError::Resume {
-                    session_id: session_id.clone(),
-                    reason: format!("the stored engine state does not fit the plan: {e}"),
-                })?;
+            let engine = Engine::restore(cfg, cp.engine.clone()).map_err(|e| RunError::Resume {
+                session_id: session_id.clone(),
+                reason: format!("the stored engine state does not fit the plan: {e}"),
+            })?;
             let progress = drive::Progress {
                 feed_items: cp.feed_items,
                 candles: cp.candles,
@@ -466,7 +465,11 @@ fn config_difference(recorded: &str, now: &str) -> Option<String> {
                     } else {
                         format!("{path}.{k}")
                     };
-                    walk(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null))
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                    )
                 })
             }
             (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x

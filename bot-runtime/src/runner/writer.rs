@@ -66,7 +66,10 @@ impl LedgerHealth {
 
     /// Why the ledger is (or was last) unavailable.
     pub fn reason(&self) -> Option<String> {
-        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_down(&self, why: String) {
