@@ -90,7 +90,10 @@ fn backtest(file: &Path, ledger: &str, reports: &Path) -> Command {
 
 fn run_ok(cmd: &mut Command) -> f64 {
     let t = Instant::now();
-    let out = cmd.stderr(Stdio::piped()).output().expect("spawn bot-runtime");
+    let out = cmd
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn bot-runtime");
     let secs = t.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
@@ -208,5 +211,8 @@ fn main() {
             backtest(&file, &url, &copy.join("reports")).arg("--resume"),
         ));
     }
-    report("resume after kill -9 at 90 % (whole resumed process)", times);
+    report(
+        "resume after kill -9 at 90 % (whole resumed process)",
+        times,
+    );
 }

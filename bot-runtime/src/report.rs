@@ -435,7 +435,7 @@ pub const UNKNOWN_CURRENCY_DP: u32 = 8;
 /// to the currency's places ([`currency_decimals`]), trailing zeros kept; an
 /// unknown currency to at most [`UNKNOWN_CURRENCY_DP`] places, trailing
 /// zeros dropped.
-fn fmt_money(d: Decimal, currency: &str) -> String {
+pub fn fmt_money(d: Decimal, currency: &str) -> String {
     match currency_decimals(currency) {
         Some(dp) => fmt_dp(d, dp),
         None => d

@@ -8,7 +8,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use crate::{
     analytics::Analytics,
     ledger::{LedgerError, LedgerStore, SessionInfo, records::SessionEnd},
-    report::summary_table,
+    report::{fmt_money, summary_table},
     runner::{Checkpoint, RunError},
 };
 
@@ -57,7 +57,11 @@ pub async fn list<L: LedgerStore>(ledger: &L) -> anyhow::Result<String> {
             s.started_at.to_rfc3339(),
             time_or_dash(s.ended_at.or(s.last_batch_at)),
             s.trades.to_string(),
-            format!("{} {}", s.equity.normalize(), s.base_currency),
+            format!(
+                "{} {}",
+                fmt_money(s.equity, &s.base_currency),
+                s.base_currency
+            ),
             writer_text(s, now),
         ]);
     }
@@ -96,7 +100,7 @@ pub async fn show<L: LedgerStore>(ledger: &L, id: &str) -> anyhow::Result<String
     let _ = writeln!(
         out,
         "initial cash:  {} {}",
-        s.initial_cash.normalize(),
+        fmt_money(s.initial_cash, &s.base_currency),
         s.base_currency
     );
     let _ = writeln!(

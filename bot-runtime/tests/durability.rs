@@ -860,3 +860,57 @@ fn a_second_signal_exits_at_once_and_loses_nothing() {
         "ledger after two signals and resume",
     );
 }
+
+/// A manifest of several sessions is validated in full — every session,
+/// every data file, every row — before the first one trades: a bad last row
+/// of the second session's file leaves the ledger without any session.
+#[test]
+fn every_session_of_a_manifest_is_validated_before_the_first_trades() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = std::fs::read_to_string(manifest(tmp.path(), "first")).unwrap();
+    let src = std::fs::read_to_string(
+        example("data").join("LTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv"),
+    )
+    .unwrap();
+    let bad = tmp.path().join("LTC-USD_bad.csv");
+    std::fs::write(
+        &bad,
+        format!("{src}2018-04-07T00:00:00Z,130,129,131,130,1\n"),
+    )
+    .unwrap();
+    let rows = src.lines().count() + 1;
+    let session = first
+        .split("\n---\n")
+        .find(|d| d.contains("kind: BotSession"))
+        .unwrap()
+        .replace("name: first", "name: second")
+        .replace(
+            &std::fs::canonicalize(example("data"))
+                .unwrap()
+                .join("LTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv")
+                .display()
+                .to_string(),
+            &bad.display().to_string(),
+        )
+        .replace("allocation: \"50000\"", "allocation: \"10000\"");
+    let both = tmp.path().join("both.yaml");
+    std::fs::write(&both, format!("{first}\n---\n{session}")).unwrap();
+    let url = ledger_url(Backend::Sqlite, tmp.path(), "both");
+    let mut cmd = bin();
+    run_args(&mut cmd, &both, &url, &tmp.path().join("reports"));
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("BotSession \"second\"") && err.contains(&format!("LTC-USD_bad.csv:{rows}")),
+        "the error names the session and the row:\n{err}"
+    );
+    assert!(
+        !Path::new(&url).exists(),
+        "nothing was recorded: no ledger was even created"
+    );
+    assert!(
+        !tmp.path().join("reports").exists(),
+        "no report was written"
+    );
+}
