@@ -122,8 +122,10 @@ pub trait LedgerStore: Send {
     ///
     /// # Errors
     /// [`LedgerError::SessionExists`] if the id is taken,
-    /// [`LedgerError::AlreadyStarted`] if this handle is writing a session,
-    /// [`LedgerError::Database`] on database failures.
+    /// [`LedgerError::LeaseHeld`] if another writer is starting the same id
+    /// at this moment, [`LedgerError::AlreadyStarted`] if this handle is
+    /// writing a session, [`LedgerError::LockFile`] if SQLite's lock file
+    /// cannot be created, [`LedgerError::Database`] on database failures.
     fn start_session(
         &mut self,
         s: &SessionRecord,
@@ -138,8 +140,11 @@ pub trait LedgerStore: Send {
     /// [`LedgerError::UnknownSession`] if there is no such session,
     /// [`LedgerError::SessionFinished`] if it already ended,
     /// [`LedgerError::LeaseHeld`] if a live writer holds it (naming it),
+    /// [`LedgerError::NotResumable`] if its batches were written without
+    /// checkpoints (by a runtime before resumable sessions),
     /// [`LedgerError::AlreadyStarted`] if this handle is writing a session,
-    /// [`LedgerError::Database`] on database failures.
+    /// [`LedgerError::LockFile`], [`LedgerError::Database`] on database
+    /// failures.
     fn resume_session(
         &mut self,
         id: &str,
@@ -152,13 +157,20 @@ pub trait LedgerStore: Send {
     /// error is safe (see the module docs): a batch already committed is not
     /// written again.
     ///
+    /// Before writing, the handle checks that it still holds the session's
+    /// lock, and takes it again if it was lost with its connection
+    /// (PostgreSQL outage or network cut).
+    ///
     /// # Errors
-    /// [`LedgerError::Fenced`] if this handle lost the session,
+    /// [`LedgerError::Fenced`] if this handle lost the session (another
+    /// writer took it over or ended it), [`LedgerError::LeaseHeld`] if its
+    /// lock was lost and another writer holds it now,
     /// [`LedgerError::NotStarted`] without a started session,
     /// [`LedgerError::UnknownAdjustment`] for an outcome of an unknown
-    /// adjustment, [`LedgerError::Database`] for constraint violations and
-    /// other database failures (see [`LedgerError::is_transient`]). On any
-    /// error nothing of the batch is stored.
+    /// adjustment, [`LedgerError::OutOfRange`] for a counter beyond `i64`,
+    /// [`LedgerError::Database`] for constraint violations and other
+    /// database failures (see [`LedgerError::is_transient`]). On any error
+    /// nothing of the batch is stored, and the same batch may be retried.
     fn write_batch(
         &mut self,
         b: &LedgerBatch,
@@ -166,11 +178,12 @@ pub trait LedgerStore: Send {
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Record that the session was interrupted (SIGTERM/SIGINT) at market time
-    /// `at`: phase `Interrupted`, not ended, resumable; release the writer
-    /// lock. The handle can then start another session.
+    /// `at` (stored in `sessions.interrupted_at`): phase `Interrupted`, not
+    /// ended, resumable; release the writer lock. The handle can then start
+    /// another session.
     ///
     /// # Errors
-    /// As [`finish_session`](Self::finish_session).
+    /// As [`finish_session`](Self::finish_session) (except `InvalidPhase`).
     fn interrupt_session(
         &mut self,
         at: Timestamp,
@@ -180,9 +193,12 @@ pub trait LedgerStore: Send {
     /// summary) and release the writer lock.
     ///
     /// # Errors
-    /// [`LedgerError::Fenced`] if this handle lost the session,
-    /// [`LedgerError::NotStarted`] without a started session,
-    /// [`LedgerError::Database`] on database failures.
+    /// [`LedgerError::InvalidPhase`] unless the phase is `Completed`,
+    /// `Halted`, `Stopped` or `Failed`; [`LedgerError::Fenced`] or
+    /// [`LedgerError::LeaseHeld`] if this handle lost the session (it is
+    /// then done with it); [`LedgerError::NotStarted`] without a started
+    /// session; [`LedgerError::Database`] on database failures — the handle
+    /// then keeps the session and its lock, so the call can be retried.
     fn finish_session(
         &mut self,
         end: &SessionEnd,
@@ -242,15 +258,20 @@ pub trait LedgerStore: Send {
         sink: &mut (dyn FnMut(LedgerBatch) -> Result<(), LedgerError> + Send),
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Canonical text of every row of one session (all tables, by key, without
-    /// wall-clock columns, the writer token and the writer), identical across
-    /// backends for identical sessions: used to prove that a resumed session
-    /// equals an uninterrupted one.
+    /// Canonical text of every row of one session (all tables, by key),
+    /// identical across backends for identical sessions: used to prove that a
+    /// resumed session equals an uninterrupted one. Left out, because they
+    /// legitimately differ between a crashed-and-resumed run and an
+    /// uninterrupted one: wall-clock columns (`created_at`, `heartbeat_at`),
+    /// the writer token and description, `batch_seq`, `checkpoint_json` and
+    /// `interrupted_at`.
     ///
     /// # Errors
     /// [`LedgerError::Database`] on database failures.
     fn dump_session(&self, id: &str) -> impl Future<Output = Result<String, LedgerError>> + Send;
 
-    /// Close the pool (SQLite checkpoints its WAL into the main file).
+    /// Release the writer lock and close the pool. SQLite first checkpoints
+    /// its WAL (`TRUNCATE`), so the database file alone holds every
+    /// committed row.
     fn close(self) -> impl Future<Output = ()> + Send;
 }

@@ -8,7 +8,7 @@ use paperbot_testkit::PostgresServer;
 use rust_decimal_macros::dec;
 
 use super::fixture::{self, Fixture, Postgres, open};
-use super::suite::{uninterrupted, workload};
+use super::suite::{uninterrupted, workload, write_rest_and_finish};
 use crate::ledger::sample::{Gen, end, session};
 use crate::ledger::{self, Ledger, LedgerError, LedgerStore, PgLedger};
 
@@ -128,11 +128,7 @@ async fn a_database_outage_fails_transiently_and_the_retry_loses_nothing() {
         failures += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for (i, b) in batches.iter().enumerate().skip(3) {
-        l.write_batch(b, &format!("c{}", i + 1)).await.unwrap();
-    }
-    l.finish_session(&end(dec!(9876.54))).await.unwrap();
-    let dump = l.dump_session(id).await.unwrap();
+    let dump = write_rest_and_finish(&mut l, id, &batches, 3).await;
     l.close().await;
     let reference = uninterrupted(&Postgres::new().fresh("outage_ref"), id, &batches).await;
     assert_eq!(dump, reference);

@@ -103,16 +103,27 @@ pub(super) fn workload() -> Vec<LedgerBatch> {
         .collect()
 }
 
+/// On a handle writing session `id`: write `batches[from..]` (checkpoints
+/// `c{from+1}`, ...), finish the session, and return its dump.
+pub(super) async fn write_rest_and_finish(
+    l: &mut Ledger,
+    id: &str,
+    batches: &[LedgerBatch],
+    from: usize,
+) -> String {
+    for (i, b) in batches.iter().enumerate().skip(from) {
+        l.write_batch(b, &format!("c{}", i + 1)).await.unwrap();
+    }
+    l.finish_session(&end(dec!(9876.54))).await.unwrap();
+    l.dump_session(id).await.unwrap()
+}
+
 /// Write `batches` (checkpoints `c1`, `c2`, ...) as session `id` in one go
 /// and finish it; returns the dump.
 pub(super) async fn uninterrupted(url: &str, id: &str, batches: &[LedgerBatch]) -> String {
     let mut l = open(url).await;
     l.start_session(&session(id), "straight").await.unwrap();
-    for (i, b) in batches.iter().enumerate() {
-        l.write_batch(b, &format!("c{}", i + 1)).await.unwrap();
-    }
-    l.finish_session(&end(dec!(9876.54))).await.unwrap();
-    let dump = l.dump_session(id).await.unwrap();
+    let dump = write_rest_and_finish(&mut l, id, batches, 0).await;
     l.close().await;
     dump
 }
@@ -335,11 +346,7 @@ pub(super) async fn resume_returns_the_last_checkpoint_and_continues_numbering<F
     assert_eq!(point.info.batches, 3);
     assert_eq!(point.info.cash, batches[2].cash);
     assert_eq!(point.info.writer.as_deref(), Some("second"));
-    for (i, b) in batches.iter().enumerate().skip(3) {
-        l.write_batch(b, &format!("c{}", i + 1)).await.unwrap();
-    }
-    l.finish_session(&end(dec!(9876.54))).await.unwrap();
-    let resumed = l.dump_session(id).await.unwrap();
+    let resumed = write_rest_and_finish(&mut l, id, &batches, 3).await;
     assert_eq!(
         resumed,
         uninterrupted(&fx.fresh("resume_ref"), id, &batches).await
@@ -375,11 +382,7 @@ pub(super) async fn a_retried_batch_after_a_lost_ack_is_not_duplicated<F: Fixtur
     assert_eq!(l.session(id).await.unwrap().unwrap().batches, 2);
     l.write_batch(&batches[1], "c2").await.unwrap();
     assert_eq!(l.session(id).await.unwrap().unwrap().batches, 2);
-    for (i, b) in batches.iter().enumerate().skip(2) {
-        l.write_batch(b, &format!("c{}", i + 1)).await.unwrap();
-    }
-    l.finish_session(&end(dec!(9876.54))).await.unwrap();
-    let dump = l.dump_session(id).await.unwrap();
+    let dump = write_rest_and_finish(&mut l, id, &batches, 2).await;
     assert_eq!(
         dump,
         uninterrupted(&fx.fresh("ack_ref"), id, &batches).await
@@ -412,12 +415,8 @@ pub(super) async fn interrupt_makes_the_session_resumable_and_frees_its_lock<F: 
     let point = b.resume_session(id, "b").await.unwrap();
     assert_eq!(point.info.phase, RUNNING_PHASE);
     assert_eq!(point.checkpoint.as_deref(), Some("c1"));
-    for (i, batch) in batches.iter().enumerate().skip(1) {
-        b.write_batch(batch, &format!("c{}", i + 1)).await.unwrap();
-    }
-    b.finish_session(&end(dec!(9876.54))).await.unwrap();
     // Interrupting and resuming changes nothing the dump shows.
-    let dump = b.dump_session(id).await.unwrap();
+    let dump = write_rest_and_finish(&mut b, id, &batches, 1).await;
     assert_eq!(
         dump,
         uninterrupted(&fx.fresh("interrupt_ref"), id, &batches).await
