@@ -690,6 +690,53 @@ mod tests {
     const POOR: [(Decimal, Decimal); 2] = [(dec!(-10), dec!(-1)), (dec!(-20), dec!(-2))];
 
     #[test]
+    fn a_restored_autopilot_continues_identically_and_damage_is_refused() {
+        let mut a = Autopilot::new(&settings(), start());
+        window(&mut a, t(0), &POOR); // adjusts: a set awaits its verdict
+        window(&mut a, t(120), &POOR[..1]); // half a window open
+        let cp = a.checkpoint();
+        assert!(cp.pending.is_some() && cp.window.trades == 1);
+        let json = serde_json::to_string(&cp).unwrap();
+        let mut b = Autopilot::restore(&settings(), serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(b.status(), a.status());
+        let good = [
+            (dec!(30), dec!(3)),
+            (dec!(10), dec!(1)),
+            (dec!(5), dec!(0.5)),
+        ];
+        for (i, w) in [&POOR[1..], &good[..2], &good[1..], &POOR[..]]
+            .iter()
+            .enumerate()
+        {
+            let at = t(300 + 200 * i as i64);
+            assert_eq!(window(&mut a, at, w), window(&mut b, at, w), "window {i}");
+        }
+        assert_eq!(a.params(), b.params());
+        assert!(a.adjustment_count() > 3);
+
+        let refused = |f: &dyn Fn(&mut AutopilotCheckpoint)| {
+            let mut bad = cp.clone();
+            f(&mut bad);
+            Autopilot::restore(&settings(), bad).unwrap_err()
+        };
+        assert!(refused(&|c| c.count += 1).contains("does not match autopilot.nextId"));
+        assert!(
+            refused(&|c| c.pending.as_mut().unwrap().last_id = 99)
+                .contains("autopilot.pending ids")
+        );
+        assert!(refused(&|c| c.window.trades = 2).contains("a full window is 2"));
+        let off = AutopilotSettings {
+            enabled: false,
+            ..settings()
+        };
+        assert!(
+            Autopilot::restore(&off, cp.clone())
+                .unwrap_err()
+                .contains("not enabled")
+        );
+    }
+
+    #[test]
     fn tightens_after_a_poor_window_then_loosens_after_a_good_one() {
         let mut ap = Autopilot::new(&settings(), start());
         let (a, o) = window(&mut ap, t(0), &POOR[..1]);

@@ -111,8 +111,9 @@ pub struct SellOutcome {
 /// Largest 96-bit mantissa.
 const U96: u128 = (1 << 96) - 1;
 
-/// `10^i` for `i` in `0..=28`.
-const POW10: [u128; 29] = {
+/// `10^i` for `i` in `0..=28` (a `static`: a `const` table indexed at run
+/// time may be copied to the stack at every use).
+static POW10: [u128; 29] = {
     let mut t = [1u128; 29];
     let mut i = 1;
     while i < 29 {
@@ -122,36 +123,70 @@ const POW10: [u128; 29] = {
     t
 };
 
+/// `1e20 · 10^s` for `s` in `0..=18`: the mantissa of [`MAX_MONEY`] at scale `s`.
+static MONEY_LIMIT: [u128; 19] = {
+    let mut t = [0u128; 19];
+    let mut i = 0;
+    while i < 19 {
+        t[i] = 100_000_000_000_000_000_000u128 * 10u128.pow(i as u32);
+        i += 1;
+    }
+    t
+};
+
 /// The exactness bound of the books (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Books {
     /// Largest scale used so far (`S`).
     scale: u32,
     /// `(2^96 − 1) / (2n + 4)`.
     bound: u128,
+    /// Per scale `s` of a figure, the largest mantissa it may have at the
+    /// books' scale: `min(1e20 · 10^s, bound / 10^(S − s))` (0 above `S`).
+    limits: [u128; 29],
 }
 
 impl Books {
     fn new(symbols: usize) -> Self {
-        Self {
+        let mut b = Self {
             scale: 0,
             bound: U96 / (2 * symbols as u128 + 4),
+            limits: [0; 29],
+        };
+        b.set_scale(0);
+        b
+    }
+
+    /// Move to scale `scale` and recompute [`limits`](Self::limits).
+    fn set_scale(&mut self, scale: u32) {
+        self.scale = scale;
+        for (s, l) in self.limits.iter_mut().enumerate() {
+            *l = Self::limit(self.bound, scale, s as u32);
+        }
+    }
+
+    /// `min(1e20 · 10^s, bound / 10^(scale − s))`, 0 when `s > scale`.
+    fn limit(bound: u128, scale: u32, s: u32) -> u128 {
+        if s > scale {
+            return 0;
+        }
+        let aligned = bound / POW10[(scale - s) as usize];
+        // |v| <= 1e20 ⇔ m <= 1e20 · 10^s; always true above scale 18 (m < 2^96).
+        match MONEY_LIMIT.get(s as usize) {
+            Some(&money) => aligned.min(money),
+            None => aligned,
         }
     }
 
     /// Whether `v` is within [`MAX_MONEY`] and `|v| · 10^scale <= bound`.
-    #[inline]
+    #[inline(always)]
     fn fits(&self, scale: u32, v: Decimal) -> bool {
         let m = v.mantissa().unsigned_abs();
-        let vs = v.scale();
-        // |v| <= 1e20  ⇔  m <= 1e20 · 10^vs (always true above scale 18: m < 2^96).
-        if vs <= 18 && m > POW10[20] * POW10[vs as usize] {
-            return false;
+        if scale == self.scale {
+            // The per-candle case: one table lookup.
+            return m <= self.limits[v.scale() as usize];
         }
-        scale >= vs
-            && POW10[(scale - vs) as usize]
-                .checked_mul(m)
-                .is_some_and(|a| a <= self.bound)
+        m <= Self::limit(self.bound, scale, v.scale())
     }
 
     fn refuse(&self, scale: u32, what: &str, v: Decimal) -> RangeError {
@@ -207,7 +242,7 @@ impl Portfolio {
     /// within the engine's range.
     pub fn new(initial_cash: Decimal, symbols: usize) -> Self {
         let mut books = Books::new(symbols);
-        books.scale = initial_cash.scale();
+        books.set_scale(initial_cash.scale().min(28));
         Self {
             initial_cash,
             cash: initial_cash,
@@ -340,13 +375,21 @@ impl Portfolio {
         let p = &self.positions[s.idx()];
         if p.is_open() && p.last_price != price {
             let value = exact_mul("market value", p.quantity, price)?;
+            // Fast path (nearly always): the scale does not grow.
+            let scale =
+                if value.scale() <= self.books.scale && self.books.fits(self.books.scale, value) {
+                    self.books.scale
+                } else {
+                    self.admit(&[("market value", value)])?
+                };
             // Exact: the three figures pass the books' bound (sums of up to 2n + 2 do).
-            let scale = self.admit(&[("market value", value)])?;
             let total = self.position_value - p.market_value + value;
             if !self.books.fits(scale, total) {
                 return Err(self.books.refuse(scale, "position value", total));
             }
-            self.books.scale = scale;
+            if scale != self.books.scale {
+                self.books.set_scale(scale);
+            }
             self.position_value = total;
             let p = &mut self.positions[s.idx()];
             p.market_value = value;
@@ -398,7 +441,9 @@ impl Portfolio {
             return Err(self.books.refuse(scale, "position value", total));
         }
         // Commit.
-        self.books.scale = scale;
+        if scale != self.books.scale {
+            self.books.set_scale(scale);
+        }
         self.cash = cash;
         self.position_value = total;
         let p = &mut self.positions[s.idx()];
@@ -475,7 +520,9 @@ impl Portfolio {
             return Err(self.books.refuse(scale, "position value", total));
         }
         // Commit.
-        self.books.scale = scale;
+        if scale != self.books.scale {
+            self.books.set_scale(scale);
+        }
         self.cash = cash;
         self.realized_pnl = realized_total;
         self.position_value = total;
@@ -619,7 +666,7 @@ impl Portfolio {
             ));
         }
         let mut books = Books::new(n);
-        books.scale = cp.books_scale;
+        books.set_scale(cp.books_scale);
         let pf = Self {
             initial_cash,
             cash: cp.cash,

@@ -152,6 +152,7 @@ fn inexact(what: &str, a: Decimal, op: char, b: Decimal) -> RangeError {
 
 /// `a × b`, refusing an overflow. The result may be rounded to 28 digits:
 /// use it for estimates and comparisons, [`exact_mul`] for money.
+#[inline]
 pub(crate) fn checked_mul(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
     a.checked_mul(b).ok_or_else(|| overflow(what, a, '×', b))
 }
@@ -171,12 +172,19 @@ pub(crate) fn checked_div(what: &str, a: Decimal, b: Decimal) -> Result<Decimal,
 /// have to round (more than 28 decimal places, or more than 96 bits of
 /// mantissa at the operands' combined scale). Trailing zeros do not count:
 /// a product that fits once they are dropped is exact.
+#[inline]
 pub(crate) fn exact_mul(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
-    let r = checked_mul(what, a, b)?;
-    if r.scale() == a.scale() + b.scale() || a.is_zero() || b.is_zero() {
-        return Ok(r);
+    match a.checked_mul(b) {
+        Some(r) if r.scale() == a.scale() + b.scale() || a.is_zero() || b.is_zero() => Ok(r),
+        _ => exact_mul_slow(what, a, b),
     }
-    // Rare: retry without trailing zeros (e.g. a notional of 0.30257793550000).
+}
+
+/// The rare path of [`exact_mul`]: an overflow, or a retry without trailing
+/// zeros (e.g. a notional of 0.30257793550000).
+#[cold]
+fn exact_mul_slow(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
+    checked_mul(what, a, b)?;
     let (a, b) = (a.normalize(), b.normalize());
     match a.checked_mul(b) {
         Some(r) if r.scale() == a.scale() + b.scale() => Ok(r),
@@ -184,9 +192,16 @@ pub(crate) fn exact_mul(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, R
     }
 }
 
-/// `a + b` or `a − b` exactly: refuses an overflow or a rounded result
-/// (trailing zeros of the operands do not count).
-fn exact_sum(what: &str, a: Decimal, b: Decimal, op: char) -> Result<Decimal, RangeError> {
+/// Whether `r`, the sum or difference of `a` and `b`, kept every digit.
+#[inline(always)]
+fn kept_digits(r: Decimal, a: Decimal, b: Decimal) -> bool {
+    r.scale() >= a.scale().max(b.scale()) || a.is_zero() || b.is_zero()
+}
+
+/// The rare path of [`exact_add`] / [`exact_sub`]: an overflow, or a retry
+/// without trailing zeros.
+#[cold]
+fn exact_sum_slow(what: &str, a: Decimal, b: Decimal, op: char) -> Result<Decimal, RangeError> {
     let apply = |a: Decimal, b: Decimal| {
         if op == '+' {
             a.checked_add(b)
@@ -194,29 +209,32 @@ fn exact_sum(what: &str, a: Decimal, b: Decimal, op: char) -> Result<Decimal, Ra
             a.checked_sub(b)
         }
     };
-    let exact = |r: Decimal, a: Decimal, b: Decimal| {
-        r.scale() >= a.scale().max(b.scale()) || a.is_zero() || b.is_zero()
-    };
-    let r = apply(a, b).ok_or_else(|| overflow(what, a, op, b))?;
-    if exact(r, a, b) {
-        return Ok(r);
-    }
-    // Rare: retry without trailing zeros.
+    apply(a, b).ok_or_else(|| overflow(what, a, op, b))?;
     let (a, b) = (a.normalize(), b.normalize());
     match apply(a, b) {
-        Some(r) if exact(r, a, b) => Ok(r),
+        Some(r) if kept_digits(r, a, b) => Ok(r),
         _ => Err(inexact(what, a, op, b)),
     }
 }
 
-/// `a + b` exactly (refuses an overflow or a rounded sum).
+/// `a + b` exactly: refuses an overflow or a rounded sum (trailing zeros of
+/// the operands do not count).
+#[inline]
 pub(crate) fn exact_add(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
-    exact_sum(what, a, b, '+')
+    match a.checked_add(b) {
+        Some(r) if kept_digits(r, a, b) => Ok(r),
+        _ => exact_sum_slow(what, a, b, '+'),
+    }
 }
 
-/// `a − b` exactly (refuses an overflow or a rounded difference).
+/// `a − b` exactly: refuses an overflow or a rounded difference (trailing
+/// zeros of the operands do not count).
+#[inline]
 pub(crate) fn exact_sub(what: &str, a: Decimal, b: Decimal) -> Result<Decimal, RangeError> {
-    exact_sum(what, a, b, '-')
+    match a.checked_sub(b) {
+        Some(r) if kept_digits(r, a, b) => Ok(r),
+        _ => exact_sum_slow(what, a, b, '-'),
+    }
 }
 
 /// Index of a symbol in the session's symbol table (`RunConfig::symbols`).

@@ -102,8 +102,9 @@ fn price(c: &Candle, column: &str) -> Decimal {
     }
 }
 
-/// `10^i` for `i` in `0..=28`.
-const POW10: [u128; 29] = {
+/// `10^i` for `i` in `0..=28` (a `static`: a `const` table indexed at run
+/// time may be copied to the stack at every use).
+static POW10: [u128; 29] = {
     let mut t = [1u128; 29];
     let mut i = 1;
     while i < 29 {
@@ -127,8 +128,8 @@ fn price_in_range(v: Decimal) -> bool {
 }
 
 /// Value rules of one candle, in this order: every price > 0, volume >= 0,
-/// every price within range, volume within range, `low <= high`, open then
-/// close inside `[low, high]`.
+/// `low <= high`, open then close inside `[low, high]`, low then high within
+/// the price range, volume within range.
 pub(crate) fn check_prices(c: &Candle) -> Option<FeedReject> {
     // Sign and zero tests are bit checks; only the range tests need full
     // decimal comparisons (this runs on every candle).
@@ -145,21 +146,6 @@ pub(crate) fn check_prices(c: &Candle) -> Option<FeedReject> {
     if c.volume.is_sign_negative() && !c.volume.is_zero() {
         return Some(FeedReject::NegativeVolume);
     }
-    for (column, v) in [
-        (COLUMNS[1], c.open),
-        (COLUMNS[2], c.high),
-        (COLUMNS[3], c.low),
-        (COLUMNS[4], c.close),
-    ] {
-        if !price_in_range(v) {
-            return Some(FeedReject::PriceOutOfRange { column });
-        }
-    }
-    // volume <= 1e18  ⇔  m <= 10^(18 + s); always true above scale 10 (m < 2^96 < 10^29).
-    let vs = c.volume.scale();
-    if vs <= 10 && c.volume.mantissa().unsigned_abs() > POW10[18 + vs as usize] {
-        return Some(FeedReject::VolumeOutOfRange);
-    }
     // low <= open, close <= high implies low <= high, so high < low is only
     // tested to name the problem once a range test failed.
     if c.open < c.low || c.open > c.high || c.close < c.low || c.close > c.high {
@@ -172,6 +158,17 @@ pub(crate) fn check_prices(c: &Candle) -> Option<FeedReject> {
             COLUMNS[4]
         };
         return Some(FeedReject::OutsideRange { column });
+    }
+    // Open and close lie in [low, high]: the range of low and high is enough.
+    for (column, v) in [(COLUMNS[3], c.low), (COLUMNS[2], c.high)] {
+        if !price_in_range(v) {
+            return Some(FeedReject::PriceOutOfRange { column });
+        }
+    }
+    // volume <= 1e18  ⇔  m <= 10^(18 + s); always true above scale 10 (m < 2^96 < 10^29).
+    let vs = c.volume.scale();
+    if vs <= 10 && c.volume.mantissa().unsigned_abs() > POW10[18 + vs as usize] {
+        return Some(FeedReject::VolumeOutOfRange);
     }
     None
 }
@@ -448,13 +445,19 @@ mod tests {
             ),
             (
                 at("0.0000000000009", "11", "0.0000000000009", "10", "1"),
-                FeedReject::PriceOutOfRange { column: "open" },
-                "open price 0.0000000000009 is outside the accepted range 0.000000000001 to 1000000000000",
+                FeedReject::PriceOutOfRange { column: "low" },
+                "low price 0.0000000000009 is outside the accepted range 0.000000000001 to 1000000000000",
             ),
             (
-                at("10", "11", "9", "1000000000000.0000000000000001", "1"),
-                FeedReject::PriceOutOfRange { column: "close" },
-                "close price 1000000000000.0000000000000001 is outside the accepted range 0.000000000001 to 1000000000000",
+                at(
+                    "10",
+                    "1000000000000.0000000000000001",
+                    "9",
+                    "1000000000000.0000000000000001",
+                    "1",
+                ),
+                FeedReject::PriceOutOfRange { column: "high" },
+                "high price 1000000000000.0000000000000001 is outside the accepted range 0.000000000001 to 1000000000000",
             ),
             (
                 at("10", "11", "9", "10", "1000000000000000000.5"),
