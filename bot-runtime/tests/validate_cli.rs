@@ -167,8 +167,8 @@ fn validate_checks_every_row_of_every_session_and_names_file_and_line() {
     assert!(stdout.contains("ok: BotSession \"first\""), "{stdout}");
     let bad = tmp.path().join("bad.csv");
     let expected = format!(
-        "error: BotSession \"second\": {}:17: column \"close\": 10000000000000 is out of range: \
-         expected a price from 0.000000000001 to 1000000000000",
+        "error: BotSession \"second\": {}:17: close price 10000000000000 is outside the \
+         accepted range 0.000000000001 to 1000000000000",
         bad.display()
     );
     assert!(stdout.contains(&expected), "{stdout}");

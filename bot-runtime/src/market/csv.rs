@@ -30,22 +30,22 @@
 //!
 //! | column | accepted |
 //! |---|---|
-//! | `open`, `high`, `low`, `close` | [`MIN_PRICE`] (1e-12) to [`MAX_PRICE`] (1e12) |
-//! | `volume` | 0 to [`MAX_VOLUME`] (1e18) |
+//! | `open`, `high`, `low`, `close` | [`MIN_PRICE`](crate::types::MIN_PRICE) (1e-12) to [`MAX_PRICE`](crate::types::MAX_PRICE) (1e12) |
+//! | `volume` | 0 to [`MAX_VOLUME`](crate::types::MAX_VOLUME) (1e18) |
+//!
+//! A value outside it is refused with its column, the value and the accepted
+//! range, e.g. `data.csv:17: close price 10000000000000 is outside the
+//! accepted range 0.000000000001 to 1000000000000`. The check is the feed
+//! guard's (`check_prices`, integer tests on the mantissa and scale, a few
+//! nanoseconds a candle), so a live tick goes through the same rules and is
+//! skipped and counted as a bad tick instead.
 //!
 //! Decimal places are not limited to `MAX_PRICE_DP` (12) here: real
 //! exchange exports carry binary-float artefacts such as `1.2147000000000001`
 //! (16 places, Binance futures 5m candles in the shared data), and refusing
 //! them would refuse real data. Any value a `Decimal` holds exactly (at most
-//! 28 significant digits, checked by the parser) is kept as written; inside
-//! the price range the engine's checked arithmetic rounds the scale of a
-//! product instead of overflowing.
-//!
-//! A value outside it is refused with its column, the value as written and
-//! the accepted range, e.g. `data.csv:17: column "close": 10000000000000 is
-//! out of range: expected a price from 0.000000000001 to 1000000000000`. A
-//! live tick goes through the same rules ([`candle_from_fields`]) and is
-//! skipped and counted as a bad tick instead.
+//! 28 significant digits, checked by the parser) is accepted; the engine
+//! rounds a price to `MAX_PRICE_DP` places as it enters.
 //!
 //! Both passes read through a buffered reader into one reused line buffer; no
 //! per-row allocation happens unless a row is rejected.
@@ -60,7 +60,7 @@ use std::{
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use rust_decimal::Decimal;
 
-use crate::types::{Candle, MAX_PRICE, MAX_VOLUME, MIN_PRICE, SymbolId, Timestamp};
+use crate::types::{Candle, SymbolId, Timestamp};
 
 use super::guard::check_prices;
 
@@ -388,9 +388,9 @@ fn parse_row(
 }
 
 /// Build a candle from its five value fields (`f[1..6]`: open, high, low,
-/// close, volume as plain decimals), check each value against the engine's
-/// range, then the price rules; shared by file rows and live ticks so both
-/// follow one set of rules.
+/// close, volume as plain decimals) and check the value rules (signs, the
+/// engine's range, low/high order: `check_prices`); shared by file rows and
+/// live ticks so both follow one set of rules.
 pub(crate) fn candle_from_fields(
     symbol: SymbolId,
     open_time: Timestamp,
@@ -401,49 +401,16 @@ pub(crate) fn candle_from_fields(
         symbol,
         open_time,
         interval_ms,
-        open: parse_price(f[1], COLUMNS[1])?,
-        high: parse_price(f[2], COLUMNS[2])?,
-        low: parse_price(f[3], COLUMNS[3])?,
-        close: parse_price(f[4], COLUMNS[4])?,
-        volume: parse_volume(f[5])?,
+        open: parse_decimal(f[1], COLUMNS[1])?,
+        high: parse_decimal(f[2], COLUMNS[2])?,
+        low: parse_decimal(f[3], COLUMNS[3])?,
+        close: parse_decimal(f[4], COLUMNS[4])?,
+        volume: parse_decimal(f[5], COLUMNS[5])?,
     };
     match check_prices(&c) {
         Some(r) => Err(r.detail(&c)),
         None => Ok(c),
     }
-}
-
-/// A price column: a plain decimal that, when positive, lies in
-/// [`MIN_PRICE`, `MAX_PRICE`]. Zero and negative prices are left to
-/// [`check_prices`], which names them as such. The number of decimal places
-/// is not limited beyond what a `Decimal` holds exactly (28 significant
-/// digits): see the module docs.
-fn parse_price(field: &[u8], column: &str) -> Result<Decimal, String> {
-    let v = parse_decimal(field, column)?;
-    if v.is_sign_negative() || v.is_zero() {
-        return Ok(v);
-    }
-    if !(MIN_PRICE..=MAX_PRICE).contains(&v) {
-        return Err(format!(
-            "column \"{column}\": {} is out of range: expected a price from {MIN_PRICE} to {MAX_PRICE}",
-            String::from_utf8_lossy(field),
-        ));
-    }
-    Ok(v)
-}
-
-/// The volume column: a plain decimal that, when not negative, is at most
-/// [`MAX_VOLUME`]. A negative volume is left to [`check_prices`].
-fn parse_volume(field: &[u8]) -> Result<Decimal, String> {
-    let column = COLUMNS[5];
-    let v = parse_decimal(field, column)?;
-    if v > MAX_VOLUME {
-        return Err(format!(
-            "column \"{column}\": {} is out of range: expected a volume from 0 to {MAX_VOLUME}",
-            String::from_utf8_lossy(field)
-        ));
-    }
-    Ok(v)
 }
 
 /// Parse a plain decimal (`-?[0-9]+(\.[0-9]+)?`) exactly.
@@ -729,30 +696,28 @@ mod tests {
     #[test]
     fn values_outside_the_engine_range_are_refused_with_column_value_and_range() {
         let r0 = row(0);
-        let price_range = "expected a price from 0.000000000001 to 1000000000000";
+        let price_range = "is outside the accepted range 0.000000000001 to 1000000000000";
         let huge28 = "1234567890123456789012345678"; // 28 significant digits
         let cases = [
             (
                 "2022-01-01T00:01:00Z,10,11,9,10000000000000,1".to_string(),
-                format!("column \"close\": 10000000000000 is out of range: {price_range}"),
+                format!("close price 10000000000000 {price_range}"),
             ),
             (
                 format!("2022-01-01T00:01:00Z,{huge28},{huge28},{huge28},{huge28},1"),
-                format!("column \"open\": {huge28} is out of range: {price_range}"),
+                format!("open price {huge28} {price_range}"),
             ),
             (
                 "2022-01-01T00:01:00Z,10,11,0.0000000000009,10,1".to_string(),
-                format!("column \"low\": 0.0000000000009 is out of range: {price_range}"),
+                format!("low price 0.0000000000009 {price_range}"),
             ),
             (
                 format!("2022-01-01T00:01:00Z,10,11,9,10,{huge28}"),
-                format!(
-                    "column \"volume\": {huge28} is out of range: expected a volume from 0 to 1000000000000000000"
-                ),
+                format!("volume {huge28} is above the accepted maximum 1000000000000000000"),
             ),
             (
                 "2022-01-01T00:01:00Z,10,11,9,10,1000000000000000000.1".to_string(),
-                "column \"volume\": 1000000000000000000.1 is out of range: expected a volume from 0 to 1000000000000000000".to_string(),
+                "volume 1000000000000000000.1 is above the accepted maximum 1000000000000000000".to_string(),
             ),
             (
                 // Beyond 7.9e28 a value does not fit a Decimal at all.
