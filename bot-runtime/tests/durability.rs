@@ -914,3 +914,40 @@ fn every_session_of_a_manifest_is_validated_before_the_first_trades() {
         "no report was written"
     );
 }
+
+/// `--resume` refuses a manifest that no longer matches what the ledger
+/// recorded, naming the first differing setting, and leaves the session as
+/// it was.
+#[test]
+fn resume_refuses_a_changed_manifest_naming_the_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manifest(tmp.path(), "changed");
+    let url = ledger_url(Backend::Sqlite, tmp.path(), "changed");
+    let reports = tmp.path().join("reports");
+    let mut cmd = bin();
+    run_args(&mut cmd, &m, &url, &reports);
+    cmd.args(["--speed", PACED_SPEED]);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = dump(&url, "changed");
+    let text_before = std::fs::read_to_string(&m).unwrap();
+    let edited = text_before.replace("stopLossPct: \"1.5\"", "stopLossPct: \"1.7\"");
+    assert_ne!(edited, text_before, "quickstart.yaml changed shape");
+    std::fs::write(&m, edited).unwrap();
+    let mut cmd = bin();
+    run_args(&mut cmd, &m, &url, &reports);
+    cmd.arg("--resume");
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot resume session \"changed\"")
+            && err.contains("stopLossPct")
+            && err.contains("\"1.5\" recorded, \"1.7\" now"),
+        "{err}"
+    );
+    assert_eq!(before, dump(&url, "changed"), "the session is untouched");
+    assert!(session_info(&url, "changed").is_unfinished());
+}
