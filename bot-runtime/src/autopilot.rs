@@ -446,7 +446,7 @@ impl Autopilot {
         after: &WindowMetrics,
         outcomes: &mut Vec<AdjustmentOutcomeRecord>,
     ) {
-        let diff = after.avg_return_pct - p.before.avg_return_pct;
+        let diff = after.avg_return_pct.saturating_sub(p.before.avg_return_pct);
         let outcome = if diff > OUTCOME_EPSILON_PCT {
             Outcome::Positive
         } else if diff < -OUTCOME_EPSILON_PCT {
@@ -734,6 +734,17 @@ mod tests {
                 .unwrap_err()
                 .contains("not enabled")
         );
+    }
+
+    #[test]
+    fn extreme_returns_saturate_instead_of_overflowing() {
+        let mut ap = Autopilot::new(&settings(), start());
+        let huge = [(Decimal::MAX, Decimal::MAX), (Decimal::MAX, Decimal::MAX)];
+        let (a, _) = window(&mut ap, t(0), &huge);
+        assert!(!a.is_empty(), "a good window loosens");
+        let low = [(Decimal::MIN, Decimal::MIN), (Decimal::MIN, Decimal::MIN)];
+        let (_, o) = window(&mut ap, t(120), &low);
+        assert!(o.iter().all(|x| x.outcome == Outcome::Negative), "{o:?}");
     }
 
     #[test]

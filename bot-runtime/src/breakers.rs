@@ -416,7 +416,7 @@ impl CircuitBreakers {
         br.state = to;
         br.changed_at = Some(now);
         if to == BreakerState::Open {
-            br.trips += 1;
+            br.trips = br.trips.saturating_add(1);
         }
         out.push(BreakerEventRecord {
             time: now,
@@ -427,7 +427,7 @@ impl CircuitBreakers {
         });
         br.reason = Some(reason);
         if to == BreakerState::Open {
-            self.trips += 1;
+            self.trips = self.trips.saturating_add(1);
             if k.is_kill_switch() && self.halted.is_none() {
                 self.halted = Some(k);
             }

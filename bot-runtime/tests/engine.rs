@@ -679,6 +679,17 @@ fn the_resume_scenario_exercises_every_feature() {
         97,
         &[],
     );
+    // Crashes before the first candle, before the first commit, right at and
+    // right after a commit.
+    let early = run_with_crashes(
+        &cfg,
+        |skip| replay_candles().into_iter().skip(skip as usize),
+        97,
+        &[0, 1, 96, 97, 98],
+    );
+    assert_eq!(early.restores, 5);
+    assert_eq!(first_divergence(&early.records, &run.records), None);
+    assert_eq!(early.state, run.state);
     let r = &run.records;
     eprintln!(
         "trades {}, round trips {}, breaker events {}, adjustments {}, outcomes {}, decisions {}, snapshots {}",
@@ -978,8 +989,19 @@ proptest! {
         ],
         gas in prop_oneof![Just(Decimal::ZERO), Just(Decimal::new(35, 2)), Just(MAX_CASH)],
         kill_switch in any::<bool>(),
+        extreme in any::<bool>(),
     ) {
         let mut cfg = EngineConfig::from_plan(&full_plan(), 3_600_000);
+        if extreme {
+            // Settings validation accepts today without an upper bound.
+            let huge = paperbot_crds::DecimalString(Decimal::from_i128_with_scale(10i128.pow(27), 0));
+            cfg.params.tunable.take_profit_pct = Some(huge.0);
+            cfg.execution.fee_rate_pct = Some(paperbot_crds::DecimalString(Decimal::ONE_HUNDRED));
+            cfg.execution.slippage = Some(paperbot_crds::SlippageSpec {
+                base_bps: Some(huge),
+                impact_pct: Some(paperbot_crds::DecimalString(Decimal::ONE_HUNDRED)),
+            });
+        }
         cfg.initial_cash = cash;
         cfg.params.risk.fixed_quantity = fixed;
         cfg.params.risk.max_slippage_pct = None;
