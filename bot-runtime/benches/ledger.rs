@@ -130,42 +130,38 @@ async fn bench_pg_strategies() -> Result<()> {
     }
     report("  multi-row INSERT (ledger)", n, multi, batches.len());
 
-    let mut unnest = Vec::new();
-    for i in 0..RUNS {
-        let url = server.create_database(&format!("unnest_{i}"))?;
-        let mut w = ledger::open(&url).await?;
-        w.start_session(&session("bench"), "bench").await?;
-        let pool = match &w {
-            Ledger::Postgres(pg) => pg.pool().clone(),
-            Ledger::Sqlite(_) => anyhow::bail!("expected PostgreSQL"),
-        };
-        let started = Instant::now();
-        for b in &batches {
-            insert_trades_unnest(&pool, b).await?;
-        }
-        unnest.push(started.elapsed().as_secs_f64());
-        w.close().await;
-    }
+    let unnest = timed_raw(&server, "unnest", &batches, insert_trades_unnest).await?;
     report("  INSERT ... SELECT FROM UNNEST", n, unnest, batches.len());
-
-    let mut copy = Vec::new();
-    for i in 0..RUNS {
-        let url = server.create_database(&format!("copy_{i}"))?;
-        let mut w = ledger::open(&url).await?;
-        w.start_session(&session("bench"), "bench").await?;
-        let pool = match &w {
-            Ledger::Postgres(pg) => pg.pool().clone(),
-            Ledger::Sqlite(_) => anyhow::bail!("expected PostgreSQL"),
-        };
-        let started = Instant::now();
-        for b in &batches {
-            insert_trades_copy(&pool, b).await?;
-        }
-        copy.push(started.elapsed().as_secs_f64());
-        w.close().await;
-    }
+    let copy = timed_raw(&server, "copy", &batches, insert_trades_copy).await?;
     report("  COPY ... FROM STDIN (text)", n, copy, batches.len());
     Ok(())
+}
+
+/// Seconds per run to store `batches` with `insert` (one call per batch)
+/// into fresh databases whose session row the ledger created.
+async fn timed_raw(
+    server: &PostgresServer,
+    prefix: &str,
+    batches: &[LedgerBatch],
+    insert: impl AsyncFn(&sqlx::PgPool, &LedgerBatch) -> Result<()>,
+) -> Result<Vec<f64>> {
+    let mut secs = Vec::new();
+    for i in 0..RUNS {
+        let url = server.create_database(&format!("{prefix}_{i}"))?;
+        let mut w = ledger::open(&url).await?;
+        w.start_session(&session("bench"), "bench").await?;
+        let pool = match &w {
+            Ledger::Postgres(pg) => pg.pool().clone(),
+            Ledger::Sqlite(_) => anyhow::bail!("expected PostgreSQL"),
+        };
+        let started = Instant::now();
+        for b in batches {
+            insert(&pool, b).await?;
+        }
+        secs.push(started.elapsed().as_secs_f64());
+        w.close().await;
+    }
+    Ok(secs)
 }
 
 /// One transaction copying a batch's trades in COPY's text format.

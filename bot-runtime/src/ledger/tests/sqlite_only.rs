@@ -196,3 +196,46 @@ async fn an_unwritable_lock_directory_is_reported() {
     assert_eq!(l.session("x").await.unwrap(), None);
     l.close().await;
 }
+
+#[tokio::test]
+async fn a_corrupt_stored_value_is_reported_not_panicked_on() {
+    let fx = Sqlite::new();
+    let mut l = open(&fx.fresh("corrupt")).await;
+    l.start_session(&session("bad"), "w").await.unwrap();
+    l.write_batch(&Gen::default().batch(2, 2, 0, 0), "{}")
+        .await
+        .unwrap();
+    sqlx::query("UPDATE trades SET fee = '1,5' WHERE session_id = 'bad' AND seq = 2")
+        .execute(sqlite(&l).pool())
+        .await
+        .unwrap();
+    let err = l
+        .read_records("bad", 10, &mut |_| Ok(()))
+        .await
+        .unwrap_err();
+    match &err {
+        LedgerError::Corrupt {
+            session_id,
+            table,
+            detail,
+        } => {
+            assert_eq!((session_id.as_str(), *table), ("bad", "trades"));
+            assert!(
+                detail.contains("fee") && detail.contains("\"1,5\""),
+                "{detail}"
+            );
+        }
+        e => panic!("expected Corrupt, got {e}"),
+    }
+    sqlx::query("UPDATE sessions SET cash = 'lots' WHERE id = 'bad'")
+        .execute(sqlite(&l).pool())
+        .await
+        .unwrap();
+    let err = l.session("bad").await.unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Corrupt { session_id, table: "sessions", .. } if session_id == "bad"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cash"), "{err}");
+    l.close().await;
+}

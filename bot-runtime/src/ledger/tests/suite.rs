@@ -554,6 +554,11 @@ pub(super) async fn sessions_are_listed_newest_first<F: Fixture>(fx: &F) {
     );
     assert_eq!(l.find_unfinished("eth").await.unwrap(), None);
     assert_eq!(l.session("btc").await.unwrap().as_ref(), all.get(1));
+    let err = l
+        .read_records("none", 10, &mut |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownSession { .. }), "{err}");
     l.close().await;
 }
 
