@@ -171,7 +171,7 @@ fn validate_checks_every_row_of_every_session_and_names_file_and_line() {
          accepted range 0.000000000001 to 1000000000000",
         bad.display()
     );
-    assert!(stdout.contains(&expected), "{stdout}");
+    assert!(stderr.contains(&expected), "{stderr}");
     assert!(
         stderr.contains("1 of 2 session(s) have bad market data"),
         "{stderr}"
