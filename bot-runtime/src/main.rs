@@ -280,7 +280,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                         }
                     }
                     Err(e) => {
-                        println!("error: BotSession {:?}: {e}", p.name);
+                        eprintln!("error: BotSession {:?}: {e}", p.name);
                         failed += 1;
                     }
                 }

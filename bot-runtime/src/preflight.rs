@@ -234,9 +234,12 @@ fn quickest_warmup(spec: &SignalsSpec) -> Option<u32> {
 fn symbol_data(plan: &SessionPlan, scans: &[FileSummary]) -> Vec<Option<(i64, Option<u64>)>> {
     let stop_after_ms = plan.session.stop_after.map(|d| d.as_millis_i64());
     let within_stop = |interval_ms: i64, candles: Option<u64>| {
-        let by_stop = stop_after_ms
-            .filter(|_| interval_ms > 0)
-            .map(|s| u64::try_from(s.div_euclid(interval_ms)).unwrap_or(0));
+        // A run stops before the first candle opening `stopAfter` or more
+        // after the first one: ⌈stopAfter / interval⌉ candles at most.
+        let by_stop = stop_after_ms.filter(|_| interval_ms > 0).map(|s| {
+            u64::try_from(s.div_euclid(interval_ms) + i64::from(s.rem_euclid(interval_ms) != 0))
+                .unwrap_or(0)
+        });
         match (candles, by_stop) {
             (Some(c), Some(s)) => Some(c.min(s)),
             (c, s) => c.or(s),

@@ -148,7 +148,7 @@ fn validate_checks_every_row_of_every_session_and_names_file_and_line() {
         "bad.csv",
         &csv(
             40,
-            Some((17, "2022-01-01T00:15:00Z,100,101,99,10000000000000,5")),
+            Some((17, "2022-01-01T00:15:00Z,100,10000000000000,99,100,5")),
         ),
     );
     let m = write(
@@ -167,11 +167,11 @@ fn validate_checks_every_row_of_every_session_and_names_file_and_line() {
     assert!(stdout.contains("ok: BotSession \"first\""), "{stdout}");
     let bad = tmp.path().join("bad.csv");
     let expected = format!(
-        "error: BotSession \"second\": {}:17: close price 10000000000000 is outside the \
+        "error: BotSession \"second\": {}:17: high price 10000000000000 is outside the \
          accepted range 0.000000000001 to 1000000000000",
         bad.display()
     );
-    assert!(stdout.contains(&expected), "{stdout}");
+    assert!(stderr.contains(&expected), "{stderr}");
     assert!(
         stderr.contains("1 of 2 session(s) have bad market data"),
         "{stderr}"

@@ -34,7 +34,7 @@
 //! | `volume` | 0 to [`MAX_VOLUME`](crate::types::MAX_VOLUME) (1e18) |
 //!
 //! A value outside it is refused with its column, the value and the accepted
-//! range, e.g. `data.csv:17: close price 10000000000000 is outside the
+//! range, e.g. `data.csv:17: high price 10000000000000 is outside the
 //! accepted range 0.000000000001 to 1000000000000`. The check is the feed
 //! guard's (`check_prices`, integer tests on the mantissa and scale, a few
 //! nanoseconds a candle), so a live tick goes through the same rules and is
@@ -700,12 +700,12 @@ mod tests {
         let huge28 = "1234567890123456789012345678"; // 28 significant digits
         let cases = [
             (
-                "2022-01-01T00:01:00Z,10,11,9,10000000000000,1".to_string(),
-                format!("close price 10000000000000 {price_range}"),
+                "2022-01-01T00:01:00Z,10,10000000000000,9,10,1".to_string(),
+                format!("high price 10000000000000 {price_range}"),
             ),
             (
-                format!("2022-01-01T00:01:00Z,{huge28},{huge28},{huge28},{huge28},1"),
-                format!("open price {huge28} {price_range}"),
+                format!("2022-01-01T00:01:00Z,10,{huge28},9,10,1"),
+                format!("high price {huge28} {price_range}"),
             ),
             (
                 "2022-01-01T00:01:00Z,10,11,0.0000000000009,10,1".to_string(),
