@@ -927,7 +927,11 @@ fn resume_refuses_a_changed_manifest_naming_the_setting() {
     let mut cmd = bin();
     run_args(&mut cmd, &m, &url, &reports);
     cmd.args(["--speed", PACED_SPEED]);
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();

@@ -203,11 +203,14 @@ pub async fn run_session<L: LedgerStore>(
     let initial = cfg.initial_cash;
     let first_open = feed.first_open();
 
+    // Defence in depth: the id (the name, plus `-N` for a re-run) becomes a
+    // directory name under the report directory.
+    crate::config::check_dns1123_label(&plan.name)
+        .map_err(|e| RunError::Other(format!("BotSession name {:?}: {e}", plan.name)))?;
+
     // 1. Start a new session or take over an unfinished one.
     let start = open_session(&plan, opts, ledger, first_open).await?;
     let session_id = start.session_id.clone();
-    crate::config::check_dns1123_label(&session_id)
-        .map_err(|e| RunError::Other(format!("session id {session_id:?}: {e}")))?;
     let dir = opts.report_dir.join(&session_id);
     let mut report = ReportWriter::create(&dir, &session_id)?;
     let mut analytics = Analytics::new(initial, opts.snapshot_interval_ms);
