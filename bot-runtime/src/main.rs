@@ -178,9 +178,10 @@ struct OutputArgs {
     /// Record Hold decisions in the ledger and decisions.csv.
     #[arg(long)]
     record_holds: bool,
-    /// Resume the newest unfinished run of each session (interrupted or
-    /// crashed) exactly where its ledger ends; a session without one starts.
-    /// Refused when the manifest no longer matches what the ledger recorded.
+    /// Resume the newest run of each session where its ledger ends if it is
+    /// unfinished (interrupted or crashed); a session that never ran starts,
+    /// one whose newest run has ended is not run again. Refused when the
+    /// manifest no longer matches what the ledger recorded.
     #[arg(long)]
     resume: bool,
     /// Commit the engine's records every this many candles (also at least
@@ -564,6 +565,23 @@ fn run_plans(
                 continue;
             }
             let name = p.plan.name.clone();
+            if opts.resume
+                && let Some(done) = ledger
+                    .list_sessions()
+                    .await?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .filter(|s| !s.is_unfinished())
+            {
+                // Idempotent in a pod that restarts after the end: the run is
+                // not repeated as `<name>-2`.
+                println!(
+                    "BotSession {name:?}: its newest run {:?} already ended ({}); nothing to \
+                     resume (run without --resume to start a new run)",
+                    done.id, done.phase
+                );
+                continue;
+            }
             let currency = p.plan.account.base_currency.clone();
             tracing::info!(session = %name, symbols = ?p.plan.symbols, "starting session");
             let out = match run_session(p, &opts, stop.clone(), &mut ledger).await {

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use crate::{
     analytics::{Analytics, Summary},
-    ledger::{LedgerError, LedgerStore},
+    engine::EngineState,
+    ledger::{LedgerError, LedgerStore, SessionInfo},
     report::{ReportError, ReportFiles, ReportWriter},
     runner::{Checkpoint, RunError},
 };
@@ -29,12 +30,14 @@ pub async fn replay_records<L: LedgerStore>(
     ledger: &L,
     id: &str,
     analytics: &mut Analytics,
-    report: &mut ReportWriter,
+    mut report: Option<&mut ReportWriter>,
 ) -> Result<(), RunError> {
     let mut report_error: Option<ReportError> = None;
     let mut sink = |batch: crate::ledger::records::LedgerBatch| -> Result<(), LedgerError> {
         analytics.on_batch(&batch);
-        if let Err(e) = report.write_batch(&batch) {
+        if let Some(r) = report.as_deref_mut()
+            && let Err(e) = r.write_batch(&batch)
+        {
             report_error = Some(e);
             return Err(LedgerError::Encode("report write failed".into()));
         }
@@ -46,6 +49,53 @@ pub async fn replay_records<L: LedgerStore>(
     }
     read.map_err(RunError::Ledger)
 }
+
+/// What the ledger committed of a session, folded: the analytics over every
+/// record and the engine's figures at the last checkpoint.
+#[derive(Debug)]
+pub struct Folded {
+    /// Every committed record folded in.
+    pub analytics: Analytics,
+    /// The engine's figures at the last committed batch (the starting cash
+    /// when no batch was committed).
+    pub state: EngineState,
+}
+
+/// Fold session `info`'s committed records (also into `report`, when given)
+/// with its stored `checkpoint` text (as [`LedgerStore::checkpoint`] or
+/// [`crate::ledger::ResumePoint`] give it).
+///
+/// # Errors
+/// [`RunError::Resume`] when the checkpoint is unreadable, and read or
+/// write failures.
+pub async fn fold<L: LedgerStore>(
+    ledger: &L,
+    info: &SessionInfo,
+    checkpoint: Option<&str>,
+    report: Option<&mut ReportWriter>,
+) -> Result<Folded, RunError> {
+    let checkpoint = checkpoint
+        .map(Checkpoint::from_json)
+        .transpose()
+        .map_err(|e| RunError::Resume {
+            session_id: info.id.clone(),
+            reason: e.to_string(),
+        })?;
+    let interval = checkpoint
+        .as_ref()
+        .map_or(DEFAULT_SNAPSHOT_INTERVAL_MS, |c| c.snapshot_interval_ms);
+    let mut analytics = Analytics::new(info.initial_cash, interval);
+    replay_records(ledger, &info.id, &mut analytics, report).await?;
+    let state = match &checkpoint {
+        Some(cp) => cp.engine.state(),
+        None => crate::runner::initial_state(info.initial_cash, Some(info.started_at)),
+    };
+    Ok(Folded { analytics, state })
+}
+
+/// Snapshot interval assumed for a session that committed no checkpoint
+/// (nothing was snapshotted, so it changes no figure): 1 hour, in ms.
+const DEFAULT_SNAPSHOT_INTERVAL_MS: i64 = 3_600_000;
 
 /// A report regenerated from the ledger.
 #[derive(Debug)]
@@ -78,24 +128,10 @@ pub async fn regenerate_report<L: LedgerStore>(
         .ok_or_else(|| LedgerError::UnknownSession {
             session_id: id.to_owned(),
         })?;
-    let checkpoint = match ledger.checkpoint(id).await? {
-        Some(text) => Some(Checkpoint::from_json(&text).map_err(|e| RunError::Resume {
-            session_id: id.to_owned(),
-            reason: e.to_string(),
-        })?),
-        None => None,
-    };
-    let interval = checkpoint
-        .as_ref()
-        .map_or(3_600_000, |c| c.snapshot_interval_ms);
-    let mut analytics = Analytics::new(info.initial_cash, interval);
+    let checkpoint = ledger.checkpoint(id).await?;
     let mut report = ReportWriter::create(out, &info.id)?;
-    replay_records(ledger, id, &mut analytics, &mut report).await?;
-    let state = match &checkpoint {
-        Some(cp) => cp.engine.state(),
-        None => crate::runner::initial_state(info.initial_cash, Some(info.started_at)),
-    };
-    let summary = analytics.summary(&state, &info.phase);
+    let folded = fold(ledger, &info, checkpoint.as_deref(), Some(&mut report)).await?;
+    let summary = folded.analytics.summary(&folded.state, &info.phase);
     let files = report.finish(&summary)?;
     Ok(Regenerated {
         files,

@@ -6,10 +6,9 @@ use std::fmt::Write as _;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::{
-    analytics::Analytics,
     ledger::{LedgerError, LedgerStore, SessionInfo, records::SessionEnd},
+    rebuild::Folded,
     report::{fmt_money, summary_table},
-    runner::{Checkpoint, RunError},
 };
 
 /// Phase given to a session closed by `sessions close`.
@@ -141,26 +140,8 @@ pub async fn close<L: LedgerStore>(
 ) -> anyhow::Result<String> {
     let point = ledger.resume_session(id, writer).await?;
     let info = point.info;
-    let checkpoint = match &point.checkpoint {
-        Some(text) => Some(Checkpoint::from_json(text).map_err(|e| RunError::Resume {
-            session_id: id.to_owned(),
-            reason: e.to_string(),
-        })?),
-        None => None,
-    };
-    let interval = checkpoint
-        .as_ref()
-        .map_or(3_600_000, |c| c.snapshot_interval_ms);
-    let mut analytics = Analytics::new(info.initial_cash, interval);
-    let mut sink = |b: crate::ledger::records::LedgerBatch| -> Result<(), LedgerError> {
-        analytics.on_batch(&b);
-        Ok(())
-    };
-    ledger.read_records(id, 4096, &mut sink).await?;
-    let state = match &checkpoint {
-        Some(cp) => cp.engine.state(),
-        None => crate::runner::initial_state(info.initial_cash, Some(info.started_at)),
-    };
+    let Folded { analytics, state } =
+        crate::rebuild::fold(&*ledger, &info, point.checkpoint.as_deref(), None).await?;
     let summary = analytics.summary(&state, CLOSED_PHASE);
     ledger
         .finish_session(&SessionEnd {

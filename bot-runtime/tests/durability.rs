@@ -132,14 +132,7 @@ fn records(url: &str, id: &str) -> LedgerBatch {
         let l = ledger::open(url).await.expect("open ledger");
         let mut all = LedgerBatch::default();
         let mut sink = |b: LedgerBatch| {
-            all.decisions.extend(b.decisions);
-            all.trades.extend(b.trades);
-            all.round_trips.extend(b.round_trips);
-            all.breaker_events.extend(b.breaker_events);
-            all.adjustments.extend(b.adjustments);
-            all.adjustment_outcomes.extend(b.adjustment_outcomes);
-            all.snapshots.extend(b.snapshots);
-            all.positions.extend(b.positions);
+            common::merge(&mut all, b);
             Ok(())
         };
         l.read_records(id, 1000, &mut sink)
@@ -232,6 +225,55 @@ fn reference(dir: &Path, name: &str) -> (String, PathBuf) {
     (dump(&url, name), reports.join(name))
 }
 
+/// One scenario: a temp dir, the session's manifest, a ledger on `backend`
+/// and a report dir; `want` and `want_reports` are the uninterrupted
+/// reference run's dump and report directory.
+struct Scenario {
+    tmp: tempfile::TempDir,
+    name: &'static str,
+    manifest: PathBuf,
+    url: String,
+    reports: PathBuf,
+    want: String,
+    want_reports: PathBuf,
+}
+
+impl Scenario {
+    fn new(backend: Backend, name: &'static str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let (want, want_reports) = reference(tmp.path(), name);
+        let manifest = manifest(tmp.path(), name);
+        let db = format!("{name}_{backend:?}")
+            .to_lowercase()
+            .replace('-', "_");
+        let url = ledger_url(backend, tmp.path(), &db);
+        let reports = tmp.path().join("reports");
+        Self {
+            tmp,
+            name,
+            manifest,
+            url,
+            reports,
+            want,
+            want_reports,
+        }
+    }
+
+    /// `bot-runtime run` of this scenario's session with `args`.
+    fn run(&self, args: &[&str]) -> Command {
+        let mut cmd = bin();
+        run_args(&mut cmd, &self.manifest, &self.url, &self.reports);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Resume to the end and compare the ledger with the reference.
+    fn resume_and_compare(&self, what: &str) {
+        run_to_end(&mut self.run(&["--resume"]));
+        assert_same_ledger(&self.want, &dump(&self.url, self.name), what);
+    }
+}
+
 /// Wait for a child for at most `limit`; kill it and fail if it is still running.
 fn wait_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let start = Instant::now();
@@ -267,16 +309,7 @@ const PACED_SPEED: &str = "17280";
 /// kill -9 at random moments at least 50 times, then resume to the end; the
 /// ledger equals the uninterrupted run's, row for row, and so does the report.
 fn crash_test(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let name = "crash";
-    let (want, want_reports) = reference(tmp.path(), name);
-    let m = manifest(tmp.path(), name);
-    let url = ledger_url(
-        backend,
-        tmp.path(),
-        &format!("crash_{backend:?}").to_lowercase(),
-    );
-    let reports = tmp.path().join("reports");
+    let sc = Scenario::new(backend, "crash");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut kills = 0;
     let mut attempts = 0;
@@ -286,13 +319,12 @@ fn crash_test(backend: Backend) {
         // Two runs in three are paced (a commit per candle); the others run
         // as fast as they can with small batches.
         let paced = attempts % 3 != 0;
-        let mut cmd = bin();
-        run_args(&mut cmd, &m, &url, &reports);
-        cmd.args(["--resume", "--batch-candles", "64"]);
+        let mut args = vec!["--resume", "--batch-candles", "64"];
         if paced {
-            cmd.args(["--speed", PACED_SPEED]);
+            args.extend(["--speed", PACED_SPEED]);
         }
-        let mut child = cmd
+        let mut child = sc
+            .run(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -315,26 +347,23 @@ fn crash_test(backend: Backend) {
             }
         }
     }
-    let info = session_info(&url, name);
+    let info = session_info(&sc.url, sc.name);
     assert!(
         info.is_unfinished(),
         "killed session is resumable: {info:?}"
     );
     // The last run resumes and finishes.
-    let mut cmd = bin();
-    run_args(&mut cmd, &m, &url, &reports);
-    cmd.arg("--resume");
-    let stdout = run_to_end(&mut cmd);
+    let stdout = run_to_end(&mut sc.run(&["--resume"]));
     assert!(stdout.contains("(resumed)"), "{stdout}");
-    let got = dump(&url, name);
-    let (rows, mismatches) = compare_dumps(&want, &got);
-    let snapshots = assert_invariant_at_every_snapshot(&url, name);
+    let got = dump(&sc.url, sc.name);
+    let (rows, mismatches) = compare_dumps(&sc.want, &got);
+    let snapshots = assert_invariant_at_every_snapshot(&sc.url, sc.name);
     println!(
         "crash test ({backend:?}): kills {kills}, ledger rows compared {rows}, mismatches \
          {mismatches}, snapshots checked {snapshots}"
     );
-    assert_same_ledger(&want, &got, "ledger after 50 kills and resumes");
-    assert_same_report(&want_reports, &reports.join(name));
+    assert_same_ledger(&sc.want, &got, "ledger after 50 kills and resumes");
+    assert_same_report(&sc.want_reports, &sc.reports.join(sc.name));
 }
 
 #[test]
@@ -351,21 +380,18 @@ fn kill_9_fifty_times_then_resume_equals_an_uninterrupted_run_postgres() {
 /// resumable, the report holds exactly what the ledger holds; resuming
 /// finishes it identically to an uninterrupted run.
 fn sigterm_test(paced: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let name = if paced { "term-paced" } else { "term-fast" };
-    let (want, _) = reference(tmp.path(), name);
-    let m = manifest(tmp.path(), name);
-    let url = ledger_url(Backend::Sqlite, tmp.path(), name);
-    let reports = tmp.path().join("reports");
-    let mut cmd = bin();
-    run_args(&mut cmd, &m, &url, &reports);
+    let sc = Scenario::new(
+        Backend::Sqlite,
+        if paced { "term-paced" } else { "term-fast" },
+    );
     // Unpaced, tiny batches and a slow debug build keep the run going for a
     // while; the signal comes once the first commits are in.
-    cmd.args(["--batch-candles", "16"]);
+    let mut args = vec!["--batch-candles", "16"];
     if paced {
-        cmd.args(["--speed", PACED_SPEED]);
+        args.extend(["--speed", PACED_SPEED]);
     }
-    let mut child = cmd
+    let mut child = sc
+        .run(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -385,12 +411,12 @@ fn sigterm_test(paced: bool) {
         "SIGTERM ({}): exit 0 after {took:?}",
         if paced { "paced" } else { "unpaced" }
     );
-    let info = session_info(&url, name);
+    let info = session_info(&sc.url, sc.name);
     assert_eq!(info.phase, "Interrupted", "{info:?}");
     assert!(info.is_unfinished());
     // The report is what the ledger committed: same trades, same decisions.
-    let recs = records(&url, name);
-    let dir = reports.join(name);
+    let recs = records(&sc.url, sc.name);
+    let dir = sc.reports.join(sc.name);
     let csv_rows = |f: &str| {
         std::fs::read_to_string(dir.join(f))
             .unwrap()
@@ -405,15 +431,11 @@ fn sigterm_test(paced: bool) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["phase"], "Interrupted");
     assert!(
-        recs.decisions.len() < want.lines().count(),
+        recs.decisions.len() < sc.want.lines().count(),
         "the run was interrupted before its end"
     );
     // Resume: the same command with --resume finishes it exactly.
-    let mut cmd = bin();
-    run_args(&mut cmd, &m, &url, &reports);
-    cmd.arg("--resume");
-    run_to_end(&mut cmd);
-    assert_same_ledger(&want, &dump(&url, name), "ledger after SIGTERM and resume");
+    sc.resume_and_compare("ledger after SIGTERM and resume");
 }
 
 #[test]
@@ -477,29 +499,19 @@ fn postgres_outage_of_30_s_pauses_trading_and_loses_nothing() {
 /// other is refused naming the holder, and the ledger equals an
 /// uninterrupted run's.
 fn fencing_test(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let name = "fenced";
-    let (want, _) = reference(tmp.path(), name);
-    let m = manifest(tmp.path(), name);
-    let url = ledger_url(
-        backend,
-        tmp.path(),
-        &format!("fenced_{backend:?}").to_lowercase(),
-    );
-    let reports = tmp.path().join("reports");
-    let mut first = bin();
-    run_args(&mut first, &m, &url, &reports);
-    first.args(["--resume", "--speed", PACED_SPEED]);
-    let mut first = first
+    let sc = Scenario::new(backend, "fenced");
+    let mut first = sc
+        .run(&["--resume", "--speed", PACED_SPEED])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(first.try_wait().unwrap().is_none());
-    let trades_before = session_info(&url, name).trades;
+    let trades_before = session_info(&sc.url, sc.name).trades;
+    let other_reports = sc.tmp.path().join("other-reports");
     let mut second = bin();
-    run_args(&mut second, &m, &url, &tmp.path().join("other-reports"));
+    run_args(&mut second, &sc.manifest, &sc.url, &other_reports);
     second.args(["--resume"]);
     let out = second.output().unwrap();
     let err = text(&out.stderr);
@@ -513,17 +525,17 @@ fn fencing_test(backend: Backend) {
         "the refusal names the holder:\n{err}"
     );
     assert!(
-        !tmp.path()
-            .join("other-reports")
-            .join(name)
-            .join("summary.json")
-            .exists(),
+        !other_reports.join(sc.name).join("summary.json").exists(),
         "the refused runtime wrote no report"
     );
     let status = wait_within(&mut first, Duration::from_secs(60), "the first runtime");
     assert!(status.success(), "{}", stderr_of(&mut first));
-    assert!(session_info(&url, name).trades > trades_before);
-    assert_same_ledger(&want, &dump(&url, name), "ledger of the fenced session");
+    assert!(session_info(&sc.url, sc.name).trades > trades_before);
+    assert_same_ledger(
+        &sc.want,
+        &dump(&sc.url, sc.name),
+        "ledger of the fenced session",
+    );
 }
 
 #[test]
@@ -826,16 +838,9 @@ fn a_full_disk_stops_trading_and_never_reports_completed() {
 /// uninterrupted one.
 #[test]
 fn a_second_signal_exits_at_once_and_loses_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let name = "twice";
-    let (want, _) = reference(tmp.path(), name);
-    let m = manifest(tmp.path(), name);
-    let url = ledger_url(Backend::Sqlite, tmp.path(), name);
-    let reports = tmp.path().join("reports");
-    let mut cmd = bin();
-    run_args(&mut cmd, &m, &url, &reports);
-    cmd.args(["--speed", PACED_SPEED]);
-    let mut child = cmd
+    let sc = Scenario::new(Backend::Sqlite, "twice");
+    let mut child = sc
+        .run(&["--speed", PACED_SPEED])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -849,16 +854,20 @@ fn a_second_signal_exits_at_once_and_loses_nothing() {
         status.success() || status.code() == Some(130),
         "exit after two signals: {status}\n{err}"
     );
-    assert!(session_info(&url, name).is_unfinished());
-    let mut cmd = bin();
-    run_args(&mut cmd, &m, &url, &reports);
-    cmd.arg("--resume");
-    run_to_end(&mut cmd);
-    assert_same_ledger(
-        &want,
-        &dump(&url, name),
-        "ledger after two signals and resume",
+    assert!(session_info(&sc.url, sc.name).is_unfinished());
+    sc.resume_and_compare("ledger after two signals and resume");
+    // Resuming an ended session runs nothing again (a pod restarted after
+    // the end does not start `twice-2`).
+    let stdout = run_to_end(&mut sc.run(&["--resume"]));
+    assert!(
+        stdout.contains("already ended (Completed); nothing to resume"),
+        "{stdout}"
     );
+    block_on(async {
+        let l = ledger::open(&sc.url).await.unwrap();
+        assert_eq!(l.list_sessions().await.unwrap().len(), 1);
+        l.close().await;
+    });
 }
 
 /// A manifest of several sessions is validated in full — every session,

@@ -219,8 +219,11 @@ pub async fn run_session<L: LedgerStore>(
     let (engine, progress, last_state) = match &start.checkpoint {
         None => (Engine::new(cfg), drive::Progress::fresh(), None),
         Some(cp) => {
-            rebuild::replay_records(ledger, &session_id, &mut analytics, &mut report).await?;
+            let t0 = std::time::Instant::now();
+            rebuild::replay_records(ledger, &session_id, &mut analytics, Some(&mut report)).await?;
+            let rebuilt = t0.elapsed();
             feed.skip_items(cp.feed_items)?;
+            let skipped = t0.elapsed() - rebuilt;
             let state = cp.engine.state();
             let engine = Engine::restore(cfg, cp.engine.clone()).map_err(|e| RunError::Resume {
                 session_id: session_id.clone(),
@@ -235,6 +238,8 @@ pub async fn run_session<L: LedgerStore>(
                 session = %session_id,
                 candles = cp.candles,
                 at = %state.now,
+                report_rebuilt_ms = rebuilt.as_millis() as u64,
+                feed_skipped_ms = skipped.as_millis() as u64,
                 "resuming from the ledger's last checkpoint"
             );
             (engine, progress, Some(state))

@@ -83,7 +83,8 @@ pub fn run_with(
     (engine, all)
 }
 
-fn merge(all: &mut LedgerBatch, b: LedgerBatch) {
+/// Append batch `b`'s records to `all` (cash and time: `b`'s).
+pub fn merge(all: &mut LedgerBatch, b: LedgerBatch) {
     all.decisions.extend(b.decisions);
     all.trades.extend(b.trades);
     all.round_trips.extend(b.round_trips);
