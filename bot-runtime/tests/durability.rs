@@ -699,7 +699,10 @@ fn bad_inputs_give_clear_errors_and_leave_earlier_sessions_intact() {
     std::fs::write(&big_manifest, big).unwrap();
     let mut cmd = bin();
     run_args(&mut cmd, &big_manifest, &url, &reports);
-    fails(&mut cmd, &["BTC-USD_1m.csv:4", "high", "out of range"]);
+    fails(
+        &mut cmd,
+        &["BTC-USD_1m.csv:4", "high", "outside the accepted range"],
+    );
 
     // --speed that no clock can follow.
     let mut cmd = bin();
