@@ -49,7 +49,7 @@ mod feed;
 pub mod stop;
 pub mod writer;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use tokio::sync::mpsc;
 
@@ -348,7 +348,7 @@ pub async fn run_session<L: LedgerStore>(
     Ok(RunOutcome {
         session_id,
         phase: phase.to_string(),
-        resumed: start.checkpoint.is_some() || start.resumed,
+        resumed: start.resumed,
         summary,
         files,
     })
@@ -493,10 +493,6 @@ fn config_difference(recorded: &str, now: &str) -> Option<String> {
     let b: Value = serde_json::from_str(now).unwrap_or(Value::Null);
     walk("", &a, &b)
 }
-
-/// How long the ledger writer waits between retries at most; exposed for
-/// the CLI's help text.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
