@@ -61,6 +61,45 @@ fn manifest(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// [`manifest`] on the quickstart data repeated `copies` times back to back
+/// (each copy shifted by 3 days; the files span 2.7 days with their 7-hour
+/// gap), written into `dir`: a session long enough that 50 short-lived runs
+/// cannot finish it, however fast the machine.
+fn long_manifest(dir: &Path, name: &str, copies: i64) -> PathBuf {
+    const SHIFT_MS: i64 = 3 * 86_400_000;
+    let m = manifest(dir, name);
+    let data = std::fs::canonicalize(example("data")).unwrap();
+    let mut text = std::fs::read_to_string(&m).unwrap();
+    for file in [
+        "BTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv",
+        "LTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv",
+    ] {
+        let src = std::fs::read_to_string(data.join(file)).unwrap();
+        let mut out = String::from("timestamp,open,high,low,close,volume\n");
+        for k in 0..copies {
+            for line in src.lines().skip(1) {
+                let (ts, rest) = line.split_once(',').unwrap();
+                let t = chrono::DateTime::parse_from_rfc3339(ts)
+                    .unwrap()
+                    .timestamp_millis()
+                    + k * SHIFT_MS;
+                out.push_str(&bot_runtime::types::Timestamp(t).to_rfc3339());
+                out.push(',');
+                out.push_str(rest);
+                out.push('\n');
+            }
+        }
+        let long = dir.join(format!("{copies}x-{file}"));
+        std::fs::write(&long, out).unwrap();
+        text = text.replace(
+            &data.join(file).display().to_string(),
+            &long.display().to_string(),
+        );
+    }
+    std::fs::write(&m, text).unwrap();
+    m
+}
+
 /// A ledger for a test: a SQLite file in `dir`, or a fresh PostgreSQL database.
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -215,12 +254,11 @@ fn assert_same_report(a: &Path, b: &Path) {
 
 /// The uninterrupted reference run of session `name` (SQLite): its dump and
 /// its report directory.
-fn reference(dir: &Path, name: &str) -> (String, PathBuf) {
-    let m = manifest(dir, name);
+fn reference(dir: &Path, name: &str, m: &Path) -> (String, PathBuf) {
     let url = ledger_url(Backend::Sqlite, dir, &format!("{name}-reference"));
     let reports = dir.join("reference-reports");
     let mut cmd = bin();
-    run_args(&mut cmd, &m, &url, &reports);
+    run_args(&mut cmd, m, &url, &reports);
     run_to_end(&mut cmd);
     (dump(&url, name), reports.join(name))
 }
@@ -240,9 +278,18 @@ struct Scenario {
 
 impl Scenario {
     fn new(backend: Backend, name: &'static str) -> Self {
+        Self::with_copies(backend, name, 1)
+    }
+
+    /// On the quickstart data repeated `copies` times ([`long_manifest`]).
+    fn with_copies(backend: Backend, name: &'static str, copies: i64) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let (want, want_reports) = reference(tmp.path(), name);
-        let manifest = manifest(tmp.path(), name);
+        let manifest = if copies == 1 {
+            manifest(tmp.path(), name)
+        } else {
+            long_manifest(tmp.path(), name, copies)
+        };
+        let (want, want_reports) = reference(tmp.path(), name, &manifest);
         let db = format!("{name}_{backend:?}")
             .to_lowercase()
             .replace('-', "_");
@@ -309,7 +356,8 @@ const PACED_SPEED: &str = "17280";
 /// kill -9 at random moments at least 50 times, then resume to the end; the
 /// ledger equals the uninterrupted run's, row for row, and so does the report.
 fn crash_test(backend: Backend) {
-    let sc = Scenario::new(backend, "crash");
+    // Four copies of the data (31,096 candles): 50 short runs cannot finish it.
+    let sc = Scenario::with_copies(backend, "crash", 4);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut kills = 0;
     let mut attempts = 0;
@@ -454,7 +502,7 @@ fn sigterm_paced_exits_0_quickly_and_resumes_exactly() {
 fn postgres_outage_of_30_s_pauses_trading_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let name = "outage";
-    let (want, _) = reference(tmp.path(), name);
+    let (want, _) = reference(tmp.path(), name, &manifest(tmp.path(), name));
     let mut server = PostgresServer::start().expect("a PostgreSQL server of its own");
     let url = server.create_database("outage").expect("database");
     let m = manifest(tmp.path(), name);
@@ -824,7 +872,7 @@ fn a_full_disk_stops_trading_and_never_reports_completed() {
         "the report does not claim Completed"
     );
     // With room again, the session resumes and completes exactly.
-    let (want, _) = reference(tmp.path(), "long");
+    let (want, _) = reference(tmp.path(), "long", &long);
     let mut cmd = bin();
     run_args(&mut cmd, &long, &url, &reports);
     cmd.arg("--resume");
