@@ -219,11 +219,20 @@ pub async fn run_session<L: LedgerStore>(
     let (engine, progress, last_state) = match &start.checkpoint {
         None => (Engine::new(cfg), drive::Progress::fresh(), None),
         Some(cp) => {
+            // The feed skips the candles already traded on a blocking thread
+            // while the report is rebuilt from the ledger.
+            let n = cp.feed_items;
+            let skipping = tokio::task::spawn_blocking(move || {
+                let t0 = std::time::Instant::now();
+                feed.skip_items(n).map(|()| (feed, t0.elapsed()))
+            });
             let t0 = std::time::Instant::now();
             rebuild::replay_records(ledger, &session_id, &mut analytics, Some(&mut report)).await?;
             let rebuilt = t0.elapsed();
-            feed.skip_items(cp.feed_items)?;
-            let skipped = t0.elapsed() - rebuilt;
+            let (skipped_feed, skipped) = skipping
+                .await
+                .map_err(|e| RunError::Other(format!("feed skip thread failed: {e}")))??;
+            feed = skipped_feed;
             let state = cp.engine.state();
             let engine = Engine::restore(cfg, cp.engine.clone()).map_err(|e| RunError::Resume {
                 session_id: session_id.clone(),
