@@ -25,7 +25,7 @@
 //!    the engine), trades the last 10 % and finishes.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -34,43 +34,10 @@ use bot_runtime::ledger::{self, LedgerStore};
 use paperbot_testkit::PostgresServer;
 
 const RUNS: usize = 5;
-const COPIES: i64 = 23;
-const MONTH_MS: i64 = 31 * 86_400_000;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-/// The 1M-candle file (written once, shared with the `engine` benchmark).
-fn million_candle_file() -> PathBuf {
-    let dir = repo().join("target/bench-data");
-    let out = dir.join("BTC-PERP_1m_ftx_2022-01_x23.csv");
-    if out.is_file() {
-        return out;
-    }
-    let src = repo().join("../shared/data/market/BTC-PERP_1m_ftx_2022-01.csv");
-    let text = std::fs::read_to_string(&src)
-        .unwrap_or_else(|e| panic!("{}: {e} (the benchmark needs ../shared)", src.display()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut body = String::from("timestamp,open,high,low,close,volume\n");
-    for k in 0..COPIES {
-        for line in text.lines().skip(1) {
-            let (ts, rest) = line.split_once(',').unwrap();
-            let t = chrono::DateTime::parse_from_rfc3339(ts)
-                .unwrap()
-                .timestamp_millis()
-                + k * MONTH_MS;
-            body.push_str(&bot_runtime::types::Timestamp(t).to_rfc3339());
-            body.push(',');
-            body.push_str(rest);
-            body.push('\n');
-        }
-    }
-    let tmp = dir.join("durability-tmp.csv");
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(&tmp, &out).unwrap();
-    out
-}
+use common::{million_candle_file, repo};
 
 fn backtest(file: &Path, ledger: &str, reports: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));

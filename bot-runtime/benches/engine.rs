@@ -22,8 +22,7 @@
 //!    p50 / p99 / max.
 
 use std::{
-    io::{BufRead, BufReader, BufWriter, Write},
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -39,50 +38,9 @@ use bot_runtime::{
 };
 use rust_decimal::Decimal;
 
-const COPIES: i64 = 23;
-const MONTH_MS: i64 = 31 * 86_400_000;
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Write the 1M-candle file (once) and return its path.
-fn million_candle_file() -> PathBuf {
-    let src = repo().join("../shared/data/market/BTC-PERP_1m_ftx_2022-01.csv");
-    assert!(
-        src.is_file(),
-        "{} is missing: the benchmark needs ../shared",
-        src.display()
-    );
-    let dir = repo().join("target/bench-data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("BTC-PERP_1m_ftx_2022-01_x23.csv");
-    if out.is_file() {
-        return out;
-    }
-    let rows: Vec<String> = BufReader::new(std::fs::File::open(&src).unwrap())
-        .lines()
-        .skip(1)
-        .map(|l| l.unwrap())
-        .collect();
-    let tmp = dir.join("tmp.csv");
-    let mut w = BufWriter::new(std::fs::File::create(&tmp).unwrap());
-    writeln!(w, "timestamp,open,high,low,close,volume").unwrap();
-    for k in 0..COPIES {
-        for r in &rows {
-            let (ts, rest) = r.split_once(',').unwrap();
-            let t = chrono::DateTime::parse_from_rfc3339(ts)
-                .unwrap()
-                .timestamp_millis()
-                + k * MONTH_MS;
-            writeln!(w, "{},{rest}", Timestamp(t).to_rfc3339()).unwrap();
-        }
-    }
-    w.flush().unwrap();
-    drop(w);
-    std::fs::rename(&tmp, &out).unwrap();
-    out
-}
+use common::{million_candle_file, repo};
 
 fn parity_config(symbols: usize) -> EngineConfig {
     let strategy = std::fs::read_to_string(repo().join("examples/sma-parity.yaml")).unwrap();

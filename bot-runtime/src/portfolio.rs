@@ -364,6 +364,31 @@ impl Portfolio {
         Ok(scale)
     }
 
+    /// The position value once symbol `s`'s market value becomes `value`,
+    /// checked against the books' bound at `scale`. Exact: the three figures
+    /// pass the books' bound (sums of up to 2n + 2 of them do).
+    #[inline]
+    fn position_value_with(
+        &self,
+        s: SymbolId,
+        scale: u32,
+        value: Decimal,
+    ) -> Result<Decimal, RangeError> {
+        let total = self.position_value - self.positions[s.idx()].market_value + value;
+        if !self.books.fits(scale, total) {
+            return Err(self.books.refuse(scale, "position value", total));
+        }
+        Ok(total)
+    }
+
+    /// Adopt `scale` (admitted by [`admit`](Self::admit)) for later range checks.
+    #[inline]
+    fn commit_scale(&mut self, scale: u32) {
+        if scale != self.books.scale {
+            self.books.set_scale(scale);
+        }
+    }
+
     /// Mark a symbol at `price` (its latest close). O(1).
     ///
     /// # Errors
@@ -382,14 +407,8 @@ impl Portfolio {
                 } else {
                     self.admit(&[("market value", value)])?
                 };
-            // Exact: the three figures pass the books' bound (sums of up to 2n + 2 do).
-            let total = self.position_value - p.market_value + value;
-            if !self.books.fits(scale, total) {
-                return Err(self.books.refuse(scale, "position value", total));
-            }
-            if scale != self.books.scale {
-                self.books.set_scale(scale);
-            }
+            let total = self.position_value_with(s, scale, value)?;
+            self.commit_scale(scale);
             self.position_value = total;
             let p = &mut self.positions[s.idx()];
             p.market_value = value;
@@ -436,14 +455,9 @@ impl Portfolio {
             ("entry costs", entry_costs),
             ("market value", value),
         ])?;
-        let total = self.position_value - p.market_value + value;
-        if !self.books.fits(scale, total) {
-            return Err(self.books.refuse(scale, "position value", total));
-        }
+        let total = self.position_value_with(s, scale, value)?;
         // Commit.
-        if scale != self.books.scale {
-            self.books.set_scale(scale);
-        }
+        self.commit_scale(scale);
         self.cash = cash;
         self.position_value = total;
         let p = &mut self.positions[s.idx()];
@@ -515,14 +529,9 @@ impl Portfolio {
             ("entry costs", entry_costs),
             ("market value", value),
         ])?;
-        let total = self.position_value - p.market_value + value;
-        if !self.books.fits(scale, total) {
-            return Err(self.books.refuse(scale, "position value", total));
-        }
+        let total = self.position_value_with(s, scale, value)?;
         // Commit.
-        if scale != self.books.scale {
-            self.books.set_scale(scale);
-        }
+        self.commit_scale(scale);
         self.cash = cash;
         self.realized_pnl = realized_total;
         self.position_value = total;

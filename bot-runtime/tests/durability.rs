@@ -171,7 +171,7 @@ fn records(url: &str, id: &str) -> LedgerBatch {
         let l = ledger::open(url).await.expect("open ledger");
         let mut all = LedgerBatch::default();
         let mut sink = |b: LedgerBatch| {
-            common::merge(&mut all, b);
+            all.append(b);
             Ok(())
         };
         l.read_records(id, 1000, &mut sink)
@@ -348,6 +348,23 @@ fn signal(child: &Child, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// Start `cmd` (output discarded) and `kill -9` it after `after`: a crashed
+/// runtime that leaves its session unfinished.
+fn kill_9_after(cmd: &mut Command, after: Duration) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before its kill"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Paced at this multiple of real time, the 3-day session takes about 15 s.
@@ -613,14 +630,7 @@ fn sessions_commands_and_report_regeneration_work_from_the_ledger_alone() {
     let mut cmd = bin();
     run_args(&mut cmd, &m, &url, &reports);
     cmd.args(["--speed", PACED_SPEED]);
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9_after(&mut cmd, Duration::from_millis(1500));
 
     let sessions = |args: &[&str]| {
         let out = bin()
@@ -987,14 +997,7 @@ fn resume_refuses_a_changed_manifest_naming_the_setting() {
     let mut cmd = bin();
     run_args(&mut cmd, &m, &url, &reports);
     cmd.args(["--speed", PACED_SPEED]);
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9_after(&mut cmd, Duration::from_millis(1500));
     let before = dump(&url, "changed");
     let text_before = std::fs::read_to_string(&m).unwrap();
     let edited = text_before.replace("stopLossPct: \"1.5\"", "stopLossPct: \"1.7\"");

@@ -150,14 +150,7 @@ fn accounting_invariant_holds_exactly_at_every_snapshot() {
       confidenceThreshold: {min: "10", max: "60"}
       stopLossPct: {min: "0.3", max: "2"}
       takeProfitPct: {min: "0.5", max: "3"}"#;
-    let execution = r#"    feeRatePct: "0.1"
-    slippage: {baseBps: "3", impactPct: "1"}
-    gasCost: "0.35"
-    latency: "800ms"
-    latencyJitter: "40s"
-    failureRatePct: "7"
-    seed: 9"#;
-    let plan = plan(&manifest(strategy, execution, ""));
+    let plan = plan(&manifest(strategy, FULL_EXECUTION, ""));
     let initial = plan.session.allocation.get();
     let cfg = EngineConfig::from_plan(&plan, 60_000);
     let feed = merged(&plan);
@@ -471,19 +464,6 @@ struct Run {
     restores: usize,
 }
 
-fn append(all: &mut LedgerBatch, b: LedgerBatch) {
-    all.decisions.extend(b.decisions);
-    all.trades.extend(b.trades);
-    all.round_trips.extend(b.round_trips);
-    all.breaker_events.extend(b.breaker_events);
-    all.adjustments.extend(b.adjustments);
-    all.adjustment_outcomes.extend(b.adjustment_outcomes);
-    all.snapshots.extend(b.snapshots);
-    all.positions.extend(b.positions);
-    all.cash = b.cash;
-    all.time = b.time;
-}
-
 /// Run a session the way the runner does — commit a batch and its
 /// checkpoint (as JSON text) every `batch_every` candles — and "kill" it
 /// right before each candle index in `crashes`: whatever was not committed
@@ -526,7 +506,7 @@ where
         pos += 1;
         if pos.is_multiple_of(batch_every) || step != Step::Continue {
             let (b, cp) = engine.take_batch_and_checkpoint();
-            append(&mut committed, b);
+            committed.append(b);
             assert_eq!(cp.candles_consumed(), pos);
             assert_eq!(
                 cp.state(),
@@ -540,7 +520,7 @@ where
         }
     }
     engine.finish();
-    append(&mut committed, engine.take_batch());
+    committed.append(engine.take_batch());
     Run {
         records: committed,
         state: engine.state(),
@@ -1027,10 +1007,10 @@ proptest! {
             if let Err(e) = engine.portfolio().check_invariant() {
                 prop_assert!(false, "identity broken after {:?}: {}", c, e);
             }
-            append(&mut all, engine.take_batch());
+            all.append(engine.take_batch());
         }
         engine.finish();
-        append(&mut all, engine.take_batch());
+        all.append(engine.take_batch());
         for s in &all.snapshots {
             prop_assert_eq!(s.equity, s.cash + s.position_value);
             prop_assert_eq!(

@@ -408,6 +408,21 @@ pub struct LedgerBatch {
 }
 
 impl LedgerBatch {
+    /// Append `later`'s records to this batch (cash and time become
+    /// `later`'s), as if both had been one batch.
+    pub fn append(&mut self, later: LedgerBatch) {
+        self.decisions.extend(later.decisions);
+        self.trades.extend(later.trades);
+        self.round_trips.extend(later.round_trips);
+        self.breaker_events.extend(later.breaker_events);
+        self.adjustments.extend(later.adjustments);
+        self.adjustment_outcomes.extend(later.adjustment_outcomes);
+        self.snapshots.extend(later.snapshots);
+        self.positions.extend(later.positions);
+        self.cash = later.cash;
+        self.time = later.time;
+    }
+
     /// True when nothing but cash/time is in it.
     pub fn is_empty(&self) -> bool {
         self.decisions.is_empty()

@@ -78,11 +78,6 @@ pub(super) enum Ending {
     Interrupted,
 }
 
-/// What the engine thread hands back.
-pub(super) struct Driven {
-    pub ending: Ending,
-}
-
 /// Maps market time to wall time for paced runs: the candle closing at
 /// market time `t` is due at `wall0 + (t − market0) / speed`.
 struct Pacer {
@@ -111,7 +106,7 @@ pub(super) fn drive(
     mut progress: Progress,
     ctx: DriveContext,
     tx: mpsc::Sender<Flush>,
-) -> Driven {
+) -> Ending {
     let bar = progress_bar(&ctx);
     bar.set_position(progress.candles);
     // A paced run starts its clock at the first candle it trades (a resumed
@@ -206,7 +201,7 @@ pub(super) fn drive(
     send(&mut engine, &progress, &ctx, &tx);
     bar.set_position(progress.candles);
     bar.finish_and_clear();
-    Driven { ending }
+    ending
 }
 
 /// Take the engine's batch and send it with its checkpoint. Returns `false`

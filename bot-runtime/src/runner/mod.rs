@@ -73,7 +73,7 @@ use crate::{
     types::Timestamp,
 };
 
-use drive::{Driven, Ending, Flush};
+use drive::{Ending, Flush};
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -307,7 +307,7 @@ pub async fn run_session<L: LedgerStore>(
     }
     drop(rx); // the engine thread sees a closed channel and ends
     drop(report_tx);
-    let driven: Driven = engine_task
+    let ending: Ending = engine_task
         .await
         .map_err(|e| RunError::Other(format!("engine thread failed: {e}")))?;
     let (analytics, report, last_state) = report_thread
@@ -323,7 +323,7 @@ pub async fn run_session<L: LedgerStore>(
         let _ = report.finish(&summary);
         return Err(RunError::Ledger(e));
     }
-    let (phase, error) = match driven.ending {
+    let (phase, error) = match ending {
         Ending::Completed => ("Completed", None),
         Ending::Halted => ("Halted", None),
         Ending::Failed(reason) => (

@@ -72,29 +72,15 @@ pub fn run_with(
         let step = engine.on_candle(&c);
         each(&engine, &c);
         let b = engine.take_batch();
-        merge(&mut all, b);
+        all.append(b);
         if step == Step::Halted {
             break;
         }
     }
     engine.finish();
     let b = engine.take_batch();
-    merge(&mut all, b);
+    all.append(b);
     (engine, all)
-}
-
-/// Append batch `b`'s records to `all` (cash and time: `b`'s).
-pub fn merge(all: &mut LedgerBatch, b: LedgerBatch) {
-    all.decisions.extend(b.decisions);
-    all.trades.extend(b.trades);
-    all.round_trips.extend(b.round_trips);
-    all.breaker_events.extend(b.breaker_events);
-    all.adjustments.extend(b.adjustments);
-    all.adjustment_outcomes.extend(b.adjustment_outcomes);
-    all.snapshots.extend(b.snapshots);
-    all.positions.extend(b.positions);
-    all.cash = b.cash;
-    all.time = b.time;
 }
 
 /// The quickstart's account and session around a strategy `spec:` body
