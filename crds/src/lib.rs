@@ -20,6 +20,7 @@
 pub mod account;
 pub mod condition;
 pub mod manifest;
+pub mod runtime_api;
 pub mod schema;
 pub mod session;
 pub mod strategy;
