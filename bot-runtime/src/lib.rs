@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod rebuild;
 pub mod report;
 pub mod runner;
+pub mod service;
 pub mod sessions_cli;
 pub mod signals;
 pub mod types;
