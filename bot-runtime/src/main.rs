@@ -438,6 +438,7 @@ fn backtest_plan(
         initial_balance: initial_cash,
         limits: None,
         ledger: None,
+        reset_request: None,
     };
     let session = BotSessionSpec {
         account_ref: ObjectRef {
@@ -458,6 +459,7 @@ fn backtest_plan(
         desired_state: DesiredState::Running,
         stop_after: None,
         record_holds: false,
+        reset_request: None,
         runtime: None,
     };
     let account_doc = serde_yaml::to_string(&serde_json::json!({

@@ -61,6 +61,14 @@ pub struct PaperAccountSpec {
     /// local `bot-runtime run`, which takes `--ledger`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<AccountLedger>,
+    /// Declarative kill-switch reset: set or change this value (any token of
+    /// at most 63 characters, e.g. the current time) to release a tripped
+    /// account kill switch once; the drawdown peak and the day's starting
+    /// equity restart from the current equity. Acknowledged in
+    /// `status.observedResetRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::session::MAX_RESET_REQUEST_LENGTH))]
+    pub reset_request: Option<String>,
 }
 
 fn default_base_currency() -> String {
@@ -187,6 +195,15 @@ pub struct PaperAccountStatus {
     /// Sessions currently running or paused.
     #[serde(default)]
     pub active_sessions: u32,
+    /// Sessions with at least one open circuit breaker.
+    #[serde(default)]
+    pub open_breakers: u32,
+    /// The account-wide kill switch (`spec.limits`) over the aggregated equity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_switch: Option<KillSwitchStatus>,
+    /// The `spec.resetRequest` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_reset_request: Option<String>,
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -194,6 +211,32 @@ pub struct PaperAccountStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The account kill switch: what it measures and whether it tripped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KillSwitchStatus {
+    /// True while the account's sessions are halted; only a changed
+    /// `spec.resetRequest` releases it.
+    pub engaged: bool,
+    /// Which limit was passed, with the measured value and the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339 time it tripped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Highest aggregated equity seen (since creation or the last reset),
+    /// base currency: the reference of `limits.maxDrawdownPct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_equity: Option<DecimalString>,
+    /// UTC date (`YYYY-MM-DD`) of `dayStartEquity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    /// Aggregated equity when `day` began (first observation that day), base
+    /// currency: the reference of `limits.dailyLossPct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_start_equity: Option<DecimalString>,
 }
 
 impl PaperAccountSpec {
@@ -210,6 +253,13 @@ impl PaperAccountSpec {
         );
         e.positive("spec.initialBalance", Some(self.initial_balance));
         e.money("spec.initialBalance", Some(self.initial_balance));
+        if let Some(r) = &self.reset_request {
+            e.max_length(
+                "spec.resetRequest",
+                r,
+                crate::session::MAX_RESET_REQUEST_LENGTH,
+            );
+        }
         if let Some(l) = &self.limits {
             e.pct("spec.limits.maxDrawdownPct", l.max_drawdown_pct);
             e.pct("spec.limits.dailyLossPct", l.daily_loss_pct);

@@ -28,7 +28,8 @@ pub mod validation;
 pub mod values;
 
 pub use account::{
-    AccountLedger, AccountLimits, PaperAccount, PaperAccountSpec, PaperAccountStatus, SecretKeyRef,
+    AccountLedger, AccountLimits, KillSwitchStatus, PaperAccount, PaperAccountSpec,
+    PaperAccountStatus, SecretKeyRef,
 };
 pub use condition::Condition;
 pub use session::*;

@@ -130,7 +130,18 @@ pub struct BotSessionSpec {
     /// Overrides of the operator's defaults for this session's runtime pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeOverrides>,
+    /// Declarative breaker reset: set or change this value (any token of at
+    /// most 63 characters, e.g. the current time) to close the session's open
+    /// circuit breakers once. The operator forwards it to the runtime and
+    /// acknowledges it in `status.observedResetRequest`; the same value is
+    /// never forwarded twice, so GitOps re-applies are harmless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_RESET_REQUEST_LENGTH))]
+    pub reset_request: Option<String>,
 }
+
+/// Longest `resetRequest` token (BotSession and PaperAccount).
+pub const MAX_RESET_REQUEST_LENGTH: usize = 63;
 
 /// Per-session overrides of the runtime pod.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -506,6 +517,16 @@ pub struct BotSessionStatus {
     /// Autopilot state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autopilot: Option<AutopilotStatus>,
+    /// Cash not held in positions, base currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cash: Option<DecimalString>,
+    /// The `spec.resetRequest` last forwarded to the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_reset_request: Option<String>,
+    /// `metadata.generation` of the StrategyConfig the runtime trades (after
+    /// a hot reload through the runtime's `/v1/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_strategy_generation: Option<i64>,
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -566,6 +587,9 @@ impl BotSessionSpec {
         e.money("spec.allocation", Some(self.allocation));
         e.duration("spec.tickInterval", self.tick_interval);
         e.duration("spec.stopAfter", self.stop_after);
+        if let Some(r) = &self.reset_request {
+            e.max_length("spec.resetRequest", r, MAX_RESET_REQUEST_LENGTH);
+        }
         if self.symbols.is_empty() {
             e.push("spec.symbols", "must list at least one symbol");
         }

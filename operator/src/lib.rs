@@ -16,5 +16,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod run;
 pub mod server;
+pub mod sync;
 
 pub use error::{Error, Result};
