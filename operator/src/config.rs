@@ -119,9 +119,31 @@ pub struct OperatorConfig {
     #[arg(long, env = "PAPERBOT_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
     pub namespaces: Vec<String>,
 
-    /// Requeue interval of a healthy session, a Kubernetes-style duration (`15s`, `1m`).
+    /// How often each running session's runtime is polled (`GET /v1/status`),
+    /// and so at most how often its status is written; a Kubernetes-style
+    /// duration (`15s`, `1m`).
     #[arg(long, env = "PAPERBOT_STATUS_SYNC_INTERVAL", default_value = "15s", value_parser = parse_positive_duration)]
     pub status_sync_interval: DurationString,
+
+    /// Timeout of one request to a runtime's API.
+    #[arg(long, env = "PAPERBOT_RUNTIME_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub runtime_request_timeout: DurationString,
+
+    /// Requests to runtimes in flight at most (1 to 1024).
+    #[arg(long, env = "PAPERBOT_RUNTIME_POLL_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub runtime_poll_concurrency: u16,
+
+    /// Failed polls in a row after which a session shows `RuntimeNotReporting`
+    /// (`Degraded=True`, `CircuitBreakerOpen=Unknown`), 1 to 1000.
+    #[arg(long, env = "PAPERBOT_RUNTIME_NOT_REPORTING_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runtime_not_reporting_after: u32,
+
+    /// Reach a session's runtime at the URL in its `paperbot.io/runtime-endpoint`
+    /// annotation instead of its Service (tests, runtimes outside the cluster).
+    /// Off by default: the annotation would let anyone who can edit a
+    /// BotSession point the operator, with the session's token, at any URL.
+    #[arg(long, env = "PAPERBOT_ALLOW_RUNTIME_ENDPOINT_OVERRIDE", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub allow_runtime_endpoint_override: bool,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "PAPERBOT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -300,6 +322,17 @@ impl OperatorConfig {
     /// Requeue interval of a healthy session.
     pub fn status_sync_interval(&self) -> Duration {
         self.status_sync_interval.get()
+    }
+
+    /// Settings of the runtime status poller.
+    pub fn sync_settings(&self) -> crate::sync::SyncSettings {
+        crate::sync::SyncSettings {
+            interval: self.status_sync_interval.get(),
+            timeout: self.runtime_request_timeout.get(),
+            concurrency: usize::from(self.runtime_poll_concurrency),
+            not_reporting_after: self.runtime_not_reporting_after,
+            allow_endpoint_override: self.allow_runtime_endpoint_override,
+        }
     }
 
     /// The namespaces to watch, or `None` for all namespaces.
@@ -626,7 +659,7 @@ mod tests {
             };
             assert_eq!(env, &expected, "--{flag}");
         }
-        assert_eq!(flags.len(), 20);
+        assert_eq!(flags.len(), 24);
     }
 
     #[test]
