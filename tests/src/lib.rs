@@ -10,6 +10,8 @@
 //! plane started by hand instead, set `PAPERBOT_TEST_KUBECONFIG` and
 //! `PAPERBOT_CP_BIN` (the directory holding kubectl and helm).
 
+pub mod fake_runtime;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

@@ -1,0 +1,268 @@
+//! A fake fleet of runtimes for operator scale tests: one HTTP server that
+//! answers the runtime API (`/v1/status` and the control `POST`s) for any
+//! number of sessions, under a path prefix per session
+//! (`http://127.0.0.1:PORT/<namespace>/<session>`: the value of the
+//! session's `paperbot.io/runtime-endpoint` annotation).
+//!
+//! It stands in for the `bot-runtime serve` processes only where running a
+//! thousand real ones on two cores would measure the machine instead of the
+//! operator; the end-to-end tests use real runtimes. Each fake session
+//! starts Running with its equity at the allocation; [`FakeFleet::tick`]
+//! moves the equity of every session (to measure the status write rate with
+//! changing figures). Control requests change the phase as the real runtime
+//! does. Every request is counted.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::{get, post},
+};
+use paperbot_crds::runtime_api::{
+    ApiError, ControlResponse, LedgerHealthStatus, RuntimePhase, RuntimeStatus,
+};
+use rust_decimal::Decimal;
+
+#[derive(Default)]
+struct Inner {
+    sessions: Mutex<HashMap<(String, String), RuntimeStatus>>,
+    status_requests: AtomicU64,
+    control_requests: AtomicU64,
+    unauthenticated: AtomicU64,
+}
+
+/// The fake fleet (cheap to clone).
+#[derive(Clone, Default)]
+pub struct FakeFleet {
+    inner: Arc<Inner>,
+}
+
+type ApiResult<T> = Result<Json<T>, (StatusCode, Json<ApiError>)>;
+
+fn refuse(code: StatusCode, error: &str, message: String) -> (StatusCode, Json<ApiError>) {
+    (
+        code,
+        Json(ApiError {
+            error: error.into(),
+            message,
+            field: None,
+        }),
+    )
+}
+
+impl FakeFleet {
+    /// Add (or reset) a session: Running, ready, equity = cash = `allocation`.
+    pub fn add(&self, namespace: &str, name: &str, allocation: Decimal) {
+        let status = RuntimeStatus {
+            session: name.into(),
+            session_id: name.into(),
+            phase: RuntimePhase::Running,
+            ready: true,
+            initial_cash: allocation,
+            cash: allocation,
+            equity: allocation,
+            ledger: LedgerHealthStatus {
+                reachable: true,
+                reason: None,
+            },
+            ..Default::default()
+        };
+        self.lock()
+            .insert((namespace.to_string(), name.to_string()), status);
+    }
+
+    /// Move every Running session's equity by `delta` (base currency) and
+    /// count one more candle.
+    pub fn tick(&self, delta: Decimal) {
+        for s in self.lock().values_mut() {
+            if s.phase == RuntimePhase::Running {
+                s.equity += delta;
+                s.unrealized_pnl += delta;
+                s.candles += 1;
+                if !s.initial_cash.is_zero() {
+                    s.roi_pct = ((s.equity - s.initial_cash) / s.initial_cash
+                        * Decimal::ONE_HUNDRED)
+                        .round_dp(4);
+                }
+            }
+        }
+    }
+
+    /// The status of one session.
+    pub fn status(&self, namespace: &str, name: &str) -> Option<RuntimeStatus> {
+        self.lock()
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// `GET /v1/status` requests answered so far.
+    pub fn status_requests(&self) -> u64 {
+        self.inner.status_requests.load(Ordering::Relaxed)
+    }
+
+    /// Control requests answered so far.
+    pub fn control_requests(&self) -> u64 {
+        self.inner.control_requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for a missing bearer token.
+    pub fn unauthenticated_requests(&self) -> u64 {
+        self.inner.unauthenticated.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), RuntimeStatus>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Serve on `127.0.0.1:0` in the background; returns the address.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn serve(&self) -> std::io::Result<SocketAddr> {
+        let app = Router::new()
+            .route("/{ns}/{name}/v1/status", get(status))
+            .route("/{ns}/{name}/v1/{action}", post(control))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(addr)
+    }
+
+    /// The endpoint annotation value of a session served at `addr`.
+    pub fn endpoint(addr: SocketAddr, namespace: &str, name: &str) -> String {
+        format!("http://{addr}/{namespace}/{name}")
+    }
+}
+
+fn authorised(fleet: &FakeFleet, headers: &HeaderMap) -> Result<(), (StatusCode, Json<ApiError>)> {
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| !t.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        fleet.inner.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "expected Authorization: Bearer <token>".into(),
+        ))
+    }
+}
+
+async fn status(
+    State(fleet): State<FakeFleet>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<RuntimeStatus> {
+    authorised(&fleet, &headers)?;
+    fleet.inner.status_requests.fetch_add(1, Ordering::Relaxed);
+    fleet.status(&ns, &name).map(Json).ok_or_else(|| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no fake session {ns}/{name}"),
+        )
+    })
+}
+
+async fn control(
+    State(fleet): State<FakeFleet>,
+    Path((ns, name, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<ControlResponse> {
+    authorised(&fleet, &headers)?;
+    fleet.inner.control_requests.fetch_add(1, Ordering::Relaxed);
+    let mut map = fleet.lock();
+    let Some(s) = map.get_mut(&(ns.clone(), name.clone())) else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no fake session {ns}/{name}"),
+        ));
+    };
+    if s.phase.is_final() {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("the session has ended ({:?})", s.phase),
+        ));
+    }
+    s.phase = match action.as_str() {
+        "pause" => RuntimePhase::Paused,
+        "resume" => RuntimePhase::Running,
+        "stop" => RuntimePhase::Stopped,
+        "config" => s.phase,
+        other => {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route /v1/{other}"),
+            ));
+        }
+    };
+    Ok(Json(ControlResponse {
+        phase: s.phase,
+        message: format!("{action}: done"),
+        effective_parameters: Default::default(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_status_and_control_per_session() {
+        let fleet = FakeFleet::default();
+        fleet.add("ns", "a", Decimal::from(1000));
+        let addr = fleet.serve().await.unwrap();
+        let http = reqwest::Client::new();
+        let base = FakeFleet::endpoint(addr, "ns", "a");
+        let r = http.get(format!("{base}/v1/status")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let s: RuntimeStatus = http
+            .get(format!("{base}/v1/status"))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(s.equity, Decimal::from(1000));
+        fleet.tick(Decimal::from(5));
+        let c: ControlResponse = http
+            .post(format!("{base}/v1/pause"))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(c.phase, RuntimePhase::Paused);
+        let s = fleet.status("ns", "a").unwrap();
+        assert_eq!(s.equity, Decimal::from(1005));
+        assert_eq!(s.roi_pct, Decimal::new(5, 1));
+        assert_eq!(fleet.status_requests(), 1);
+        assert_eq!(fleet.unauthenticated_requests(), 1);
+    }
+}
