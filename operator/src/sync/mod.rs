@@ -30,6 +30,7 @@
 //! Secret, read once and cached.
 
 pub mod client;
+pub mod forward;
 pub mod project;
 
 use std::{
@@ -364,5 +365,73 @@ impl Poller {
             () = work => {},
             () = shutdown => {},
         }
+    }
+}
+
+/// What [`Poller::execute`] did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Executed {
+    /// Requests the runtime accepted, with its answer's message.
+    pub done: Vec<(forward::Request, String)>,
+    /// The first request that failed, and why (the rest were not sent).
+    pub failed: Option<(forward::Request, String)>,
+    /// The reset request to record as observed (every request succeeded).
+    pub acknowledge_reset: Option<String>,
+}
+
+impl Poller {
+    /// Send a [`forward::Plan`] to `s`'s runtime, in order, stopping at the
+    /// first failure. Each accepted request updates the cached report's
+    /// phase (the next poll brings the rest).
+    pub async fn execute(
+        &self,
+        s: &BotSession,
+        strategy: &paperbot_crds::StrategyConfig,
+        plan: forward::Plan,
+    ) -> Executed {
+        let mut out = Executed::default();
+        if plan.requests.is_empty() {
+            out.acknowledge_reset = plan.acknowledge_reset;
+            return out;
+        }
+        let token = match self.token(s).await {
+            Ok(t) => t,
+            Err(e) => {
+                out.failed = plan.requests.into_iter().next().map(|r| (r, e));
+                return out;
+            }
+        };
+        let base = endpoint(s, &self.settings);
+        let key = ObjectRef::from_obj(s);
+        for req in plan.requests {
+            let answer = match &req {
+                forward::Request::Reload(generation) => {
+                    let body = forward::reload_body(strategy, *generation);
+                    self.http
+                        .post(&base, &req.path(), &token, Some(&body))
+                        .await
+                }
+                _ => self.http.post::<()>(&base, &req.path(), &token, None).await,
+            };
+            match answer {
+                Ok(resp) => {
+                    if let Some(e) = self.reports.lock().get_mut(&key)
+                        && let Some(st) = e.obs.status.as_mut()
+                    {
+                        st.phase = resp.phase;
+                        if let forward::Request::Reload(g) = &req {
+                            st.strategy_revision = Some(g.to_string());
+                        }
+                    }
+                    out.done.push((req, resp.message));
+                }
+                Err(e) => {
+                    out.failed = Some((req, e.to_string()));
+                    return out;
+                }
+            }
+        }
+        out.acknowledge_reset = plan.acknowledge_reset;
+        out
     }
 }
