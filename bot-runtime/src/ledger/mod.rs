@@ -22,6 +22,7 @@ mod dump;
 mod error;
 mod lock;
 pub mod postgres;
+pub mod query;
 mod read;
 pub mod records;
 pub mod sample;
