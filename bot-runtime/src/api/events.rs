@@ -39,6 +39,7 @@ pub const EVENT_PARAMS: [ParamDoc; 1] = [ParamDoc {
                   breaker, adjustment, adjustmentOutcome, price, phase. `lagged` is always sent.",
     json_type: "string",
     format: None,
+    range: None,
 }];
 
 /// Every event name a filter may hold, in the bit order of [`Kinds`].

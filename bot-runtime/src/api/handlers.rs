@@ -370,8 +370,13 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpEr
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." { String::new() } else { path };
-        let message = if inner.is_syntax() || inner.is_eof() {
+        let syntax = inner.is_syntax() || inner.is_eof();
+        let field = if path == "." || syntax {
+            String::new()
+        } else {
+            path
+        };
+        let message = if syntax {
             format!("malformed JSON: {inner}")
         } else if field.is_empty() {
             inner.to_string()
@@ -393,15 +398,16 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_field() {
-        let e = decode_json::<ConfigUpdate>(br#"{"strategy":{"signals":{}},"bogus":1}"#)
-            .unwrap_err();
+        let e =
+            decode_json::<ConfigUpdate>(br#"{"strategy":{"signals":{}},"bogus":1}"#).unwrap_err();
         assert_eq!(e.body.field.as_deref(), Some("bogus"), "{:?}", e.body);
         let e = decode_json::<ConfigUpdate>(br#"{"strategy":{"intelLevel":"x","signals":{}}}"#)
             .unwrap_err();
         assert_eq!(e.body.field.as_deref(), Some("strategy.intelLevel"));
         let e = decode_json::<ConfigUpdate>(b"{\"strategy\":").unwrap_err();
         assert!(e.body.message.starts_with("malformed JSON"), "{:?}", e.body);
-        let e = decode_json::<ConfigUpdate>(b"{} {}").unwrap_err();
+        let e =
+            decode_json::<ConfigUpdate>(br#"{"strategy":{"signals":{"rsi":{}}}} {}"#).unwrap_err();
         assert!(e.body.message.starts_with("malformed JSON"), "{:?}", e.body);
         let e = decode_json::<ConfigUpdate>(b"  ").unwrap_err();
         assert!(e.body.message.contains("empty"));
@@ -409,15 +415,17 @@ mod tests {
 
     #[test]
     fn out_of_range_strategies_are_refused_before_the_session_sees_them() {
-        let u: ConfigUpdate = decode_json(
-            br#"{"strategy":{"intelLevel":11,"signals":{"rsi":{}}},"revision":"7"}"#,
-        )
-        .unwrap();
+        let u: ConfigUpdate =
+            decode_json(br#"{"strategy":{"intelLevel":11,"signals":{"rsi":{}}},"revision":"7"}"#)
+                .unwrap();
         let e = check_config(&u).unwrap_err();
         assert_eq!(e.body.field.as_deref(), Some("strategy.intelLevel"));
-        assert!(e.body.message.contains("expected 1 to 10"), "{}", e.body.message);
-        let mut u: ConfigUpdate =
-            decode_json(br#"{"strategy":{"signals":{"rsi":{}}}}"#).unwrap();
+        assert!(
+            e.body.message.contains("expected 1 to 10"),
+            "{}",
+            e.body.message
+        );
+        let mut u: ConfigUpdate = decode_json(br#"{"strategy":{"signals":{"rsi":{}}}}"#).unwrap();
         assert!(check_config(&u).is_ok());
         u.revision = Some("x".repeat(64));
         assert_eq!(

@@ -186,6 +186,11 @@ impl Operation {
             if let Some(f) = p.format {
                 schema["format"] = f.into();
             }
+            if let Some((min, max, default)) = p.range {
+                schema["minimum"] = min.into();
+                schema["maximum"] = max.into();
+                schema["default"] = default.into();
+            }
             json!({"name": p.name, "in": "query", "required": false,
                    "description": p.description, "schema": schema})
         }));
@@ -230,7 +235,10 @@ impl Operation {
             add(415, "The body is not `application/json`.");
         }
         if self.access != Access::Open {
-            add(401, "No bearer token was sent (`WWW-Authenticate: Bearer`).");
+            add(
+                401,
+                "No bearer token was sent (`WWW-Authenticate: Bearer`).",
+            );
             add(
                 403,
                 "The bearer token is wrong, or the runtime has no token configured.",

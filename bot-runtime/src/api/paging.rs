@@ -30,6 +30,8 @@ pub struct ParamDoc {
     pub json_type: &'static str,
     /// JSON Schema `format`, if any (e.g. `date-time`).
     pub format: Option<&'static str>,
+    /// Inclusive range and default of an integer.
+    pub range: Option<(i64, i64, i64)>,
 }
 
 /// The parameters of every paged history (`symbol` only where rows have one).
@@ -39,6 +41,7 @@ pub const PAGE_PARAMS: [ParamDoc; 5] = [
         description: "Rows per page, 1 to 1000 (default 100).",
         json_type: "integer",
         format: None,
+        range: Some((1, MAX_PAGE_ROWS as i64, DEFAULT_LIMIT as i64)),
     },
     ParamDoc {
         name: "cursor",
@@ -46,6 +49,7 @@ pub const PAGE_PARAMS: [ParamDoc; 5] = [
                       page. Keep the other filters unchanged while paging.",
         json_type: "string",
         format: None,
+        range: None,
     },
     ParamDoc {
         name: "from",
@@ -53,18 +57,21 @@ pub const PAGE_PARAMS: [ParamDoc; 5] = [
                       `2018-04-04T00:00:00Z`; send `+` in an offset as `%2B`).",
         json_type: "string",
         format: Some("date-time"),
+        range: None,
     },
     ParamDoc {
         name: "to",
         description: "Only rows before this RFC 3339 market time (exclusive).",
         json_type: "string",
         format: Some("date-time"),
+        range: None,
     },
     ParamDoc {
         name: "symbol",
         description: "Only rows of this symbol, e.g. `BTC-USD`.",
         json_type: "string",
         format: None,
+        range: None,
     },
 ];
 
@@ -235,7 +242,9 @@ pub fn parse_page(raw: Option<&str>, history: History) -> Result<PageParams, Htt
         Some(s) if s.is_empty() || s.chars().count() > MAX_SYMBOL_LEN => {
             return Err(HttpError::bad_request(
                 "symbol",
-                format!("{s:?}: expected a symbol of 1 to {MAX_SYMBOL_LEN} characters, e.g. BTC-USD"),
+                format!(
+                    "{s:?}: expected a symbol of 1 to {MAX_SYMBOL_LEN} characters, e.g. BTC-USD"
+                ),
             ));
         }
         s => s,
@@ -284,7 +293,10 @@ mod tests {
         assert_eq!(field_of(parse_page(Some("limit=x"), t)), "limit");
         assert_eq!(field_of(parse_page(Some("cursor=zz"), t)), "cursor");
         let other = History::Decisions.cursor(1);
-        assert_eq!(field_of(parse_page(Some(&format!("cursor={other}")), t)), "cursor");
+        assert_eq!(
+            field_of(parse_page(Some(&format!("cursor={other}")), t)),
+            "cursor"
+        );
         assert_eq!(field_of(parse_page(Some("from=yesterday"), t)), "from");
         let e = parse_page(Some("from=2018-04-04T00:00:00+00:00"), t).unwrap_err();
         assert!(e.body.message.contains("%2B"), "{}", e.body.message);

@@ -98,13 +98,16 @@ pub(crate) fn declare<R: RouteSink>(r: &mut R) {
     r.route(
         "/readyz",
         handlers::readyz,
-        Operation::get("probes", "Readiness: the ledger is reachable and the data fresh")
-            .describe(
-                "200 iff `GET /v1/status` says `ready` (the ledger takes commits and the market \
+        Operation::get(
+            "probes",
+            "Readiness: the ledger is reachable and the data fresh",
+        )
+        .describe(
+            "200 iff `GET /v1/status` says `ready` (the ledger takes commits and the market \
                  data is fresh, or the session has ended); else 503 with the reason.",
-            )
-            .ok::<Readiness>("Ready.")
-            .error(503, "Not ready; `message` says why."),
+        )
+        .ok::<Readiness>("Ready.")
+        .error(503, "Not ready; `message` says why."),
     );
     r.route(
         "/metrics",
@@ -196,16 +199,22 @@ pub(crate) fn declare<R: RouteSink>(r: &mut R) {
     r.route(
         "/v1/autopilot/adjustments",
         handlers::adjustments,
-        history("Autopilot adjustments with their verdicts", History::Adjustments)
-            .describe("By `id`; `from`/`to` filter the adjustment's market time.")
-            .ok::<Page<Adjustment>>("One page."),
+        history(
+            "Autopilot adjustments with their verdicts",
+            History::Adjustments,
+        )
+        .describe("By `id`; `from`/`to` filter the adjustment's market time.")
+        .ok::<Page<Adjustment>>("One page."),
     );
     let control = |summary, description| {
         Operation::post("control", summary)
             .describe(description)
             .access(Access::Control)
             .ok::<ControlResponse>("Done (or nothing needed doing: see `message`).")
-            .error(409, "The request does not fit the session's state (e.g. it has ended).")
+            .error(
+                409,
+                "The request does not fit the session's state (e.g. it has ended).",
+            )
             .unavailable()
     };
     r.route(
@@ -238,7 +247,10 @@ pub(crate) fn declare<R: RouteSink>(r: &mut R) {
             "No body. 404 when the session has no breaker of that name.",
         )
         .path_param("name", "Breaker name (camelCase), e.g. `dailyLoss`.")
-        .error(404, "No breaker of that name; `message` lists the breakers."),
+        .error(
+            404,
+            "No breaker of that name; `message` lists the breakers.",
+        ),
     );
     r.route(
         CONFIG_PATH,

@@ -234,7 +234,9 @@ impl LedgerReader {
     ) -> Result<Page<TradeRecord>, LedgerError> {
         match self {
             Self::Sqlite(p) => page::<Sqlite, _>(p, &TRADES, id, q, symbol, decode::trade).await,
-            Self::Postgres(p) => page::<Postgres, _>(p, &TRADES, id, q, symbol, decode::trade).await,
+            Self::Postgres(p) => {
+                page::<Postgres, _>(p, &TRADES, id, q, symbol, decode::trade).await
+            }
         }
     }
 
