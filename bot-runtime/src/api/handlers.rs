@@ -225,6 +225,7 @@ async fn control(app: &AppState, command: Control) -> Result<Json<ControlRespons
 pub(crate) async fn pause(
     State(app): State<AppState>,
     RawQuery(raw): RawQuery,
+    _: NoBody,
 ) -> Result<Json<ControlResponse>, HttpError> {
     query_pairs(raw.as_deref(), &[])?;
     control(&app, Control::Pause).await
@@ -234,6 +235,7 @@ pub(crate) async fn pause(
 pub(crate) async fn resume(
     State(app): State<AppState>,
     RawQuery(raw): RawQuery,
+    _: NoBody,
 ) -> Result<Json<ControlResponse>, HttpError> {
     query_pairs(raw.as_deref(), &[])?;
     control(&app, Control::Resume).await
@@ -243,6 +245,7 @@ pub(crate) async fn resume(
 pub(crate) async fn stop(
     State(app): State<AppState>,
     RawQuery(raw): RawQuery,
+    _: NoBody,
 ) -> Result<Json<ControlResponse>, HttpError> {
     query_pairs(raw.as_deref(), &[])?;
     control(&app, Control::Stop).await
@@ -253,6 +256,7 @@ pub(crate) async fn reset_breaker(
     State(app): State<AppState>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
+    _: NoBody,
 ) -> Result<Json<ControlResponse>, HttpError> {
     query_pairs(raw.as_deref(), &[])?;
     let well_formed = !name.is_empty()
@@ -331,6 +335,30 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .await
             .map_err(|r| HttpError::from_body_rejection(&r, state.body_limit))?;
         decode_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The body of a route that takes none: empty or `{}` (some clients always
+/// send one); anything else is a 400 rather than being ignored.
+pub(crate) struct NoBody;
+
+impl FromRequest<AppState> for NoBody {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, HttpError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| HttpError::from_body_rejection(&r, state.body_limit))?;
+        match std::str::from_utf8(&bytes).map(str::trim) {
+            Ok("" | "{}") => Ok(NoBody),
+            _ => Err(HttpError::bad_request(
+                "",
+                format!(
+                    "this route takes no body (got {} bytes): send none, or {{}}",
+                    bytes.len()
+                ),
+            )),
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! | `GET /readyz` | 200 iff the status says ready, else 503 with why | no |
 //! | `GET /metrics` | the session's Prometheus registry (also on `metrics_listen`) | no |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document ([`openapi_document`]) | no |
-//! | `GET /v1/status` | the latest [`RuntimeStatus`] | read |
+//! | `GET /v1/status` | the latest [`RuntimeStatus`](paperbot_crds::runtime_api::RuntimeStatus) | read |
 //! | `GET /v1/events` | server-sent events ([`events`]) | read |
 //! | `GET /v1/trades`, `/v1/decisions`, `/v1/positions`, `/v1/breakers/events`, `/v1/autopilot/adjustments` | cursor-paged ledger rows ([`paging`]) | read |
 //! | `POST /v1/pause`, `/v1/resume`, `/v1/stop`, `/v1/breakers/{name}/reset`, `/v1/config` | control requests to the session | always |

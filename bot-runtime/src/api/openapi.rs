@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document, generated from the route table
-//! ([`super::routes::declare`]) and the types' `schemars` schemas.
+//! (`routes::declare`) and the types' `schemars` schemas.
 //!
 //! Why this bridge and not utoipa or aide: the bodies the operator reads
 //! (`RuntimeStatus`, `ConfigUpdate`, ...) live in `paperbot-crds` and derive

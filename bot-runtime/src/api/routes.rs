@@ -265,7 +265,7 @@ pub(crate) fn declare<R: RouteSink>(r: &mut R) {
     );
 }
 
-/// The OpenAPI document of [`declare`]'s routes.
+/// The OpenAPI document of every route the API serves.
 pub fn openapi_document() -> serde_json::Value {
     let mut sink = DocSink::default();
     declare(&mut sink);

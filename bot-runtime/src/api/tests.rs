@@ -613,6 +613,18 @@ async fn bad_requests_get_json_errors_naming_the_field_and_the_server_keeps_serv
     )
     .await;
 
+    // A body where none is taken.
+    let e = bad(
+        &app,
+        "POST",
+        "/v1/pause",
+        json(r#"{"force":true}"#),
+        bad_request,
+        None,
+    )
+    .await;
+    assert!(e.message.contains("takes no body"), "{}", e.message);
+
     // Paths, routes and methods.
     let e = bad(
         &app,
@@ -659,8 +671,16 @@ async fn bad_requests_get_json_errors_naming_the_field_and_the_server_keeps_serv
     assert_eq!(f.seen(), ["ResetBreaker(\"noSuchBreaker\")"]);
     let (s, _, _) = call(&app, "GET", "/healthz", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = call(&app, "POST", "/v1/pause", Some(TOKEN), None).await;
+    let (s, _, _) = call(&app, "POST", "/v1/pause", Some(TOKEN), json("{}")).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_json() {
+    let r = panicked(Box::new("boom"));
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let b = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(api_error(&b).error, "internal");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 //! deep it is, and rows committed while a client pages are neither skipped
 //! nor repeated. Filters: market time (`from` inclusive, `to` exclusive) and,
 //! for the kinds that have one, the symbol. Statements are shared by both
-//! backends through the [`Dialect`] layer; rows decode with the same decoders
+//! backends through the ledger's `Dialect` layer; rows decode with the same decoders
 //! as [`LedgerStore::read_records`](super::LedgerStore::read_records).
 
 use std::str::FromStr;
