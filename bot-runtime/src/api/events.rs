@@ -9,7 +9,8 @@
 //! comment line is sent every 15 s of silence so that proxies keep the
 //! connection open. The stream ends when the session side goes away or the
 //! server shuts down. `?kinds=fill,breaker` keeps only those kinds
-//! (`lagged` is always sent).
+//! (`lagged` is always sent). At most `ApiOptions::max_event_streams`
+//! streams are open at once; one more is answered 503.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -156,18 +157,27 @@ pub(crate) async fn events(
         Some(k) => Kinds::parse(&k)?,
         None => Kinds::ALL,
     };
+    let Ok(permit) = app.streams.clone().try_acquire_owned() else {
+        return Err(HttpError::unavailable(format!(
+            "{} event streams are open, the most this runtime serves: retry later",
+            app.max_streams
+        )));
+    };
     let rx = app.handle.events.subscribe();
     let mut shutdown = app.shutdown.subscribe();
     let ended = async move {
         // Ends on shutdown, or when the server's state (and its sender) is gone.
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    let live = stream::unfold(rx, move |mut rx| async move {
+    // The permit lives as long as the stream.
+    let live = stream::unfold((rx, permit), move |(mut rx, permit)| async move {
         loop {
             match rx.recv().await {
-                Ok(e) if kinds.contains(kind_of(&e)) => return Some((Ok(to_sse(&e)), rx)),
+                Ok(e) if kinds.contains(kind_of(&e)) => {
+                    return Some((Ok(to_sse(&e)), (rx, permit)));
+                }
                 Ok(_) => {}
-                Err(RecvError::Lagged(n)) => return Some((Ok(lagged(n)), rx)),
+                Err(RecvError::Lagged(n)) => return Some((Ok(lagged(n)), (rx, permit))),
                 Err(RecvError::Closed) => return None,
             }
         }

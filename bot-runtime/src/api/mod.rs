@@ -65,6 +65,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Default [`ApiOptions::control_timeout`].
 pub const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default [`ApiOptions::max_event_streams`].
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 64;
+
 /// How the API serves.
 #[derive(Clone, Debug)]
 pub struct ApiOptions {
@@ -84,6 +87,9 @@ pub struct ApiOptions {
     pub body_limit: usize,
     /// How long a control request waits for the session's answer (then 503).
     pub control_timeout: Duration,
+    /// Event streams (`GET /v1/events`) open at once; one more is answered
+    /// 503 (each holds a connection and a subscription).
+    pub max_event_streams: usize,
 }
 
 impl ApiOptions {
@@ -98,6 +104,7 @@ impl ApiOptions {
             ledger,
             body_limit: DEFAULT_BODY_LIMIT,
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 }
@@ -114,6 +121,10 @@ pub(crate) struct AppState {
     pub openapi: Arc<String>,
     /// Set to true on shutdown: event streams end.
     pub shutdown: Arc<watch::Sender<bool>>,
+    /// One permit per event stream that may be open.
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// The number of permits of `streams`.
+    pub max_streams: usize,
 }
 
 /// The API's router for `handle` (for tests: [`serve`] adds the listeners
@@ -141,6 +152,8 @@ fn build(handle: SessionHandle, opts: &ApiOptions, shutdown: Arc<watch::Sender<b
         control_timeout: opts.control_timeout,
         openapi: Arc::new(openapi),
         shutdown,
+        streams: Arc::new(tokio::sync::Semaphore::new(opts.max_event_streams)),
+        max_streams: opts.max_event_streams,
     };
     let mut sink = routes::RouterSink {
         router: Router::new(),

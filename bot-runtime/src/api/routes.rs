@@ -149,6 +149,7 @@ pub(crate) fn declare<R: RouteSink>(r: &mut R) {
             .access(Access::Read)
             .query(&EVENT_PARAMS)
             .ok_text("text/event-stream", "The event stream.")
+            .error(503, "Too many event streams are open; retry later.")
             .event::<Fill>("fill", "An order filled (or failed).")
             .event::<Decision>("decision", "A decision with its reasoning.")
             .event::<BreakerEvent>("breaker", "A circuit breaker changed state.")

@@ -992,6 +992,22 @@ async fn the_event_stream_ends_when_the_server_goes_away() {
     assert!(body.frame().await.is_none());
 }
 
+#[tokio::test]
+async fn event_streams_are_bounded_and_a_closed_one_frees_its_place() {
+    let f = Fixture::new(like_a_session, 16).await;
+    let mut opts = f.options(Some(TOKEN), false);
+    opts.max_event_streams = 1;
+    let app = router(f.handle.clone(), &opts);
+    let first = open_stream(&app, "").await;
+    let (s, _, b) = call(&app, "GET", "/v1/events", Some(TOKEN), None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(api_error(&b).message.contains("1 event streams are open"));
+    drop(first);
+    let mut again = open_stream(&app, "").await;
+    f.events.send(fill(1)).unwrap();
+    assert_eq!(read_events(&mut again, 1).await[0].1["seq"], 1);
+}
+
 // ---- serve: listeners, shutdown ----
 
 /// A raw HTTP/1.1 request on a new connection; returns the connection
