@@ -3,7 +3,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{FromRequest, Path, RawQuery, Request, State},
+    extract::{FromRequest, Path, RawQuery, Request, State, rejection::PathRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -254,11 +254,14 @@ pub(crate) async fn stop(
 /// `POST /v1/breakers/{name}/reset`.
 pub(crate) async fn reset_breaker(
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     _: NoBody,
 ) -> Result<Json<ControlResponse>, HttpError> {
     query_pairs(raw.as_deref(), &[])?;
+    let Path(name) = name.map_err(|e| {
+        HttpError::bad_request("name", format!("{e}: expected a camelCase breaker name"))
+    })?;
     let well_formed = !name.is_empty()
         && name.len() <= MAX_BREAKER_NAME_LEN
         && name.bytes().all(|b| b.is_ascii_alphanumeric());

@@ -645,6 +645,15 @@ async fn bad_requests_get_json_errors_naming_the_field_and_the_server_keeps_serv
         Some("name"),
     )
     .await;
+    bad(
+        &app,
+        "POST",
+        "/v1/breakers/%FF/reset",
+        None,
+        bad_request,
+        Some("name"),
+    )
+    .await;
     let e = bad(
         &app,
         "GET",
