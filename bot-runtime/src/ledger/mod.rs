@@ -12,7 +12,8 @@
 //! list (`schema`), SQL generation (`sql`), row binding (`bind`) and
 //! decoding (`decode`), the writer with its fencing (`writer`), the writer
 //! locks (`lock`, `advisory`), the readers (`read`) and the canonical dump
-//! (`dump`).
+//! (`dump`). [`query`] holds the HTTP API's read-only, keyset-paged queries
+//! (a pool of their own beside the writer's).
 
 mod advisory;
 mod bind;
@@ -22,6 +23,7 @@ mod dump;
 mod error;
 mod lock;
 pub mod postgres;
+pub mod query;
 mod read;
 pub mod records;
 pub mod sample;
