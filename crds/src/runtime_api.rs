@@ -220,8 +220,10 @@ pub struct ControlResponse {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiError {
-    /// Machine-readable code: `unauthorized`, `forbidden`, `bad_request`,
-    /// `not_found`, `conflict`, `unavailable`, `internal`.
+    /// Machine-readable code: `unauthorized` (401), `forbidden` (403),
+    /// `bad_request` (400), `not_found` (404), `method_not_allowed` (405),
+    /// `conflict` (409), `payload_too_large` (413), `unsupported_media_type`
+    /// (415), `internal` (500), `unavailable` (503).
     pub error: String,
     /// What was wrong and what is expected.
     pub message: String,
