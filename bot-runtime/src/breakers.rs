@@ -1766,7 +1766,11 @@ mod tests {
         let trips = cb.trips();
 
         let out = run(&mut cb, |c, o| {
-            for k in [BreakerKind::DailyLoss, BreakerKind::MaxDrawdown, BreakerKind::DailyTradeCap] {
+            for k in [
+                BreakerKind::DailyLoss,
+                BreakerKind::MaxDrawdown,
+                BreakerKind::DailyTradeCap,
+            ] {
                 assert_eq!(c.reset(k, t(2), o), Ok(BreakerState::Open));
             }
         });
@@ -1781,7 +1785,10 @@ mod tests {
         assert_eq!(cb.trips(), trips, "a reset is not a trip");
         // Closed already: nothing to do, nothing recorded.
         let out = run(&mut cb, |c, o| {
-            assert_eq!(c.reset(BreakerKind::DailyLoss, t(2), o), Ok(BreakerState::Closed));
+            assert_eq!(
+                c.reset(BreakerKind::DailyLoss, t(2), o),
+                Ok(BreakerState::Closed)
+            );
         });
         assert!(out.is_empty());
         // The measures restart at the reset: the same equity does not re-trip
@@ -1791,7 +1798,8 @@ mod tests {
             c.on_entry(t(3), o);
         });
         assert!(
-            out.iter().all(|e| e.breaker == "minBalance" || e.breaker == "dailyTradeCap"),
+            out.iter()
+                .all(|e| e.breaker == "minBalance" || e.breaker == "dailyTradeCap"),
             "{out:?}"
         );
         // A further 5 % loss from the reset equity trips dailyLoss again, with
@@ -1804,15 +1812,20 @@ mod tests {
         );
         // The kill switch and unconfigured breakers cannot be reset.
         let mut out = Vec::new();
-        let e = cb.reset(BreakerKind::AccountMaxDrawdown, t(5), &mut out).unwrap_err();
+        let e = cb
+            .reset(BreakerKind::AccountMaxDrawdown, t(5), &mut out)
+            .unwrap_err();
         assert!(e.contains("account kill switch"), "{e}");
-        let e = cb.reset(BreakerKind::ConsecutiveLosses, t(5), &mut out).unwrap_err();
+        let e = cb
+            .reset(BreakerKind::ConsecutiveLosses, t(5), &mut out)
+            .unwrap_err();
         assert_eq!(e, "breaker consecutiveLosses is not configured");
         assert!(out.is_empty());
         // The reset survives a checkpoint.
         let json = serde_json::to_string(&cb.checkpoint()).unwrap();
-        let back = CircuitBreakers::restore(&cb.limits.clone(), serde_json::from_str(&json).unwrap())
-            .unwrap();
+        let back =
+            CircuitBreakers::restore(&cb.limits.clone(), serde_json::from_str(&json).unwrap())
+                .unwrap();
         assert_eq!(back.statuses(), cb.statuses());
         assert_eq!(back.checkpoint(), cb.checkpoint());
     }
@@ -1832,7 +1845,10 @@ mod tests {
             c.on_round_trip(t(1), dec!(-1), o);
         });
         assert_eq!(cb.state_of(BreakerKind::DailyLoss), BreakerState::Open);
-        assert_eq!(cb.state_of(BreakerKind::ConsecutiveLosses), BreakerState::Open);
+        assert_eq!(
+            cb.state_of(BreakerKind::ConsecutiveLosses),
+            BreakerState::Open
+        );
         let new = BreakerLimits {
             daily_loss_pct: Some(dec!(20)),
             min_balance: Some(dec!(1)),
@@ -1841,9 +1857,19 @@ mod tests {
         let out = run(&mut cb, |c, o| c.reconfigure(&new, t(2), o));
         assert_eq!(
             out,
-            [ev(t(2), "consecutiveLosses", "Open", "Closed", REMOVED_REASON)]
+            [ev(
+                t(2),
+                "consecutiveLosses",
+                "Open",
+                "Closed",
+                REMOVED_REASON
+            )]
         );
-        let names: Vec<_> = cb.statuses().into_iter().map(|s| (s.name, s.state)).collect();
+        let names: Vec<_> = cb
+            .statuses()
+            .into_iter()
+            .map(|s| (s.name, s.state))
+            .collect();
         assert_eq!(
             names,
             [
