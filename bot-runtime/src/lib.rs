@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod analytics;
+pub mod api;
 pub mod autopilot;
 pub mod breakers;
 pub mod config;

@@ -239,7 +239,7 @@ impl Driver {
                 self.refuse_requests_while_down();
                 self.ctx
                     .stop
-                    .sleep_until_or(Instant::now() + Duration::from_millis(50), &pending);
+                    .sleep_until_or(Instant::now() + Duration::from_millis(50), pending);
             }
             if paused_logged && !self.ctx.health.is_down() {
                 paused_logged = false;
@@ -276,7 +276,7 @@ impl Driver {
                     return Ending::Interrupted;
                 }
                 loop {
-                    match self.ctx.stop.sleep_until_or(due, &pending) {
+                    match self.ctx.stop.sleep_until_or(due, pending) {
                         Wake::Deadline => break,
                         // This candle was not traded, so it is not counted;
                         // the resumed run reads it again.
@@ -533,7 +533,7 @@ impl Driver {
 
 /// What a serving session publishes of `engine` after `candles` candles
 /// (without prices or a last candle), `reloaded` the strategy in force.
-pub(super) fn snapshot_of(
+pub fn snapshot_of(
     engine: &Engine,
     candles: u64,
     reloaded: Option<&ReloadedStrategy>,

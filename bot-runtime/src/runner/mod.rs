@@ -55,6 +55,7 @@ use std::{path::PathBuf, sync::Arc};
 use tokio::sync::mpsc;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError};
+pub use drive::snapshot_of;
 pub use feed::{Feed, PreparedSession, prepare, prepare_with_start};
 pub use stop::StopSignal;
 pub use writer::{LedgerHealth, RetryPolicy};
