@@ -229,18 +229,50 @@ fn sessions(url: &str) -> Vec<SessionInfo> {
 
 /// Every committed record of session `id`.
 fn records(url: &str, id: &str) -> LedgerBatch {
-    block_on(async {
-        let l = ledger::open(url).await.unwrap();
-        let mut all = LedgerBatch::default();
-        l.read_records(id, 4096, &mut |b| {
-            all.append(b);
-            Ok(())
-        })
-        .await
-        .unwrap();
-        l.close().await;
-        all
+    block_on(read_records(url, id))
+}
+
+async fn read_records(url: &str, id: &str) -> LedgerBatch {
+    let l = ledger::open(url).await.unwrap();
+    let mut all = LedgerBatch::default();
+    l.read_records(id, 4096, &mut |b| {
+        all.append(b);
+        Ok(())
     })
+    .await
+    .unwrap();
+    l.close().await;
+    all
+}
+
+/// `promtool check metrics` finds nothing to say about `text` (promtool comes
+/// with Debian's `prometheus` package; `.ci/run` installs it).
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is needed for this test ({e}): apt-get install prometheus")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}\n{text}"
+    );
 }
 
 fn sqlite_url(dir: &Path) -> String {
@@ -753,6 +785,7 @@ fn completed_replay_in_postgres_is_served_again_after_a_restart() {
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    promtool_check(&metrics);
     let filled: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("paperbot_fills_total{") && l.contains("status=\"filled\""))
@@ -786,4 +819,104 @@ fn completed_replay_in_postgres_is_served_again_after_a_restart() {
         "the equity gauge {gauge} is the status's {equity} (rebuilt from the ledger)"
     );
     rt.terminate();
+}
+
+/// In process: the event stream carries the committed fills (exactly the
+/// ledger's, in order), decisions, prices and the final phase, in market-time
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_the_commits_in_order() {
+    use bot_runtime::{
+        config,
+        runner::{RunOptions, StopSignal},
+        service::{self, RuntimeEvent, ServeOptions},
+    };
+    use paperbot_crds::runtime_api::RuntimePhase;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    // Ten one-minute candles a second (a start of its own: paced from the
+    // first candle, not the wall clock).
+    let m = manifest(
+        dir.path(),
+        "events.yaml",
+        &strategy(""),
+        "events",
+        "  symbols: [SIM]\n  marketData:\n    source: Simulated\n    speed: \"600\"\n    simulated: \
+         {seed: 3, annualVolatility: \"4\", interval: 1m, candles: 60, start: \"2024-05-01T00:00:00Z\"}\n",
+    );
+    let plan = config::plan_sessions(&config::load_manifests(&m).unwrap())
+        .unwrap()
+        .remove(0);
+    let store = ledger::open(&url).await.unwrap();
+    let opts = ServeOptions {
+        run: RunOptions {
+            report_dir: dir.path().join("reports"),
+            ..RunOptions::default()
+        },
+        speed: None,
+        ledger_url: None,
+    };
+    let (handle, task) =
+        service::start(plan, opts, store, std::sync::Arc::new(StopSignal::new())).unwrap();
+    let mut rx = handle.events.subscribe();
+    let mut events = Vec::new();
+    let t0 = Instant::now();
+    loop {
+        let e = tokio::time::timeout(DEADLINE.saturating_sub(t0.elapsed()), rx.recv())
+            .await
+            .expect("events until the end")
+            .expect("no event missed");
+        let done = matches!(
+            e,
+            RuntimeEvent::Phase {
+                phase: RuntimePhase::Completed,
+                ..
+            }
+        );
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    let out = task.await.unwrap().unwrap();
+    assert_eq!(out.end, service::ServeEnd::Final(RuntimePhase::Completed));
+
+    let fills: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RuntimeEvent::Fill(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    let trades = read_records(&url, "events").await.trades;
+    assert!(!fills.is_empty(), "{events:#?}");
+    assert!(
+        trades.ends_with(&fills),
+        "the fills streamed are the ledger's (from the subscription on)"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RuntimeEvent::Decision(_)))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RuntimeEvent::Price { .. }))
+    );
+    let times: Vec<i64> = events
+        .iter()
+        .filter_map(|e| match e {
+            RuntimeEvent::Fill(t) => Some(t.time.millis()),
+            RuntimeEvent::Decision(d) => Some(d.time.millis()),
+            RuntimeEvent::Price { time, .. } => Some(time.millis()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "market-time order: {times:?}"
+    );
+    assert_eq!(handle.status.borrow().phase, RuntimePhase::Completed);
 }

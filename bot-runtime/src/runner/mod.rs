@@ -668,7 +668,42 @@ fn config_difference(recorded: &str, now: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::config_difference;
+    use super::{ReloadedStrategy, config_difference, resume_difference};
+
+    #[test]
+    fn resume_ignores_how_a_session_is_run_and_follows_a_reload() {
+        let recorded = r#"{"session":{"name":"a","spec":{"desiredState":"Running","marketData":{"source":"Simulated"}}},
+            "strategy":{"name":"s","spec":{"risk":{"stopLossPct":"2"}}},"effective":{"x":1}}"#;
+        // Pace, desired state and pod overrides may change on a resume.
+        let now = r#"{"session":{"name":"a","spec":{"desiredState":"Paused","runtime":{"image":"i"},
+            "marketData":{"source":"Simulated","speed":"60"}}},
+            "strategy":{"name":"s","spec":{"risk":{"stopLossPct":"2"}}},"effective":{"x":1}}"#;
+        assert_eq!(resume_difference(recorded, now, None), None);
+        // Anything else is refused, naming the path.
+        let other = now.replace(r#""source":"Simulated""#, r#""source":"Replay""#);
+        assert_eq!(
+            resume_difference(recorded, &other, None).as_deref(),
+            Some(r#"session.spec.marketData.source: "Simulated" recorded, "Replay" now"#)
+        );
+        // After a hot reload the manifest must carry the reloaded strategy.
+        let reloaded: ReloadedStrategy = serde_json::from_str(
+            r#"{"spec":{"signals":{"rsi":{}},"risk":{"stopLossPct":"3"}},"revision":"7"}"#,
+        )
+        .unwrap();
+        let mut with_reload: serde_json::Value = serde_json::from_str(now).unwrap();
+        with_reload["strategy"]["spec"] = serde_json::to_value(&reloaded.spec).unwrap();
+        with_reload["effective"] = serde_json::json!({"x": 2});
+        assert_eq!(
+            resume_difference(recorded, &with_reload.to_string(), Some(&reloaded)),
+            None,
+            "effective parameters left to the engine's fingerprint"
+        );
+        assert!(
+            resume_difference(recorded, now, Some(&reloaded))
+                .unwrap()
+                .starts_with("strategy.spec.")
+        );
+    }
 
     #[test]
     fn config_difference_names_the_first_differing_path() {
