@@ -215,6 +215,12 @@ struct ServeArgs {
     /// for this long before giving up (exit 1; the session stays resumable).
     #[arg(long, default_value = "10m")]
     ledger_retry_timeout: String,
+    /// When the unfinished run's strategy in force (the manifest's at the
+    /// start, or a hot-reloaded one) differs from the manifest's
+    /// StrategyConfig and nothing else differs, put the manifest's in force
+    /// as a hot reload instead of refusing to resume.
+    #[arg(long)]
+    adopt_manifest_strategy: bool,
 }
 
 #[derive(Args, Debug)]
@@ -779,6 +785,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         batch_candles: args.batch_candles,
         resume: true,
         retry: retry_policy("ledger-retry-timeout", &args.ledger_retry_timeout)?,
+        adopt_manifest_strategy: args.adopt_manifest_strategy,
         ..RunOptions::default()
     };
     let metrics_listen = match args.metrics_listen.trim() {

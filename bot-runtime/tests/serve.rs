@@ -751,6 +751,27 @@ fn reload_keeps_positions_and_cash_and_survives_kill_9_and_resume() {
     assert_eq!(sessions(&url).len(), 1, "resumed, not restarted");
     rt.terminate();
     assert_eq!(sessions(&url)[0].phase, "Interrupted");
+
+    // Asked to, a resume adopts the manifest's StrategyConfig as a reload
+    // (here: back to the first one), and a later resume then takes it.
+    let rt = Runtime::start(dir.path(), &m, &url, &["--adopt-manifest-strategy"]);
+    let s = rt.wait_for("the resumed session", |s| s["phase"] == "Running");
+    assert!(s.get("strategyRevision").is_none(), "{s:#}");
+    assert!(
+        s["autopilot"]["effectiveParameters"]
+            .get("stopLossPct")
+            .is_none(),
+        "the first strategy has no stop-loss: {s:#}"
+    );
+    // Committed with the next batch (the status shows committed state only).
+    rt.wait_for("a commit", |c| {
+        c["candles"].as_u64() > s["candles"].as_u64()
+    });
+    rt.kill9();
+    let rt = Runtime::start(dir.path(), &m, &url, &[]);
+    rt.wait_for("the resumed session", |s| s["phase"] == "Running");
+    assert_eq!(sessions(&url).len(), 1);
+    rt.terminate();
 }
 
 /// A replay into PostgreSQL runs to its end as fast as possible; a
@@ -919,4 +940,51 @@ async fn events_follow_the_commits_in_order() {
         "market-time order: {times:?}"
     );
     assert_eq!(handle.status.borrow().phase, RuntimePhase::Completed);
+}
+
+/// A PostgreSQL outage: trading waits, the status says the ledger is
+/// unreachable and why, `/readyz` answers 503, control
+/// requests are refused as unavailable; once the database is back the
+/// session carries on and is ready again.
+#[test]
+fn a_ledger_outage_makes_the_runtime_unready_until_the_database_is_back() {
+    let mut pg = PostgresServer::start().expect("start a PostgreSQL server for the outage");
+    let url = pg.create_database("serve_outage").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        "outage.yaml",
+        &strategy(""),
+        "outage",
+        SIMULATED,
+    );
+    let rt = Runtime::start(dir.path(), &m, &url, &["--ledger-retry-timeout", "0s"]);
+    let up = rt.wait_for("trading", |s| {
+        s["ready"] == true && s["candles"].as_u64() >= Some(2)
+    });
+    assert_eq!(up["ledger"]["reachable"], true);
+    assert_eq!(rt.get("/readyz").0, 200);
+
+    pg.stop().unwrap();
+    let down = rt.wait_for("the outage to show", |s| s["ledger"]["reachable"] == false);
+    assert!(down["ledger"]["reason"].is_string(), "{down:#}");
+    assert_eq!(down["ready"], false, "{down:#}");
+    assert_eq!(rt.get("/readyz").0, 503);
+    let (code, a) = rt.post("/v1/pause", None);
+    assert_eq!(code, 503, "{a}");
+    let stalled = rt.status()["candles"].clone();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        rt.status()["candles"],
+        stalled,
+        "no trading ahead of the ledger"
+    );
+
+    pg.start_again().unwrap();
+    let back = rt.wait_for("the ledger to come back", |s| {
+        s["ready"] == true && s["candles"].as_u64() > stalled.as_u64()
+    });
+    assert_eq!(back["ledger"]["reachable"], true);
+    assert_eq!(rt.post("/v1/pause", None).0, 200);
+    rt.terminate();
 }

@@ -88,6 +88,9 @@ pub(super) struct DriveContext {
     /// The strategy of the last hot reload, carried into every checkpoint.
     pub reloaded: Option<ReloadedStrategy>,
     pub live: Option<LiveDrive>,
+    /// Commit the engine's state before the first candle (it was changed at
+    /// the start: paused by the manifest, a strategy adopted).
+    pub flush_at_start: bool,
 }
 
 /// Why the engine thread stopped.
@@ -226,6 +229,9 @@ impl Driver {
         let inbox = self.ctx.live.as_ref().map(|l| l.inbox.clone());
         let pending = || inbox.as_ref().is_some_and(|i| i.has_pending());
         let mut paused_logged = false;
+        if self.ctx.flush_at_start && !self.send() {
+            return Ending::Interrupted;
+        }
         loop {
             // Never trade ahead of a ledger that is not taking commits.
             while self.ctx.health.is_down()

@@ -103,6 +103,11 @@ pub struct RunOptions {
     pub writer: String,
     /// Retries of failing commits.
     pub retry: RetryPolicy,
+    /// On resume, accept a manifest whose StrategyConfig differs from the
+    /// one in force (the manifest's, or a hot-reloaded one) when nothing else
+    /// differs, and put the manifest's strategy in force as a hot reload
+    /// (recorded with the first commit). Off: such a resume is refused.
+    pub adopt_manifest_strategy: bool,
 }
 
 impl Default for RunOptions {
@@ -116,6 +121,7 @@ impl Default for RunOptions {
             resume: false,
             writer: default_writer(),
             retry: RetryPolicy::default(),
+            adopt_manifest_strategy: false,
         }
     }
 }
@@ -184,8 +190,6 @@ pub struct RunOutcome {
     /// The stop request that ended the session (phase `Stopped`), to answer
     /// once the end is published.
     pub stop_reply: Option<control::Reply>,
-    /// The engine's figures at the end.
-    pub state: EngineState,
 }
 
 /// Run one prepared session into `ledger` until its end, a halt, a stop
@@ -236,17 +240,32 @@ pub async fn run_session_live<L: LedgerStore>(
     // 1. Start a new session or take over an unfinished one.
     let start = open_session(&plan, opts, ledger, first_open).await?;
     let session_id = start.session_id.clone();
-    // A hot reload recorded in the checkpoint replaces the manifest's strategy.
-    let reloaded = start.checkpoint.as_ref().and_then(|c| c.strategy.clone());
-    let plan = match &reloaded {
-        None => plan,
-        Some(r) => control::reload_plan(&plan, &r.spec, r.revision.as_deref()).map_err(|e| {
-            RunError::Resume {
-                session_id: session_id.clone(),
-                reason: format!("the hot-reloaded strategy in its checkpoint is not valid: {e}"),
-            }
-        })?,
+    // A hot reload recorded in the checkpoint replaces the manifest's
+    // strategy; an adopted manifest strategy replaces the one in force after
+    // the engine is restored with it.
+    let mut reloaded = start.checkpoint.as_ref().and_then(|c| c.strategy.clone());
+    let in_force = match (&start.adopt_from, &reloaded) {
+        (Some(spec), _) if start.checkpoint.is_some() => Some((spec.clone(), None)),
+        (Some(_), _) => None, // nothing to restore: the manifest's strategy from the start
+        (None, Some(r)) => Some((r.spec.clone(), r.revision.clone())),
+        (None, None) => None,
     };
+    let adopted_plan = start.adopt_from.as_ref().map(|_| plan.clone());
+    let plan =
+        match &in_force {
+            None => plan,
+            Some((spec, revision)) => control::reload_plan(&plan, spec, revision.as_deref())
+                .map_err(|e| RunError::Resume {
+                    session_id: session_id.clone(),
+                    reason: format!("the strategy in force in its ledger is not valid: {e}"),
+                })?,
+        };
+    if let Some(p) = &adopted_plan {
+        reloaded = Some(ReloadedStrategy {
+            spec: p.strategy.clone(),
+            revision: None,
+        });
+    }
     let cfg = EngineConfig::from_plan(&plan, opts.snapshot_interval_ms);
     let initial = cfg.initial_cash;
     let dir = opts.report_dir.join(&session_id);
@@ -293,12 +312,28 @@ pub async fn run_session_live<L: LedgerStore>(
         }
     };
 
+    if let Some(p) = &adopted_plan
+        && start.checkpoint.is_some()
+    {
+        engine
+            .reload(EngineConfig::from_plan(p, opts.snapshot_interval_ms))
+            .map_err(|e| RunError::Resume {
+                session_id: session_id.clone(),
+                reason: format!("the manifest's StrategyConfig cannot be put in force: {e}"),
+            })?;
+    }
+
+    // A change made at the start (an adopted strategy, a manifest that
+    // pauses) is committed at once, before the first candle.
+    let mut flush_at_start = adopted_plan.is_some() && start.checkpoint.is_some();
+
     // 3. Run the pipeline.
     let (live_drive, mut observer, health) = match live {
         None => (None, None, Arc::new(LedgerHealth::default())),
         Some(live) => {
-            if live.start_paused {
-                engine.set_paused(true);
+            if live.start_paused && engine.set_paused(true) {
+                // A new run's pause is the manifest's: nothing to record yet.
+                flush_at_start |= start.checkpoint.is_some();
             }
             (
                 Some(drive::LiveDrive {
@@ -352,6 +387,7 @@ pub async fn run_session_live<L: LedgerStore>(
             health: health.clone(),
             reloaded,
             live: live_drive,
+            flush_at_start,
         };
         tokio::task::spawn_blocking(move || drive::drive(engine, feed, progress, ctx, tx))
     };
@@ -447,7 +483,6 @@ pub async fn run_session_live<L: LedgerStore>(
         summary,
         files,
         stop_reply,
-        state: committed,
     })
 }
 
@@ -476,6 +511,9 @@ struct Start {
     session_id: String,
     resumed: bool,
     checkpoint: Option<Checkpoint>,
+    /// With [`RunOptions::adopt_manifest_strategy`], the strategy in force
+    /// in the ledger when the manifest brings another one (to be adopted).
+    adopt_from: Option<paperbot_crds::StrategyConfigSpec>,
 }
 
 /// Find the session to write: the newest unfinished run when resuming (its
@@ -504,7 +542,32 @@ async fn open_session<L: LedgerStore>(
             }
             None => None,
         };
-        if let Some(diff) = resume_difference(&info.config_json, &config_json, reloaded.as_ref()) {
+        let mut adopt_from = None;
+        if let Some(diff) = resume_difference(&info.config_json, &config_json, reloaded.as_ref())
+            && opts.adopt_manifest_strategy
+            && strategy_only_difference(&info.config_json, &config_json)
+        {
+            let in_force = match &reloaded {
+                Some(r) => Some(r.spec.clone()),
+                None => serde_json::from_str::<serde_json::Value>(&info.config_json)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v["strategy"]["spec"].clone()).ok()),
+            };
+            let Some(in_force) = in_force else {
+                return Err(RunError::Resume {
+                    session_id: info.id,
+                    reason: "the strategy recorded in the ledger cannot be read".into(),
+                });
+            };
+            tracing::warn!(
+                session = %info.id,
+                difference = %diff,
+                "the manifest brings another StrategyConfig: putting it in force as a hot reload"
+            );
+            adopt_from = Some(in_force);
+        } else if let Some(diff) =
+            resume_difference(&info.config_json, &config_json, reloaded.as_ref())
+        {
             let reload_note = match &reloaded {
                 Some(r) => format!(
                     "; its strategy was hot-reloaded (revision {}): the manifest must carry the \
@@ -546,6 +609,7 @@ async fn open_session<L: LedgerStore>(
             session_id: info.id,
             resumed: true,
             checkpoint,
+            adopt_from,
         });
     }
     if let Some(info) = unfinished {
@@ -572,6 +636,7 @@ async fn open_session<L: LedgerStore>(
         session_id: id,
         resumed: false,
         checkpoint: None,
+        adopt_from: None,
     })
 }
 
@@ -592,6 +657,21 @@ fn resume_difference(
     now: &str,
     reloaded: Option<&ReloadedStrategy>,
 ) -> Option<String> {
+    compare_for_resume(recorded, now, reloaded, false)
+}
+
+/// Whether two configurations differ in nothing but the strategy (and the
+/// effective parameters that follow from it), [`RESUMABLE_CHANGES`] aside.
+fn strategy_only_difference(recorded: &str, now: &str) -> bool {
+    compare_for_resume(recorded, now, None, true).is_none()
+}
+
+fn compare_for_resume(
+    recorded: &str,
+    now: &str,
+    reloaded: Option<&ReloadedStrategy>,
+    ignore_strategy: bool,
+) -> Option<String> {
     use serde_json::Value;
     // With a reload, the effective parameters are left out on both sides:
     // they follow from the strategy and the account, and the engine's own
@@ -608,6 +688,14 @@ fn resume_difference(
             }
             if let Some(Value::Object(o)) = node {
                 o.remove(*last);
+            }
+        }
+        if let Value::Object(o) = &mut v
+            && ignore_strategy
+        {
+            o.remove("effective");
+            if let Some(Value::Object(s)) = o.get_mut("strategy") {
+                s.remove("spec");
             }
         }
         if let Value::Object(o) = &mut v
