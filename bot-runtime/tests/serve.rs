@@ -737,11 +737,13 @@ fn reload_keeps_positions_and_cash_and_survives_kill_9_and_resume() {
     );
 
     // With the reloaded StrategyConfig it resumes, the reload in force.
-    let reloaded = format!(
-        "apiVersion: paperbot.io/v1alpha1\nkind: StrategyConfig\nmetadata: {{name: strat}}\nspec:\n  \
-         mode: Custom\n  signals:\n    smaCrossover: {{fastPeriod: 1, slowPeriod: 2}}\n    rsi: {{period: 3}}\n  \
-         risk:\n    fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n    stopLossPct: \"2\"\n"
-    );
+    let reloaded = strategy("")
+        .replace("slowPeriod: 2}\n", "slowPeriod: 2}\n    rsi: {period: 3}\n")
+        .replace(
+            "    confidenceThreshold: \"0\"\n",
+            "    confidenceThreshold: \"0\"\n    stopLossPct: \"2\"\n",
+        );
+    assert!(reloaded.contains("rsi") && reloaded.contains("stopLossPct"));
     let m2 = manifest(dir.path(), "reloaded.yaml", &reloaded, "reload", SIMULATED);
     let rt = Runtime::start(dir.path(), &m2, &url, &[]);
     let s = rt.wait_for("the resumed session", |s| s["phase"] == "Running");
