@@ -221,6 +221,13 @@ struct ServeArgs {
     /// as a hot reload instead of refusing to resume.
     #[arg(long)]
     adopt_manifest_strategy: bool,
+    /// Accepted and ignored (`serve` always resumes and never shows a
+    /// progress bar), so that `run`'s pod arguments serve as they are.
+    #[arg(long, hide = true)]
+    resume: bool,
+    /// See `--resume`.
+    #[arg(long, hide = true)]
+    no_progress: bool,
 }
 
 #[derive(Args, Debug)]
