@@ -393,6 +393,63 @@ impl Autopilot {
         Ok(a)
     }
 
+    /// Take a reloaded strategy: `new` settings and the strategy's new
+    /// starting parameters `new_start` (`old`, `old_start`: those it ran
+    /// with). Returns whether the effective parameters changed.
+    ///
+    /// - A parameter the new strategy starts at another value, or that the
+    ///   new settings do not bound (the autopilot no longer tunes it), takes
+    ///   its new starting value: the user's edit wins. Any other parameter
+    ///   keeps its tuned value, clamped into its new bounds.
+    /// - When the autopilot settings changed, `enabled` follows the new
+    ///   settings and the run of negative verdicts restarts (a self-disabled
+    ///   autopilot is re-armed by editing its settings); otherwise its state,
+    ///   including a self-disable, is kept.
+    /// - The evaluation window restarts and a set of adjustments awaiting its
+    ///   verdict is dropped without one (a verdict compares two windows
+    ///   traded under the same strategy); those adjustments stay recorded
+    ///   with no outcome.
+    /// - The daily cap, the cooldown, the ids and the history are kept, so a
+    ///   reload never allows more adjustments in a day than the cap.
+    pub fn reconfigure(
+        &mut self,
+        old: &AutopilotSettings,
+        new: &AutopilotSettings,
+        old_start: &TunableParams,
+        new_start: &TunableParams,
+    ) -> bool {
+        let fresh = Self::new(new, new_start.clone());
+        let mut params = self.params.clone();
+        for i in 0..PARAMS.len() {
+            let value = match (fresh.bounds[i], get(new_start, i) == get(old_start, i)) {
+                (Some((min, max)), true) => get(&params, i).map(|v| v.clamp(min, max)),
+                _ => get(new_start, i),
+            };
+            match (i, value) {
+                (2, None) => params.stop_loss_pct = None,
+                (3, None) => params.take_profit_pct = None,
+                (_, Some(v)) => set(&mut params, i, v),
+                _ => {}
+            }
+        }
+        let changed = params != self.params;
+        if old != new {
+            self.enabled = new.enabled;
+            self.negative_run = 0;
+        }
+        self.learning_rate = fresh.learning_rate;
+        self.aggressiveness = fresh.aggressiveness;
+        self.window = fresh.window;
+        self.cooldown_ms = fresh.cooldown_ms;
+        self.max_daily = fresh.max_daily;
+        self.auto_disable_after = fresh.auto_disable_after;
+        self.bounds = fresh.bounds;
+        self.params = params;
+        self.sums = WindowSums::default();
+        self.pending = None;
+        changed
+    }
+
     /// The current (effective) parameters; the engine reads them before each
     /// decision.
     pub fn params(&self) -> &TunableParams {
@@ -734,6 +791,64 @@ mod tests {
                 .unwrap_err()
                 .contains("not enabled")
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_tuned_values_the_user_did_not_edit() {
+        let mut a = Autopilot::new(&settings(), start());
+        let (adj, _) = window(&mut a, t(0), &POOR); // tightens size, threshold, stop
+        assert_eq!(adj.len(), 3);
+        let tuned = a.params().clone();
+        assert_eq!(tuned.max_position_size_pct, dec!(9));
+        assert!(
+            a.status()
+                .recent_adjustments
+                .iter()
+                .all(|r| r.outcome.is_none())
+        );
+        window(&mut a, t(200), &POOR[..1]); // half a window
+        // The user edits the stop-loss start and narrows the size bounds.
+        let new_settings = AutopilotSettings {
+            bounds: vec![
+                (param_names::MAX_POSITION_SIZE_PCT, dec!(9.5), dec!(12)),
+                (param_names::CONFIDENCE_THRESHOLD, dec!(50), dec!(70)),
+                (param_names::STOP_LOSS_PCT, dec!(1), dec!(5)),
+            ],
+            ..settings()
+        };
+        let new_start = TunableParams {
+            stop_loss_pct: Some(dec!(2)),
+            ..start()
+        };
+        assert!(a.reconfigure(&settings(), &new_settings, &start(), &new_start));
+        let p = a.params();
+        assert_eq!(
+            p.max_position_size_pct,
+            dec!(9.5),
+            "tuned 9, clamped into [9.5, 12]"
+        );
+        assert_eq!(p.confidence_threshold, tuned.confidence_threshold, "kept");
+        assert_eq!(p.stop_loss_pct, Some(dec!(2)), "edited: the new start wins");
+        assert_eq!(p.take_profit_pct, Some(dec!(6)), "unbounded: the start");
+        let cp = a.checkpoint();
+        assert!(
+            cp.pending.is_none() && cp.window.trades == 0,
+            "a fresh window"
+        );
+        assert_eq!(cp.count, 3, "history kept");
+        // It restores under the new settings and keeps adjusting from there.
+        let mut b = Autopilot::restore(&new_settings, cp).unwrap();
+        assert_eq!(window(&mut a, t(400), &POOR), window(&mut b, t(400), &POOR));
+        // Disabled by the new settings: nothing more changes.
+        let off = AutopilotSettings {
+            enabled: false,
+            ..new_settings.clone()
+        };
+        let before = a.params().clone();
+        assert!(!a.reconfigure(&new_settings, &off, &new_start, &new_start));
+        assert!(!a.enabled());
+        assert!(window(&mut a, t(900), &POOR).0.is_empty());
+        assert_eq!(a.params(), &before);
     }
 
     #[test]

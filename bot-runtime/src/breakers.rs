@@ -81,6 +81,13 @@ use crate::ledger::records::BreakerEventRecord;
 use crate::params::BreakerLimits;
 use crate::types::{MS_PER_DAY, Timestamp};
 
+/// Reason of a transition to `Closed` made by [`CircuitBreakers::reset`].
+pub const RESET_REASON: &str = "reset by request";
+
+/// Reason of a transition to `Closed` when a strategy reload removes the
+/// breaker's limit ([`CircuitBreakers::reconfigure`]).
+pub const REMOVED_REASON: &str = "breaker removed by a strategy reload";
+
 /// The circuit breakers, in the order [`CircuitBreakers::entry_block`] and
 /// [`CircuitBreakers::statuses`] report them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +142,11 @@ impl BreakerKind {
             BreakerKind::AccountMaxDrawdown => "accountMaxDrawdown",
             BreakerKind::AccountDailyLoss => "accountDailyLoss",
         }
+    }
+
+    /// The kind named `name` (camelCase, as [`name`](Self::name) gives it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
     /// Whether this is an account kill-switch breaker (never half-opens, halts).
@@ -234,6 +246,9 @@ pub(crate) struct BreakersCheckpoint {
     pub entries_today: u32,
     pub invalid_ticks: u32,
     pub dd_ref: Option<Decimal>,
+    /// dailyLoss reference after a reset, for the rest of the UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_ref: Option<Decimal>,
     pub last_equity: Option<Decimal>,
     pub halted: Option<String>,
     pub trips: u32,
@@ -252,6 +267,9 @@ pub struct CircuitBreakers {
     invalid_ticks: u32,
     /// maxDrawdown reference after the first re-baseline.
     dd_ref: Option<Decimal>,
+    /// dailyLoss reference after a reset by request (equity at the reset),
+    /// until the UTC day ends.
+    daily_ref: Option<Decimal>,
     last_equity: Option<Decimal>,
     halted: Option<BreakerKind>,
     trips: u32,
@@ -286,6 +304,7 @@ impl CircuitBreakers {
             entries_today: 0,
             invalid_ticks: 0,
             dd_ref: None,
+            daily_ref: None,
             last_equity: None,
             halted: None,
             trips: 0,
@@ -316,6 +335,7 @@ impl CircuitBreakers {
             entries_today: self.entries_today,
             invalid_ticks: self.invalid_ticks,
             dd_ref: self.dd_ref,
+            daily_ref: self.daily_ref,
             last_equity: self.last_equity,
             halted: self.halted.map(|k| k.name().to_string()),
             trips: self.trips,
@@ -324,8 +344,9 @@ impl CircuitBreakers {
 
     /// Breakers for `limits` in the state of a checkpoint: the same nine
     /// breakers in [`BreakerKind::ALL`] order, a breaker that does not exist
-    /// for these limits only `Closed` and never tripped, the trip total equal
-    /// to the sum, a halt only by an open kill-switch breaker.
+    /// for these limits only `Closed` (its trips may remain from before a
+    /// strategy reload removed it), the trip total equal to the sum, a halt
+    /// only by an open kill-switch breaker.
     pub(crate) fn restore(limits: &BreakerLimits, cp: BreakersCheckpoint) -> Result<Self, String> {
         let mut cb = Self::new(limits);
         if cp.breakers.len() != KINDS {
@@ -344,12 +365,11 @@ impl CircuitBreakers {
                 ));
             }
             let br = &mut cb.b[*k as usize];
-            if !br.active && (b.state != BreakerState::Closed || b.trips != 0) {
+            if !br.active && b.state != BreakerState::Closed {
                 return Err(format!(
-                    "breakers.breakers[{i}] ({}) is not configured but has state {} and {} trips",
+                    "breakers.breakers[{i}] ({}) is not configured but has state {}",
                     b.name,
                     state_name(b.state),
-                    b.trips
                 ));
             }
             if k.is_kill_switch() && b.state == BreakerState::HalfOpen {
@@ -393,6 +413,7 @@ impl CircuitBreakers {
         cb.entries_today = cp.entries_today;
         cb.invalid_ticks = cp.invalid_ticks;
         cb.dd_ref = cp.dd_ref;
+        cb.daily_ref = cp.daily_ref;
         cb.last_equity = cp.last_equity;
         cb.trips = cp.trips;
         Ok(cb)
@@ -473,6 +494,7 @@ impl CircuitBreakers {
         }
         self.day_end_ms = Some(now.utc_day().saturating_add(1).saturating_mul(MS_PER_DAY));
         self.entries_today = 0;
+        self.daily_ref = None;
         for k in [BreakerKind::DailyLoss, BreakerKind::DailyTradeCap] {
             if self.state(k) != BreakerState::Closed {
                 self.go(k, now, BreakerState::Closed, "new UTC day".into(), out);
@@ -503,16 +525,20 @@ impl CircuitBreakers {
         if let Some(limit) = self.limits.daily_loss_pct
             && self.state(BreakerKind::DailyLoss) != BreakerState::Open
         {
-            let hit = loss_reached(day_start, equity, limit);
+            let (base, which) = match self.daily_ref {
+                Some(r) => (r, "equity at the reset"),
+                None => (day_start, "day-start equity"),
+            };
+            let hit = loss_reached(base, equity, limit);
             self.judge(
                 BreakerKind::DailyLoss,
                 now,
                 hit,
                 |hit| {
                     format!(
-                        "loss today {}% of day-start equity {} {} limit {}%",
-                        pct_of(day_start, equity),
-                        day_start.normalize(),
+                        "loss today {}% of {which} {} {} limit {}%",
+                        pct_of(base, equity),
+                        base.normalize(),
                         cmp_word(hit),
                         limit.normalize()
                     )
@@ -855,6 +881,84 @@ impl CircuitBreakers {
                 since: b.changed_at.map(Timestamp::to_rfc3339),
             })
             .collect()
+    }
+
+    /// Close breaker `kind` by request (reason [`RESET_REASON`], at market
+    /// time `now`), so that new entries are allowed again; the transition is
+    /// pushed to `out` like any other and is not a trip. Returns the state
+    /// the breaker had: `Closed` means there was nothing to reset (nothing is
+    /// recorded).
+    ///
+    /// So that the breaker does not re-trip on the very next bar, its
+    /// measure restarts from now:
+    ///
+    /// | breaker | after a reset |
+    /// |---|---|
+    /// | `dailyLoss` | the loss is measured from the equity at the reset until the UTC day ends |
+    /// | `maxDrawdown` | the drawdown is measured from the equity at the reset, following new highs (as after a cooldown) |
+    /// | `consecutiveFailures`, `consecutiveLosses`, `priceFeed` | the run restarts at 0 |
+    /// | `dailyTradeCap` | the day's entry count restarts at 0 (another full cap of entries today) |
+    /// | `minBalance` | nothing to re-baseline: it trips again at the next bar while equity is below the minimum |
+    ///
+    /// # Errors
+    /// The kill-switch breakers (`accountMaxDrawdown`, `accountDailyLoss`)
+    /// halt the session when they trip and cannot be reset here; a breaker
+    /// that is not configured does not exist. Both give a message naming the
+    /// breaker.
+    pub fn reset(
+        &mut self,
+        kind: BreakerKind,
+        now: Timestamp,
+        out: &mut Vec<BreakerEventRecord>,
+    ) -> Result<BreakerState, String> {
+        if !self.active(kind) {
+            return Err(format!("breaker {} is not configured", kind.name()));
+        }
+        if kind.is_kill_switch() {
+            return Err(format!(
+                "breaker {} is an account kill switch: it halts the session and is reset on the \
+                 account, not on a session",
+                kind.name()
+            ));
+        }
+        let was = self.state(kind);
+        if was == BreakerState::Closed {
+            return Ok(was);
+        }
+        match kind {
+            BreakerKind::DailyLoss => self.daily_ref = self.last_equity,
+            BreakerKind::MaxDrawdown => {
+                if let Some(e) = self.last_equity {
+                    self.dd_ref = Some(e);
+                }
+            }
+            BreakerKind::DailyTradeCap => self.entries_today = 0,
+            _ => {}
+        }
+        self.go(kind, now, BreakerState::Closed, RESET_REASON.into(), out);
+        Ok(was)
+    }
+
+    /// Take new limits (a strategy reload), keeping every breaker's state,
+    /// trips and runs. A breaker the new limits no longer configure stops
+    /// existing; if it was not `Closed` it is closed first with reason
+    /// [`REMOVED_REASON`] (pushed to `out`). A newly configured breaker
+    /// starts `Closed`. The new limits apply from the next bar.
+    pub fn reconfigure(
+        &mut self,
+        limits: &BreakerLimits,
+        now: Timestamp,
+        out: &mut Vec<BreakerEventRecord>,
+    ) {
+        let fresh = Self::new(limits);
+        for k in BreakerKind::ALL {
+            let keep = fresh.active(k);
+            if self.active(k) && !keep && self.state(k) != BreakerState::Closed {
+                self.go(k, now, BreakerState::Closed, REMOVED_REASON.into(), out);
+            }
+            self.b[k as usize].active = keep;
+        }
+        self.limits = limits.clone();
     }
 
     /// Trips (transitions to `Open`, re-opens from `HalfOpen` included) of all
@@ -1633,5 +1737,151 @@ mod tests {
         });
         assert!(out.is_empty());
         assert_eq!(cb.entry_block(), None);
+    }
+
+    #[test]
+    fn a_reset_closes_the_breaker_and_restarts_its_measure() {
+        let mut cb = CircuitBreakers::new(&BreakerLimits {
+            daily_loss_pct: Some(dec!(5)),
+            max_drawdown_pct: Some(dec!(10)),
+            max_daily_trades: Some(1),
+            min_balance: Some(dec!(9500)),
+            account_max_drawdown_pct: Some(dec!(50)),
+            ..limits()
+        });
+        let ds = dec!(10000);
+        run(&mut cb, |c, o| {
+            c.on_equity(t(0), ds, ds, ds, o);
+            c.on_equity(t(1), dec!(8900), ds, ds, o);
+            c.on_entry(t(1), o);
+        });
+        for k in [
+            BreakerKind::DailyLoss,
+            BreakerKind::MaxDrawdown,
+            BreakerKind::DailyTradeCap,
+            BreakerKind::MinBalance,
+        ] {
+            assert_eq!(cb.state_of(k), BreakerState::Open, "{k:?}");
+        }
+        let trips = cb.trips();
+
+        let out = run(&mut cb, |c, o| {
+            for k in [
+                BreakerKind::DailyLoss,
+                BreakerKind::MaxDrawdown,
+                BreakerKind::DailyTradeCap,
+            ] {
+                assert_eq!(c.reset(k, t(2), o), Ok(BreakerState::Open));
+            }
+        });
+        assert_eq!(
+            out,
+            [
+                ev(t(2), "dailyLoss", "Open", "Closed", RESET_REASON),
+                ev(t(2), "maxDrawdown", "Open", "Closed", RESET_REASON),
+                ev(t(2), "dailyTradeCap", "Open", "Closed", RESET_REASON),
+            ]
+        );
+        assert_eq!(cb.trips(), trips, "a reset is not a trip");
+        // Closed already: nothing to do, nothing recorded.
+        let out = run(&mut cb, |c, o| {
+            assert_eq!(
+                c.reset(BreakerKind::DailyLoss, t(2), o),
+                Ok(BreakerState::Closed)
+            );
+        });
+        assert!(out.is_empty());
+        // The measures restart at the reset: the same equity does not re-trip
+        // dailyLoss or maxDrawdown, and one more entry is allowed today.
+        let out = run(&mut cb, |c, o| {
+            c.on_equity(t(3), dec!(8900), ds, ds, o);
+            c.on_entry(t(3), o);
+        });
+        assert!(
+            out.iter()
+                .all(|e| e.breaker == "minBalance" || e.breaker == "dailyTradeCap"),
+            "{out:?}"
+        );
+        // A further 5 % loss from the reset equity trips dailyLoss again, with
+        // the reset equity in the reason.
+        let out = run(&mut cb, |c, o| c.on_equity(t(4), dec!(8450), ds, ds, o));
+        assert!(
+            out.iter().any(|e| e.breaker == "dailyLoss"
+                && e.reason == "loss today 5.06% of equity at the reset 8900 >= limit 5%"),
+            "{out:?}"
+        );
+        // The kill switch and unconfigured breakers cannot be reset.
+        let mut out = Vec::new();
+        let e = cb
+            .reset(BreakerKind::AccountMaxDrawdown, t(5), &mut out)
+            .unwrap_err();
+        assert!(e.contains("account kill switch"), "{e}");
+        let e = cb
+            .reset(BreakerKind::ConsecutiveLosses, t(5), &mut out)
+            .unwrap_err();
+        assert_eq!(e, "breaker consecutiveLosses is not configured");
+        assert!(out.is_empty());
+        // The reset survives a checkpoint.
+        let json = serde_json::to_string(&cb.checkpoint()).unwrap();
+        let back =
+            CircuitBreakers::restore(&cb.limits.clone(), serde_json::from_str(&json).unwrap())
+                .unwrap();
+        assert_eq!(back.statuses(), cb.statuses());
+        assert_eq!(back.checkpoint(), cb.checkpoint());
+    }
+
+    #[test]
+    fn reconfigure_keeps_states_and_closes_removed_breakers() {
+        let lim = BreakerLimits {
+            daily_loss_pct: Some(dec!(5)),
+            max_consecutive_losses: Some(1),
+            ..limits()
+        };
+        let mut cb = CircuitBreakers::new(&lim);
+        let ds = dec!(10000);
+        run(&mut cb, |c, o| {
+            c.on_equity(t(0), ds, ds, ds, o);
+            c.on_equity(t(1), dec!(9000), ds, ds, o);
+            c.on_round_trip(t(1), dec!(-1), o);
+        });
+        assert_eq!(cb.state_of(BreakerKind::DailyLoss), BreakerState::Open);
+        assert_eq!(
+            cb.state_of(BreakerKind::ConsecutiveLosses),
+            BreakerState::Open
+        );
+        let new = BreakerLimits {
+            daily_loss_pct: Some(dec!(20)),
+            min_balance: Some(dec!(1)),
+            ..limits()
+        };
+        let out = run(&mut cb, |c, o| c.reconfigure(&new, t(2), o));
+        assert_eq!(
+            out,
+            [ev(
+                t(2),
+                "consecutiveLosses",
+                "Open",
+                "Closed",
+                REMOVED_REASON
+            )]
+        );
+        let names: Vec<_> = cb
+            .statuses()
+            .into_iter()
+            .map(|s| (s.name, s.state))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("dailyLoss".to_string(), BreakerState::Open),
+                ("minBalance".to_string(), BreakerState::Closed),
+                ("priceFeed".to_string(), BreakerState::Closed),
+            ]
+        );
+        // The removed breaker's trips stay counted and restore accepts them.
+        assert_eq!(cb.trips(), 2);
+        let json = serde_json::to_string(&cb.checkpoint()).unwrap();
+        let back = CircuitBreakers::restore(&new, serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back.statuses(), cb.statuses());
     }
 }

@@ -82,6 +82,9 @@ pub const QUANTITY_DP: u32 = 8;
 /// tiny price with a huge equity comes near it.
 pub const MAX_ORDER_QUANTITY: Decimal = MAX_VOLUME;
 
+/// Reason of the Skip recorded for a Buy signal while the session is paused.
+pub const PAUSED_SKIP: &str = "session paused: new entries blocked";
+
 /// Version of the [`EngineCheckpoint`] format; `restore` refuses others.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
@@ -333,6 +336,9 @@ pub struct EngineCheckpoint {
     last_snapshot: Option<Timestamp>,
     params_version: u64,
     halted: bool,
+    /// Paused by request: no new entries (absent = false, as written before pausing existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    paused: bool,
     failure: Option<String>,
     portfolio: PortfolioCheckpoint,
     symbols: Vec<SymbolCheckpoint>,
@@ -392,6 +398,11 @@ impl EngineCheckpoint {
     /// Whether the account kill switch had halted the session.
     pub fn halted(&self) -> bool {
         self.halted
+    }
+
+    /// Whether the session was paused (no new entries).
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
     /// The figures [`Engine::state`] gave when the checkpoint was taken,
@@ -504,6 +515,7 @@ pub struct Engine {
     last_snapshot: Option<Timestamp>,
     params_version: u64,
     halted: bool,
+    paused: bool,
     failure: Option<String>,
 }
 
@@ -565,6 +577,7 @@ impl Engine {
             last_snapshot: None,
             params_version: 1,
             halted: false,
+            paused: false,
             failure,
             syms,
             cfg,
@@ -611,6 +624,7 @@ impl Engine {
             last_snapshot: self.last_snapshot,
             params_version: self.params_version,
             halted: self.halted,
+            paused: self.paused,
             failure: self.failure.clone(),
             portfolio: self.portfolio.checkpoint(),
             symbols: self
@@ -813,6 +827,7 @@ impl Engine {
             last_snapshot: cp.last_snapshot,
             params_version: cp.params_version,
             halted: cp.halted,
+            paused: cp.paused,
             failure: cp.failure,
         })
     }
@@ -841,6 +856,127 @@ impl Engine {
     /// time and the figure that left the range (`None` while it runs).
     pub fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
+    }
+
+    /// Whether the session is paused: no new entries (a Buy signal is
+    /// recorded as a Skip saying so); every exit still runs — stop-loss,
+    /// take-profit, trailing stop, max hold time and Sell signals — so open
+    /// positions stay protected while paused. An entry decided before the
+    /// pause still fills (it was ordered already).
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Pause (`true`) or resume (`false`) new entries; returns whether the
+    /// state changed. Kept in the checkpoint.
+    pub fn set_paused(&mut self, paused: bool) -> bool {
+        let changed = self.paused != paused;
+        self.paused = paused;
+        changed
+    }
+
+    /// The session's configuration (with the parameters of the last
+    /// [`reload`](Self::reload)).
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Current fall of equity from its peak, percent (4 dp; 0 at the peak).
+    pub fn drawdown_pct(&self) -> Decimal {
+        if self.peak_equity <= Decimal::ZERO {
+            return Decimal::ZERO;
+        }
+        pct4(
+            self.peak_equity
+                .saturating_sub(self.portfolio.equity())
+                .max(Decimal::ZERO)
+                .checked_div(self.peak_equity)
+                .unwrap_or(Decimal::ZERO),
+        )
+    }
+
+    /// Symbol names, index = [`SymbolId`].
+    pub fn symbols(&self) -> &[String] {
+        &self.cfg.symbols
+    }
+
+    /// Close circuit breaker `kind` by request at the current market time
+    /// (see [`CircuitBreakers::reset`]): the transition is recorded in the
+    /// next batch, so the checkpoint committed with it has the breaker
+    /// closed. Returns the state it had (`Closed`: nothing was done).
+    ///
+    /// # Errors
+    /// As [`CircuitBreakers::reset`]: a kill switch, or a breaker that is not
+    /// configured.
+    pub fn reset_breaker(
+        &mut self,
+        kind: crate::breakers::BreakerKind,
+    ) -> Result<paperbot_crds::BreakerState, String> {
+        self.breakers
+            .reset(kind, self.now, &mut self.batch.breaker_events)
+    }
+
+    /// Replace the strategy in place (a hot reload): `cfg` must be this
+    /// session's configuration with other strategy parameters (symbols,
+    /// allocation, execution, volume units, snapshot interval and
+    /// `record_holds` unchanged). Cash, positions, pending orders, breaker
+    /// states, history and counters are kept; from the next candle on:
+    ///
+    /// - risk limits, token lists and breaker limits are the new ones
+    ///   ([`CircuitBreakers::reconfigure`]: a breaker no longer configured is
+    ///   closed, with a recorded transition, and disappears);
+    /// - the tunable parameters and the autopilot follow
+    ///   [`Autopilot::reconfigure`] (an edited parameter takes its new value,
+    ///   others keep their tuned value within the new bounds);
+    /// - exit levels of open positions are recomputed from the new
+    ///   parameters (stop-loss and take-profit from the average entry, the
+    ///   trailing stop from the highest price since entry);
+    /// - each signal generator whose settings (other than its weight) are
+    ///   unchanged keeps its warm state; a changed or new one warms up again
+    ///   over its look-back, during which it gives no reading
+    ///   ([`SignalSet::reconfigure`]).
+    ///
+    /// Returns the effective tunable parameters now in force.
+    ///
+    /// # Errors
+    /// A message naming the first setting outside the strategy that differs,
+    /// or when the session has halted or failed (nothing is changed then).
+    pub fn reload(&mut self, cfg: EngineConfig) -> Result<TunableParams, String> {
+        if self.halted || self.failure.is_some() {
+            return Err("the session has ended: nothing to reload".into());
+        }
+        let fixed = |c: &EngineConfig| {
+            let mut v = c.fingerprint();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("params");
+                o.remove("signals");
+            }
+            v
+        };
+        if let Some(diff) = first_difference("", &fixed(&self.cfg), &fixed(&cfg)) {
+            return Err(format!("only the strategy can be reloaded: {diff}"));
+        }
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        self.breakers.reconfigure(
+            &self.cfg.params.breakers,
+            self.now,
+            &mut self.batch.breaker_events,
+        );
+        self.autopilot.reconfigure(
+            &old.params.autopilot,
+            &self.cfg.params.autopilot,
+            &old.params.tunable,
+            &self.cfg.params.tunable,
+        );
+        for st in &mut self.syms {
+            let signals =
+                std::mem::replace(&mut st.signals, SignalSet::new(&SignalsSpec::default()));
+            st.signals = signals.reconfigure(&old.signals, &self.cfg.signals);
+            st.trail_price = None;
+        }
+        self.params_version += 1;
+        self.fingerprint = self.cfg.fingerprint();
+        Ok(self.autopilot.params().clone())
     }
 
     /// Candles handed to [`on_candle`](Self::on_candle) and processed
@@ -1446,6 +1582,8 @@ impl Engine {
                     "{} is not allowed by the token allow/block lists",
                     self.syms[s].name
                 ));
+            } else if self.paused {
+                skip = Some(PAUSED_SKIP.into());
             } else if let Some(kind) = self.breakers.entry_block() {
                 skip = Some(format!(
                     "circuit breaker {} is open: new entries blocked",
@@ -1718,4 +1856,205 @@ fn pct4(fraction: Decimal) -> Decimal {
         .saturating_mul(Decimal::ONE_HUNDRED)
         .round_dp_with_strategy(4, RoundingStrategy::MidpointNearestEven)
         .normalize()
+}
+
+#[cfg(test)]
+mod control_tests {
+    //! Pause, breaker reset and hot reload on a handful of hand-made candles.
+
+    use std::path::Path;
+
+    use paperbot_crds::BreakerState;
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::breakers::{BreakerKind, RESET_REASON};
+
+    const T0: i64 = 1_640_995_200_000;
+    const MIN: i64 = 60_000;
+
+    fn strategy(extra: &str) -> String {
+        format!(
+            "  mode: Custom\n  signals:\n    smaCrossover: {{fastPeriod: 1, slowPeriod: 2}}\n  \
+             risk:\n    fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n    \
+             stopLossPct: \"5\"\n{extra}"
+        )
+    }
+
+    fn config(strategy_spec: &str) -> EngineConfig {
+        let yaml = format!(
+            "apiVersion: paperbot.io/v1alpha1\nkind: PaperAccount\nmetadata: {{name: a}}\n\
+             spec: {{initialBalance: \"10000\"}}\n---\n\
+             apiVersion: paperbot.io/v1alpha1\nkind: StrategyConfig\nmetadata: {{name: s}}\n\
+             spec:\n{strategy_spec}\n---\n\
+             apiVersion: paperbot.io/v1alpha1\nkind: BotSession\nmetadata: {{name: b}}\n\
+             spec:\n  accountRef: {{name: a}}\n  strategyRef: {{name: s}}\n  allocation: \"10000\"\n  \
+             symbols: [X]\n  marketData: {{source: Simulated, simulated: {{seed: 1, candles: 10}}}}\n"
+        );
+        let m = crate::config::parse_manifests(&yaml, Path::new("t.yaml")).unwrap();
+        let plan = crate::config::plan_sessions(&m).unwrap().remove(0);
+        EngineConfig::from_plan(&plan, 3_600_000)
+    }
+
+    /// Candle `i` (one a minute) with open, low, close; high = max(open, close).
+    fn candle(i: i64, open: Decimal, low: Decimal, close: Decimal) -> Candle {
+        Candle {
+            symbol: SymbolId(0),
+            open_time: Timestamp(T0 + i * MIN),
+            interval_ms: MIN,
+            open,
+            high: open.max(close),
+            low,
+            close,
+            volume: dec!(1000),
+        }
+    }
+
+    /// Candles 0-3: a cross up at candle 2 buys 1 at the open of candle 3.
+    fn opening(e: &mut Engine) {
+        for (i, (o, l, c)) in [
+            (dec!(100), dec!(100), dec!(100)),
+            (dec!(100), dec!(99), dec!(99)),
+            (dec!(99), dec!(99), dec!(101)),
+            (dec!(101), dec!(100.5), dec!(101.5)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(e.on_candle(&candle(i as i64, o, l, c)), Step::Continue);
+        }
+        assert_eq!(e.portfolio().open_positions(), 1);
+    }
+
+    #[test]
+    fn paused_blocks_entries_but_the_stop_loss_still_exits() {
+        let mut e = Engine::new(config(&strategy("")));
+        opening(&mut e);
+        e.take_batch();
+        assert!(e.set_paused(true));
+        assert!(
+            !e.set_paused(true),
+            "pausing a paused engine changes nothing"
+        );
+        // The stop (101 × 0.95 = 95.95) is hit while paused: the exit runs.
+        e.on_candle(&candle(4, dec!(101), dec!(95), dec!(96)));
+        let b = e.take_batch();
+        assert_eq!(b.trades.len(), 1);
+        assert_eq!(b.trades[0].reason, FillReason::StopLoss);
+        assert_eq!(b.trades[0].side, Side::Sell);
+        assert_eq!(e.portfolio().open_positions(), 0);
+        // A new cross up while paused is recorded as a skip, and nothing fills.
+        e.on_candle(&candle(5, dec!(96), dec!(94), dec!(94)));
+        e.on_candle(&candle(6, dec!(94), dec!(94), dec!(97)));
+        e.on_candle(&candle(7, dec!(97), dec!(97), dec!(98)));
+        let b = e.take_batch();
+        assert!(b.trades.is_empty(), "{:?}", b.trades);
+        let skip = b
+            .decisions
+            .iter()
+            .find(|d| d.action == Action::Skip)
+            .unwrap();
+        assert!(skip.reason.ends_with(PAUSED_SKIP), "{}", skip.reason);
+        // Paused survives a checkpoint; resumed, the next cross up buys.
+        let cp = e.checkpoint();
+        assert!(cp.paused());
+        let mut e = Engine::restore(config(&strategy("")), cp).unwrap();
+        assert!(e.paused());
+        assert!(e.set_paused(false));
+        e.on_candle(&candle(8, dec!(98), dec!(90), dec!(90)));
+        e.on_candle(&candle(9, dec!(90), dec!(90), dec!(95)));
+        e.on_candle(&candle(10, dec!(95), dec!(95), dec!(96)));
+        let b = e.take_batch();
+        assert!(
+            b.trades.iter().any(|t| t.side == Side::Buy),
+            "{:?}",
+            b.decisions
+        );
+        assert!(!e.checkpoint().paused());
+    }
+
+    #[test]
+    fn a_breaker_reset_is_recorded_and_survives_a_checkpoint() {
+        let spec = strategy("  circuitBreakers:\n    maxConsecutiveLosses: 1\n    cooldown: 24h\n");
+        let mut e = Engine::new(config(&spec));
+        opening(&mut e);
+        e.on_candle(&candle(4, dec!(101), dec!(95), dec!(96))); // stop-loss: a loss
+        let kind = BreakerKind::ConsecutiveLosses;
+        assert_eq!(e.breakers().state_of(kind), BreakerState::Open);
+        e.take_batch();
+        assert_eq!(e.reset_breaker(kind), Ok(BreakerState::Open));
+        assert_eq!(
+            e.reset_breaker(kind),
+            Ok(BreakerState::Closed),
+            "nothing to reset"
+        );
+        let b = e.take_batch();
+        assert_eq!(b.breaker_events.len(), 1);
+        let ev = &b.breaker_events[0];
+        assert_eq!(
+            (
+                ev.breaker.as_str(),
+                ev.from_state.as_str(),
+                ev.to_state.as_str(),
+                ev.reason.as_str()
+            ),
+            ("consecutiveLosses", "Open", "Closed", RESET_REASON)
+        );
+        assert_eq!(ev.time, e.state().now);
+        let restored = Engine::restore(config(&spec), e.checkpoint()).unwrap();
+        assert_eq!(restored.breakers().state_of(kind), BreakerState::Closed);
+        assert!(
+            e.reset_breaker(BreakerKind::MinBalance).is_err(),
+            "not configured"
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_cash_and_positions_and_restores_under_the_new_strategy() {
+        let old = strategy("  circuitBreakers:\n    maxConsecutiveLosses: 3\n");
+        let mut e = Engine::new(config(&old));
+        opening(&mut e);
+        e.take_batch();
+        let (cash, qty) = (
+            e.portfolio().cash(),
+            e.portfolio().position(SymbolId(0)).quantity,
+        );
+        // Tighter stop, a new signal generator, the losses breaker removed.
+        let new = "  mode: Custom\n  signals:\n    smaCrossover: {fastPeriod: 1, slowPeriod: 2, weight: \"2\"}\n    \
+                   rsi: {period: 3}\n  risk:\n    fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n    \
+                   stopLossPct: \"1\"\n";
+        let params = e.reload(config(new)).unwrap();
+        assert_eq!(params.stop_loss_pct, Some(dec!(1)));
+        assert_eq!(e.portfolio().cash(), cash);
+        assert_eq!(e.portfolio().position(SymbolId(0)).quantity, qty);
+        assert!(
+            e.breakers()
+                .statuses()
+                .iter()
+                .all(|b| b.name != "consecutiveLosses")
+        );
+        // A restore must be given the new strategy: the old one is refused.
+        let cp = e.checkpoint();
+        let err = Engine::restore(config(&old), cp.clone()).err().unwrap();
+        assert!(matches!(err, RestoreError::ConfigChanged(_)), "{err}");
+        let mut twin = Engine::restore(config(new), cp).unwrap();
+        // Both continue identically; the new 1 % stop (99.99 from the 101
+        // entry) exits on a dip the 5 % stop would have ridden out.
+        let dip = candle(4, dec!(101.2), dec!(99.5), dec!(101));
+        e.on_candle(&dip);
+        twin.on_candle(&dip);
+        let (a, b) = (e.take_batch(), twin.take_batch());
+        assert_eq!(a, b);
+        assert_eq!(a.trades.len(), 1);
+        assert_eq!(a.trades[0].reason, FillReason::StopLoss);
+        assert_eq!(a.trades[0].reference_price, dec!(99.99));
+        // Settings outside the strategy cannot be reloaded.
+        let mut other = config(new);
+        other.initial_cash = dec!(1);
+        let err = e.reload(other).unwrap_err();
+        assert!(
+            err.contains("only the strategy can be reloaded: initialCash"),
+            "{err}"
+        );
+    }
 }

@@ -1,5 +1,7 @@
-//! `bot-runtime`: run paper-trading sessions from manifests (`run`), backtest
-//! a strategy on candle files (`backtest`), check manifests (`validate`),
+//! `bot-runtime`: run paper-trading sessions from manifests (`run`), serve
+//! one as a long-lived service with an HTTP API (`serve`, what the
+//! operator's pods run), backtest a strategy on candle files (`backtest`),
+//! check manifests (`validate`),
 //! inspect and close the sessions of a ledger (`sessions`), and regenerate a
 //! session's report from the ledger alone (`report`).
 
@@ -15,13 +17,13 @@ use bot_runtime::{
     ledger::{self, LedgerStore},
     preflight,
     report::summary_table,
-    runner::{RetryPolicy, RunOptions, StopSignal, prepare, run_session},
+    runner::{RetryPolicy, RunOptions, StopSignal, prepare, prepare_with_start, run_session},
     sessions_cli,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use paperbot_crds::{
     BotSessionSpec, DecimalString, DesiredState, DurationString, ExecutionSpec, MarketDataSource,
-    MarketDataSpec, ObjectRef, PaperAccountSpec, ReplayFile, ReplaySpec, SlippageSpec,
+    MarketDataSpec, ObjectRef, PaperAccountSpec, ReplayFile, ReplaySpec, SlippageSpec, Speed,
     StrategyConfig, VolumeUnit,
 };
 
@@ -56,6 +58,11 @@ enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Serve one BotSession as a long-lived service: trade it on the wall
+    /// clock (resuming its unfinished run, or starting one), answer its HTTP
+    /// API (status, control, metrics), and keep serving its final status
+    /// after it ends. What the operator's pods run.
+    Serve(ServeArgs),
     /// Backtest one strategy on one or more candle files.
     Backtest {
         /// Candle CSV, as `PATH` (symbol taken from the file name up to the first `_`)
@@ -158,12 +165,81 @@ impl LedgerArg {
     }
 }
 
+/// Arguments of `serve`; the defaults fit the pod the operator renders.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The manifest file (the operator mounts its ConfigMap here).
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "/etc/paperbot/session.yaml"
+    )]
+    file: PathBuf,
+    /// The BotSession to serve (needed when the file holds several).
+    #[arg(long)]
+    session: Option<String>,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "PAPERBOT_LISTEN")]
+    listen: std::net::SocketAddr,
+    /// Address serving `/metrics` alone (Prometheus); `none` to serve it on
+    /// the API address only.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "PAPERBOT_METRICS_LISTEN")]
+    metrics_listen: String,
+    /// File holding the API's bearer token (e.g. a mounted Secret key);
+    /// default: $PAPERBOT_API_TOKEN (the operator sets it from the session's
+    /// Secret). Without a token the control routes are refused.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve the read routes (`GET /v1/*`: status, histories, the event
+    /// stream) without a token; control routes always need it.
+    #[arg(long)]
+    open_reads: bool,
+    /// Pace: `max` (as fast as possible) or a multiple of real time from
+    /// 0.001 to 1000000; default: the BotSession's `spec.marketData.speed`,
+    /// else 1 for a simulated market and `max` for a replay.
+    #[arg(long)]
+    speed: Option<String>,
+    /// Directory for reports (one sub-directory per session).
+    #[arg(long, default_value = "reports")]
+    report_dir: PathBuf,
+    #[command(flatten)]
+    ledger: LedgerArg,
+    /// Market time between performance snapshots, e.g. `1h`.
+    #[arg(long, default_value = "1h")]
+    snapshot_interval: String,
+    /// Record Hold decisions in the ledger and decisions.csv.
+    #[arg(long)]
+    record_holds: bool,
+    /// Commit the engine's records at least every this many candles (also
+    /// at least once a second, before every paced wait, on every control
+    /// request and at every stop).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    batch_candles: u64,
+    /// While the ledger fails, pause trading and retry commits with backoff
+    /// for this long before giving up (exit 1; the session stays resumable).
+    #[arg(long, default_value = "10m")]
+    ledger_retry_timeout: String,
+    /// When the unfinished run's strategy in force (the manifest's at the
+    /// start, or a hot-reloaded one) differs from the manifest's
+    /// StrategyConfig and nothing else differs, put the manifest's in force
+    /// as a hot reload instead of refusing to resume.
+    #[arg(long)]
+    adopt_manifest_strategy: bool,
+    /// Accepted and ignored (`serve` always resumes and never shows a
+    /// progress bar), so that `run`'s pod arguments serve as they are.
+    #[arg(long, hide = true)]
+    resume: bool,
+    /// See `--resume`.
+    #[arg(long, hide = true)]
+    no_progress: bool,
+}
+
 #[derive(Args, Debug)]
 struct OutputArgs {
-    /// Pace replay at this multiple of real time (e.g. 60 = one minute per second);
-    /// default: as fast as possible.
+    /// Pace replay at this multiple of real time (e.g. 60 = one minute per
+    /// second), from 0.001 to 1000000; `max` or no --speed: as fast as possible.
     #[arg(long)]
-    speed: Option<f64>,
+    speed: Option<String>,
     /// Directory for reports (one sub-directory per session).
     #[arg(long, default_value = "reports")]
     report_dir: PathBuf,
@@ -206,11 +282,12 @@ impl OutputArgs {
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--ledger-retry-timeout: {e}"))?;
         let retry = std::time::Duration::from_millis(retry.as_millis_i64().max(0) as u64);
-        if let Some(s) = self.speed {
-            config::check_speed(s).map_err(|e| anyhow::anyhow!("--speed: {e}"))?;
-        }
+        let speed = match parse_speed(self.speed.as_deref())? {
+            None | Some(Speed::Max) => None,
+            Some(s) => s.factor(),
+        };
         Ok(RunOptions {
-            speed: self.speed,
+            speed,
             report_dir: self.report_dir.clone(),
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             snapshot_interval_ms: snapshot.as_millis_i64().max(1),
@@ -223,6 +300,38 @@ impl OutputArgs {
             ..RunOptions::default()
         })
     }
+}
+
+/// `--speed`: `max`, or a multiple of real time checked by
+/// [`config::check_speed`] (any float syntax, e.g. `60`, `1e3`).
+fn parse_speed(text: Option<&str>) -> anyhow::Result<Option<Speed>> {
+    let Some(text) = text else { return Ok(None) };
+    if text.trim() == "max" {
+        return Ok(Some(Speed::Max));
+    }
+    let v: f64 = text.trim().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--speed: {text:?} is not a number: expected `max` or a multiple of real time such \
+             as 60"
+        )
+    })?;
+    config::check_speed(v).map_err(|e| anyhow::anyhow!("--speed: {e}"))?;
+    let d = rust_decimal::Decimal::from_f64_retain(v)
+        .ok_or_else(|| anyhow::anyhow!("--speed: {v} is not representable"))?;
+    Ok(Some(Speed::Factor(d)))
+}
+
+/// A duration flag such as `--ledger-retry-timeout 10m` as a retry budget
+/// (`0s`: retry until stopped).
+fn retry_policy(flag: &str, text: &str) -> anyhow::Result<RetryPolicy> {
+    let d: DurationString = text
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--{flag}: {e}"))?;
+    let d = std::time::Duration::from_millis(d.as_millis_i64().max(0) as u64);
+    Ok(RetryPolicy {
+        give_up_after: (!d.is_zero()).then_some(d),
+        ..RetryPolicy::default()
+    })
 }
 
 fn init_logging(format: LogFormat) {
@@ -305,6 +414,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             run_plans(plans, out.options()?, &out.ledger.url(), out.record_holds)
         }
+        Command::Serve(args) => serve(args),
         Command::Sessions { ledger, command } => with_runtime(async move {
             let url = ledger.url();
             let mut store = ledger::open(&url).await?;
@@ -453,9 +563,9 @@ fn backtest_plan(
             source: MarketDataSource::Replay,
             replay: Some(ReplaySpec { files }),
             simulated: None,
+            speed: None,
         },
         execution,
-        tick_interval: None,
         desired_state: DesiredState::Running,
         stop_after: None,
         record_holds: false,
@@ -496,6 +606,21 @@ fn with_runtime<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> an
 /// once with status 130. Committed batches are durable, so nothing recorded
 /// is lost either way: the resumed run redoes the uncommitted tail exactly.
 fn watch_signals(stop: Arc<StopSignal>) {
+    watch_signals_with(
+        stop,
+        "committing the current batch, recording the session as interrupted (resume with \
+         --resume) and writing the report...",
+        None,
+    );
+}
+
+/// [`watch_signals`] saying `what` the first signal does, and also setting
+/// `first` (when given) on the first signal.
+fn watch_signals_with(
+    stop: Arc<StopSignal>,
+    what: &'static str,
+    first: Option<tokio::sync::watch::Sender<bool>>,
+) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -513,11 +638,11 @@ fn watch_signals(stop: Arc<StopSignal>) {
             };
             seen += 1;
             if seen == 1 {
-                eprintln!(
-                    "\n{name}: stopping: committing the current batch, recording the session as \
-                     interrupted (resume with --resume) and writing the report..."
-                );
+                eprintln!("\n{name}: stopping: {what}");
                 stop.request();
+                if let Some(tx) = &first {
+                    let _ = tx.send(true);
+                }
             } else {
                 eprintln!("{name} again: exiting now (every committed batch is kept)");
                 std::process::exit(130);
@@ -584,6 +709,24 @@ fn run_plans(
                 );
                 continue;
             }
+            // A simulated market without a start of its own began where the
+            // ledger says (`serve` starts it at the wall clock): resume there.
+            let p = match ledger.find_unfinished(&name).await? {
+                Some(info)
+                    if opts.resume
+                        && p.plan.session.market_data.source == MarketDataSource::Simulated
+                        && p.plan
+                            .session
+                            .market_data
+                            .simulated
+                            .as_ref()
+                            .is_some_and(|s| s.start.is_none()) =>
+                {
+                    prepare_with_start(p.plan, Some(info.started_at))
+                        .with_context(|| format!("BotSession {name:?}"))?
+                }
+                _ => p,
+            };
             let currency = p.plan.account.base_currency.clone();
             tracing::info!(session = %name, symbols = ?p.plan.symbols, "starting session");
             let out = match run_session(p, &opts, stop.clone(), &mut ledger).await {
@@ -611,6 +754,149 @@ fn run_plans(
             }
         }
         ledger.close().await;
+        result
+    })
+}
+
+/// `serve`: one session as a long-lived service (see [`bot_runtime::service`]).
+///
+/// The first SIGTERM/SIGINT stops trading (commit, record `Interrupted`
+/// unless the session has ended, close the ledger) and exits 0; a second
+/// exits 130 at once. A session that ends (Completed, Halted, Stopped,
+/// Failed) keeps being served until a signal. A session that cannot run
+/// (ledger unreachable or failing past `--ledger-retry-timeout`, a manifest
+/// that no longer matches the unfinished run) exits 1, resumable.
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut plans = config::plan_sessions(&config::load_manifests(&args.file)?)?;
+    if let Some(name) = &args.session {
+        plans.retain(|p| &p.name == name);
+    }
+    let mut plan = match (plans.len(), &args.session) {
+        (1, _) => plans.remove(0),
+        (0, Some(name)) => bail!("{}: no BotSession named {name:?}", args.file.display()),
+        (0, None) => bail!("{}: no BotSession", args.file.display()),
+        (n, _) => bail!(
+            "{}: {n} BotSessions ({}): choose one with --session",
+            args.file.display(),
+            plans
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    plan.session.record_holds |= args.record_holds;
+    let speed = parse_speed(args.speed.as_deref())?;
+    let snapshot: DurationString = args
+        .snapshot_interval
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--snapshot-interval: {e}"))?;
+    let run = RunOptions {
+        report_dir: args.report_dir.clone(),
+        progress: false,
+        snapshot_interval_ms: snapshot.as_millis_i64().max(1),
+        batch_candles: args.batch_candles,
+        resume: true,
+        retry: retry_policy("ledger-retry-timeout", &args.ledger_retry_timeout)?,
+        adopt_manifest_strategy: args.adopt_manifest_strategy,
+        ..RunOptions::default()
+    };
+    let metrics_listen = match args.metrics_listen.trim() {
+        "none" | "" => None,
+        a => Some(
+            a.parse()
+                .map_err(|e| anyhow::anyhow!("--metrics-listen {a:?}: {e}"))?,
+        ),
+    };
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}", path.display()))?,
+        ),
+        None => std::env::var("PAPERBOT_API_TOKEN").ok(),
+    }
+    .filter(|t| !t.trim().is_empty())
+    .map(|t| bot_runtime::api::ApiToken::new(&t))
+    .transpose()
+    .map_err(|e| anyhow::anyhow!("API token (--token-file or $PAPERBOT_API_TOKEN): {e}"))?;
+    if token.is_none() {
+        tracing::warn!(
+            "no API token (--token-file or $PAPERBOT_API_TOKEN): control requests will be refused"
+        );
+    }
+    let (listen, open_reads) = (args.listen, args.open_reads);
+    let ledger_url = args.ledger.url();
+    with_runtime(async move {
+        let stop = Arc::new(StopSignal::new());
+        let (signal_tx, mut signal_rx) = tokio::sync::watch::channel(false);
+        watch_signals_with(
+            stop.clone(),
+            "committing the current batch, recording the session as interrupted unless it \
+             has ended, closing the ledger...",
+            Some(signal_tx),
+        );
+        let ledger = ledger::open(&ledger_url).await?;
+        // Paged histories read beside the writer (after it created and
+        // migrated the ledger); an in-memory SQLite ledger shares its pool.
+        let reader = if ledger_url.contains(":memory:") {
+            bot_runtime::ledger::query::LedgerReader::from_ledger(&ledger)
+        } else {
+            bot_runtime::ledger::query::LedgerReader::open(&ledger_url).await?
+        };
+        let mut api = bot_runtime::api::ApiOptions::new(listen, reader);
+        api.metrics_listen = metrics_listen;
+        api.token = token;
+        api.open_reads = open_reads;
+        let opts = bot_runtime::service::ServeOptions {
+            run,
+            speed,
+            ledger_url: Some(ledger_url.clone()),
+        };
+        let (handle, mut session) = bot_runtime::service::start(plan, opts, ledger, stop.clone())?;
+        let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
+        let mut server = tokio::spawn(bot_runtime::api::serve(handle, api, async move {
+            let _ = shutdown_rx.wait_for(|s| *s).await;
+        }));
+        let outcome = tokio::select! {
+            r = &mut session => r,
+            r = &mut server => {
+                // The API could not start (e.g. the address is taken): stop.
+                stop.request();
+                let _ = (&mut session).await;
+                return match r {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the API server ended unexpectedly")),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("API server")),
+                    Err(e) => Err(anyhow::anyhow!("API server task: {e}")),
+                };
+            }
+        };
+        let result = match outcome {
+            Ok(Ok(out)) => {
+                if let bot_runtime::service::ServeEnd::Final(phase) = out.end {
+                    tracing::info!(
+                        phase = ?phase,
+                        "the session has ended; serving its final status until stopped"
+                    );
+                    tokio::select! {
+                        _ = signal_rx.wait_for(|s| *s) => {}
+                        r = &mut server => {
+                            return r
+                                .map_err(|e| anyhow::anyhow!("API server task: {e}"))?
+                                .context("API server");
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("serve")),
+            Err(e) => Err(anyhow::anyhow!("session task: {e}")),
+        };
+        let _ = shutdown_tx.send(true);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "API server"),
+            Err(_) => tracing::warn!("the API server did not stop within 5 s"),
+            _ => {}
+        }
         result
     })
 }

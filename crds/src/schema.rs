@@ -211,6 +211,26 @@ pub(crate) fn dns1123_label_name(kind: &str) -> Rule {
     )
 }
 
+/// `marketData.speed`: `max` or a multiple of real time in
+/// [`limits::MIN_SPEED`, `limits::MAX_SPEED`] (the pattern already admits
+/// only `max` and plain decimals; CEL's `||` short-circuits before
+/// `double()` sees `max`).
+pub(crate) fn speed(field: &str) -> Rule {
+    Rule::new(format!(
+        "self == 'max' || (double(self) >= {} && double(self) <= {})",
+        cel_double(limits::MIN_SPEED),
+        cel_double(limits::MAX_SPEED)
+    ))
+    .message(
+        format!(
+            "{field} must be \"max\" or a multiple of real time from {} to {}, e.g. \"60\"",
+            limits::MIN_SPEED,
+            limits::MAX_SPEED
+        )
+        .as_str(),
+    )
+}
+
 /// A duration string longer than zero. The schema's pattern already requires
 /// number-unit pairs, so the duration is zero exactly when it has no digit 1-9.
 pub(crate) fn nonzero_duration(field: &str, example: &str) -> Rule {

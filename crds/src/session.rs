@@ -115,9 +115,6 @@ pub struct BotSessionSpec {
     /// Simulated execution realism (fees, slippage, latency, failures).
     #[serde(default)]
     pub execution: ExecutionSpec,
-    /// How often a live or paced bot evaluates (default: every candle).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tick_interval: Option<DurationString>,
     /// `Running` (default), `Paused` (no trading, state kept) or `Stopped`.
     #[serde(default)]
     pub desired_state: DesiredState,
@@ -198,7 +195,120 @@ pub struct MarketDataSpec {
     /// Synthetic prices, used when `source: Simulated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<SimulatedSpec>,
+    /// Pace of the market data under `bot-runtime serve`: `"max"` (as fast
+    /// as the CPU allows) or a multiple of real time from `"0.001"` to
+    /// `"1000000"` (`"1"` = real time: one candle per interval; `"60"` = one
+    /// minute of market time per second). Default: `"1"` for `Simulated`,
+    /// `"max"` for `Replay`. `bot-runtime run` and `backtest` ignore it
+    /// (they run as fast as possible unless given `--speed`). Changing it
+    /// changes no record: a resumed session may run at another speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = schema::speed("marketData.speed"))]
+    pub speed: Option<Speed>,
 }
+
+/// Pace of market data relative to the wall clock (`spec.marketData.speed`):
+/// `"max"` or an exact decimal multiple of real time, written as a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Speed {
+    /// As fast as the CPU allows.
+    Max,
+    /// This many seconds of market time per second of wall time (`1` = real
+    /// time); [`limits::MIN_SPEED`] to [`limits::MAX_SPEED`] once validated.
+    Factor(Decimal),
+}
+
+impl Speed {
+    /// The multiple of real time as `f64` (pacing arithmetic), `None` for [`Speed::Max`].
+    pub fn factor(self) -> Option<f64> {
+        match self {
+            Speed::Max => None,
+            Speed::Factor(d) => Some(rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(1.0)),
+        }
+    }
+}
+
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speed::Max => f.write_str("max"),
+            Speed::Factor(d) => d.normalize().fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "max" {
+            return Ok(Speed::Max);
+        }
+        s.parse::<DecimalString>()
+            .map(|d| Speed::Factor(d.get()))
+            .map_err(|_| {
+                format!(
+                    "invalid speed {s:?}: expected \"max\" or a multiple of real time such as \"1\" or \"60\""
+                )
+            })
+    }
+}
+
+impl Serialize for Speed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Speed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Speed;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"max\" or a decimal string such as \"60\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Speed, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Speed, E> {
+                Err(E::custom(format!(
+                    "expected \"max\" or a decimal string, found the number {v}: quote it (\"{v}\")"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Speed, E> {
+                Err(E::custom(format!(
+                    "expected \"max\" or a decimal string, found the number {v}: quote it (\"{v}\")"
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Speed, E> {
+                Err(E::custom(format!(
+                    "expected \"max\" or a decimal string, found the number {v}: quote it (\"{v}\")"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Speed {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Speed".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": SPEED_PATTERN,
+            "maxLength": crate::values::DECIMAL_MAX_LENGTH,
+        })
+    }
+}
+
+/// Regular expression a speed must match (also the OpenAPI `pattern`):
+/// `max` or a plain non-negative decimal.
+pub const SPEED_PATTERN: &str = r"^(max|[0-9]+(\.[0-9]+)?)$";
 
 /// Kind of market data source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -585,7 +695,6 @@ impl BotSessionSpec {
         e.max_items("spec.symbols", self.symbols.len(), MAX_SYMBOLS);
         e.positive("spec.allocation", Some(self.allocation));
         e.money("spec.allocation", Some(self.allocation));
-        e.duration("spec.tickInterval", self.tick_interval);
         e.duration("spec.stopAfter", self.stop_after);
         if let Some(r) = &self.reset_request {
             e.max_length("spec.resetRequest", r, MAX_RESET_REQUEST_LENGTH);
@@ -671,6 +780,15 @@ impl BotSessionSpec {
                 limits::MAX_SIMULATED_CANDLES,
             );
         }
+        if let Some(Speed::Factor(f)) = md.speed {
+            e.range(
+                "spec.marketData.speed",
+                f,
+                limits::MIN_SPEED,
+                limits::MAX_SPEED,
+                " (multiple of real time, or \"max\")",
+            );
+        }
         let x = &self.execution;
         e.pct("spec.execution.feeRatePct", x.fee_rate_pct);
         e.non_negative("spec.execution.gasCost", x.gas_cost);
@@ -730,5 +848,46 @@ impl BotSessionSpec {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_reads_max_and_exact_factors_and_refuses_numbers() {
+        let s: Speed = serde_yaml::from_str("max").unwrap();
+        assert_eq!(s, Speed::Max);
+        assert_eq!(s.factor(), None);
+        let s: Speed = serde_yaml::from_str("\"60.50\"").unwrap();
+        assert_eq!(s, Speed::Factor(Decimal::new(6050, 2)));
+        assert_eq!(s.to_string(), "60.5");
+        assert_eq!(s.factor(), Some(60.5));
+        assert_eq!(serde_json::to_string(&Speed::Max).unwrap(), "\"max\"");
+        let e = serde_yaml::from_str::<Speed>("60").unwrap_err().to_string();
+        assert!(e.contains("quote it"), "{e}");
+        let e = serde_yaml::from_str::<Speed>("fast")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected \"max\" or a multiple"), "{e}");
+    }
+
+    #[test]
+    fn validate_refuses_a_speed_out_of_range_naming_the_field() {
+        let mut spec: BotSessionSpec = serde_yaml::from_str(
+            "accountRef: {name: a}\nstrategyRef: {name: s}\nallocation: \"1000\"\n\
+             symbols: [BTC-USD]\nmarketData: {source: Simulated, speed: \"0.0009\", \
+             simulated: {seed: 1, candles: 10}}\n",
+        )
+        .unwrap();
+        let e = spec.validate().unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "spec.marketData.speed");
+        assert!(e[0].message.contains("expected 0.001 to 1000000"), "{e:?}");
+        spec.market_data.speed = Some(Speed::Factor(Decimal::ONE));
+        assert!(spec.validate().is_ok());
+        spec.market_data.speed = Some(Speed::Max);
+        assert!(spec.validate().is_ok());
     }
 }

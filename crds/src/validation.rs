@@ -47,6 +47,10 @@ pub mod limits {
     /// tools read numbers as doubles: 2^53 − 1 is the largest seed every one
     /// of them keeps exactly.
     pub const MAX_SEED: u64 = (1 << 53) - 1;
+    /// Slowest `marketData.speed`: 0.001× real time.
+    pub const MIN_SPEED: Decimal = Decimal::from_parts(1, 0, 0, false, 3);
+    /// Fastest `marketData.speed` other than `max`: 1,000,000× real time.
+    pub const MAX_SPEED: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
     /// Most candles per symbol of a simulated source: 1,000,000,000.
     pub const MAX_SIMULATED_CANDLES: u64 = 1_000_000_000;
     /// Longest signal look-back, bars: 100,000 (each generator keeps a

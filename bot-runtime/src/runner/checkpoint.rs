@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::control::ReloadedStrategy;
 use crate::engine::EngineCheckpoint;
 use crate::types::Timestamp;
 
@@ -34,6 +35,10 @@ pub struct Checkpoint {
     pub first_open: Option<Timestamp>,
     /// The engine's state after the batch.
     pub engine: EngineCheckpoint,
+    /// The strategy in force when a hot reload replaced the manifest's
+    /// (absent otherwise): a resumed session runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<ReloadedStrategy>,
 }
 
 /// A stored checkpoint that cannot be used.

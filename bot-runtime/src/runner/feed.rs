@@ -97,6 +97,21 @@ pub struct PreparedSession {
 /// [`RunError::Data`] naming the file and line of the first bad row;
 /// [`RunError::Other`] for bad simulation settings.
 pub fn prepare(plan: SessionPlan) -> Result<PreparedSession, RunError> {
+    prepare_with_start(plan, None)
+}
+
+/// [`prepare`], with a simulated market that has no `simulated.start` of
+/// its own starting at `simulated_start` (`bot-runtime serve` starts it at
+/// the wall clock, and a resume at the start the ledger recorded) instead of
+/// the default. The plan is unchanged (its configuration as recorded does
+/// not hold the chosen start).
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_with_start(
+    plan: SessionPlan,
+    simulated_start: Option<Timestamp>,
+) -> Result<PreparedSession, RunError> {
     let mut warnings = Vec::new();
     let (source, total) = match plan.session.market_data.source {
         MarketDataSource::Replay => {
@@ -124,7 +139,12 @@ pub fn prepare(plan: SessionPlan) -> Result<PreparedSession, RunError> {
                 .simulated
                 .as_ref()
                 .ok_or_else(|| RunError::Other("simulated source without settings".into()))?;
-            let params = GbmParams::from_spec(spec).map_err(RunError::Other)?;
+            let mut params = GbmParams::from_spec(spec).map_err(RunError::Other)?;
+            if spec.start.is_none()
+                && let Some(start) = simulated_start
+            {
+                params.start = start;
+            }
             let total = params
                 .candles
                 .and_then(|c| c.checked_mul(plan.symbols.len() as u64));

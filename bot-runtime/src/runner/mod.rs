@@ -44,6 +44,7 @@
 //! | `kill -9`, OOM | left `Running` (resumable) | as of the last commit |
 
 mod checkpoint;
+pub mod control;
 mod drive;
 mod feed;
 pub mod stop;
@@ -54,9 +55,12 @@ use std::{path::PathBuf, sync::Arc};
 use tokio::sync::mpsc;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError};
-pub use feed::{Feed, PreparedSession, prepare};
+pub use drive::snapshot_of;
+pub use feed::{Feed, PreparedSession, prepare, prepare_with_start};
 pub use stop::StopSignal;
 pub use writer::{LedgerHealth, RetryPolicy};
+
+use control::ReloadedStrategy;
 
 use crate::{
     analytics::{Analytics, Summary},
@@ -64,7 +68,7 @@ use crate::{
     engine::{Engine, EngineConfig, EngineState},
     ledger::{
         LedgerError, LedgerStore,
-        records::{LedgerBatch, SessionEnd, SessionRecord},
+        records::{SessionEnd, SessionRecord},
         store::INTERRUPTED_PHASE,
     },
     market::csv::DataError,
@@ -80,6 +84,7 @@ use drive::{Ending, Flush};
 pub struct RunOptions {
     /// Market-time speed-up for paced replay (`Some(60.0)` = 60× real time);
     /// `None` = as fast as possible. Validated by the CLI (0.001 to 1e6).
+    /// Changes no record: a session may resume at another speed.
     pub speed: Option<f64>,
     /// Directory for report files; the session's files go into a
     /// sub-directory named after the session id.
@@ -98,6 +103,11 @@ pub struct RunOptions {
     pub writer: String,
     /// Retries of failing commits.
     pub retry: RetryPolicy,
+    /// On resume, accept a manifest whose StrategyConfig differs from the
+    /// one in force (the manifest's, or a hot-reloaded one) when nothing else
+    /// differs, and put the manifest's strategy in force as a hot reload
+    /// (recorded with the first commit). Off: such a resume is refused.
+    pub adopt_manifest_strategy: bool,
 }
 
 impl Default for RunOptions {
@@ -111,6 +121,7 @@ impl Default for RunOptions {
             resume: false,
             writer: default_writer(),
             retry: RetryPolicy::default(),
+            adopt_manifest_strategy: false,
         }
     }
 }
@@ -168,7 +179,7 @@ pub enum RunError {
 pub struct RunOutcome {
     /// Ledger session id.
     pub session_id: String,
-    /// `Completed`, `Halted`, `Failed` or `Interrupted`.
+    /// `Completed`, `Halted`, `Stopped`, `Failed` or `Interrupted`.
     pub phase: String,
     /// Whether this run resumed an unfinished session.
     pub resumed: bool,
@@ -176,6 +187,9 @@ pub struct RunOutcome {
     pub summary: Summary,
     /// Report files written.
     pub files: ReportFiles,
+    /// The stop request that ended the session (phase `Stopped`), to answer
+    /// once the end is published.
+    pub stop_reply: Option<control::Reply>,
 }
 
 /// Run one prepared session into `ledger` until its end, a halt, a stop
@@ -193,14 +207,29 @@ pub async fn run_session<L: LedgerStore>(
     stop: Arc<StopSignal>,
     ledger: &mut L,
 ) -> Result<RunOutcome, RunError> {
+    run_session_live(prepared, opts, stop, ledger, None).await
+}
+
+/// [`run_session`] for a serving session (`bot-runtime serve`): `live`
+/// brings control requests to the engine thread (see [`control`]) and takes
+/// every committed batch to its observer. A stop request ends the session
+/// as `Stopped` (final snapshot, `finish_session`, final report).
+///
+/// # Errors
+/// As [`run_session`].
+pub async fn run_session_live<L: LedgerStore>(
+    prepared: PreparedSession,
+    opts: &RunOptions,
+    stop: Arc<StopSignal>,
+    ledger: &mut L,
+    live: Option<control::Live>,
+) -> Result<RunOutcome, RunError> {
     let PreparedSession {
         plan,
         mut feed,
         total,
         ..
     } = prepared;
-    let cfg = EngineConfig::from_plan(&plan, opts.snapshot_interval_ms);
-    let initial = cfg.initial_cash;
     let first_open = feed.first_open();
 
     // Defence in depth: the id (the name, plus `-N` for a re-run) becomes a
@@ -211,12 +240,40 @@ pub async fn run_session<L: LedgerStore>(
     // 1. Start a new session or take over an unfinished one.
     let start = open_session(&plan, opts, ledger, first_open).await?;
     let session_id = start.session_id.clone();
+    // A hot reload recorded in the checkpoint replaces the manifest's
+    // strategy; an adopted manifest strategy replaces the one in force after
+    // the engine is restored with it.
+    let mut reloaded = start.checkpoint.as_ref().and_then(|c| c.strategy.clone());
+    let in_force = match (&start.adopt_from, &reloaded) {
+        (Some(spec), _) if start.checkpoint.is_some() => Some((spec.clone(), None)),
+        (Some(_), _) => None, // nothing to restore: the manifest's strategy from the start
+        (None, Some(r)) => Some((r.spec.clone(), r.revision.clone())),
+        (None, None) => None,
+    };
+    let adopted_plan = start.adopt_from.as_ref().map(|_| plan.clone());
+    let plan =
+        match &in_force {
+            None => plan,
+            Some((spec, revision)) => control::reload_plan(&plan, spec, revision.as_deref())
+                .map_err(|e| RunError::Resume {
+                    session_id: session_id.clone(),
+                    reason: format!("the strategy in force in its ledger is not valid: {e}"),
+                })?,
+        };
+    if let Some(p) = &adopted_plan {
+        reloaded = Some(ReloadedStrategy {
+            spec: p.strategy.clone(),
+            revision: None,
+        });
+    }
+    let cfg = EngineConfig::from_plan(&plan, opts.snapshot_interval_ms);
+    let initial = cfg.initial_cash;
     let dir = opts.report_dir.join(&session_id);
     let mut report = ReportWriter::create(&dir, &session_id)?;
     let mut analytics = Analytics::new(initial, opts.snapshot_interval_ms);
 
     // 2. Rebuild the engine, the feed position and the report from the ledger.
-    let (engine, progress, last_state) = match &start.checkpoint {
+    let (mut engine, progress, last_state) = match &start.checkpoint {
         None => (Engine::new(cfg), drive::Progress::fresh(), None),
         Some(cp) => {
             // The feed skips the candles already traded on a blocking thread
@@ -255,16 +312,66 @@ pub async fn run_session<L: LedgerStore>(
         }
     };
 
+    if let Some(p) = &adopted_plan
+        && start.checkpoint.is_some()
+    {
+        engine
+            .reload(EngineConfig::from_plan(p, opts.snapshot_interval_ms))
+            .map_err(|e| RunError::Resume {
+                session_id: session_id.clone(),
+                reason: format!("the manifest's StrategyConfig cannot be put in force: {e}"),
+            })?;
+    }
+
+    // A change made at the start (an adopted strategy, a manifest that
+    // pauses) is committed at once, before the first candle.
+    let mut flush_at_start = adopted_plan.is_some() && start.checkpoint.is_some();
+
     // 3. Run the pipeline.
-    let health = Arc::new(LedgerHealth::default());
+    let (live_drive, mut observer, health) = match live {
+        None => (None, None, Arc::new(LedgerHealth::default())),
+        Some(live) => {
+            if live.start_paused && engine.set_paused(true) {
+                // A new run's pause is the manifest's: nothing to record yet.
+                flush_at_start |= start.checkpoint.is_some();
+            }
+            (
+                Some(drive::LiveDrive {
+                    inbox: live.inbox,
+                    decision_latency: live.decision_latency,
+                    wall_clock: live.wall_clock,
+                }),
+                Some(live.observer),
+                live.health,
+            )
+        }
+    };
+    if let Some(o) = observer.as_mut() {
+        let candles = start.checkpoint.as_ref().map_or(0, |c| c.candles);
+        let snapshot = drive::snapshot_of(&engine, candles, reloaded.as_ref());
+        let state = last_state
+            .clone()
+            .unwrap_or_else(|| initial_state(initial, first_open));
+        o.started(&session_id, start.resumed, &state, &snapshot, &analytics);
+    }
     let (tx, mut rx) = mpsc::channel::<Flush>(4);
-    let (report_tx, report_rx) = std::sync::mpsc::sync_channel::<(LedgerBatch, EngineState)>(4);
+    let (report_tx, report_rx) = std::sync::mpsc::sync_channel::<(Flush, f64)>(4);
     let report_thread = std::thread::spawn(move || -> Result<_, RunError> {
         let mut last = last_state;
-        for (batch, state) in report_rx {
-            analytics.on_batch(&batch);
-            report.write_batch(&batch)?;
-            last = Some(state);
+        for (flush, commit_seconds) in report_rx {
+            analytics.on_batch(&flush.batch);
+            report.write_batch(&flush.batch)?;
+            if let (Some(o), Some(snapshot)) = (observer.as_mut(), &flush.snapshot) {
+                o.committed(control::Committed {
+                    batch: &flush.batch,
+                    state: &flush.state,
+                    snapshot,
+                    analytics: &analytics,
+                    commit_seconds,
+                    replies: flush.replies,
+                });
+            }
+            last = Some(flush.state);
         }
         Ok((analytics, report, last))
     });
@@ -278,12 +385,16 @@ pub async fn run_session<L: LedgerStore>(
             total,
             stop: stop.clone(),
             health: health.clone(),
+            reloaded,
+            live: live_drive,
+            flush_at_start,
         };
         tokio::task::spawn_blocking(move || drive::drive(engine, feed, progress, ctx, tx))
     };
 
     let mut ledger_error: Option<LedgerError> = None;
     while let Some(flush) = rx.recv().await {
+        let t0 = std::time::Instant::now();
         let result = writer::commit(
             ledger,
             &flush.batch,
@@ -295,11 +406,17 @@ pub async fn run_session<L: LedgerStore>(
         .await;
         match result {
             Ok(()) => {
-                if report_tx.send((flush.batch, flush.state)).is_err() {
+                let seconds = t0.elapsed().as_secs_f64();
+                if report_tx.send((flush, seconds)).is_err() {
                     break; // the report thread failed; its error is reported below
                 }
             }
             Err(e) => {
+                for (reply, _) in flush.replies {
+                    let _ = reply.send(Err(control::ControlError::Unavailable(format!(
+                        "the change could not be recorded: ledger: {e}"
+                    ))));
+                }
                 ledger_error = Some(e);
                 break;
             }
@@ -323,9 +440,14 @@ pub async fn run_session<L: LedgerStore>(
         let _ = report.finish(&summary);
         return Err(RunError::Ledger(e));
     }
+    let mut stop_reply = None;
     let (phase, error) = match ending {
         Ending::Completed => ("Completed", None),
         Ending::Halted => ("Halted", None),
+        Ending::Stopped(reply) => {
+            stop_reply = Some(reply);
+            ("Stopped", None)
+        }
         Ending::Failed(reason) => (
             "Failed",
             Some(RunError::Engine {
@@ -360,6 +482,7 @@ pub async fn run_session<L: LedgerStore>(
         resumed: start.resumed,
         summary,
         files,
+        stop_reply,
     })
 }
 
@@ -388,6 +511,9 @@ struct Start {
     session_id: String,
     resumed: bool,
     checkpoint: Option<Checkpoint>,
+    /// With [`RunOptions::adopt_manifest_strategy`], the strategy in force
+    /// in the ledger when the manifest brings another one (to be adopted).
+    adopt_from: Option<paperbot_crds::StrategyConfigSpec>,
 }
 
 /// Find the session to write: the newest unfinished run when resuming (its
@@ -403,11 +529,57 @@ async fn open_session<L: LedgerStore>(
     if opts.resume
         && let Some(info) = unfinished
     {
-        if let Some(diff) = config_difference(&info.config_json, &config_json) {
+        // A hot reload since the start is in the checkpoint: the manifest must
+        // carry the reloaded strategy (read without taking the lock).
+        let reloaded = match ledger.checkpoint(&info.id).await? {
+            Some(text) => {
+                Checkpoint::from_json(&text)
+                    .map_err(|e| RunError::Resume {
+                        session_id: info.id.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .strategy
+            }
+            None => None,
+        };
+        let mut adopt_from = None;
+        if let Some(diff) = resume_difference(&info.config_json, &config_json, reloaded.as_ref())
+            && opts.adopt_manifest_strategy
+            && strategy_only_difference(&info.config_json, &config_json)
+        {
+            let in_force = match &reloaded {
+                Some(r) => Some(r.spec.clone()),
+                None => serde_json::from_str::<serde_json::Value>(&info.config_json)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v["strategy"]["spec"].clone()).ok()),
+            };
+            let Some(in_force) = in_force else {
+                return Err(RunError::Resume {
+                    session_id: info.id,
+                    reason: "the strategy recorded in the ledger cannot be read".into(),
+                });
+            };
+            tracing::warn!(
+                session = %info.id,
+                difference = %diff,
+                "the manifest brings another StrategyConfig: putting it in force as a hot reload"
+            );
+            adopt_from = Some(in_force);
+        } else if let Some(diff) =
+            resume_difference(&info.config_json, &config_json, reloaded.as_ref())
+        {
+            let reload_note = match &reloaded {
+                Some(r) => format!(
+                    "; its strategy was hot-reloaded (revision {}): the manifest must carry the \
+                     reloaded StrategyConfig",
+                    r.revision.as_deref().unwrap_or("none")
+                ),
+                None => String::new(),
+            };
             return Err(RunError::Resume {
                 session_id: info.id,
                 reason: format!(
-                    "the manifest no longer matches what the ledger recorded ({diff}); \
+                    "the manifest no longer matches what the ledger recorded ({diff}){reload_note}; \
                      run without --resume to start a new run, or close the old one with \
                      `bot-runtime sessions close`"
                 ),
@@ -437,6 +609,7 @@ async fn open_session<L: LedgerStore>(
             session_id: info.id,
             resumed: true,
             checkpoint,
+            adopt_from,
         });
     }
     if let Some(info) = unfinished {
@@ -463,7 +636,85 @@ async fn open_session<L: LedgerStore>(
         session_id: id,
         resumed: false,
         checkpoint: None,
+        adopt_from: None,
     })
+}
+
+/// Settings a resumed session may change: they decide how it is run, not
+/// what it records (`desiredState` is a control request, `speed` the pace,
+/// `runtime` the pod).
+const RESUMABLE_CHANGES: [&[&str]; 3] = [
+    &["session", "spec", "desiredState"],
+    &["session", "spec", "marketData", "speed"],
+    &["session", "spec", "runtime"],
+];
+
+/// The first difference between the configuration a session recorded and
+/// the one a resume brings, ignoring [`RESUMABLE_CHANGES`]; with a hot
+/// reload in the checkpoint, the recorded strategy is the reloaded one.
+fn resume_difference(
+    recorded: &str,
+    now: &str,
+    reloaded: Option<&ReloadedStrategy>,
+) -> Option<String> {
+    compare_for_resume(recorded, now, reloaded, false)
+}
+
+/// Whether two configurations differ in nothing but the strategy (and the
+/// effective parameters that follow from it), [`RESUMABLE_CHANGES`] aside.
+fn strategy_only_difference(recorded: &str, now: &str) -> bool {
+    compare_for_resume(recorded, now, None, true).is_none()
+}
+
+fn compare_for_resume(
+    recorded: &str,
+    now: &str,
+    reloaded: Option<&ReloadedStrategy>,
+    ignore_strategy: bool,
+) -> Option<String> {
+    use serde_json::Value;
+    // With a reload, the effective parameters are left out on both sides:
+    // they follow from the strategy and the account, and the engine's own
+    // fingerprint checks them on restore.
+    let prepare = |text: &str, strategy: Option<&paperbot_crds::StrategyConfigSpec>| -> String {
+        let mut v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        for path in RESUMABLE_CHANGES {
+            let Some((last, parents)) = path.split_last() else {
+                continue;
+            };
+            let mut node = Some(&mut v);
+            for p in parents {
+                node = node.and_then(|n| n.get_mut(*p));
+            }
+            if let Some(Value::Object(o)) = node {
+                o.remove(*last);
+            }
+        }
+        if let Value::Object(o) = &mut v
+            && ignore_strategy
+        {
+            o.remove("effective");
+            if let Some(Value::Object(s)) = o.get_mut("strategy") {
+                s.remove("spec");
+            }
+        }
+        if let Value::Object(o) = &mut v
+            && reloaded.is_some()
+        {
+            o.remove("effective");
+            if let (Some(spec), Some(Value::Object(s))) = (strategy, o.get_mut("strategy")) {
+                s.insert(
+                    "spec".into(),
+                    serde_json::to_value(spec).unwrap_or(Value::Null),
+                );
+            }
+        }
+        v.to_string()
+    };
+    config_difference(
+        &prepare(recorded, reloaded.map(|r| &r.spec)),
+        &prepare(now, None),
+    )
 }
 
 /// The first JSON path at which two configurations differ, e.g.
@@ -505,7 +756,42 @@ fn config_difference(recorded: &str, now: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::config_difference;
+    use super::{ReloadedStrategy, config_difference, resume_difference};
+
+    #[test]
+    fn resume_ignores_how_a_session_is_run_and_follows_a_reload() {
+        let recorded = r#"{"session":{"name":"a","spec":{"desiredState":"Running","marketData":{"source":"Simulated"}}},
+            "strategy":{"name":"s","spec":{"risk":{"stopLossPct":"2"}}},"effective":{"x":1}}"#;
+        // Pace, desired state and pod overrides may change on a resume.
+        let now = r#"{"session":{"name":"a","spec":{"desiredState":"Paused","runtime":{"image":"i"},
+            "marketData":{"source":"Simulated","speed":"60"}}},
+            "strategy":{"name":"s","spec":{"risk":{"stopLossPct":"2"}}},"effective":{"x":1}}"#;
+        assert_eq!(resume_difference(recorded, now, None), None);
+        // Anything else is refused, naming the path.
+        let other = now.replace(r#""source":"Simulated""#, r#""source":"Replay""#);
+        assert_eq!(
+            resume_difference(recorded, &other, None).as_deref(),
+            Some(r#"session.spec.marketData.source: "Simulated" recorded, "Replay" now"#)
+        );
+        // After a hot reload the manifest must carry the reloaded strategy.
+        let reloaded: ReloadedStrategy = serde_json::from_str(
+            r#"{"spec":{"signals":{"rsi":{}},"risk":{"stopLossPct":"3"}},"revision":"7"}"#,
+        )
+        .unwrap();
+        let mut with_reload: serde_json::Value = serde_json::from_str(now).unwrap();
+        with_reload["strategy"]["spec"] = serde_json::to_value(&reloaded.spec).unwrap();
+        with_reload["effective"] = serde_json::json!({"x": 2});
+        assert_eq!(
+            resume_difference(recorded, &with_reload.to_string(), Some(&reloaded)),
+            None,
+            "effective parameters left to the engine's fingerprint"
+        );
+        assert!(
+            resume_difference(recorded, now, Some(&reloaded))
+                .unwrap()
+                .starts_with("strategy.spec.")
+        );
+    }
 
     #[test]
     fn config_difference_names_the_first_differing_path() {

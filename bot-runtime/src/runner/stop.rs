@@ -11,6 +11,17 @@ use std::sync::{
 };
 use std::time::{Duration, Instant};
 
+/// Why [`StopSignal::sleep_until_or`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The deadline passed.
+    Deadline,
+    /// A stop was requested.
+    Stop,
+    /// The caller's condition became true.
+    Woken,
+}
+
 /// A one-way "please stop" flag that sleepers can wait on.
 #[derive(Debug, Default)]
 pub struct StopSignal {
@@ -38,17 +49,34 @@ impl StopSignal {
         self.requested.load(Ordering::Relaxed)
     }
 
+    /// Wake the sleepers without requesting a stop (they re-check what they
+    /// wait for, see [`sleep_until_or`](Self::sleep_until_or)).
+    pub fn notify(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake.notify_all();
+    }
+
     /// Sleep until `deadline` or until a stop is requested, whichever comes
     /// first. Returns `true` if a stop was requested.
     pub fn sleep_until(&self, deadline: Instant) -> bool {
+        self.sleep_until_or(deadline, || false) == Wake::Stop
+    }
+
+    /// Sleep until `deadline`, a stop request, or `woken()` being true
+    /// (checked first and after every [`notify`](Self::notify)), whichever
+    /// comes first.
+    pub fn sleep_until_or(&self, deadline: Instant, woken: impl Fn() -> bool) -> Wake {
         let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if self.is_requested() {
-                return true;
+                return Wake::Stop;
+            }
+            if woken() {
+                return Wake::Woken;
             }
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                return Wake::Deadline;
             }
             guard = match self.wake.wait_timeout(guard, deadline - now) {
                 Ok((g, _)) => g,
@@ -81,6 +109,24 @@ mod tests {
         stop.request();
         assert!(sleeper.join().unwrap(), "the sleeper saw the request");
         assert!(stop.is_requested());
+    }
+
+    #[test]
+    fn a_notify_wakes_a_sleeper_whose_condition_holds() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(StopSignal::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (s, f) = (stop.clone(), flag.clone());
+        let sleeper = std::thread::spawn(move || {
+            s.sleep_until_or(Instant::now() + Duration::from_secs(3600), || {
+                f.load(Ordering::SeqCst)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        flag.store(true, Ordering::SeqCst);
+        stop.notify();
+        assert_eq!(sleeper.join().unwrap(), Wake::Woken);
+        assert!(!stop.is_requested());
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub struct Bollinger {
 }
 
 impl Bollinger {
+    /// Change the weight of its readings (a strategy reload that changed
+    /// nothing else keeps the generator's state).
+    pub(crate) fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+
     /// Bands over `period` bars (raised to at least 2), `k` standard
     /// deviations wide (> 0); `weight` as in [`combine`](super::combine).
     pub fn new(period: u32, k: f64, weight: f64) -> Self {

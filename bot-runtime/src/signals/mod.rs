@@ -254,6 +254,56 @@ impl SignalSet {
         .unwrap_or(0)
     }
 
+    /// The generators of `new` (a reloaded strategy), taking over the state
+    /// of this set's generators whose settings other than `weight` are the
+    /// same in `old` and `new` (they stay warm, with the new weight); a
+    /// generator that is new or whose settings changed starts cold and warms
+    /// up over its look-back (see [`warmup_bars`](Self::warmup_bars)); one
+    /// `new` leaves out is dropped.
+    pub fn reconfigure(self, old: &SignalsSpec, new: &SignalsSpec) -> Self {
+        fn same<T: Clone + PartialEq>(
+            a: &Option<T>,
+            b: &Option<T>,
+            unweighted: impl Fn(&mut T),
+        ) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => {
+                    let (mut a, mut b) = (a.clone(), b.clone());
+                    unweighted(&mut a);
+                    unweighted(&mut b);
+                    a == b
+                }
+                _ => false,
+            }
+        }
+        let mut next = Self::new(new);
+        if same(&old.sma_crossover, &new.sma_crossover, |s| s.weight = None)
+            && let (Some(mut g), Some(spec)) = (self.sma, &new.sma_crossover)
+        {
+            g.set_weight(weight(spec.weight));
+            next.sma = Some(g);
+        }
+        if same(&old.rsi, &new.rsi, |s| s.weight = None)
+            && let (Some(mut g), Some(spec)) = (self.rsi, &new.rsi)
+        {
+            g.set_weight(weight(spec.weight));
+            next.rsi = Some(g);
+        }
+        if same(&old.momentum, &new.momentum, |s| s.weight = None)
+            && let (Some(mut g), Some(spec)) = (self.momentum, &new.momentum)
+        {
+            g.set_weight(weight(spec.weight));
+            next.momentum = Some(g);
+        }
+        if same(&old.bollinger, &new.bollinger, |s| s.weight = None)
+            && let (Some(mut g), Some(spec)) = (self.bollinger, &new.bollinger)
+        {
+            g.set_weight(weight(spec.weight));
+            next.bollinger = Some(g);
+        }
+        next
+    }
+
     /// The state of every generator, for a checkpoint.
     pub(crate) fn checkpoint(&self) -> SignalsCheckpoint {
         SignalsCheckpoint {

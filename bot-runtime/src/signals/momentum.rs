@@ -42,6 +42,12 @@ pub struct Momentum {
 }
 
 impl Momentum {
+    /// Change the weight of its readings (a strategy reload that changed
+    /// nothing else keeps the generator's state).
+    pub(crate) fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+
     /// ROC over `period` bars (raised to at least 1) reaching full strength
     /// at `threshold_pct` percent (> 0); `weight` as in
     /// [`combine`](super::combine).

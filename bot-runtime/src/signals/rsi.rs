@@ -54,6 +54,12 @@ pub struct Rsi {
 }
 
 impl Rsi {
+    /// Change the weight of its readings (a strategy reload that changed
+    /// nothing else keeps the generator's state).
+    pub(crate) fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+
     /// RSI over `period` bars (raised to at least 2) with `oversold` <
     /// `overbought` levels on the 0–100 scale; `weight` as in
     /// [`combine`](super::combine).

@@ -70,6 +70,12 @@ pub struct SmaCrossover {
 }
 
 impl SmaCrossover {
+    /// Change the weight of its readings (a strategy reload that changed
+    /// nothing else keeps the generator's state).
+    pub(crate) fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+
     /// A crossover of SMA(`fast`) over SMA(`slow`), periods in bars (raised
     /// to at least 1; `fast < slow` is expected but not required).
     /// `weight` is the reading's weight in [`combine`](super::combine).
