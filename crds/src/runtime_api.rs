@@ -252,9 +252,11 @@ mod tests {
 
     #[test]
     fn config_update_refuses_unknown_fields() {
-        let err = serde_json::from_str::<ConfigUpdate>(r#"{"strategy":{"signals":{"rsi":{}}},"extra":1}"#)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<ConfigUpdate>(
+            r#"{"strategy":{"signals":{"rsi":{}}},"extra":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown field"), "{err}");
     }
 

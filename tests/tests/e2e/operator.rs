@@ -88,8 +88,11 @@ struct Operator {
 }
 
 impl Operator {
+    /// Run the controllers for `ns` as the operator identity `user` (the
+    /// chart's ServiceAccount and RBAC, see [`ControlPlane::operator_identity`]).
     async fn start(cp: &ControlPlane, user: &str, ns: &str, ledger: LedgerSettings) -> Operator {
-        let ctx = context(cp.client_for(user).await, user, ledger);
+        let id = cp.operator_identity(user);
+        let ctx = context(id.client().await, user, ledger);
         let (stop, mut rx) = watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(run_controllers(
@@ -131,10 +134,28 @@ impl Drop for Operator {
 
 /// Start leader election for `user` on the Lease `paperbot-operator` in `ns`.
 async fn elect(cp: &ControlPlane, user: &str, ns: &str, lease_secs: u64) -> LeaderElection {
-    LeaderElection::start(
+    elect_with(
         cp.client_for(user).await,
+        user,
+        ns,
+        "paperbot-operator",
+        lease_secs,
+    )
+    .await
+}
+
+/// Start leader election with `client` as holder `user` on the Lease `lease` in `ns`.
+async fn elect_with(
+    client: kube::Client,
+    user: &str,
+    ns: &str,
+    lease: &str,
+    lease_secs: u64,
+) -> LeaderElection {
+    LeaderElection::start(
+        client,
         LeaderConfig {
-            lease_name: "paperbot-operator".into(),
+            lease_name: lease.into(),
             namespace: ns.into(),
             identity: user.into(),
             lease_duration: Duration::from_secs(lease_secs),
@@ -386,7 +407,8 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
     op.stop().await;
 
     // A restarted operator finds everything in place.
-    let before = cp.audited_writes_in("operator-b", &ns).len();
+    let user = cp.operator_identity("operator-b").username;
+    let before = cp.audited_writes_in(&user, &ns).len();
     let op = Operator::start(cp, "operator-b", &ns, in_database("pg-ledger")).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let sts = cp.kubectl_ok(&["get", "statefulsets", "-n", &ns, "-o", "name"]);
@@ -395,16 +417,16 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
         20,
         "one StatefulSet per session, no duplicates:\n{sts}"
     );
-    let restart_writes = cp.audited_writes_in("operator-b", &ns)[before..].to_vec();
+    let restart_writes = cp.audited_writes_in(&user, &ns)[before..].to_vec();
     assert!(
         restart_writes.iter().all(|w| w.contains("events")),
         "a restart over an unchanged fleet wrote: {restart_writes:?}"
     );
 
     // An unchanged fleet of 20 sessions, reconciled every 2 s for a minute: no writes.
-    let before = cp.audited_writes_in("operator-b", &ns).len();
+    let before = cp.audited_writes_in(&user, &ns).len();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let writes = cp.audited_writes_in("operator-b", &ns)[before..].to_vec();
+    let writes = cp.audited_writes_in(&user, &ns)[before..].to_vec();
     println!(
         "writes by the operator over 60 s of an unchanged 20-session fleet: {}",
         writes.len()
@@ -450,20 +472,22 @@ async fn only_one_of_two_replicas_holds_the_lease() {
 
 /// Two complete operator replicas (each waiting for the lease before running
 /// its controllers, as the binary does) against one namespace: only the
-/// lease holder writes.
+/// lease holder writes. Each runs as its own chart ServiceAccount and holds
+/// the Lease in its release namespace, as the chart's RBAC allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_replicas_only_the_lease_holder_writes() {
     let cp = control_plane();
     cp.install_crds();
     let ns = cp.namespace("e2e-replicas");
-    let lease_ns = cp.namespace("e2e-replicas-lease");
+    let lease = format!("replicas-{}", std::process::id());
     database_secret(cp, &ns, "pg-ledger", "url");
     let mut replicas = Vec::new();
     for user in ["operator-a", "operator-b"] {
-        let leader = elect(cp, user, &lease_ns, 5).await;
+        let id = cp.operator_identity(user);
+        let leader = elect_with(id.client().await, user, &id.namespace, &lease, 5).await;
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(run_as_leader(
-            context(cp.client_for(user).await, user, in_database("pg-ledger")),
+            context(id.client().await, user, in_database("pg-ledger")),
             vec![ns.clone()],
             leader.subscribe(),
             async move {
@@ -491,13 +515,16 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
     ]);
     let holder = jsonpath(
         cp,
-        &lease_ns,
-        "lease/paperbot-operator",
+        paperbot_e2e::OPERATOR_NAMESPACE,
+        &format!("lease/{lease}"),
         "{.spec.holderIdentity}",
     );
     let writers: Vec<(&str, usize)> = ["operator-a", "operator-b"]
         .into_iter()
-        .map(|u| (u, cp.audited_writes_in(u, &ns).len()))
+        .map(|u| {
+            let user = cp.operator_identity(u).username;
+            (u, cp.audited_writes_in(&user, &ns).len())
+        })
         .collect();
     println!("lease holder {holder}; writes in {ns}: {writers:?}");
     for (user, n) in &writers {
