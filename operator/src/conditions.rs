@@ -180,9 +180,15 @@ pub struct SessionObservation {
     /// The StatefulSet's `status.readyReplicas` (0 when unset); a ready
     /// replica counts as a ready runtime even when the pod was not read.
     pub sts_ready_replicas: i32,
-    /// Whether the rollout of the current configuration hash is complete
-    /// (the pod runs the current template revision).
+    /// Whether the StatefulSet reports the current template rolled out: it
+    /// observed its generation and its pod runs the update revision.
     pub sts_updated: bool,
+    /// Whether the pod is known to run an older template revision than the
+    /// StatefulSet's update revision (a rollout is under way). Unknown — the
+    /// StatefulSet has not reported on its current generation yet — is not
+    /// outdated: a new pod that is ready before its StatefulSet says so is
+    /// still starting, not rolling out.
+    pub pod_outdated: bool,
     /// Name of the runtime pod: the pod when it exists, or the one the
     /// StatefulSet is to run (`<statefulset>-0`, while it asks for a replica),
     /// so that the status names it from the start and does not change when
@@ -356,7 +362,8 @@ fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
             // The message names what is waited for, not each step of a normal
             // start (scheduled, creating the container, running): the status is
             // written once when the session starts and once when it is ready.
-            let msg = if ready {
+            let rolling = ready && o.pod_outdated;
+            let msg = if rolling {
                 format!("rolling out the current configuration: {pod} runs an older one")
             } else {
                 let unbound = o.ledger.as_ref().and_then(|l| l.unbound_claim.as_ref());
@@ -373,7 +380,7 @@ fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
                     (None, None) => format!("{pod} is starting"),
                 }
             };
-            let reason = if ready { "RollingOut" } else { "Starting" };
+            let reason = if rolling { "RollingOut" } else { "Starting" };
             [
                 want(False, reason, msg.clone()),
                 want(True, reason, msg),
@@ -806,12 +813,35 @@ mod tests {
     fn ready_pod_with_an_old_config_is_rolling_out() {
         let o = SessionObservation {
             sts_updated: false,
+            pod_outdated: true,
             ..running_ready()
         };
         let s = status_of(&o);
         assert_eq!(s.phase, SessionPhase::Starting);
         assert_eq!(sr(&s, READY), pair("False", "RollingOut"));
         assert_eq!(sr(&s, PROGRESSING), pair("True", "RollingOut"));
+    }
+
+    #[test]
+    fn a_ready_pod_before_its_stateful_set_reports_is_still_starting() {
+        let starting = SessionObservation {
+            pod_ready: false,
+            sts_ready_replicas: 0,
+            sts_updated: false,
+            ..running_ready()
+        };
+        let first = status_of(&starting);
+        // The pod is ready; the StatefulSet has not reported on it yet.
+        let ready_early = SessionObservation {
+            pod_ready: true,
+            ..starting
+        };
+        let second = desired_session_status(Some(&first), &ready_early, &at(2_000));
+        assert_eq!(sr(&second, READY), pair("False", "Starting"));
+        assert!(
+            !status_differs(Some(&first), &second),
+            "nothing new to write"
+        );
     }
 
     #[test]

@@ -280,7 +280,7 @@ pub async fn run_controllers(
                 d.event(
                     "BotSession",
                     own,
-                    triggers::on_session(old, new, own, &st.sessions),
+                    triggers::on_session(old, new, own, &st.sessions, &st.accounts),
                 )
             },
         );

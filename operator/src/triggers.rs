@@ -163,6 +163,7 @@ pub fn on_session(
     new: Option<&BotSession>,
     own_write: bool,
     sessions: &Store<BotSession>,
+    accounts: &Store<PaperAccount>,
 ) -> Triggers {
     let mut t = Triggers::default();
     let Some(any) = new.or(old) else {
@@ -184,12 +185,15 @@ pub fn on_session(
     // a larger draw may leave a funded one short.
     let (before, after) = (draws(old), draws(new));
     if before != after {
+        let account = &any.spec.account_ref.name;
         let grew = match (before, after) {
             (_, None) => false,
             (None, Some(_)) => true,
             (Some(b), Some(a)) => a > b,
         };
-        let account = &any.spec.account_ref.name;
+        // A larger draw leaves no later session short while the account
+        // still funds every active session.
+        let grew = grew && !funds_all(sessions, accounts, &ns, account);
         let order = funding_order(any);
         let me = any.name_any();
         for s in sessions.state() {
@@ -216,6 +220,26 @@ pub fn on_session(
         ));
     }
     t
+}
+
+/// Whether the account's balance covers every active session's allocation
+/// (false when the account is missing).
+fn funds_all(
+    sessions: &Store<BotSession>,
+    accounts: &Store<PaperAccount>,
+    ns: &str,
+    account: &str,
+) -> bool {
+    let Some(a) = accounts.get(&ObjectRef::new(account).within(ns)) else {
+        return false;
+    };
+    let total: rust_decimal::Decimal = sessions
+        .state()
+        .iter()
+        .filter(|s| ns_of(&***s) == ns && s.spec.account_ref.name == account)
+        .filter_map(|s| draws(Some(s)))
+        .sum();
+    total <= a.spec.initial_balance.get()
 }
 
 /// Sessions in the object's namespace whose `field` names it.
@@ -325,19 +349,33 @@ fn session_of_stateful_set(
         .and_then(|s| owner_session(&*s))
 }
 
-/// A ConfigMap, Secret or Service event: reconcile the owner unless it is
-/// the operator's own write.
+/// Whether someone else than the operator wrote a child: it was deleted,
+/// created by another field manager, or another manager's entry in
+/// `metadata.managedFields` changed. The cached copies keep only other
+/// managers' entries ([`crate::stores::keep_foreign_fields`]), and every
+/// write records its manager with a new timestamp, so the operator's own
+/// writes — even those whose watch event arrives before the API server's
+/// answer — leave the cached entries as they were, while any other client's
+/// write changes them.
+fn written_by_others<K: Resource>(old: Option<&K>, new: Option<&K>) -> bool {
+    match (old, new) {
+        (_, None) => old.is_some(),
+        (None, Some(n)) => n.meta().managed_fields.is_some(),
+        (Some(o), Some(n)) => o.meta().managed_fields != n.meta().managed_fields,
+    }
+}
+
+/// A ConfigMap, Secret or Service event: reconcile the owner when someone
+/// else than the operator wrote or deleted the child.
 pub fn on_child<K: Resource>(old: Option<&K>, new: Option<&K>, own_write: bool) -> Triggers {
     let mut t = Triggers::default();
     if own_write {
         return t;
     }
     let Some(any) = new.or(old) else { return t };
-    let changed = match (old, new) {
-        (Some(o), Some(n)) => o.meta().resource_version != n.meta().resource_version,
-        _ => true,
-    };
-    if changed && let Some(owner) = owner_session(any) {
+    if written_by_others(old, new)
+        && let Some(owner) = owner_session(any)
+    {
         t.sessions.push((owner, Cause::Child));
     }
     t
@@ -364,22 +402,14 @@ pub fn on_stateful_set(
 ) -> Triggers {
     let mut t = Triggers::default();
     let Some(any) = new.or(old) else { return t };
-    let cause = match (old, new) {
-        (_, None) | (None, Some(_)) => (!own_write).then_some(Cause::Child),
-        (Some(o), Some(n)) => {
-            if !own_write
-                && (o.metadata.generation != n.metadata.generation
-                    || o.metadata.labels != n.metadata.labels
-                    || o.metadata.annotations != n.metadata.annotations
-                    || o.metadata.owner_references != n.metadata.owner_references
-                    || o.metadata.managed_fields != n.metadata.managed_fields)
-            {
-                Some(Cause::Child)
-            } else if stateful_set_status(o) != stateful_set_status(n) {
+    let cause = if !own_write && written_by_others(old, new) {
+        Some(Cause::Child)
+    } else {
+        match (old, new) {
+            (Some(o), Some(n)) if stateful_set_status(o) != stateful_set_status(n) => {
                 Some(Cause::StatefulSetStatus)
-            } else {
-                None
             }
+            _ => None,
         }
     };
     if let Some(cause) = cause
@@ -439,8 +469,8 @@ pub fn on_pod(
 }
 
 /// A ledger claim event (`ledger-<statefulset>-0`): reconcile the session
-/// when the claim appeared, went, or changed phase or owners other than by
-/// the operator's own write.
+/// when the claim appeared, went, changed phase, or was written by another
+/// manager than the operator (the operator only sets its owner).
 pub fn on_claim(
     old: Option<&PersistentVolumeClaim>,
     new: Option<&PersistentVolumeClaim>,
@@ -452,15 +482,9 @@ pub fn on_claim(
         return t;
     }
     let Some(any) = new.or(old) else { return t };
-    let view = |c: &PersistentVolumeClaim| {
-        (
-            c.metadata.uid.clone(),
-            c.status.as_ref().and_then(|s| s.phase.clone()),
-            c.metadata.owner_references.clone(),
-        )
-    };
+    let phase = |c: &PersistentVolumeClaim| c.status.as_ref().and_then(|s| s.phase.clone());
     let changed = match (old, new) {
-        (Some(o), Some(n)) => view(o) != view(n),
+        (Some(o), Some(n)) => phase(o) != phase(n) || written_by_others(old, new),
         _ => true,
     };
     let name = any.name_any();

@@ -123,6 +123,10 @@ pub struct ScaleReport {
     pub ramp_triggers: BTreeMap<String, f64>,
     /// Watch events the operator ignored because they were its own writes.
     pub ramp_own_write_events: f64,
+    /// The most common sequences of status versions a session went through
+    /// during the ramp (`phase/Ready reason: Ready message` each), with how
+    /// many sessions followed each.
+    pub ramp_status_sequences: Vec<(usize, Vec<String>)>,
     /// Peak operator RSS before the load/SIGTERM phase.
     pub operator_peak_rss_mib: f64,
     /// Median operator RSS over the steady window.
@@ -609,8 +613,9 @@ spec:
         let before = self.metrics();
         let api: Api<BotSession> = Api::namespaced(self.admin.clone(), &self.ns);
         let ready = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let sequences: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
         let watching = {
-            let ready = ready.clone();
+            let (ready, sequences) = (ready.clone(), sequences.clone());
             let api = api.clone();
             tokio::spawn(async move {
                 let mut events = watcher(api, watcher::Config::default()).boxed();
@@ -618,12 +623,38 @@ spec:
                     let (watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = ev else {
                         continue;
                     };
-                    let is_ready = s.status.as_ref().is_some_and(|st| {
-                        st.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    });
-                    if let (Some(name), Ok(mut r)) = (s.metadata.name.clone(), ready.lock()) {
+                    let Some(name) = s.metadata.name.clone() else {
+                        continue;
+                    };
+                    let ready_cond = s
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+                    let is_ready = ready_cond.as_ref().is_some_and(|c| c.status == "True");
+                    if let Some(st) = &s.status
+                        && let Ok(mut seqs) = sequences.lock()
+                    {
+                        let mut version = format!(
+                            "{:?}/{}: {}",
+                            st.phase,
+                            ready_cond.as_ref().map_or("", |c| c.reason.as_str()),
+                            ready_cond.as_ref().map_or("", |c| c.message.as_str())
+                        );
+                        if std::env::var("PAPERBOT_SCALE_FULL_STATUS").is_ok() {
+                            let mut v = serde_json::to_value(st).unwrap_or_default();
+                            if let Some(cs) = v["conditions"].as_array_mut() {
+                                for c in cs {
+                                    c.as_object_mut().map(|o| o.remove("lastTransitionTime"));
+                                }
+                            }
+                            version = v.to_string();
+                        }
+                        let seq = seqs.entry(name.clone()).or_default();
+                        if seq.last() != Some(&version) {
+                            seq.push(version);
+                        }
+                    }
+                    if let Ok(mut r) = ready.lock() {
                         if is_ready {
                             r.insert(name);
                         } else {
@@ -664,6 +695,19 @@ spec:
         }
         self.report.ramp_secs = started.elapsed().as_secs_f64();
         watching.abort();
+        let mut counted: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+        for seq in sequences
+            .lock()
+            .map(|s| s.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            *counted.entry(seq).or_default() += 1;
+        }
+        let mut by_count: Vec<(usize, Vec<String>)> =
+            counted.into_iter().map(|(seq, n)| (n, seq)).collect();
+        by_count.sort_by(|a, b| b.0.cmp(&a.0));
+        by_count.truncate(3);
+        self.report.ramp_status_sequences = by_count;
         // Let trailing writes (account and strategy status) land.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let t1 = Utc::now();

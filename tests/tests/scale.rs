@@ -57,6 +57,9 @@ async fn operator_at_scale() {
             "  reconcile triggers during the ramp: {:?}; own-write watch events ignored: {}; reconciles in the steady window: {}; deleting all sessions took {:.1} s",
             r.ramp_triggers, r.ramp_own_write_events, r.steady_reconciles, r.delete_secs
         );
+        for (n, seq) in &r.ramp_status_sequences {
+            println!("  {n} session(s) went through: {}", seq.join(" → "));
+        }
         reports.push(r);
     }
     for r in &reports {

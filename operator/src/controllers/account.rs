@@ -31,7 +31,7 @@ pub fn session_inputs(s: &BotSession) -> impl PartialEq + use<> {
         st.and_then(|st| st.equity),
         st.and_then(|st| st.realized_pnl),
         st.and_then(|st| st.unrealized_pnl),
-        st.map(|st| st.trades),
+        st.map_or(0, |st| st.trades),
     )
 }
 

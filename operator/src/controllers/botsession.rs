@@ -63,6 +63,10 @@ use crate::{
     stores::slim_resource,
 };
 
+/// Label the StatefulSet controller puts on each pod: the template revision
+/// it runs.
+pub const POD_REVISION_LABEL: &str = "controller-revision-hash";
+
 /// Finalizer name on BotSessions.
 pub const FINALIZER: &str = "paperbot.io/session-cleanup";
 
@@ -583,14 +587,23 @@ pub fn observation(
     pod: Option<&Pod>,
 ) -> SessionObservation {
     let st = sts.and_then(|x| x.status.as_ref());
-    let sts_updated = match (sts, st) {
-        (Some(sts), Some(st)) => {
-            st.observed_generation >= sts.metadata.generation
-                && st.update_revision.is_some()
-                && st.current_revision == st.update_revision
+    // The StatefulSet reports on its current template...
+    let update_revision = match (sts, st) {
+        (Some(sts), Some(st)) if st.observed_generation >= sts.metadata.generation => {
+            st.update_revision.as_deref()
         }
-        _ => false,
+        _ => None,
     };
+    // ...and the pod says which template it runs.
+    let pod_revision = pod
+        .and_then(|p| p.metadata.labels.as_ref())
+        .and_then(|l| l.get(POD_REVISION_LABEL))
+        .map(String::as_str);
+    let sts_updated = update_revision.is_some_and(|u| {
+        pod_revision == Some(u)
+            || (pod_revision.is_none() && st.and_then(|x| x.current_revision.as_deref()) == Some(u))
+    });
+    let pod_outdated = matches!((update_revision, pod_revision), (Some(u), Some(p)) if u != p);
     let pod_status = pod.and_then(|p| p.status.as_ref());
     let expected_pod = sts
         .filter(|x| x.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(1) > 0)
@@ -602,6 +615,7 @@ pub fn observation(
         sts_replicas: sts.map(|_| st.map_or(0, |x| x.replicas)),
         sts_ready_replicas: st.and_then(|x| x.ready_replicas).unwrap_or(0),
         sts_updated,
+        pod_outdated,
         pod_name: pod.map(|p| p.name_any()).or(expected_pod),
         pod_phase: pod_status.and_then(|p| p.phase.clone()),
         pod_ready: pod_status

@@ -61,24 +61,29 @@ fn database_secret(cp: &ControlPlane, ns: &str, name: &str, key: &str) {
     ]);
 }
 
+/// The operator's context; healthy objects are reconciled again every 2 s
+/// (the binary's default is 10 min) so that the tests see many reconciles of
+/// an unchanged fleet.
 fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Context> {
-    Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
+    let mut ctx = Context::new(
+        client.clone(),
+        Recorder::new(
+            client,
             Reporter {
                 controller: "paperbot-operator".into(),
                 instance: Some(user.into()),
             },
         ),
-        client,
-        metrics: Arc::new(Metrics::new()),
-        settings: RuntimeSettings {
+        Arc::new(Metrics::new()),
+        RuntimeSettings {
             image: "ghcr.io/paperbot/bot-runtime:e2e".into(),
             ledger,
             ..Default::default()
         },
-        sync_interval: Duration::from_secs(2),
-    })
+        Duration::from_secs(2),
+    );
+    ctx.resync_interval = Duration::from_secs(2);
+    Arc::new(ctx)
 }
 
 /// A running in-process operator; stops when dropped.
