@@ -44,8 +44,7 @@ use crate::{
     controllers::{Context, account, botsession, error_policy, strategy},
     metrics::Metrics,
     stores::{
-        Fresh, Latest, Stores, Writers, keep_foreign_fields, resource_version, slim_pod,
-        slim_resource,
+        Fresh, Latest, Writers, keep_foreign_fields, resource_version, slim_pod, slim_resource,
     },
     triggers::{self, Cause, Triggers},
 };
@@ -130,7 +129,9 @@ impl Dispatch {
 /// `slim` first) and call `on_change(old, new, own_write)` after each change
 /// is in the store (`new` is `None` for a deletion). After a re-list the
 /// changes are reported once the new list is in place, deletions included.
-/// `own` recognises the operator's own writes.
+/// `own` recognises the operator's own writes; `synced` turns true once the
+/// store holds its first list.
+#[allow(clippy::too_many_arguments)]
 async fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -138,6 +139,7 @@ async fn watch_kind<K>(
     slim: fn(&mut K),
     own: Option<(Arc<Fresh>, fn(&Fresh) -> &Latest<K>)>,
     kind: &'static str,
+    synced: tokio::sync::watch::Sender<bool>,
     mut on_change: impl FnMut(Option<&K>, Option<&K>, bool),
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -182,6 +184,7 @@ async fn watch_kind<K>(
                     let new = reader.get(key);
                     on_change(old.as_deref(), new.as_deref(), *own_write);
                 }
+                synced.send_replace(true);
             }
             Ok(watcher::Event::Apply(mut obj)) => {
                 slim(&mut obj);
@@ -206,17 +209,17 @@ async fn watch_kind<K>(
     }
 }
 
-/// Wait until every store has its first list. kube-runtime 5's
-/// `Store::wait_until_ready` keeps one waker only (the applier waits on the
-/// session store too), so the wait is re-polled with a timeout.
-async fn stores_ready(stores: &Stores) -> bool {
-    loop {
-        match tokio::time::timeout(Duration::from_millis(250), stores.wait_until_ready()).await {
-            Ok(Ok(())) => return true,
-            Ok(Err(_)) => return false,
-            Err(_) => continue,
+/// Wait until every watch has filled its store once (false when a watch
+/// ended first). The watches' own signals are used, not
+/// `Store::wait_until_ready`: kube-runtime 5 wakes only the last of several
+/// tasks waiting on one store, and each applier waits on its store.
+async fn stores_ready(synced: &[tokio::sync::watch::Receiver<bool>]) -> bool {
+    for rx in synced {
+        if rx.clone().wait_for(|s| *s).await.is_err() {
+            return false;
         }
     }
+    true
 }
 
 /// Run the controllers for `namespace` (`None`: all namespaces) until
@@ -267,6 +270,12 @@ pub async fn run_controllers(
         claims: w_claims,
     } = writers;
     let fresh = ctx.fresh.clone();
+    let mut synced = Vec::new();
+    let mut signal = || {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        synced.push(rx);
+        tx
+    };
     let watches = {
         let (d, st) = (dispatch.clone(), stores.clone());
         let sessions = watch_kind(
@@ -276,6 +285,7 @@ pub async fn run_controllers(
             slim_resource::<BotSession>,
             Some((fresh.clone(), |f: &Fresh| &f.sessions)),
             "BotSession",
+            signal(),
             move |old, new, own| {
                 d.event(
                     "BotSession",
@@ -292,6 +302,7 @@ pub async fn run_controllers(
             slim_resource::<PaperAccount>,
             Some((fresh.clone(), |f: &Fresh| &f.accounts)),
             "PaperAccount",
+            signal(),
             move |old, new, own| {
                 d.event(
                     "PaperAccount",
@@ -308,6 +319,7 @@ pub async fn run_controllers(
             slim_resource::<StrategyConfig>,
             Some((fresh.clone(), |f: &Fresh| &f.strategies)),
             "StrategyConfig",
+            signal(),
             move |old, new, own| {
                 d.event(
                     "StrategyConfig",
@@ -324,6 +336,7 @@ pub async fn run_controllers(
             keep_foreign_fields::<StatefulSet>,
             Some((fresh.clone(), |f: &Fresh| &f.stateful_sets)),
             "StatefulSet",
+            signal(),
             move |old, new, own| {
                 d.event("StatefulSet", own, triggers::on_stateful_set(old, new, own))
             },
@@ -336,6 +349,7 @@ pub async fn run_controllers(
             slim_pod,
             None,
             "Pod",
+            signal(),
             move |old, new, own| d.event("Pod", own, triggers::on_pod(old, new, &st.stateful_sets)),
         );
         let d = dispatch.clone();
@@ -346,6 +360,7 @@ pub async fn run_controllers(
             keep_foreign_fields::<ConfigMap>,
             Some((fresh.clone(), |f: &Fresh| &f.config_maps)),
             "ConfigMap",
+            signal(),
             move |old, new, own| d.event("ConfigMap", own, triggers::on_child(old, new, own)),
         );
         let d = dispatch.clone();
@@ -356,6 +371,7 @@ pub async fn run_controllers(
             keep_foreign_fields::<Secret>,
             Some((fresh.clone(), |f: &Fresh| &f.secrets)),
             "Secret",
+            signal(),
             move |old, new, own| d.event("Secret", own, triggers::on_child(old, new, own)),
         );
         let d = dispatch.clone();
@@ -366,6 +382,7 @@ pub async fn run_controllers(
             keep_foreign_fields::<Service>,
             Some((fresh.clone(), |f: &Fresh| &f.services)),
             "Service",
+            signal(),
             move |old, new, own| d.event("Service", own, triggers::on_child(old, new, own)),
         );
         let (d, st) = (dispatch.clone(), stores.clone());
@@ -376,6 +393,7 @@ pub async fn run_controllers(
             keep_foreign_fields::<PersistentVolumeClaim>,
             Some((fresh.clone(), |f: &Fresh| &f.claims)),
             "PersistentVolumeClaim",
+            signal(),
             move |old, new, own| {
                 d.event(
                     "PersistentVolumeClaim",
@@ -400,10 +418,15 @@ pub async fn run_controllers(
     };
 
     let starter = {
-        let (d, st, sd) = (dispatch.clone(), stores.clone(), shutdown.clone());
+        let (d, st, sd, sy) = (
+            dispatch.clone(),
+            stores.clone(),
+            shutdown.clone(),
+            synced.clone(),
+        );
         async move {
             tokio::select! {
-                ready = stores_ready(&st) => {
+                ready = stores_ready(&sy) => {
                     if !ready {
                         return;
                     }
@@ -455,7 +478,7 @@ pub async fn run_controllers(
     let metrics = ctx.metrics.clone();
     let (st, sd) = (stores.clone(), shutdown.clone());
     let refresher = async move {
-        if !stores_ready(&st).await {
+        if !stores_ready(&synced).await {
             return;
         }
         let mut tick = tokio::time::interval(Duration::from_secs(10));

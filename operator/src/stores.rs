@@ -125,22 +125,6 @@ impl Stores {
     pub fn empty() -> Self {
         Writers::new().readers()
     }
-
-    /// Wait until every store holds its first complete list.
-    pub async fn wait_until_ready(
-        &self,
-    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
-        self.sessions.wait_until_ready().await?;
-        self.accounts.wait_until_ready().await?;
-        self.strategies.wait_until_ready().await?;
-        self.stateful_sets.wait_until_ready().await?;
-        self.pods.wait_until_ready().await?;
-        self.config_maps.wait_until_ready().await?;
-        self.secrets.wait_until_ready().await?;
-        self.services.wait_until_ready().await?;
-        self.claims.wait_until_ready().await?;
-        Ok(())
-    }
 }
 
 /// `metadata.resourceVersion` as a number (etcd revisions are), for telling

@@ -649,6 +649,7 @@ spec:
                             }
                             version = v.to_string();
                         }
+                        let version = version.replace(&name, "<session>");
                         let seq = seqs.entry(name.clone()).or_default();
                         if seq.last() != Some(&version) {
                             seq.push(version);

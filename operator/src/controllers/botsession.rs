@@ -383,7 +383,46 @@ pub struct Applied {
 /// 2. build the children and apply each ([`super::apply_child`]);
 /// 3. on a volume, give the ledger claim the owner the retention asks for
 ///    ([`ledger::claim_ownership_patch`]) and note whether it is bound.
+///
+/// The stores see only children with the operator's labels. When the
+/// StatefulSet is not in the store but the API server refuses to create it
+/// (422: one of that name exists, e.g. made by hand or by an older
+/// operator, whose claim templates cannot change), it is read once and the
+/// children are planned again from it.
 pub async fn apply_children(
+    s: &BotSession,
+    resolved: Option<(&PaperAccount, &StrategyConfig)>,
+    suspended: bool,
+    live: &mut LiveChildren,
+    ctx: &Context,
+) -> Result<Applied> {
+    let unseen = live.stateful_set.is_none();
+    match apply_children_once(s, resolved, suspended, live, ctx).await {
+        Err(Error::Kube(kube::Error::Api(e)))
+            if unseen
+                && e.code == 422
+                && e.details.as_ref().is_some_and(|d| d.kind == "StatefulSet") =>
+        {
+            let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+            let name = child_name(&s.name_any());
+            let Some(sts) = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&name)
+                .await?
+            else {
+                return Err(Error::Kube(kube::Error::Api(e)));
+            };
+            warn!(
+                statefulset = %name,
+                "a StatefulSet of the session's name exists without the operator's labels; planning from it"
+            );
+            live.stateful_set = Some(Arc::new(sts));
+            apply_children_once(s, resolved, suspended, live, ctx).await
+        }
+        r => r,
+    }
+}
+
+async fn apply_children_once(
     s: &BotSession,
     resolved: Option<(&PaperAccount, &StrategyConfig)>,
     suspended: bool,

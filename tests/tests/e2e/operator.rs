@@ -949,3 +949,189 @@ spec:
     op.stop().await;
     cp.delete_ledger_volumes(&ns);
 }
+
+/// Start an operator for `ns` and one Ready session `bot` on a database
+/// ledger; returns the operator and the child name.
+async fn one_ready_session(cp: &ControlPlane, ns: &str, user: &str) -> (Operator, String) {
+    database_secret(cp, ns, "pg-ledger", "url");
+    let op = Operator::start(cp, user, ns, in_database("pg-ledger")).await;
+    cp.kubectl_stdin_ok(
+        &["apply", "-n", ns, "-f", "-"],
+        &format!(
+            "{}---\n{}",
+            account_and_strategy("10000"),
+            session("bot", "5000")
+        ),
+    );
+    wait_ready(cp, ns, "botsession/bot", 90);
+    (op, child_name("bot"))
+}
+
+/// Writes of `user` in `ns` stop: none in 10 s (no apply loop after a repair).
+async fn writes_settle(cp: &ControlPlane, user: &str, ns: &str) {
+    let user = cp.operator_identity(user).username;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = cp.audited_writes_in(&user, ns).len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = cp.audited_writes_in(&user, ns);
+    assert_eq!(
+        after.len(),
+        before,
+        "the operator keeps writing: {:?}",
+        &after[before..]
+    );
+}
+
+/// Drift case 1: a session scaled to zero because its account went missing
+/// scales back when the account returns (one apply path: the suspended
+/// StatefulSet is rendered and applied like any other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_suspended_while_its_account_is_missing_scales_back_when_it_returns() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-drift-account");
+    let (op, child) = one_ready_session(cp, &ns, "operator-a").await;
+    cp.kubectl_ok(&["delete", "-n", &ns, "paperaccount/acct"]);
+    eventually("scaled to zero", 60, || {
+        (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == "0")
+            .then_some(())
+    })
+    .await;
+    eventually("AccountNotFound", 60, || {
+        (session_condition(cp, &ns, "bot", "Ready", "reason") == "AccountNotFound").then_some(())
+    })
+    .await;
+    cp.kubectl_stdin_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        &account_and_strategy("10000"),
+    );
+    eventually("scaled back to one", 60, || {
+        (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == "1")
+            .then_some(())
+    })
+    .await;
+    wait_ready(cp, &ns, "botsession/bot", 90);
+    println!(
+        "{}",
+        cp.kubectl_ok(&["get", "botsession,statefulset", "-n", &ns])
+    );
+    writes_settle(cp, "operator-a", &ns).await;
+    op.stop().await;
+}
+
+/// Drift case 2: `kubectl scale` of a runtime StatefulSet is undone, with a
+/// Warning Event naming the field and who changed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_of_a_runtime_stateful_set_is_undone() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-drift-scale");
+    let (op, child) = one_ready_session(cp, &ns, "operator-b").await;
+    cp.kubectl_ok(&[
+        "scale",
+        "-n",
+        &ns,
+        &format!("statefulset/{child}"),
+        "--replicas=3",
+    ]);
+    eventually("replicas back to 1", 60, || {
+        (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == "1")
+            .then_some(())
+    })
+    .await;
+    let events = eventually("a DriftReverted Event", 30, || {
+        let e = cp.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "reason=DriftReverted",
+        ]);
+        e.contains("spec.replicas was changed by kubectl")
+            .then_some(e)
+    })
+    .await;
+    println!("$ kubectl get events --field-selector reason=DriftReverted\n{events}");
+    writes_settle(cp, "operator-b", &ns).await;
+    op.stop().await;
+}
+
+/// Drift case 3: an edit of a child by another client (`kubectl patch` of
+/// the ConfigMap, `kubectl set image` on the StatefulSet, `kubectl label`
+/// removing a label of the Service, deleting the Secret) is undone, and the
+/// repaired fleet writes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_edits_of_children_are_undone() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-drift-edit");
+    let (op, child) = one_ready_session(cp, &ns, "operator-a").await;
+    let config = |cp: &ControlPlane| {
+        jsonpath(
+            cp,
+            &ns,
+            &format!("configmap/{child}"),
+            "{.data.session\\.yaml}",
+        )
+    };
+    let image = |cp: &ControlPlane| {
+        jsonpath(
+            cp,
+            &ns,
+            &format!("statefulset/{child}"),
+            "{.spec.template.spec.containers[0].image}",
+        )
+    };
+    let (config0, image0) = (config(cp), image(cp));
+    assert!(config0.contains("kind: BotSession"), "{config0}");
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        &format!("configmap/{child}"),
+        "--type=merge",
+        "-p",
+        r#"{"data":{"session.yaml":"edited by hand"}}"#,
+    ]);
+    cp.kubectl_ok(&[
+        "set",
+        "image",
+        "-n",
+        &ns,
+        &format!("statefulset/{child}"),
+        "bot-runtime=example.invalid/other:1",
+    ]);
+    cp.kubectl_ok(&[
+        "label",
+        "-n",
+        &ns,
+        &format!("service/{child}"),
+        "paperbot.io/session-",
+    ]);
+    let token0 = jsonpath(cp, &ns, &format!("secret/{child}"), "{.metadata.uid}");
+    cp.kubectl_ok(&["delete", "-n", &ns, &format!("secret/{child}")]);
+    eventually("ConfigMap put back", 60, || {
+        (config(cp) == config0).then_some(())
+    })
+    .await;
+    eventually("image put back", 60, || (image(cp) == image0).then_some(())).await;
+    eventually("Service label put back", 60, || {
+        (jsonpath(
+            cp,
+            &ns,
+            &format!("service/{child}"),
+            "{.metadata.labels.paperbot\\.io/session}",
+        ) == "bot")
+            .then_some(())
+    })
+    .await;
+    eventually("Secret recreated", 60, || {
+        let uid = jsonpath(cp, &ns, &format!("secret/{child}"), "{.metadata.uid}");
+        (!uid.is_empty() && uid != token0).then_some(())
+    })
+    .await;
+    wait_ready(cp, &ns, "botsession/bot", 90);
+    writes_settle(cp, "operator-a", &ns).await;
+    op.stop().await;
+}
