@@ -138,16 +138,19 @@ pub enum BuildError {
 pub struct BuildInput<'a> {
     /// The session (must have name, namespace and uid).
     pub session: &'a BotSession,
-    /// The PaperAccount the session references.
-    pub account: &'a PaperAccount,
-    /// The StrategyConfig the session references.
-    pub strategy: &'a StrategyConfig,
+    /// The runtime configuration, [`render_runtime_config`] of the session,
+    /// its account and its strategy (or, while a reference is missing, what
+    /// the live ConfigMap holds).
+    pub config: &'a str,
     /// Operator-wide defaults.
     pub settings: &'a RuntimeSettings,
     /// The session's API token (generated once by the caller, kept in the Secret).
     pub api_token: &'a str,
     /// Where the runtime keeps its ledger (decided by [`crate::ledger::plan`]).
     pub ledger: &'a LedgerStorage,
+    /// Run no replica whatever the desired state (the session has a
+    /// problem); the rest of the children stay as they are.
+    pub suspended: bool,
 }
 
 /// The objects the operator owns for one session, all named [`child_name`].
@@ -164,7 +167,8 @@ pub struct Children {
 }
 
 /// Replicas of the runtime StatefulSet for a desired state: one while
-/// `Running`, none while `Paused` or `Stopped`.
+/// `Running`, none while `Paused` or `Stopped` (and none while the session
+/// is suspended, see [`BuildInput::suspended`]).
 pub fn desired_replicas(state: DesiredState) -> i32 {
     match state {
         DesiredState::Running => 1,
@@ -555,12 +559,12 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
 /// All four are named [`child_name`], live in the session's namespace, carry
 /// [`labels`] (plus the settings' extra labels) and a controller owner
 /// reference to the session. The StatefulSet runs [`desired_replicas`] pods
-/// whose template carries [`CONFIG_HASH_ANNOTATION`] ([`pod_config_hash`]);
+/// (none when suspended) whose template carries [`CONFIG_HASH_ANNOTATION`]
+/// ([`pod_config_hash`] of `input.config`);
 /// the ledger is on `input.ledger`: a claim template for a volume, or
 /// `DATABASE_URL` from a Secret. Reports and `/tmp` are emptyDirs.
 ///
-/// Fails when the session has no name, namespace or uid, or when
-/// [`render_runtime_config`] fails.
+/// Fails when the session has no name, namespace or uid.
 pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
     let session = input.session;
     let name = name_of(session)?;
@@ -573,7 +577,7 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
                 name: name.to_string(),
             })?;
     let owner = owner_reference(session, name)?;
-    let rendered = render_runtime_config(session, input.account, input.strategy)?;
+    let rendered = input.config.to_string();
     let hash = pod_config_hash(&rendered, input.ledger);
     let child = child_name(name);
     let selector = labels(name);
@@ -636,7 +640,11 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
     let stateful_set = StatefulSet {
         metadata: meta,
         spec: Some(StatefulSetSpec {
-            replicas: Some(desired_replicas(session.spec.desired_state)),
+            replicas: Some(if input.suspended {
+                0
+            } else {
+                desired_replicas(session.spec.desired_state)
+            }),
             service_name: Some(child.clone()),
             pod_management_policy: Some("Parallel".into()),
             volume_claim_templates: input.ledger.claim_templates(),
@@ -765,13 +773,15 @@ spec:
 
     impl Fixture {
         fn build(&self) -> Children {
+            let config =
+                render_runtime_config(&self.session, &self.account, &self.strategy).unwrap();
             build_children(&BuildInput {
                 session: &self.session,
-                account: &self.account,
-                strategy: &self.strategy,
+                config: &config,
                 settings: &self.settings,
                 api_token: "tok-123",
                 ledger: &self.ledger,
+                suspended: false,
             })
             .unwrap()
         }
@@ -933,13 +943,15 @@ spec:
         let mut f = fixture();
         f.session.metadata.uid = None;
         let input = |f: &Fixture| {
-            build_children(&BuildInput {
-                session: &f.session,
-                account: &f.account,
-                strategy: &f.strategy,
-                settings: &f.settings,
-                api_token: "t",
-                ledger: &f.ledger,
+            render_runtime_config(&f.session, &f.account, &f.strategy).and_then(|config| {
+                build_children(&BuildInput {
+                    session: &f.session,
+                    config: &config,
+                    settings: &f.settings,
+                    api_token: "t",
+                    ledger: &f.ledger,
+                    suspended: false,
+                })
             })
         };
         assert!(matches!(input(&f), Err(BuildError::MissingUid { name }) if name == "bot"));
@@ -988,6 +1000,35 @@ spec:
         assert_eq!(replicas(&f), Some(0));
         f.session.spec.desired_state = DesiredState::Stopped;
         assert_eq!(replicas(&f), Some(0));
+    }
+
+    #[test]
+    fn a_suspended_session_runs_no_replica_and_keeps_everything_else() {
+        let f = fixture();
+        let config = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        let build = |suspended| {
+            build_children(&BuildInput {
+                session: &f.session,
+                config: &config,
+                settings: &f.settings,
+                api_token: "tok-123",
+                ledger: &f.ledger,
+                suspended,
+            })
+            .unwrap()
+        };
+        let (running, suspended) = (build(false), build(true));
+        let spec = |c: &Children| c.stateful_set.spec.clone().unwrap();
+        assert_eq!(spec(&suspended).replicas, Some(0));
+        assert_eq!(
+            StatefulSetSpec {
+                replicas: Some(1),
+                ..spec(&suspended)
+            },
+            spec(&running),
+            "only the replica count differs"
+        );
+        assert_eq!(suspended.config_map, running.config_map);
     }
 
     #[test]

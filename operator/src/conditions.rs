@@ -25,7 +25,12 @@
 //! `lastTransitionTime` moves only when its status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use paperbot_crds::{BotSessionStatus, DesiredState, SessionPhase};
+use paperbot_crds::{
+    BotSessionStatus, DesiredState, PaperAccountStatus, SessionPhase, StrategyConfigStatus,
+};
+
+pub use crate::problem::INVALID_SPEC;
+use crate::problem::Problem;
 
 /// `True` when the session is in its desired state.
 pub const READY: &str = "Ready";
@@ -41,11 +46,6 @@ pub const LEDGER_STORAGE_OUTDATED: &str = "LedgerStorageOutdated";
 /// Reason of [`LEDGER_STORAGE_OUTDATED`] = `True`.
 pub const STORAGE_FIXED_AT_CREATION: &str = "StorageFixedAtCreation";
 
-/// `problem` reason of a spec the runtime refuses; the only problem that
-/// makes the phase `Failed` (others, such as `AccountNotFound`,
-/// `StrategyNotFound` or `InsufficientFunds`, leave it `Pending`).
-pub const INVALID_SPEC: &str = "InvalidSpec";
-
 /// Container waiting reasons that mean the runtime cannot run without a
 /// change (phase `Failed`, `Degraded=True`); any other waiting reason (e.g.
 /// `ContainerCreating`) counts as still starting.
@@ -57,6 +57,10 @@ pub const DEGRADING_WAITING_REASONS: &[&str] = &[
     "CreateContainerConfigError",
     "CreateContainerError",
 ];
+
+/// Container waiting reasons of a normal start, left out of the `Ready`
+/// message so that it does not change at each step.
+pub const NORMAL_START_WAITING_REASONS: &[&str] = &["ContainerCreating", "PodInitializing"];
 
 /// Summary written to `status.breaker` until the runtime reports breakers.
 pub const NO_BREAKER: &str = "None";
@@ -166,22 +170,29 @@ pub struct SessionObservation {
     pub generation: Option<i64>,
     /// `spec.desiredState`.
     pub desired: DesiredState,
-    /// Why the session cannot run, as `(reason, message)`: `InvalidSpec`,
-    /// `AccountNotFound`, `StrategyNotFound`, `InsufficientFunds`, ... Report
-    /// only problems that block the desired state (e.g. not
-    /// `InsufficientFunds` for a Stopped session): a problem wins over
-    /// everything else observed.
-    pub problem: Option<(String, String)>,
+    /// Why the session cannot run. Report only problems that block the
+    /// desired state (e.g. not `InsufficientFunds` for a Stopped session): a
+    /// problem wins over everything else observed.
+    pub problem: Option<Problem>,
     /// The runtime StatefulSet's `status.replicas` (pods that exist), `0` when
     /// it has no status yet; `None` when there is no StatefulSet.
     pub sts_replicas: Option<i32>,
     /// The StatefulSet's `status.readyReplicas` (0 when unset); a ready
     /// replica counts as a ready runtime even when the pod was not read.
     pub sts_ready_replicas: i32,
-    /// Whether the rollout of the current configuration hash is complete
-    /// (the pod runs the current template revision).
+    /// Whether the StatefulSet reports the current template rolled out: it
+    /// observed its generation and its pod runs the update revision.
     pub sts_updated: bool,
-    /// Name of the runtime pod, when it exists.
+    /// Whether the pod is known to run an older template revision than the
+    /// StatefulSet's update revision (a rollout is under way). Unknown — the
+    /// StatefulSet has not reported on its current generation yet — is not
+    /// outdated: a new pod that is ready before its StatefulSet says so is
+    /// still starting, not rolling out.
+    pub pod_outdated: bool,
+    /// Name of the runtime pod: the pod when it exists, or the one the
+    /// StatefulSet is to run (`<statefulset>-0`, while it asks for a replica),
+    /// so that the status names it from the start and does not change when
+    /// the pod appears.
     pub pod_name: Option<String>,
     /// The pod's `status.phase` (`Pending`, `Running`, ...).
     pub pod_phase: Option<String>,
@@ -241,8 +252,8 @@ impl SessionObservation {
 ///
 /// `Halted` and `Completed` come from the runtime's reports, not from here.
 pub fn session_phase(o: &SessionObservation) -> SessionPhase {
-    if let Some((reason, _)) = &o.problem {
-        return if reason == INVALID_SPEC {
+    if let Some(problem) = &o.problem {
+        return if problem.is_invalid_spec() {
             SessionPhase::Failed
         } else {
             SessionPhase::Pending
@@ -286,14 +297,15 @@ const AS_EXPECTED: &str = "AsExpected";
 fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
     use ConditionStatus::{False, True};
     let healthy = || want(False, AS_EXPECTED, "no problems observed");
-    if let Some((reason, message)) = &o.problem {
-        let degraded = if reason == INVALID_SPEC {
+    if let Some(problem) = &o.problem {
+        let (reason, message) = (problem.reason(), problem.to_string());
+        let degraded = if problem.is_invalid_spec() {
             want(True, reason, message.clone())
         } else {
             healthy()
         };
         return [
-            want(False, reason, message.clone()),
+            want(False, reason, message),
             want(False, reason, "waiting for the problem to be fixed"),
             degraded,
         ];
@@ -347,22 +359,28 @@ fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
                     healthy(),
                 ];
             }
-            let msg = if ready {
+            // The message names what is waited for, not each step of a normal
+            // start (scheduled, creating the container, running): the status is
+            // written once when the session starts and once when it is ready.
+            let rolling = ready && o.pod_outdated;
+            let msg = if rolling {
                 format!("rolling out the current configuration: {pod} runs an older one")
             } else {
                 let unbound = o.ledger.as_ref().and_then(|l| l.unbound_claim.as_ref());
-                match (&o.pod_name, &o.pod_waiting_reason, &o.pod_phase, unbound) {
-                    (_, _, _, Some((claim, phase))) => format!(
+                let waiting = o
+                    .pod_waiting_reason
+                    .as_deref()
+                    .filter(|w| !NORMAL_START_WAITING_REASONS.contains(w));
+                match (unbound, waiting) {
+                    (Some((claim, phase)), _) => format!(
                         "{pod} waits for its ledger volume: PersistentVolumeClaim {claim} is {phase} \
                          (no PersistentVolume bound yet: check that its storage class exists and provisions volumes)"
                     ),
-                    (None, _, _, None) => "waiting for the runtime pod to be created".to_string(),
-                    (Some(p), Some(w), _, None) => format!("{p} is starting: {w}"),
-                    (Some(p), None, Some(ph), None) => format!("{p} is starting (phase {ph})"),
-                    (Some(p), None, None, None) => format!("{p} is starting"),
+                    (None, Some(w)) => format!("{pod} is starting: {w}"),
+                    (None, None) => format!("{pod} is starting"),
                 }
             };
-            let reason = if ready { "RollingOut" } else { "Starting" };
+            let reason = if rolling { "RollingOut" } else { "Starting" };
             [
                 want(False, reason, msg.clone()),
                 want(True, reason, msg),
@@ -478,21 +496,45 @@ fn ledger_condition(l: &LedgerObservation) -> (ConditionStatus, &'static str, St
 
 const AS_EXPECTED_STORAGE: &str = "AsConfigured";
 
+/// A status with `metav1.Condition`s, compared by [`status_differs`].
+pub trait WithConditions: Clone + PartialEq {
+    /// The conditions, to compare without their `lastTransitionTime`.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+impl WithConditions for BotSessionStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+impl WithConditions for PaperAccountStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+impl WithConditions for StrategyConfigStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
 /// Whether writing `new` over `old` changes anything but condition
-/// timestamps. `true` when there is no old status; a reconcile of an
-/// unchanged session must find `false` and write nothing.
-pub fn status_differs(old: Option<&BotSessionStatus>, new: &BotSessionStatus) -> bool {
+/// timestamps — the one status comparator of every controller. `true` when
+/// there is no old status; a reconcile of an unchanged object must find
+/// `false` and write nothing. Conditions compare in any order
+/// ([`conditions_equal_ignoring_time`]); every other field compares exactly.
+pub fn status_differs<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
     let Some(old) = old else {
         return true;
     };
-    if !conditions_equal_ignoring_time(&old.conditions, &new.conditions) {
-        return true;
-    }
-    let strip = |s: &BotSessionStatus| BotSessionStatus {
-        conditions: Vec::new(),
-        ..s.clone()
-    };
-    strip(old) != strip(new)
+    let (mut a, mut b) = (old.clone(), new.clone());
+    let (ca, cb) = (
+        std::mem::take(a.conditions_mut()),
+        std::mem::take(b.conditions_mut()),
+    );
+    !conditions_equal_ignoring_time(&ca, &cb) || a != b
 }
 
 #[cfg(test)]
@@ -533,6 +575,13 @@ mod tests {
             pod_phase: Some("Running".into()),
             pod_ready: true,
             ..Default::default()
+        }
+    }
+
+    fn invalid(message: &str) -> Problem {
+        Problem::InvalidSpec {
+            object: crate::problem::InvalidObject::Session,
+            errors: vec![message.into()],
         }
     }
 
@@ -737,7 +786,8 @@ mod tests {
         assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
         assert_eq!(
             cond(&s, READY).message,
-            "bot-runtime-0 is starting: ContainerCreating"
+            "bot-runtime-0 is starting",
+            "the steps of a normal start stay out of the message"
         );
     }
 
@@ -756,22 +806,42 @@ mod tests {
         };
         assert_eq!(session_phase(&o), SessionPhase::Starting);
         let s = status_of(&o);
-        assert_eq!(
-            cond(&s, READY).message,
-            "waiting for the runtime pod to be created"
-        );
+        assert_eq!(cond(&s, READY).message, "the runtime pod is starting");
     }
 
     #[test]
     fn ready_pod_with_an_old_config_is_rolling_out() {
         let o = SessionObservation {
             sts_updated: false,
+            pod_outdated: true,
             ..running_ready()
         };
         let s = status_of(&o);
         assert_eq!(s.phase, SessionPhase::Starting);
         assert_eq!(sr(&s, READY), pair("False", "RollingOut"));
         assert_eq!(sr(&s, PROGRESSING), pair("True", "RollingOut"));
+    }
+
+    #[test]
+    fn a_ready_pod_before_its_stateful_set_reports_is_still_starting() {
+        let starting = SessionObservation {
+            pod_ready: false,
+            sts_ready_replicas: 0,
+            sts_updated: false,
+            ..running_ready()
+        };
+        let first = status_of(&starting);
+        // The pod is ready; the StatefulSet has not reported on it yet.
+        let ready_early = SessionObservation {
+            pod_ready: true,
+            ..starting
+        };
+        let second = desired_session_status(Some(&first), &ready_early, &at(2_000));
+        assert_eq!(sr(&second, READY), pair("False", "Starting"));
+        assert!(
+            !status_differs(Some(&first), &second),
+            "nothing new to write"
+        );
     }
 
     #[test]
@@ -798,22 +868,42 @@ mod tests {
     fn invalid_spec_fails_and_degrades() {
         let o = SessionObservation {
             generation: Some(2),
-            problem: Some(("InvalidSpec".into(), "spec.symbols: must list one".into())),
+            problem: Some(invalid("spec.symbols: must list one")),
             ..Default::default()
         };
         let s = status_of(&o);
         assert_eq!(s.phase, SessionPhase::Failed);
         assert_eq!(sr(&s, READY), pair("False", "InvalidSpec"));
-        assert_eq!(cond(&s, READY).message, "spec.symbols: must list one");
+        assert_eq!(
+            cond(&s, READY).message,
+            "BotSession: spec.symbols: must list one"
+        );
         assert_eq!(sr(&s, PROGRESSING), pair("False", "InvalidSpec"));
         assert_eq!(sr(&s, DEGRADED), pair("True", "InvalidSpec"));
     }
 
     #[test]
     fn missing_refs_and_insufficient_funds_are_pending_not_degraded() {
-        for reason in ["AccountNotFound", "StrategyNotFound", "InsufficientFunds"] {
+        let problems = [
+            Problem::AccountNotFound {
+                account: "a".into(),
+                namespace: "ns".into(),
+            },
+            Problem::StrategyNotFound {
+                strategy: "s".into(),
+                namespace: "ns".into(),
+            },
+            Problem::InsufficientFunds {
+                account: "a".into(),
+                allocation: 2.into(),
+                needed: 3.into(),
+                balance: 1.into(),
+            },
+        ];
+        for problem in problems {
+            let reason = problem.reason();
             let o = SessionObservation {
-                problem: Some((reason.into(), "details".into())),
+                problem: Some(problem),
                 // A problem wins over a ready pod.
                 ..running_ready()
             };
@@ -913,7 +1003,7 @@ mod tests {
                 ..running_ready()
             },
             SessionObservation {
-                problem: Some(("InvalidSpec".into(), "bad".into())),
+                problem: Some(invalid("bad")),
                 ..running_ready()
             },
         ] {
@@ -1048,7 +1138,10 @@ mod tests {
     fn without_a_ledger_observation_the_condition_is_left_as_it_was() {
         let first = status_of(&with_ledger(None, None));
         let o = SessionObservation {
-            problem: Some(("AccountNotFound".into(), "gone".into())),
+            problem: Some(Problem::AccountNotFound {
+                account: "gone".into(),
+                namespace: "ns".into(),
+            }),
             ..running_ready()
         };
         let next = desired_session_status(Some(&first), &o, &at(2_000));

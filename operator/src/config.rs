@@ -145,6 +145,20 @@ pub struct OperatorConfig {
     #[arg(long, env = "PAPERBOT_ALLOW_RUNTIME_ENDPOINT_OVERRIDE", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub allow_runtime_endpoint_override: bool,
 
+    /// Requeue interval of a healthy object: a safety net, since watch
+    /// events ask for every reconcile that is needed (`10m`).
+    #[arg(long, env = "PAPERBOT_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_positive_duration)]
+    pub resync_interval: DurationString,
+
+    /// BotSession reconciles run at a time (1–256).
+    #[arg(long, env = "PAPERBOT_RECONCILE_CONCURRENCY", default_value_t = crate::run::DEFAULT_SESSION_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub reconcile_concurrency: u16,
+
+    /// Seconds the operator waits after SIGTERM for reconciles in flight
+    /// before it exits anyway (whole seconds, 1–60).
+    #[arg(long, env = "PAPERBOT_SHUTDOWN_GRACE", default_value = "4s", value_parser = parse_shutdown_grace)]
+    pub shutdown_grace: DurationString,
+
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "PAPERBOT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -319,7 +333,7 @@ impl OperatorConfig {
         }
     }
 
-    /// Requeue interval of a healthy session.
+    /// How often a session's fast-moving status figures are refreshed.
     pub fn status_sync_interval(&self) -> Duration {
         self.status_sync_interval.get()
     }
@@ -333,6 +347,16 @@ impl OperatorConfig {
             not_reporting_after: self.runtime_not_reporting_after,
             allow_endpoint_override: self.allow_runtime_endpoint_override,
         }
+    }
+
+    /// Requeue interval of a healthy object.
+    pub fn resync_interval(&self) -> Duration {
+        self.resync_interval.get()
+    }
+
+    /// How long to wait for reconciles in flight after SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace.get()
     }
 
     /// The namespaces to watch, or `None` for all namespaces.
@@ -467,6 +491,16 @@ fn parse_positive_duration(s: &str) -> Result<DurationString, String> {
     let d: DurationString = s.parse()?;
     if d.get().is_zero() {
         return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_shutdown_grace(s: &str) -> Result<DurationString, String> {
+    let d: DurationString = s.parse()?;
+    if d.get() < Duration::from_secs(1) || d.get() > Duration::from_secs(60) {
+        return Err(format!(
+            "{s:?}: the shutdown grace must be between 1s and 60s"
+        ));
     }
     Ok(d)
 }
@@ -659,7 +693,22 @@ mod tests {
             };
             assert_eq!(env, &expected, "--{flag}");
         }
-        assert_eq!(flags.len(), 24);
+        assert_eq!(flags.len(), 27);
+    }
+
+    #[test]
+    fn resync_concurrency_and_shutdown_grace_are_bounded() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.resync_interval(), Duration::from_secs(600));
+        assert_eq!(
+            c.reconcile_concurrency,
+            crate::run::DEFAULT_SESSION_CONCURRENCY
+        );
+        assert_eq!(c.shutdown_grace(), Duration::from_secs(4));
+        assert!(parse(&["--reconcile-concurrency=0"]).is_err());
+        assert!(parse(&["--shutdown-grace=0s"]).is_err());
+        assert!(parse(&["--shutdown-grace=2m"]).is_err());
+        assert!(parse(&["--resync-interval=0s"]).is_err());
     }
 
     #[test]

@@ -123,6 +123,84 @@ impl FakeApi {
         *obj = o;
     }
 
+    /// The stored objects of one kind, as typed values.
+    pub fn objects<K: serde::de::DeserializeOwned>(&self, api_version: &str, kind: &str) -> Vec<K> {
+        // Any namespace: the collection path up to the namespace segment.
+        let sample = collection(api_version, kind, "NS");
+        let (prefix, plural) = sample
+            .split_once("/NS/")
+            .expect("collection paths have a namespace segment");
+        self.objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.contains(&format!("/{plural}/")))
+            .map(|(_, v)| serde_json::from_value(v.clone()).expect("stored object is of its kind"))
+            .collect()
+    }
+
+    /// Stores holding what this fake holds now, as the operator's watches
+    /// would (children without the operator's managed fields, pods slimmed).
+    pub fn stores(&self) -> crate::stores::Stores {
+        use kube::runtime::{reflector::store::Writer, watcher::Event};
+        fn fill<K>(w: &mut Writer<K>, objs: Vec<K>, slim: fn(&mut K))
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            w.apply_watcher_event(&Event::Init);
+            for mut o in objs {
+                slim(&mut o);
+                w.apply_watcher_event(&Event::InitApply(o));
+            }
+            w.apply_watcher_event(&Event::InitDone);
+        }
+        use crate::stores::{keep_foreign_fields, slim_pod, slim_resource};
+        let mut w = crate::stores::Writers::new();
+        let v = "paperbot.io/v1alpha1";
+        fill(
+            &mut w.sessions,
+            self.objects(v, "BotSession"),
+            slim_resource,
+        );
+        fill(
+            &mut w.accounts,
+            self.objects(v, "PaperAccount"),
+            slim_resource,
+        );
+        fill(
+            &mut w.strategies,
+            self.objects(v, "StrategyConfig"),
+            slim_resource,
+        );
+        fill(
+            &mut w.stateful_sets,
+            self.objects("apps/v1", "StatefulSet"),
+            keep_foreign_fields,
+        );
+        fill(&mut w.pods, self.objects("v1", "Pod"), slim_pod);
+        fill(
+            &mut w.config_maps,
+            self.objects("v1", "ConfigMap"),
+            keep_foreign_fields,
+        );
+        fill(
+            &mut w.secrets,
+            self.objects("v1", "Secret"),
+            keep_foreign_fields,
+        );
+        fill(
+            &mut w.services,
+            self.objects("v1", "Service"),
+            keep_foreign_fields,
+        );
+        fill(
+            &mut w.claims,
+            self.objects("v1", "PersistentVolumeClaim"),
+            keep_foreign_fields,
+        );
+        w.readers()
+    }
+
     /// Requests received so far, and forget them.
     pub fn take_requests(&self) -> Vec<Recorded> {
         std::mem::take(&mut *self.requests.lock().unwrap())

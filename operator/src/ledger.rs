@@ -302,6 +302,16 @@ pub fn claim_name(stateful_set: &str) -> String {
     format!("{LEDGER_VOLUME}-{stateful_set}-0")
 }
 
+/// The StatefulSet whose ledger claim is `claim` (the inverse of
+/// [`claim_name`]), or `None` when `claim` is not a ledger claim's name.
+pub fn stateful_set_of_claim(claim: &str) -> Option<&str> {
+    claim
+        .strip_prefix(LEDGER_VOLUME)?
+        .strip_prefix('-')?
+        .strip_suffix("-0")
+        .filter(|s| !s.is_empty())
+}
+
 /// What to do with a session's ledger storage, from [`plan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerPlan {

@@ -8,14 +8,18 @@ pub mod builders;
 pub mod conditions;
 pub mod config;
 pub mod controllers;
+pub mod drift;
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;
 pub mod leader;
 pub mod ledger;
 pub mod metrics;
+pub mod problem;
 pub mod run;
 pub mod server;
+pub mod stores;
 pub mod sync;
+pub mod triggers;
 
 pub use error::{Error, Result};

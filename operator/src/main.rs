@@ -5,9 +5,12 @@
 //! lease exits so that Kubernetes restarts it as a standby, and two replicas
 //! never write at the same time.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -21,7 +24,7 @@ use paperbot_operator::{
     run::{LeaderRunEnd, run_all, run_as_leader},
     server::{ServerState, serve},
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -82,41 +85,69 @@ async fn main() -> anyhow::Result<()> {
             instance: Some(cfg.identity.clone()),
         },
     );
-    let ctx = Arc::new(Context {
+    let mut ctx = Context::new(
         client,
         recorder,
-        metrics: metrics.clone(),
+        metrics.clone(),
         settings,
-        sync_interval: cfg.status_sync_interval(),
-    });
+        cfg.status_sync_interval(),
+    );
+    ctx.resync_interval = cfg.resync_interval();
+    ctx.reconcile_concurrency = cfg.reconcile_concurrency;
+    let ctx = Arc::new(ctx);
     let r = ready.clone();
     let on_ready = move || r.store(true, Ordering::Relaxed);
-    match &leader {
-        Some(le) => {
-            info!("waiting for the leader lease");
-            if run_as_leader(
-                ctx,
-                cfg.namespaces.clone(),
-                le.subscribe(),
-                shutdown,
-                on_ready,
-            )
-            .await
-                == LeaderRunEnd::LostLease
-            {
-                // Restart as a standby: never two writers.
-                error!("lost the leader lease; exiting");
-                std::process::exit(1);
+    let run = async {
+        match &leader {
+            Some(le) => {
+                info!("waiting for the leader lease");
+                run_as_leader(
+                    ctx,
+                    cfg.namespaces.clone(),
+                    le.subscribe(),
+                    shutdown.clone(),
+                    on_ready,
+                )
+                .await
+            }
+            None => {
+                metrics.set_leader(true);
+                run_all(ctx, cfg.namespaces.clone(), shutdown.clone(), on_ready).await;
+                LeaderRunEnd::Shutdown
             }
         }
-        None => {
-            metrics.set_leader(true);
-            run_all(ctx, cfg.namespaces.clone(), shutdown, on_ready).await;
+    };
+    // After SIGTERM the watches and queues stop at once and the reconciles
+    // in flight finish; under load (or with an API server that throttles)
+    // that is bounded by the shutdown grace, so the pod stops well within
+    // its termination grace period.
+    let grace = cfg.shutdown_grace();
+    let deadline = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
         }
+    };
+    let end = tokio::select! {
+        end = run => end,
+        () = deadline => {
+            warn!(grace_secs = grace.as_secs(), "reconciles still in flight after the shutdown grace; exiting without them");
+            LeaderRunEnd::Shutdown
+        }
+    };
+    if end == LeaderRunEnd::LostLease {
+        // Restart as a standby: never two writers.
+        error!("lost the leader lease; exiting");
+        std::process::exit(1);
     }
-    if let Some(le) = leader {
-        le.release().await;
+    if let Some(le) = leader
+        && tokio::time::timeout(Duration::from_secs(1), le.release())
+            .await
+            .is_err()
+    {
+        warn!("releasing the leader lease timed out; it expires on its own");
     }
-    let _ = server.await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     Ok(())
 }

@@ -10,6 +10,10 @@
 //! | `paperbot_sessions` | gauge | `phase` (all 8 [`SessionPhase`]s, always present) |
 //! | `paperbot_circuit_breakers_open` | gauge | — |
 //! | `paperbot_operator_leader` | gauge | — |
+//! | `paperbot_operator_reconcile_triggers_total` | counter | `controller`, `cause` ([`crate::triggers::Cause`]) |
+//! | `paperbot_operator_watch_events_total` | counter | `kind`, `outcome` (`trigger`, `ignored`, `own_write`) |
+//! | `paperbot_operator_child_applies_total` | counter | `kind`, `decision` ([`crate::drift::ApplyDecision`]: `unchanged`, `create`, `changed`, `drift`, `removed`) |
+//! | `paperbot_operator_stale_writes_total` | counter | `controller` (a write refused because the cached copy was out of date, retried at once) |
 //!
 //! Label values are `&'static str` so that only a bounded set can reach a
 //! series (never an error message or an object name).
@@ -93,6 +97,10 @@ pub struct Metrics {
     sessions: IntGaugeVec,
     breakers_open: IntGauge,
     leader: IntGauge,
+    triggers: IntCounterVec,
+    watch_events: IntCounterVec,
+    child_applies: IntCounterVec,
+    stale_writes: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -147,6 +155,38 @@ impl Metrics {
             "paperbot_operator_leader",
             "1 when this replica holds the leader Lease (or runs without leader election), else 0.",
         )?;
+        let triggers = IntCounterVec::new(
+            Opts::new(
+                "paperbot_operator_reconcile_triggers_total",
+                "Reconciles asked for by watch events (and one per object at start), by controller and cause.",
+            ),
+            &["controller", "cause"],
+        )?;
+        let watch_events = IntCounterVec::new(
+            Opts::new(
+                "paperbot_operator_watch_events_total",
+                "Watch events received, by kind and outcome: trigger (asked for a reconcile), ignored (nothing a reconcile reads changed), own_write (the operator's own write).",
+            ),
+            &["kind", "outcome"],
+        )?;
+        let child_applies = IntCounterVec::new(
+            Opts::new(
+                "paperbot_operator_child_applies_total",
+                "Children considered by the apply path, by kind and decision (unchanged children are not written).",
+            ),
+            &["kind", "decision"],
+        )?;
+        let stale_writes = IntCounterVec::new(
+            Opts::new(
+                "paperbot_operator_stale_writes_total",
+                "Writes refused because the cached copy was out of date and retried at once on the object read back.",
+            ),
+            &["controller"],
+        )?;
+        registry.register(Box::new(triggers.clone()))?;
+        registry.register(Box::new(watch_events.clone()))?;
+        registry.register(Box::new(child_applies.clone()))?;
+        registry.register(Box::new(stale_writes.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
@@ -164,6 +204,10 @@ impl Metrics {
             sessions,
             breakers_open,
             leader,
+            triggers,
+            watch_events,
+            child_applies,
+            stale_writes,
         })
     }
 
@@ -227,6 +271,29 @@ impl Metrics {
                 .with_label_values(&[phase_label(*phase)])
                 .set(total);
         }
+    }
+
+    /// Counts a reconcile of `controller` asked for by `cause`.
+    pub fn record_trigger(&self, controller: &'static str, cause: &'static str) {
+        self.triggers.with_label_values(&[controller, cause]).inc();
+    }
+
+    /// Counts a watch event of `kind` with its `outcome` (`trigger`,
+    /// `ignored` or `own_write`).
+    pub fn record_watch_event(&self, kind: &'static str, outcome: &'static str) {
+        self.watch_events.with_label_values(&[kind, outcome]).inc();
+    }
+
+    /// Counts a child of `kind` considered for apply, with the decision's label.
+    pub fn record_child_apply(&self, kind: &'static str, decision: &'static str) {
+        self.child_applies
+            .with_label_values(&[kind, decision])
+            .inc();
+    }
+
+    /// Counts a write of `controller` refused on an out-of-date copy.
+    pub fn record_stale_write(&self, controller: &'static str) {
+        self.stale_writes.with_label_values(&[controller]).inc();
     }
 
     /// Sets `paperbot_circuit_breakers_open`: the number of sessions with at

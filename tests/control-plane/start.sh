@@ -17,9 +17,18 @@ state="$(cd "$state" && pwd)"
 bin="$("$here/build.sh")/bin"
 source "$here/versions.env"
 
-# Free loopback ports, so several planes (or a developer's) can coexist.
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-ETCD_PORT=$(port); ETCD_PEER=$(port); API_PORT=$(port); KCM_PORT=$(port); SCHED_PORT=$(port); KWOK_PORT=$(port)
+# Free loopback ports, so several planes (or a developer's) can coexist. All
+# are picked in one call while every socket is still bound, so they differ;
+# another process can still take one before etcd or the API server binds it,
+# so those two are relaunched on fresh ports when that happens (see
+# launch_listening). kube-controller-manager and kube-scheduler serve nothing
+# the tests read (--secure-port 0) and kwok binds a port of the kernel's choice.
+ports() { # count → that many distinct free ports, space-separated
+  python3 -c 'import socket,sys
+socks=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
 
 fail() {
   echo "control plane failed to start: $*" >&2
@@ -34,6 +43,16 @@ launch() { # name, command...
   echo $! > "$state/pids/$name"
 }
 
+ready_within() { # seconds, name, command... → 0 when the command succeeds, 1 when name exited or time ran out
+  local secs=$1 name=$2; shift 2
+  for _ in $(seq 1 $((secs * 5))); do
+    if "$@" > /dev/null 2>&1; then return 0; fi
+    kill -0 "$(cat "$state/pids/$name")" 2> /dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
 wait_for() { # description, seconds, command...
   local what=$1 secs=$2; shift 2
   for _ in $(seq 1 $((secs * 5))); do
@@ -41,6 +60,28 @@ wait_for() { # description, seconds, command...
     sleep 0.2
   done
   fail "$what did not become ready within ${secs}s"
+}
+
+# Start a component that listens on ports picked by `ports`: up to 3 tries,
+# each on fresh ports, when its log says a port was taken in between.
+#   launch_listening NAME SECONDS PICK READY_COMMAND
+# PICK is a function that picks the ports into variables and launches NAME;
+# READY_COMMAND (a function name) succeeds once it serves.
+launch_listening() {
+  local name=$1 secs=$2 pick=$3 ready=$4
+  for attempt in 1 2 3; do
+    "$pick"
+    if ready_within "$secs" "$name" "$ready"; then return 0; fi
+    if grep -q "address already in use" "$state/logs/$name.log" && [ "$attempt" -lt 3 ]; then
+      echo "$name: a port was taken before it bound it; retrying on other ports" >&2
+      kill -TERM -- "-$(cat "$state/pids/$name")" 2> /dev/null || true
+      sleep 0.5
+      mv "$state/logs/$name.log" "$state/logs/$name.attempt-$attempt.log"
+      continue
+    fi
+    break
+  done
+  fail "$name did not become ready within ${secs}s"
 }
 
 # --- certificates -----------------------------------------------------------
@@ -61,7 +102,8 @@ openssl genrsa -out "$pki/sa.key" 2048 2> /dev/null
 openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2> /dev/null
 
 kubeconfig="$state/admin.kubeconfig"
-cat > "$kubeconfig" <<KC
+write_kubeconfigs() { # after API_PORT is picked
+  cat > "$kubeconfig" <<KC
 apiVersion: v1
 kind: Config
 clusters:
@@ -75,16 +117,23 @@ contexts:
   context: {cluster: test, user: admin, namespace: default}
 current-context: test
 KC
+  for user in operator-a operator-b; do
+    sed -e "s#$pki/admin.crt#$pki/$user.crt#" -e "s#$pki/admin.key#$pki/$user.key#" -e "s#name: admin#name: $user#" \
+      -e "s#user: admin#user: $user#" "$kubeconfig" > "$state/$user.kubeconfig"
+  done
+}
 
-# Extra identities (cluster-admin) so tests can tell operator instances
-# apart in the audit log: operator-a.kubeconfig, operator-b.kubeconfig.
+# Extra identities (cluster-admin) for tests that need two distinct clients:
+# operator-a.kubeconfig, operator-b.kubeconfig. The operator itself runs in
+# the tests under its chart's ServiceAccount (tests/src/lib.rs,
+# `operator_identity`), which API Priority and Fairness throttles like in a
+# real cluster; system:masters is exempt.
 for user in operator-a operator-b; do
   sign "$user" "/O=system:masters/CN=$user" "extendedKeyUsage=clientAuth"
-  sed -e "s#$pki/admin.crt#$pki/$user.crt#" -e "s#$pki/admin.key#$pki/$user.key#" -e "s#name: admin#name: $user#" \
-    -e "s#user: admin#user: $user#" "$kubeconfig" > "$state/$user.kubeconfig"
 done
 
-# Audit every request (metadata only) so tests can count writes.
+# Audit every request (metadata only) so tests can count requests. The log
+# rotates at 100 MB (audit-<time>.jsonl beside audit.jsonl); readers take all files.
 cat > "$state/audit-policy.yaml" <<'AP'
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -94,34 +143,43 @@ rules:
 AP
 
 # --- etcd, API server, controllers, scheduler --------------------------------
-launch etcd "$bin/etcd" --name test --data-dir "$state/etcd" \
-  --listen-client-urls "http://127.0.0.1:${ETCD_PORT}" --advertise-client-urls "http://127.0.0.1:${ETCD_PORT}" \
-  --listen-peer-urls "http://127.0.0.1:${ETCD_PEER}" --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER}" \
-  --initial-cluster "test=http://127.0.0.1:${ETCD_PEER}" --unsafe-no-fsync --log-level warn
-wait_for etcd 30 curl -sf "http://127.0.0.1:${ETCD_PORT}/health"
+start_etcd() {
+  read -r ETCD_PORT ETCD_PEER < <(ports 2)
+  launch etcd "$bin/etcd" --name test --data-dir "$state/etcd" \
+    --listen-client-urls "http://127.0.0.1:${ETCD_PORT}" --advertise-client-urls "http://127.0.0.1:${ETCD_PORT}" \
+    --listen-peer-urls "http://127.0.0.1:${ETCD_PEER}" --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER}" \
+    --initial-cluster "test=http://127.0.0.1:${ETCD_PEER}" --unsafe-no-fsync --log-level warn
+}
+etcd_ready() { curl -sf "http://127.0.0.1:${ETCD_PORT}/health"; }
+launch_listening etcd 30 start_etcd etcd_ready
 
-launch kube-apiserver "$bin/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${API_PORT}" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" \
-  --service-account-issuer https://kubernetes.default.svc \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range 10.96.0.0/16 \
-  --authorization-mode Node,RBAC --allow-privileged=true \
-  --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.jsonl" \
-  --audit-log-format json --audit-log-mode blocking
-wait_for kube-apiserver 90 "$bin/kubectl" --kubeconfig "$kubeconfig" get --raw /readyz
+start_apiserver() {
+  read -r API_PORT < <(ports 1)
+  write_kubeconfigs
+  launch kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${API_PORT}" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --authorization-mode Node,RBAC --allow-privileged=true \
+    --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.jsonl" \
+    --audit-log-format json --audit-log-mode blocking
+}
+apiserver_ready() { "$bin/kubectl" --kubeconfig "$kubeconfig" get --raw /readyz; }
+launch_listening kube-apiserver 90 start_apiserver apiserver_ready
 
 launch kube-controller-manager "$bin/kube-controller-manager" \
   --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port "${KCM_PORT}" --leader-elect=false \
+  --secure-port 0 --leader-elect=false \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
   --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle'
 launch kube-scheduler "$bin/kube-scheduler" \
   --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port "${SCHED_PORT}" --leader-elect=false
+  --secure-port 0 --leader-elect=false
 
 # --- kwok: fake nodes whose pods run ------------------------------------------
 stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@${KWOK_VERSION}/kustomize/stage"
@@ -130,7 +188,7 @@ cat "$stages"/node/fast/*.yaml > "$state/kwok-stages.yaml"
 for f in "$stages"/pod/fast/*.yaml; do echo "---" >> "$state/kwok-stages.yaml"; cat "$f" >> "$state/kwok-stages.yaml"; done
 launch kwok "$bin/kwok" --kubeconfig "$kubeconfig" --config "$state/kwok-stages.yaml" \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-  --node-ip 10.0.0.1 --cidr 10.244.0.0/16 --server-address "127.0.0.1:${KWOK_PORT}"
+  --node-ip 10.0.0.1 --cidr 10.244.0.0/16 --server-address 127.0.0.1:0
 
 wait_for "default service account" 60 "$bin/kubectl" --kubeconfig "$kubeconfig" get serviceaccount default
 for i in 1 2 3; do

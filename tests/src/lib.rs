@@ -11,6 +11,7 @@
 //! `PAPERBOT_CP_BIN` (the directory holding kubectl and helm).
 
 pub mod fake_runtime;
+pub mod scale;
 
 use std::{
     path::{Path, PathBuf},
@@ -179,47 +180,175 @@ impl ControlPlane {
         kube::Client::try_from(cfg).expect("client")
     }
 
-    /// Write requests (create, update, patch, delete) the API server audited
-    /// for `user`, as `verb resource[/subresource] namespace/name`, in order.
-    pub fn audited_writes(&self, user: &str) -> Vec<String> {
+    /// The audit log files, oldest first: the API server rotates
+    /// `audit.jsonl` at 100 MB into `audit-<time>.jsonl` beside it, so a
+    /// count over the current file alone misses the older requests.
+    pub fn audit_files(&self) -> Vec<PathBuf> {
         let log = self
             .audit_log
             .as_ref()
             .expect("this plane has an audit log");
-        let text = std::fs::read_to_string(log).expect("audit log readable");
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == user)
-            .filter(|e| {
-                matches!(
-                    e["verb"].as_str(),
-                    Some("create" | "update" | "patch" | "delete" | "deletecollection")
-                )
+        let dir = log.parent().expect("audit log directory");
+        let stem = log
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("audit")
+            .to_string();
+        let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("audit log directory readable")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p != log
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{stem}-")))
             })
-            .map(|e| {
-                let o = &e["objectRef"];
-                let sub = o["subresource"]
-                    .as_str()
-                    .map(|s| format!("/{s}"))
-                    .unwrap_or_default();
-                format!(
-                    "{} {}{sub} {}/{}",
-                    e["verb"].as_str().unwrap_or_default(),
-                    o["resource"].as_str().unwrap_or_default(),
-                    o["namespace"].as_str().unwrap_or_default(),
-                    o["name"].as_str().unwrap_or_default()
-                )
-            })
+            .collect();
+        // Rotated names carry their rotation time (`audit-2026-01-01T10-00-00.000.jsonl`).
+        rotated.sort();
+        rotated.push(log.clone());
+        rotated
+    }
+
+    /// Every request the API server audited for `user` (complete responses
+    /// only, one per request), oldest first, across rotated files.
+    pub fn audit_events(&self, user: &str) -> Vec<AuditEvent> {
+        use std::io::BufRead;
+        let needle = format!("\"username\":\"{user}\"");
+        let mut events = Vec::new();
+        for file in self.audit_files() {
+            let Ok(f) = std::fs::File::open(&file) else {
+                continue; // rotated away between listing and opening
+            };
+            for line in std::io::BufReader::new(f).lines() {
+                let Ok(line) = line else { break };
+                if !line.contains(&needle) {
+                    continue;
+                }
+                if let Some(e) = AuditEvent::parse(&line, user) {
+                    events.push(e);
+                }
+            }
+        }
+        events
+    }
+
+    /// Write requests (create, update, patch, delete) the API server audited
+    /// for `user`, as `verb resource[/subresource] namespace/name`, in order.
+    pub fn audited_writes(&self, user: &str) -> Vec<String> {
+        self.audit_events(user)
+            .into_iter()
+            .filter(AuditEvent::is_write)
+            .map(|e| e.to_string())
             .collect()
     }
 
     /// [`Self::audited_writes`] of `user` in namespace `ns` only.
     pub fn audited_writes_in(&self, user: &str, ns: &str) -> Vec<String> {
-        let marker = format!(" {ns}/");
-        self.audited_writes(user)
+        self.audit_events(user)
             .into_iter()
-            .filter(|w| w.contains(&marker))
+            .filter(|e| e.is_write() && e.namespace == ns)
+            .map(|e| e.to_string())
             .collect()
+    }
+
+    /// The operator's identity `name`, as the Helm chart makes it: the
+    /// chart's ServiceAccount, ClusterRole and bindings (release `name` in
+    /// namespace [`OPERATOR_NAMESPACE`], rendered by `helm template` and
+    /// applied), and a kubeconfig with a token of that ServiceAccount. The
+    /// operator under test runs with it, so the API server authorizes it by
+    /// the chart's RBAC and API Priority and Fairness throttles it like a
+    /// real workload (`system:masters`, the admin's group, is exempt from
+    /// both). Made once per process and name.
+    pub fn operator_identity(&self, name: &str) -> Identity {
+        static IDENTITIES: std::sync::Mutex<Vec<Identity>> = std::sync::Mutex::new(Vec::new());
+        let mut made = IDENTITIES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = made.iter().find(|i| i.name == name) {
+            return id.clone();
+        }
+        let id = self.make_operator_identity(name);
+        made.push(id.clone());
+        id
+    }
+
+    fn make_operator_identity(&self, name: &str) -> Identity {
+        let ns = OPERATOR_NAMESPACE;
+        self.kubectl_stdin_ok(
+            &["apply", "--server-side", "-f", "-"],
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        );
+        let chart = repo().join("charts/paperbot");
+        let out = self.helm(&[
+            "template",
+            name,
+            chart.to_str().expect("utf-8 path"),
+            "--namespace",
+            ns,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ]);
+        assert!(
+            out.status.success(),
+            "helm template failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+        self.kubectl_stdin_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-n",
+                ns,
+                "-f",
+                "-",
+            ],
+            &rendered,
+        );
+        let account = rendered
+            .split("---")
+            .find(|doc| doc.contains("kind: ServiceAccount"))
+            .and_then(|doc| {
+                doc.lines()
+                    .skip_while(|l| !l.starts_with("metadata:"))
+                    .find_map(|l| l.trim().strip_prefix("name: "))
+            })
+            .unwrap_or_else(|| panic!("no ServiceAccount in the chart's output:\n{rendered}"))
+            .trim()
+            .to_string();
+        let token = self
+            .kubectl_ok(&["create", "token", &account, "-n", ns, "--duration", "48h"])
+            .trim()
+            .to_string();
+        let kc = std::fs::read_to_string(&self.kubeconfig).expect("admin kubeconfig readable");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&kc).expect("admin kubeconfig is YAML");
+        let cluster = &doc["clusters"][0]["cluster"];
+        let server = cluster["server"].as_str().expect("server in kubeconfig");
+        let ca = cluster["certificate-authority"]
+            .as_str()
+            .expect("certificate-authority in kubeconfig");
+        let path = self
+            .kubeconfig
+            .parent()
+            .expect("kubeconfig directory")
+            .join(format!("sa-{name}.kubeconfig"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{server}\", certificate-authority: \"{ca}\"}}\n\
+                 users:\n- name: {name}\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: {name}, namespace: default}}\n\
+                 current-context: test\n"
+            ),
+        )
+        .expect("writing the ServiceAccount kubeconfig");
+        Identity {
+            name: name.to_string(),
+            username: format!("system:serviceaccount:{ns}:{account}"),
+            namespace: ns.to_string(),
+            kubeconfig: path,
+        }
     }
 
     /// Install (or update) the CRDs from `crds/manifests` and wait until they
@@ -318,6 +447,101 @@ spec:
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Namespace of the operator identities ([`ControlPlane::operator_identity`]):
+/// their ServiceAccounts, and the Leases of tests that elect a leader.
+pub const OPERATOR_NAMESPACE: &str = "paperbot-e2e";
+
+/// An identity the operator runs with in the tests: the chart's
+/// ServiceAccount and RBAC ([`ControlPlane::operator_identity`]).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The release name it was made for, e.g. `operator-a`.
+    pub name: String,
+    /// The user name the API server audits, `system:serviceaccount:<ns>:<account>`.
+    pub username: String,
+    /// Namespace of the ServiceAccount (the release namespace, where the
+    /// chart lets the operator hold its Lease).
+    pub namespace: String,
+    /// A kubeconfig authenticating with the ServiceAccount's token.
+    pub kubeconfig: PathBuf,
+}
+
+impl Identity {
+    /// A kube client authenticated as this identity.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("kube config");
+        kube::Client::try_from(cfg).expect("client")
+    }
+}
+
+/// One request in the API server's audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// Plural resource, e.g. `statefulsets`.
+    pub resource: String,
+    /// Subresource, e.g. `status`, or empty.
+    pub subresource: String,
+    /// Namespace, or empty for cluster-scoped requests.
+    pub namespace: String,
+    /// Object name, or empty for collections.
+    pub name: String,
+    /// HTTP status code of the response (0 when absent).
+    pub code: u16,
+    /// When the API server received the request.
+    pub received: chrono::DateTime<chrono::Utc>,
+}
+
+impl AuditEvent {
+    /// The event of one audit log line when it is `user`'s complete response.
+    fn parse(line: &str, user: &str) -> Option<Self> {
+        let e: serde_json::Value = serde_json::from_str(line).ok()?;
+        if e["stage"] != "ResponseComplete" || e["user"]["username"] != user {
+            return None;
+        }
+        let o = &e["objectRef"];
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        Some(Self {
+            verb: s(&e["verb"]),
+            resource: s(&o["resource"]),
+            subresource: s(&o["subresource"]),
+            namespace: s(&o["namespace"]),
+            name: s(&o["name"]),
+            code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+            received: e["requestReceivedTimestamp"].as_str()?.parse().ok()?,
+        })
+    }
+
+    /// Whether the request changes state (create, update, patch, delete).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+}
+
+impl std::fmt::Display for AuditEvent {
+    /// `verb resource[/subresource] namespace/name`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sub = if self.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.subresource)
+        };
+        write!(
+            f,
+            "{} {}{sub} {}/{}",
+            self.verb, self.resource, self.namespace, self.name
+        )
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use kube::{ResourceExt, runtime::controller::Action};
-use paperbot_crds::{BotSession, DecimalString, DesiredState, PaperAccount, PaperAccountStatus};
+use paperbot_crds::{BotSession, DecimalString, PaperAccount, PaperAccountStatus};
 use rust_decimal::Decimal;
 use tracing::instrument;
 
@@ -18,24 +18,36 @@ use crate::{
 /// Controller name used in metrics and logs.
 pub const CONTROLLER: &str = "paperaccount";
 
+/// What of a session its account's status depends on: which account, what
+/// it draws (allocation while active) and its reported figures.
+/// [`desired_status`] reads nothing else of a session, so a session event
+/// that leaves this unchanged does not reconcile the account
+/// ([`crate::triggers::on_session`]).
+pub fn session_inputs(s: &BotSession) -> impl PartialEq + use<> {
+    let st = s.status.as_ref();
+    (
+        s.spec.account_ref.name.clone(),
+        super::botsession::is_active(s).then(|| s.spec.allocation.get()),
+        st.and_then(|st| st.equity),
+        st.and_then(|st| st.realized_pnl),
+        st.and_then(|st| st.unrealized_pnl),
+        st.map_or(0, |st| st.trades),
+    )
+}
+
 /// The status an account should have, given its sessions (those of its
 /// namespace that reference it). Equity = balance − allocations + Σ session
 /// equity (a session without reported equity counts at its allocation).
 pub fn desired_status(
     account: &PaperAccount,
-    sessions: &[BotSession],
+    sessions: &[Arc<BotSession>],
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> PaperAccountStatus {
     let name = account.name_any();
-    let mine: Vec<&BotSession> = sessions
+    let active: Vec<&BotSession> = sessions
         .iter()
-        .filter(|s| s.spec.account_ref.name == name)
-        .collect();
-    let active: Vec<&&BotSession> = mine
-        .iter()
-        .filter(|s| {
-            s.spec.desired_state != DesiredState::Stopped && s.metadata.deletion_timestamp.is_none()
-        })
+        .map(|s| &**s)
+        .filter(|s| s.spec.account_ref.name == name && super::botsession::is_active(s))
         .collect();
     let balance = account.spec.initial_balance.get();
     let allocated: Decimal = active.iter().map(|s| s.spec.allocation.get()).sum();
@@ -107,10 +119,12 @@ pub fn desired_status(
 /// Reconcile one PaperAccount.
 #[instrument(skip_all, fields(account = %account.name_any()))]
 pub async fn reconcile(account: Arc<PaperAccount>, ctx: Arc<Context>) -> Result<Action> {
+    let latest = ctx.fresh.clone();
     reconcile_status_from_sessions(
         account,
         ctx,
         CONTROLLER,
+        &latest.accounts,
         |a, sessions| desired_status(a, sessions, &now()),
         |a| a.status.as_ref(),
     )

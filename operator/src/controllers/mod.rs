@@ -1,22 +1,30 @@
 //! The three controllers and what they share.
 //!
-//! | controller | owns | watches | writes |
+//! | controller | owns | reads (from the stores) | writes |
 //! |---|---|---|---|
-//! | [`botsession`] | ConfigMap, Secret, Service, StatefulSet per session | its PaperAccount and StrategyConfig (a change re-reconciles every session that uses them) | children (server-side apply), status, Events |
-//! | [`account`] | — | BotSessions that reference it | status |
-//! | [`strategy`] | — | BotSessions that use it | status |
+//! | [`botsession`] | ConfigMap, Secret, Service, StatefulSet per session | its PaperAccount and StrategyConfig, the account's other sessions (funding), its children, pod and ledger claim | finalizer, children (server-side apply), status, Events |
+//! | [`account`] | — | the sessions that reference it | status |
+//! | [`strategy`] | — | the sessions that use it | status |
 //!
-//! Every write is skipped when it would change nothing: children carry a hash
-//! of what was applied, and status is compared ignoring timestamps, so a
-//! reconcile of an unchanged fleet only reads.
+//! Every read comes from the reflector stores ([`crate::stores`]); what a
+//! watch event asks to reconcile is decided in [`crate::triggers`]. Every
+//! write is skipped when it would change nothing: children go through one
+//! apply path, [`apply_child`], which applies only what [`crate::drift`]
+//! finds changed or drifted, and status is compared ignoring timestamps
+//! ([`crate::conditions::status_differs`]), so a reconcile of an unchanged
+//! fleet writes nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Client, Resource, ResourceExt,
     api::{Api, Patch, PatchParams},
-    runtime::{controller::Action, events::Recorder},
+    runtime::{controller::Action, events::Recorder, reflector::ObjectRef},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
@@ -24,7 +32,10 @@ use sha2::{Digest, Sha256};
 use crate::{
     Error, Result,
     builders::RuntimeSettings,
+    conditions::{WithConditions, status_differs},
+    drift::{self, ApplyDecision},
     metrics::{Metrics, ReconcileResult},
+    stores::{Fresh, Latest, Stores, keep_foreign_fields},
 };
 
 pub mod account;
@@ -35,10 +46,20 @@ pub mod strategy;
 pub const FIELD_MANAGER: &str = "paperbot-operator";
 
 /// Annotation on each child with the hash of the object the operator last
-/// applied; an unchanged hash means no write.
+/// applied; an unchanged hash (and no drift) means no write.
 pub const APPLIED_HASH: &str = "paperbot.io/applied-hash";
 
-/// What every reconcile needs.
+/// Default requeue of a healthy object (`--resync-interval`): a safety net
+/// only, since watch events ask for every reconcile that is needed.
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Shortest time between two status writes of one PaperAccount or
+/// StrategyConfig: while sessions come and go quickly (a fleet being
+/// applied), their aggregate is written at most once per second.
+pub const AGGREGATE_STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What every reconcile needs. Cheap to clone (handles and `Arc`s).
+#[derive(Clone)]
 pub struct Context {
     /// API client.
     pub client: Client,
@@ -48,8 +69,63 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Defaults for runtime pods.
     pub settings: RuntimeSettings,
-    /// Requeue interval of a healthy object (status refresh).
+    /// `--status-sync-interval`: how often fast-moving status figures may be
+    /// refreshed per session.
     pub sync_interval: Duration,
+    /// Requeue interval of a healthy object ([`DEFAULT_RESYNC_INTERVAL`]).
+    pub resync_interval: Duration,
+    /// BotSession reconciles at a time
+    /// ([`crate::run::DEFAULT_SESSION_CONCURRENCY`]).
+    pub reconcile_concurrency: u16,
+    /// The reflector stores of the watched scope.
+    pub stores: Stores,
+    /// What the operator wrote and the stores may not show yet.
+    pub fresh: Arc<Fresh>,
+    /// Last status write per PaperAccount and StrategyConfig.
+    pub(crate) aggregate_writes: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Context {
+    /// A context with empty stores (see [`Self::with_stores`]).
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        settings: RuntimeSettings,
+        sync_interval: Duration,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            settings,
+            sync_interval,
+            resync_interval: DEFAULT_RESYNC_INTERVAL,
+            reconcile_concurrency: crate::run::DEFAULT_SESSION_CONCURRENCY,
+            stores: Stores::empty(),
+            fresh: Arc::default(),
+            aggregate_writes: Arc::default(),
+        }
+    }
+
+    /// This context reading `stores` (sharing its record of fresh writes).
+    pub fn with_stores(&self, stores: Stores) -> Self {
+        Self {
+            stores,
+            ..self.clone()
+        }
+    }
+
+    /// This context for a new watched scope: reading `stores`, with an
+    /// empty record of fresh writes.
+    pub fn for_scope(&self, stores: Stores) -> Self {
+        Self {
+            stores,
+            fresh: Arc::default(),
+            aggregate_writes: Arc::default(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Current time as a Kubernetes `Time`.
@@ -63,64 +139,69 @@ pub fn object_hash<T: Serialize>(obj: &T) -> Result<String> {
     Ok(hex::encode(&Sha256::digest(&bytes)[..8]))
 }
 
-/// Server-side apply `obj` unless the live object carries the same applied
-/// hash. Returns whether a write was made.
-pub async fn apply_if_changed<K>(api: &Api<K>, mut obj: K) -> Result<bool>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let name = obj.name_any();
-    obj.annotations_mut().remove(APPLIED_HASH);
-    let hash = object_hash(&obj)?;
-    if let Some(live) = api.get_opt(&name).await?
-        && live.annotations().get(APPLIED_HASH) == Some(&hash)
-    {
-        return Ok(false);
-    }
-    obj.annotations_mut().insert(APPLIED_HASH.into(), hash);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(true)
+/// What [`apply_child`] did.
+#[derive(Debug)]
+pub struct ChildApplied<K> {
+    /// Why it was applied, or [`ApplyDecision::Unchanged`].
+    pub decision: ApplyDecision,
+    /// The child as the API server returned it, when it was applied.
+    pub applied: Option<Arc<K>>,
 }
 
-/// Whether writing `new` over `old` changes anything but the conditions'
-/// `lastTransitionTime` (so an unchanged object is never rewritten).
-pub fn status_changed<S: Serialize>(old: Option<&S>, new: &S) -> bool {
-    fn strip(v: serde_json::Value) -> serde_json::Value {
-        let mut v = v;
-        if let Some(conds) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
-            for c in conds {
-                if let Some(o) = c.as_object_mut() {
-                    o.remove("lastTransitionTime");
-                }
-            }
-        }
-        v
+/// The one apply path of every child: stamp `desired` with its
+/// [`APPLIED_HASH`], [`drift::decide`] against `live`, and server-side
+/// apply it (field manager [`FIELD_MANAGER`], forced) unless unchanged. The
+/// API server's answer is recorded in `latest` (so the next reconcile reads
+/// it even before the watch delivers it, and the watch knows the event as
+/// the operator's own) and counted in `paperbot_operator_child_applies_total`.
+pub async fn apply_child<K>(
+    api: &Api<K>,
+    mut desired: K,
+    live: Option<&K>,
+    latest: &Latest<K>,
+    metrics: &Metrics,
+    kind: &'static str,
+) -> Result<ChildApplied<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.name_any();
+    desired.annotations_mut().remove(APPLIED_HASH);
+    let hash = object_hash(&desired)?;
+    desired.annotations_mut().insert(APPLIED_HASH.into(), hash);
+    let decision = drift::decide(&desired, live)?;
+    metrics.record_child_apply(kind, decision.label());
+    if !decision.applies() {
+        return Ok(ChildApplied {
+            decision,
+            applied: None,
+        });
     }
-    match old {
-        None => true,
-        Some(old) => {
-            let (a, b) = (serde_json::to_value(old), serde_json::to_value(new));
-            match (a, b) {
-                (Ok(a), Ok(b)) => strip(a) != strip(b),
-                _ => true,
-            }
-        }
-    }
+    let mut obj = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+    keep_foreign_fields(&mut obj);
+    Ok(ChildApplied {
+        decision,
+        applied: Some(latest.record(obj)),
+    })
 }
 
 /// Reconcile a resource whose status is computed from the BotSessions of
-/// its namespace (PaperAccount, StrategyConfig): list the sessions, compute
-/// the status, server-side apply it when it changed, requeue.
+/// its namespace (PaperAccount, StrategyConfig): read the sessions from the
+/// store, compute the status, server-side apply it when it changed (at most
+/// once per [`AGGREGATE_STATUS_MIN_INTERVAL`]), requeue after the resync
+/// interval.
 pub async fn reconcile_status_from_sessions<K, S>(
     obj: Arc<K>,
     ctx: Arc<Context>,
     controller: &'static str,
-    desired: impl FnOnce(&K, &[paperbot_crds::BotSession]) -> S,
+    latest: &Latest<K>,
+    desired: impl FnOnce(&K, &[Arc<paperbot_crds::BotSession>]) -> S,
     current: impl FnOnce(&K) -> Option<&S>,
 ) -> Result<Action>
 where
@@ -128,30 +209,55 @@ where
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
-    S: Serialize,
+    S: Serialize + WithConditions,
 {
     let timer = ctx.metrics.reconcile_timer(controller);
     let result = async {
+        let key = ObjectRef::from_obj(&*obj);
+        let obj = latest
+            .freshest(&key, Some(obj))
+            .ok_or(Error::MissingMetadata("name"))?;
         let ns = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-        let sessions = Api::<paperbot_crds::BotSession>::namespaced(ctx.client.clone(), &ns)
-            .list(&kube::api::ListParams::default())
-            .await?
-            .items;
+        let sessions: Vec<Arc<paperbot_crds::BotSession>> = ctx
+            .stores
+            .sessions
+            .state()
+            .into_iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()))
+            .collect();
         let new = desired(&obj, &sessions);
-        if status_changed(current(&obj), &new) {
-            Api::<K>::namespaced(ctx.client.clone(), &ns)
-                .patch_status(
-                    &obj.name_any(),
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(serde_json::json!({
-                        "apiVersion": K::api_version(&()),
-                        "kind": K::kind(&()),
-                        "status": new,
-                    })),
-                )
-                .await?;
+        if !status_differs(current(&obj), &new) {
+            return Ok(Action::requeue(ctx.resync_interval));
         }
-        Ok(Action::requeue(ctx.sync_interval))
+        let throttle_key = format!("{controller}/{ns}/{}", obj.name_any());
+        let wait = ctx
+            .aggregate_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&throttle_key)
+            .and_then(|last| AGGREGATE_STATUS_MIN_INTERVAL.checked_sub(last.elapsed()));
+        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            return Ok(Action::requeue(wait));
+        }
+        let written = Api::<K>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": K::api_version(&()),
+                    "kind": K::kind(&()),
+                    "status": new,
+                })),
+            )
+            .await?;
+        let mut written = written;
+        crate::stores::slim_resource(&mut written);
+        latest.record(written);
+        ctx.aggregate_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(throttle_key, Instant::now());
+        Ok(Action::requeue(ctx.resync_interval))
     }
     .await;
     timer.finish(if result.is_ok() {

@@ -16,15 +16,29 @@ use crate::{
 /// Controller name used in metrics and logs.
 pub const CONTROLLER: &str = "strategyconfig";
 
+/// What of a session its strategy's status depends on: which strategy, and
+/// the autopilot's effective parameters. [`desired_status`] reads nothing
+/// else of a session (see [`super::account::session_inputs`]).
+pub fn session_inputs(s: &BotSession) -> impl PartialEq + use<> {
+    (
+        s.spec.strategy_ref.name.clone(),
+        s.status
+            .as_ref()
+            .and_then(|st| st.autopilot.as_ref())
+            .map(|ap| ap.effective_parameters.clone()),
+    )
+}
+
 /// The status a strategy should have, given the sessions of its namespace.
 pub fn desired_status(
     strategy: &StrategyConfig,
-    sessions: &[BotSession],
+    sessions: &[Arc<BotSession>],
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> StrategyConfigStatus {
     let name = strategy.name_any();
     let users: Vec<&BotSession> = sessions
         .iter()
+        .map(|s| &**s)
         .filter(|s| s.spec.strategy_ref.name == name)
         .collect();
     let mut status = strategy.status.clone().unwrap_or_default();
@@ -68,10 +82,12 @@ pub fn desired_status(
 /// Reconcile one StrategyConfig.
 #[instrument(skip_all, fields(strategy = %strategy.name_any()))]
 pub async fn reconcile(strategy: Arc<StrategyConfig>, ctx: Arc<Context>) -> Result<Action> {
+    let latest = ctx.fresh.clone();
     reconcile_status_from_sessions(
         strategy,
         ctx,
         CONTROLLER,
+        &latest.strategies,
         |s, sessions| desired_status(s, sessions, &now()),
         |s| s.status.as_ref(),
     )

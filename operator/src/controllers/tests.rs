@@ -1,5 +1,7 @@
 //! Reconcile behaviour against the mocked API server ([`crate::fixtures`]):
-//! the requests each scenario makes, asserted by method, path and body.
+//! the requests each scenario makes, asserted by method, path and body. Each
+//! reconcile reads stores filled from the fake's objects, as the watches
+//! would have filled them.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,22 +22,27 @@ const NS: &str = "ns";
 
 fn context(fake: &FakeApi) -> Arc<Context> {
     let client = fake.client();
-    Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
+    Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(
+            client,
             Reporter {
                 controller: "paperbot-operator".into(),
                 instance: None,
             },
         ),
-        client,
-        metrics: Arc::new(Metrics::new()),
-        settings: RuntimeSettings {
+        Arc::new(Metrics::new()),
+        RuntimeSettings {
             image: "bot-runtime:test".into(),
             ..Default::default()
         },
-        sync_interval: Duration::from_secs(15),
-    })
+        Duration::from_secs(15),
+    ))
+}
+
+/// `ctx` reading what the fake holds now.
+fn synced(fake: &FakeApi, ctx: &Arc<Context>) -> Arc<Context> {
+    Arc::new(ctx.with_stores(fake.stores()))
 }
 
 fn seed(fake: &FakeApi, balance: &str) {
@@ -59,7 +66,7 @@ async fn reconcile(fake: &FakeApi, ctx: &Arc<Context>, name: &str) -> Vec<Record
     let obj: BotSession =
         serde_json::from_value(fake.get(V, "BotSession", NS, name).expect("session exists"))
             .unwrap();
-    botsession::reconcile(Arc::new(obj), ctx.clone())
+    botsession::reconcile(Arc::new(obj), synced(fake, ctx))
         .await
         .expect("reconcile succeeds");
     fake.take_requests()
@@ -129,31 +136,33 @@ fn run_pod(fake: &FakeApi, session: &str, ready: bool) {
 async fn created_session(fake: &FakeApi, ctx: &Arc<Context>) {
     seed(fake, "10000");
     add_session(fake, "bot", "5000", "2026-01-01T00:00:01Z");
-    reconcile(fake, ctx, "bot").await; // adds the finalizer
-    reconcile(fake, ctx, "bot").await; // children and status
+    reconcile(fake, ctx, "bot").await; // finalizer, children and status
 }
 
 #[tokio::test]
-async fn create_adds_finalizer_then_applies_children_and_status() {
+async fn one_reconcile_adds_the_finalizer_applies_children_and_status() {
     let fake = FakeApi::new();
     let ctx = context(&fake);
     seed(&fake, "10000");
     add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
 
     let reqs = reconcile(&fake, &ctx, "bot").await;
-    assert_eq!(
-        writes(&reqs),
-        [format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot")]
+    assert!(
+        reqs.iter().all(|r| r.is_write()),
+        "everything is read from the stores: {:?}",
+        reqs.iter()
+            .filter(|r| !r.is_write())
+            .map(|r| &r.path)
+            .collect::<Vec<_>>()
     );
     let fin = &reqs.iter().find(|r| r.is_write()).unwrap();
     assert_eq!(fin.content_type, "application/json-patch+json");
     assert!(fin.body.to_string().contains(botsession::FINALIZER));
-
-    let reqs = reconcile(&fake, &ctx, "bot").await;
     let child = child_name("bot");
     assert_eq!(
         writes(&reqs),
         [
+            format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot"),
             format!("PATCH /api/v1/namespaces/{NS}/configmaps/{child}"),
             format!("PATCH /api/v1/namespaces/{NS}/secrets/{child}"),
             format!("PATCH /api/v1/namespaces/{NS}/services/{child}"),
@@ -164,6 +173,7 @@ async fn create_adds_finalizer_then_applies_children_and_status() {
     for r in reqs
         .iter()
         .filter(|r| r.is_write() && !r.path.contains("/events"))
+        .skip(1)
     {
         assert_eq!(r.content_type, "application/apply-patch+yaml", "{}", r.path);
         assert!(
@@ -230,11 +240,12 @@ async fn ready_pod_makes_the_session_ready_and_an_unchanged_reconcile_writes_not
     for _ in 0..3 {
         let reqs = reconcile(&fake, &ctx, "bot").await;
         assert!(
-            writes(&reqs).is_empty() && events(&reqs).is_empty(),
-            "unchanged object wrote: {:?}",
-            writes(&reqs)
+            reqs.is_empty(),
+            "a reconcile of an unchanged session makes no request: {:?}",
+            reqs.iter()
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect::<Vec<_>>()
         );
-        assert!(reqs.iter().all(|r| r.method == Method::GET));
     }
 }
 
@@ -314,13 +325,14 @@ async fn missing_account_or_strategy_is_reported_in_status_not_retried() {
     let fake = FakeApi::new();
     let ctx = context(&fake);
     add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
-    reconcile(&fake, &ctx, "bot").await;
     let reqs = reconcile(&fake, &ctx, "bot").await;
     assert_eq!(
         writes(&reqs),
-        [format!(
-            "PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status"
-        )]
+        [
+            format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot"),
+            format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status")
+        ],
+        "the finalizer and the status; no children for a session that cannot run"
     );
     let st = status(&fake, "bot");
     assert_eq!(
@@ -348,13 +360,13 @@ async fn insufficient_funds_refuses_the_newest_session() {
     let ctx = context(&fake);
     created_session(&fake, &ctx).await;
     add_session(&fake, "late", "6000", "2026-01-01T00:00:09Z");
-    reconcile(&fake, &ctx, "late").await;
     let reqs = reconcile(&fake, &ctx, "late").await;
     assert_eq!(
         writes(&reqs),
-        [format!(
-            "PATCH /apis/{V}/namespaces/{NS}/botsessions/late/status"
-        )]
+        [
+            format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/late"),
+            format!("PATCH /apis/{V}/namespaces/{NS}/botsessions/late/status")
+        ]
     );
     let st = status(&fake, "late");
     assert_eq!(
@@ -414,7 +426,7 @@ async fn account_and_strategy_status_aggregate_their_sessions() {
     });
     let acct: PaperAccount =
         serde_json::from_value(fake.get(V, "PaperAccount", NS, "acct").unwrap()).unwrap();
-    account::reconcile(Arc::new(acct), ctx.clone())
+    account::reconcile(Arc::new(acct), synced(&fake, &ctx))
         .await
         .unwrap();
     let st = fake.get(V, "PaperAccount", NS, "acct").unwrap()["status"].clone();
@@ -426,7 +438,7 @@ async fn account_and_strategy_status_aggregate_their_sessions() {
     fake.take_requests();
     let acct: PaperAccount =
         serde_json::from_value(fake.get(V, "PaperAccount", NS, "acct").unwrap()).unwrap();
-    account::reconcile(Arc::new(acct), ctx.clone())
+    account::reconcile(Arc::new(acct), synced(&fake, &ctx))
         .await
         .unwrap();
     assert!(
@@ -436,7 +448,7 @@ async fn account_and_strategy_status_aggregate_their_sessions() {
 
     let strat: StrategyConfig =
         serde_json::from_value(fake.get(V, "StrategyConfig", NS, "strat").unwrap()).unwrap();
-    strategy::reconcile(Arc::new(strat), ctx.clone())
+    strategy::reconcile(Arc::new(strat), synced(&fake, &ctx))
         .await
         .unwrap();
     let st = fake.get(V, "StrategyConfig", NS, "strat").unwrap()["status"].clone();
@@ -607,7 +619,7 @@ async fn a_stateful_set_with_the_ledger_on_an_emptydir_is_recreated_durable() {
     let ctx = context(&fake);
     seed(&fake, "10000");
     add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
-    reconcile(&fake, &ctx, "bot").await; // finalizer
+    reconcile(&fake, &ctx, "bot").await;
     // What an operator before durable ledgers left behind.
     fake.put(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": child_name("bot"), "namespace": NS},
@@ -632,5 +644,177 @@ async fn a_stateful_set_with_the_ledger_on_an_emptydir_is_recreated_durable() {
             .any(|(r, n)| r == "LedgerStorageMigrated" && n.contains("emptyDir")),
         "{:?}",
         events(&reqs)
+    );
+}
+
+fn replicas(fake: &FakeApi) -> Value {
+    sts(fake)["spec"]["replicas"].clone()
+}
+
+#[tokio::test]
+async fn a_session_suspended_while_its_account_is_missing_resumes_when_it_returns() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    created_session(&fake, &ctx).await;
+    run_pod(&fake, "bot", true);
+    reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(condition(&status(&fake, "bot"), "Ready").0, "True");
+
+    fake.remove(V, "PaperAccount", NS, "acct");
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(replicas(&fake), 0, "scaled to zero through the apply path");
+    let sts_write = applied(&reqs, "statefulsets").expect("StatefulSet applied");
+    assert_eq!(sts_write.content_type, "application/apply-patch+yaml");
+    assert!(
+        applied(&reqs, "configmaps").is_none(),
+        "the kept configuration is not rewritten"
+    );
+    assert_eq!(
+        condition(&status(&fake, "bot"), "Ready"),
+        ("False".into(), "AccountNotFound".into())
+    );
+    run_pod(&fake, "bot", false);
+    reconcile(&fake, &ctx, "bot").await;
+
+    seed(&fake, "10000");
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(applied(&reqs, "statefulsets").is_some());
+    assert_eq!(replicas(&fake), 1, "scaled back when the account returned");
+    run_pod(&fake, "bot", true);
+    reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(condition(&status(&fake, "bot"), "Ready").0, "True");
+}
+
+#[tokio::test]
+async fn a_stateful_set_scaled_by_hand_is_put_back_and_an_event_says_so() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    created_session(&fake, &ctx).await;
+    run_pod(&fake, "bot", true);
+    reconcile(&fake, &ctx, "bot").await;
+    // What `kubectl scale --replicas=3` leaves: the field owned by kubectl.
+    fake.edit("apps/v1", "StatefulSet", NS, &child_name("bot"), |o| {
+        o["spec"]["replicas"] = json!(3);
+        o["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Update",
+            "subresource": "scale", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}}}]);
+    });
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(
+        writes(&reqs)
+            .iter()
+            .filter(|w| w.contains("/statefulsets/"))
+            .count(),
+        1,
+        "{:?}",
+        writes(&reqs)
+    );
+    assert_eq!(replicas(&fake), 1);
+    let ev = events(&reqs);
+    let (_, note) = ev
+        .iter()
+        .find(|(r, _)| r == "DriftReverted")
+        .expect("a DriftReverted Event");
+    assert!(
+        note.contains("spec.replicas was changed by kubectl (scale)"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_or_deleted_child_is_put_back() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    created_session(&fake, &ctx).await;
+    let child = child_name("bot");
+    let rendered = |fake: &FakeApi| {
+        fake.get("v1", "ConfigMap", NS, &child).unwrap()["data"]["session.yaml"].clone()
+    };
+    let before = rendered(&fake);
+    // `kubectl edit configmap`: the key now belongs to kubectl-edit.
+    fake.edit("v1", "ConfigMap", NS, &child, |o| {
+        o["data"]["session.yaml"] = json!("edited");
+        o["metadata"]["managedFields"] = json!([{"manager": "kubectl-edit", "operation": "Update",
+            "apiVersion": "v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:data": {"f:session.yaml": {}}}}]);
+    });
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(applied(&reqs, "configmaps").is_some());
+    assert_eq!(rendered(&fake), before);
+    // A label removed by hand is missing from the live object.
+    fake.edit("v1", "Service", NS, &child, |o| {
+        o["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("paperbot.io/session");
+    });
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(applied(&reqs, "services").is_some());
+    // A deleted Secret is recreated (with a new token: the old one is gone).
+    fake.remove("v1", "Secret", NS, &child);
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(
+        writes(&reqs),
+        [format!("PATCH /api/v1/namespaces/{NS}/secrets/{child}")]
+    );
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(writes(&reqs).is_empty(), "{:?}", writes(&reqs));
+}
+
+#[tokio::test]
+async fn a_reconcile_on_stale_stores_repeats_no_write_and_no_event() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    seed(&fake, "10000");
+    add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
+    // The stores as they were before the first reconcile's writes arrived.
+    let stale = fake.stores();
+    reconcile(&fake, &ctx, "bot").await;
+    let obj: BotSession =
+        serde_json::from_value(fake.get(V, "BotSession", NS, "bot").unwrap()).unwrap();
+    let mut old = obj.clone();
+    old.metadata.finalizers = None;
+    old.status = None;
+    old.metadata.resource_version = Some("1".into());
+    botsession::reconcile(Arc::new(old), Arc::new(ctx.with_stores(stale)))
+        .await
+        .unwrap();
+    let reqs = fake.take_requests();
+    assert!(
+        reqs.is_empty(),
+        "the operator's own writes stand in for the stale copies: {:?}",
+        reqs.iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn adding_the_finalizer_on_a_stale_copy_is_retried_at_once() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    seed(&fake, "10000");
+    add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
+    let stale: BotSession =
+        serde_json::from_value(fake.get(V, "BotSession", NS, "bot").unwrap()).unwrap();
+    // Another replica (or an earlier run) added it meanwhile.
+    fake.edit(V, "BotSession", NS, "bot", |o| {
+        o["metadata"]["finalizers"] = json!([botsession::FINALIZER])
+    });
+    botsession::reconcile(Arc::new(stale), synced(&fake, &ctx))
+        .await
+        .expect("no 422 error: the object is read back and the reconcile goes on");
+    let reqs = fake.take_requests();
+    let on_session: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.path == format!("/apis/{V}/namespaces/{NS}/botsessions/bot"))
+        .map(|r| r.method.to_string())
+        .collect();
+    assert_eq!(on_session, ["PATCH", "GET"], "refused, read back, done");
+    assert!(applied(&reqs, "statefulsets").is_some(), "children applied");
+    assert!(
+        ctx.metrics
+            .render()
+            .contains("paperbot_operator_stale_writes_total{controller=\"botsession\"} 1")
     );
 }

@@ -61,24 +61,29 @@ fn database_secret(cp: &ControlPlane, ns: &str, name: &str, key: &str) {
     ]);
 }
 
+/// The operator's context; healthy objects are reconciled again every 2 s
+/// (the binary's default is 10 min) so that the tests see many reconciles of
+/// an unchanged fleet.
 fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Context> {
-    Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
+    let mut ctx = Context::new(
+        client.clone(),
+        Recorder::new(
+            client,
             Reporter {
                 controller: "paperbot-operator".into(),
                 instance: Some(user.into()),
             },
         ),
-        client,
-        metrics: Arc::new(Metrics::new()),
-        settings: RuntimeSettings {
+        Arc::new(Metrics::new()),
+        RuntimeSettings {
             image: "ghcr.io/paperbot/bot-runtime:e2e".into(),
             ledger,
             ..Default::default()
         },
-        sync_interval: Duration::from_secs(2),
-    })
+        Duration::from_secs(2),
+    );
+    ctx.resync_interval = Duration::from_secs(2);
+    Arc::new(ctx)
 }
 
 /// A running in-process operator; stops when dropped.
@@ -88,8 +93,11 @@ struct Operator {
 }
 
 impl Operator {
+    /// Run the controllers for `ns` as the operator identity `user` (the
+    /// chart's ServiceAccount and RBAC, see [`ControlPlane::operator_identity`]).
     async fn start(cp: &ControlPlane, user: &str, ns: &str, ledger: LedgerSettings) -> Operator {
-        let ctx = context(cp.client_for(user).await, user, ledger);
+        let id = cp.operator_identity(user);
+        let ctx = context(id.client().await, user, ledger);
         let (stop, mut rx) = watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(run_controllers(
@@ -131,10 +139,28 @@ impl Drop for Operator {
 
 /// Start leader election for `user` on the Lease `paperbot-operator` in `ns`.
 async fn elect(cp: &ControlPlane, user: &str, ns: &str, lease_secs: u64) -> LeaderElection {
-    LeaderElection::start(
+    elect_with(
         cp.client_for(user).await,
+        user,
+        ns,
+        "paperbot-operator",
+        lease_secs,
+    )
+    .await
+}
+
+/// Start leader election with `client` as holder `user` on the Lease `lease` in `ns`.
+async fn elect_with(
+    client: kube::Client,
+    user: &str,
+    ns: &str,
+    lease: &str,
+    lease_secs: u64,
+) -> LeaderElection {
+    LeaderElection::start(
+        client,
         LeaderConfig {
-            lease_name: "paperbot-operator".into(),
+            lease_name: lease.into(),
             namespace: ns.into(),
             identity: user.into(),
             lease_duration: Duration::from_secs(lease_secs),
@@ -386,7 +412,8 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
     op.stop().await;
 
     // A restarted operator finds everything in place.
-    let before = cp.audited_writes_in("operator-b", &ns).len();
+    let user = cp.operator_identity("operator-b").username;
+    let before = cp.audited_writes_in(&user, &ns).len();
     let op = Operator::start(cp, "operator-b", &ns, in_database("pg-ledger")).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let sts = cp.kubectl_ok(&["get", "statefulsets", "-n", &ns, "-o", "name"]);
@@ -395,16 +422,16 @@ async fn restart_creates_no_duplicates_and_an_unchanged_fleet_writes_nothing() {
         20,
         "one StatefulSet per session, no duplicates:\n{sts}"
     );
-    let restart_writes = cp.audited_writes_in("operator-b", &ns)[before..].to_vec();
+    let restart_writes = cp.audited_writes_in(&user, &ns)[before..].to_vec();
     assert!(
         restart_writes.iter().all(|w| w.contains("events")),
         "a restart over an unchanged fleet wrote: {restart_writes:?}"
     );
 
     // An unchanged fleet of 20 sessions, reconciled every 2 s for a minute: no writes.
-    let before = cp.audited_writes_in("operator-b", &ns).len();
+    let before = cp.audited_writes_in(&user, &ns).len();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let writes = cp.audited_writes_in("operator-b", &ns)[before..].to_vec();
+    let writes = cp.audited_writes_in(&user, &ns)[before..].to_vec();
     println!(
         "writes by the operator over 60 s of an unchanged 20-session fleet: {}",
         writes.len()
@@ -450,20 +477,22 @@ async fn only_one_of_two_replicas_holds_the_lease() {
 
 /// Two complete operator replicas (each waiting for the lease before running
 /// its controllers, as the binary does) against one namespace: only the
-/// lease holder writes.
+/// lease holder writes. Each runs as its own chart ServiceAccount and holds
+/// the Lease in its release namespace, as the chart's RBAC allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_replicas_only_the_lease_holder_writes() {
     let cp = control_plane();
     cp.install_crds();
     let ns = cp.namespace("e2e-replicas");
-    let lease_ns = cp.namespace("e2e-replicas-lease");
+    let lease = format!("replicas-{}", std::process::id());
     database_secret(cp, &ns, "pg-ledger", "url");
     let mut replicas = Vec::new();
     for user in ["operator-a", "operator-b"] {
-        let leader = elect(cp, user, &lease_ns, 5).await;
+        let id = cp.operator_identity(user);
+        let leader = elect_with(id.client().await, user, &id.namespace, &lease, 5).await;
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(run_as_leader(
-            context(cp.client_for(user).await, user, in_database("pg-ledger")),
+            context(id.client().await, user, in_database("pg-ledger")),
             vec![ns.clone()],
             leader.subscribe(),
             async move {
@@ -491,13 +520,16 @@ async fn with_two_replicas_only_the_lease_holder_writes() {
     ]);
     let holder = jsonpath(
         cp,
-        &lease_ns,
-        "lease/paperbot-operator",
+        paperbot_e2e::OPERATOR_NAMESPACE,
+        &format!("lease/{lease}"),
         "{.spec.holderIdentity}",
     );
     let writers: Vec<(&str, usize)> = ["operator-a", "operator-b"]
         .into_iter()
-        .map(|u| (u, cp.audited_writes_in(u, &ns).len()))
+        .map(|u| {
+            let user = cp.operator_identity(u).username;
+            (u, cp.audited_writes_in(&user, &ns).len())
+        })
         .collect();
     println!("lease holder {holder}; writes in {ns}: {writers:?}");
     for (user, n) in &writers {
@@ -916,4 +948,190 @@ spec:
     cp.kubectl_ok(&["delete", "-n", &ns, "botsession/bot", "--timeout=60s"]);
     op.stop().await;
     cp.delete_ledger_volumes(&ns);
+}
+
+/// Start an operator for `ns` and one Ready session `bot` on a database
+/// ledger; returns the operator and the child name.
+async fn one_ready_session(cp: &ControlPlane, ns: &str, user: &str) -> (Operator, String) {
+    database_secret(cp, ns, "pg-ledger", "url");
+    let op = Operator::start(cp, user, ns, in_database("pg-ledger")).await;
+    cp.kubectl_stdin_ok(
+        &["apply", "-n", ns, "-f", "-"],
+        &format!(
+            "{}---\n{}",
+            account_and_strategy("10000"),
+            session("bot", "5000")
+        ),
+    );
+    wait_ready(cp, ns, "botsession/bot", 90);
+    (op, child_name("bot"))
+}
+
+/// Writes of `user` in `ns` stop: none in 10 s (no apply loop after a repair).
+async fn writes_settle(cp: &ControlPlane, user: &str, ns: &str) {
+    let user = cp.operator_identity(user).username;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = cp.audited_writes_in(&user, ns).len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = cp.audited_writes_in(&user, ns);
+    assert_eq!(
+        after.len(),
+        before,
+        "the operator keeps writing: {:?}",
+        &after[before..]
+    );
+}
+
+/// Drift case 1: a session scaled to zero because its account went missing
+/// scales back when the account returns (one apply path: the suspended
+/// StatefulSet is rendered and applied like any other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_suspended_while_its_account_is_missing_scales_back_when_it_returns() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-drift-account");
+    let (op, child) = one_ready_session(cp, &ns, "operator-a").await;
+    cp.kubectl_ok(&["delete", "-n", &ns, "paperaccount/acct"]);
+    eventually("scaled to zero", 60, || {
+        (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == "0")
+            .then_some(())
+    })
+    .await;
+    eventually("AccountNotFound", 60, || {
+        (session_condition(cp, &ns, "bot", "Ready", "reason") == "AccountNotFound").then_some(())
+    })
+    .await;
+    cp.kubectl_stdin_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        &account_and_strategy("10000"),
+    );
+    eventually("scaled back to one", 60, || {
+        (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == "1")
+            .then_some(())
+    })
+    .await;
+    wait_ready(cp, &ns, "botsession/bot", 90);
+    println!(
+        "{}",
+        cp.kubectl_ok(&["get", "botsession,statefulset", "-n", &ns])
+    );
+    writes_settle(cp, "operator-a", &ns).await;
+    op.stop().await;
+}
+
+/// Drift case 2: `kubectl scale` of a runtime StatefulSet is undone, with a
+/// Warning Event naming the field and who changed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_of_a_runtime_stateful_set_is_undone() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-drift-scale");
+    let (op, child) = one_ready_session(cp, &ns, "operator-b").await;
+    cp.kubectl_ok(&[
+        "scale",
+        "-n",
+        &ns,
+        &format!("statefulset/{child}"),
+        "--replicas=3",
+    ]);
+    eventually("replicas back to 1", 60, || {
+        (jsonpath(cp, &ns, &format!("statefulset/{child}"), "{.spec.replicas}") == "1")
+            .then_some(())
+    })
+    .await;
+    let events = eventually("a DriftReverted Event", 30, || {
+        let e = cp.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "reason=DriftReverted",
+        ]);
+        e.contains("spec.replicas was changed by kubectl")
+            .then_some(e)
+    })
+    .await;
+    println!("$ kubectl get events --field-selector reason=DriftReverted\n{events}");
+    writes_settle(cp, "operator-b", &ns).await;
+    op.stop().await;
+}
+
+/// Drift case 3: an edit of a child by another client (`kubectl patch` of
+/// the ConfigMap, `kubectl set image` on the StatefulSet, `kubectl label`
+/// removing a label of the Service, deleting the Secret) is undone, and the
+/// repaired fleet writes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_edits_of_children_are_undone() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-drift-edit");
+    let (op, child) = one_ready_session(cp, &ns, "operator-a").await;
+    let config = |cp: &ControlPlane| {
+        jsonpath(
+            cp,
+            &ns,
+            &format!("configmap/{child}"),
+            "{.data.session\\.yaml}",
+        )
+    };
+    let image = |cp: &ControlPlane| {
+        jsonpath(
+            cp,
+            &ns,
+            &format!("statefulset/{child}"),
+            "{.spec.template.spec.containers[0].image}",
+        )
+    };
+    let (config0, image0) = (config(cp), image(cp));
+    assert!(config0.contains("kind: BotSession"), "{config0}");
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        &format!("configmap/{child}"),
+        "--type=merge",
+        "-p",
+        r#"{"data":{"session.yaml":"edited by hand"}}"#,
+    ]);
+    cp.kubectl_ok(&[
+        "set",
+        "image",
+        "-n",
+        &ns,
+        &format!("statefulset/{child}"),
+        "bot-runtime=example.invalid/other:1",
+    ]);
+    cp.kubectl_ok(&[
+        "label",
+        "-n",
+        &ns,
+        &format!("service/{child}"),
+        "paperbot.io/session-",
+    ]);
+    let token0 = jsonpath(cp, &ns, &format!("secret/{child}"), "{.metadata.uid}");
+    cp.kubectl_ok(&["delete", "-n", &ns, &format!("secret/{child}")]);
+    eventually("ConfigMap put back", 60, || {
+        (config(cp) == config0).then_some(())
+    })
+    .await;
+    eventually("image put back", 60, || (image(cp) == image0).then_some(())).await;
+    eventually("Service label put back", 60, || {
+        (jsonpath(
+            cp,
+            &ns,
+            &format!("service/{child}"),
+            "{.metadata.labels.paperbot\\.io/session}",
+        ) == "bot")
+            .then_some(())
+    })
+    .await;
+    eventually("Secret recreated", 60, || {
+        let uid = jsonpath(cp, &ns, &format!("secret/{child}"), "{.metadata.uid}");
+        (!uid.is_empty() && uid != token0).then_some(())
+    })
+    .await;
+    wait_ready(cp, &ns, "botsession/bot", 90);
+    writes_settle(cp, "operator-a", &ns).await;
+    op.stop().await;
 }
