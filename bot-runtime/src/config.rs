@@ -190,6 +190,10 @@ pub struct SessionPlan {
     pub volume_units: Vec<VolumeUnit>,
     /// Strategy resolved into numbers.
     pub params: EffectiveParams,
+    /// The StrategyConfig's revision as the operator rendered it (its
+    /// `paperbot.io/strategy-revision` annotation); `None` in a hand-written
+    /// manifest.
+    pub strategy_revision: Option<String>,
 }
 
 impl SessionPlan {
@@ -589,6 +593,13 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
             replay,
             volume_units,
             params,
+            strategy_revision: strategy
+                .object
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(paperbot_crds::runtime_api::STRATEGY_REVISION_ANNOTATION))
+                .cloned(),
         });
     }
 

@@ -36,6 +36,13 @@ pub fn breaker_reset_path(name: &str) -> String {
 /// mounted Secret directory).
 pub const TOKEN_KEY: &str = "api-token";
 
+/// Annotation on the StrategyConfig document of a rendered manifest (the
+/// session's ConfigMap) giving the StrategyConfig's `metadata.generation`:
+/// the runtime reports it as [`RuntimeStatus::strategy_revision`] until a
+/// `POST /v1/config` brings another, so the operator knows which strategy
+/// the runtime trades without asking it to reload.
+pub const STRATEGY_REVISION_ANNOTATION: &str = "paperbot.io/strategy-revision";
+
 /// Annotation on a BotSession naming the base URL of its runtime's API
 /// (e.g. `http://127.0.0.1:18080`) instead of its Service. Honoured only by
 /// an operator started with `--allow-runtime-endpoint-override`: it lets the

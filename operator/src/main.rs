@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     );
     ctx.resync_interval = cfg.resync_interval();
     ctx.reconcile_concurrency = cfg.reconcile_concurrency;
+    let ctx = ctx.with_sync(cfg.sync_settings());
     let ctx = Arc::new(ctx);
     let r = ready.clone();
     let on_ready = move || r.store(true, Ordering::Relaxed);

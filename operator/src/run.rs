@@ -475,6 +475,30 @@ pub async fn run_controllers(
         2,
     );
 
+    // The runtime status poller: a report users would see differently asks
+    // for one reconcile of that session.
+    let syncing = {
+        let (d, st, sd, sy) = (
+            dispatch.clone(),
+            stores.clone(),
+            shutdown.clone(),
+            synced.clone(),
+        );
+        let poller = ctx.poller.clone();
+        async move {
+            if !stores_ready(&sy).await {
+                return;
+            }
+            let trigger = move |r| {
+                d.send(Triggers {
+                    sessions: vec![(r, Cause::Runtime)],
+                    ..Default::default()
+                });
+            };
+            poller.run(st.sessions.clone(), trigger, sd).await;
+        }
+    };
+
     let metrics = ctx.metrics.clone();
     let (st, sd) = (stores.clone(), shutdown.clone());
     let refresher = async move {
@@ -494,7 +518,9 @@ pub async fn run_controllers(
         }
     };
     drop(dispatch);
-    futures::join!(watches, starter, sessions, accounts, strategies, refresher);
+    futures::join!(
+        watches, starter, sessions, accounts, strategies, refresher, syncing
+    );
 }
 
 /// Run one controller on kube's applier: its queue is `queue` until

@@ -58,6 +58,12 @@ pub enum Cause {
     Strategy,
     /// A child was changed or deleted by someone else than the operator.
     Child,
+    /// The session's runtime reported something users see (a poll of its
+    /// `/v1/status` changed the figures, phase, breakers or autopilot).
+    Runtime,
+    /// The account kill switch of the session's PaperAccount tripped or was
+    /// released (a status change that concerns every session of the account).
+    KillSwitch,
     /// The StatefulSet's status changed (replicas, readiness, revisions).
     StatefulSetStatus,
     /// The runtime pod was created, deleted or changed phase or readiness.
@@ -82,6 +88,8 @@ impl Cause {
             Cause::Account => "account",
             Cause::Strategy => "strategy",
             Cause::Child => "child",
+            Cause::Runtime => "runtime",
+            Cause::KillSwitch => "kill_switch",
             Cause::StatefulSetStatus => "statefulset_status",
             Cause::Pod => "pod",
             Cause::Claim => "claim",
@@ -280,6 +288,21 @@ pub fn on_account(
 ) -> Triggers {
     let mut t = Triggers::default();
     let Some(any) = new.or(old) else { return t };
+    let engaged = |a: Option<&PaperAccount>| {
+        a.and_then(|a| a.status.as_ref())
+            .and_then(|s| s.kill_switch.as_ref())
+            .is_some_and(|k| k.engaged)
+    };
+    if spec_event(old, new).is_none() && engaged(old) != engaged(new) {
+        // The only status change sessions follow: they are halted or released.
+        t.sessions = referencing(
+            sessions,
+            &ns_of(any),
+            &any.name_any(),
+            |s| &s.spec.account_ref.name,
+            Cause::KillSwitch,
+        );
+    }
     if let Some(cause) = spec_event(old, new) {
         t.sessions = referencing(
             sessions,

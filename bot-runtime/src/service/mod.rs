@@ -194,6 +194,7 @@ pub fn start<L: LedgerStore + Sync + 'static>(
         speed,
         session::plan_interval_ms(&plan),
         opts.ledger_url.clone(),
+        plan.strategy_revision.clone(),
     ));
     tokio::spawn(control::control_loop(
         control_rx,

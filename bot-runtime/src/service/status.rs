@@ -76,6 +76,8 @@ pub(super) struct Shared {
     speed: Option<f64>,
     /// To scrub the database password out of ledger errors.
     ledger_url: Option<String>,
+    /// The manifest's strategy revision, reported until a reload brings one.
+    manifest_revision: Option<String>,
 }
 
 impl Shared {
@@ -86,6 +88,7 @@ impl Shared {
         speed: Option<f64>,
         interval_ms: i64,
         ledger_url: Option<String>,
+        manifest_revision: Option<String>,
     ) -> Self {
         Self {
             status,
@@ -100,6 +103,7 @@ impl Shared {
             }),
             speed,
             ledger_url,
+            manifest_revision,
         }
     }
 
@@ -127,6 +131,9 @@ impl Shared {
         self.status.send_modify(|s| {
             let before = (s.phase, s.message.clone());
             f(s);
+            if s.strategy_revision.is_none() {
+                s.strategy_revision.clone_from(&self.manifest_revision);
+            }
             self.freshness(s);
             if s.phase != before.0 {
                 change = Some((s.phase, s.message.clone()));

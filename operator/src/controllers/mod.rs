@@ -81,6 +81,8 @@ pub struct Context {
     pub stores: Stores,
     /// What the operator wrote and the stores may not show yet.
     pub fresh: Arc<Fresh>,
+    /// Polls the runtimes and keeps their reports ([`crate::sync`]).
+    pub poller: Arc<crate::sync::Poller>,
     /// Last status write per PaperAccount and StrategyConfig.
     pub(crate) aggregate_writes: Arc<Mutex<HashMap<String, Instant>>>,
 }
@@ -94,6 +96,7 @@ impl Context {
         settings: RuntimeSettings,
         sync_interval: Duration,
     ) -> Self {
+        let kube_client = client.clone();
         Self {
             client,
             recorder,
@@ -103,6 +106,13 @@ impl Context {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             reconcile_concurrency: crate::run::DEFAULT_SESSION_CONCURRENCY,
             stores: Stores::empty(),
+            poller: Arc::new(crate::sync::Poller::new(
+                crate::sync::SyncSettings {
+                    interval: sync_interval,
+                    ..Default::default()
+                },
+                kube_client,
+            )),
             fresh: Arc::default(),
             aggregate_writes: Arc::default(),
         }
@@ -112,6 +122,14 @@ impl Context {
     pub fn with_stores(&self, stores: Stores) -> Self {
         Self {
             stores,
+            ..self.clone()
+        }
+    }
+
+    /// This context polling runtimes with `settings` (fresh reports).
+    pub fn with_sync(&self, settings: crate::sync::SyncSettings) -> Self {
+        Self {
+            poller: Arc::new(crate::sync::Poller::new(settings, self.client.clone())),
             ..self.clone()
         }
     }

@@ -70,6 +70,13 @@ impl RuntimeClient {
         Ok(Self { http })
     }
 
+    /// A client without timeouts of its own (only when [`Self::new`] fails).
+    pub fn default_client() -> Self {
+        Self {
+            http: reqwest::Client::default(),
+        }
+    }
+
     /// `GET {base}/v1/status`.
     ///
     /// # Errors

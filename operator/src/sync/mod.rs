@@ -50,7 +50,6 @@ use paperbot_crds::{
     BotSession, DesiredState, SessionPhase,
     runtime_api::{ENDPOINT_OVERRIDE_ANNOTATION, RuntimeStatus, TOKEN_KEY},
 };
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::builders::{API_PORT, child_name};
@@ -235,6 +234,20 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// A poller with `settings`, reading tokens with `kube`, no reports yet.
+    pub fn new(settings: SyncSettings, kube: Client) -> Self {
+        let http = RuntimeClient::new(settings.timeout).unwrap_or_else(|e| {
+            warn!(error = %e, "HTTP client with timeouts unavailable; using the default one");
+            RuntimeClient::default_client()
+        });
+        Self {
+            settings,
+            http,
+            kube,
+            reports: Arc::default(),
+        }
+    }
+
     /// The token of `s`'s runtime (cached after the first read).
     pub async fn token(&self, s: &BotSession) -> Result<String, String> {
         let key = ObjectRef::from_obj(s);
@@ -307,7 +320,7 @@ impl Poller {
     pub async fn pass(
         &self,
         store: &Store<BotSession>,
-        trigger: &mpsc::Sender<ObjectRef<BotSession>>,
+        trigger: &(dyn Fn(ObjectRef<BotSession>) + Send + Sync),
     ) -> usize {
         let now = Instant::now();
         let targets: Vec<Arc<BotSession>> = store
@@ -336,10 +349,7 @@ impl Poller {
             .collect()
             .await;
         for r in changed {
-            if trigger.send(r).await.is_err() {
-                warn!("the BotSession controller stopped taking sync triggers");
-                break;
-            }
+            trigger(r);
         }
         n
     }
@@ -349,7 +359,7 @@ impl Poller {
     pub async fn run(
         self: Arc<Self>,
         store: Store<BotSession>,
-        trigger: mpsc::Sender<ObjectRef<BotSession>>,
+        trigger: impl Fn(ObjectRef<BotSession>) + Send + Sync,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let tick_every = (self.settings.interval / 4).max(Duration::from_millis(250));
