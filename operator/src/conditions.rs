@@ -203,6 +203,11 @@ pub struct SessionObservation {
     /// Where the ledger is, when the children were applied in this reconcile
     /// (`None` while a problem blocks the session).
     pub ledger: Option<LedgerObservation>,
+    /// What the runtime's API reported (see [`crate::sync`]); `None` before
+    /// its first poll.
+    pub runtime: Option<crate::sync::RuntimeObservation>,
+    /// Why the account kill switch holds the session, while it does.
+    pub account_halt: Option<String>,
 }
 
 /// What the reconciler knows about a session's ledger storage.
@@ -260,15 +265,18 @@ pub fn session_phase(o: &SessionObservation) -> SessionPhase {
         };
     }
     match o.desired {
-        DesiredState::Paused => SessionPhase::Paused,
         DesiredState::Stopped => SessionPhase::Stopped,
-        DesiredState::Running => {
+        DesiredState::Running | DesiredState::Paused => {
             if o.sts_replicas.is_none() {
                 SessionPhase::Pending
             } else if o.degrading_reason().is_some() {
                 SessionPhase::Failed
             } else if o.runtime_ready() && o.sts_updated {
-                SessionPhase::Running
+                if o.desired == DesiredState::Paused {
+                    SessionPhase::Paused
+                } else {
+                    SessionPhase::Running
+                }
             } else {
                 SessionPhase::Starting
             }
@@ -312,12 +320,8 @@ fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
     }
     let pod = o.pod_name.as_deref().unwrap_or("the runtime pod");
     match o.desired {
-        DesiredState::Paused | DesiredState::Stopped => {
-            let (state, done) = if o.desired == DesiredState::Paused {
-                ("Paused", "the session is paused: no runtime pod runs")
-            } else {
-                ("Stopped", "the session is stopped: no runtime pod runs")
-            };
+        DesiredState::Stopped => {
+            let (state, done) = ("Stopped", "the session is stopped: no runtime pod runs");
             if o.scaled_down() {
                 [
                     want(True, state, done),
@@ -333,7 +337,7 @@ fn wanted_conditions(o: &SessionObservation) -> [Want; 3] {
                 ]
             }
         }
-        DesiredState::Running => {
+        DesiredState::Running | DesiredState::Paused => {
             if o.sts_replicas.is_none() {
                 let msg = "creating the runtime StatefulSet";
                 return [
@@ -471,6 +475,7 @@ pub fn desired_session_status(
             now,
         );
     }
+    crate::sync::status::overlay(&mut s, old, o, now);
     s
 }
 

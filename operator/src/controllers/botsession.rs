@@ -667,6 +667,8 @@ pub fn observation(
                     .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
             }),
         ledger: None,
+        runtime: None,
+        account_halt: None,
     }
 }
 

@@ -32,6 +32,7 @@
 pub mod client;
 pub mod forward;
 pub mod project;
+pub mod status;
 
 use std::{
     collections::HashMap,
