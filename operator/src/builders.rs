@@ -16,9 +16,10 @@ use k8s_openapi::{
         apps::v1::{StatefulSet, StatefulSetSpec},
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-            EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext, PodSpec,
-            PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
-            SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+            EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+            SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+            VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -27,8 +28,11 @@ use k8s_openapi::{
     },
 };
 use kube::Resource;
-use paperbot_crds::{BotSession, DesiredState, PaperAccount, StrategyConfig};
-use serde::Serialize;
+use paperbot_crds::{
+    BotSession, DesiredState, PaperAccount, StrategyConfig,
+    runtime_api::STRATEGY_REVISION_ANNOTATION,
+};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ledger::{LEDGER_DIR, LEDGER_VOLUME, LedgerSettings, LedgerStorage, retention_policy};
@@ -151,6 +155,10 @@ pub struct BuildInput<'a> {
     /// Run no replica whatever the desired state (the session has a
     /// problem); the rest of the children stay as they are.
     pub suspended: bool,
+    /// Keep the runtime of a `Stopped` session until it has ended the session
+    /// (`POST /v1/stop`: final report, phase `Stopped` in its ledger); then
+    /// the StatefulSet scales to zero.
+    pub stopping: bool,
 }
 
 /// The objects the operator owns for one session, all named [`child_name`].
@@ -167,12 +175,14 @@ pub struct Children {
 }
 
 /// Replicas of the runtime StatefulSet for a desired state: one while
-/// `Running`, none while `Paused` or `Stopped` (and none while the session
-/// is suspended, see [`BuildInput::suspended`]).
+/// `Running` or `Paused` (a paused runtime keeps serving and managing its
+/// exits; pausing and resuming never restart it), none once `Stopped` (and
+/// none while the session is suspended, see [`BuildInput::suspended`]; one
+/// while the runtime ends a stopped session, see [`BuildInput::stopping`]).
 pub fn desired_replicas(state: DesiredState) -> i32 {
     match state {
-        DesiredState::Running => 1,
-        DesiredState::Paused | DesiredState::Stopped => 0,
+        DesiredState::Running | DesiredState::Paused => 1,
+        DesiredState::Stopped => 0,
     }
 }
 
@@ -291,6 +301,44 @@ pub fn pod_config_hash(rendered: &str, ledger: &LedgerStorage) -> String {
     config_hash(&format!("{rendered}\n# ledger: {}\n", ledger.hash_key()))
 }
 
+/// The part of a rendered configuration whose change needs a new runtime
+/// process: everything but what the operator forwards to the running
+/// runtime instead — the StrategyConfig (hot-reloaded through `/v1/config`),
+/// the session's `desiredState` (pause, resume and stop requests) and the
+/// reset requests. The pod's [`CONFIG_HASH_ANNOTATION`] is taken over this
+/// view, so those edits never roll the pod; the ConfigMap still carries them
+/// all, so a restarted runtime starts from the current declaration. A text
+/// that is not the YAML this module renders is taken whole.
+pub fn rollout_view(rendered: &str) -> String {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(rendered) {
+        let Ok(mut v) = serde_yaml::Value::deserialize(doc) else {
+            return rendered.to_string();
+        };
+        let kind = v.get("kind").and_then(|k| k.as_str()).map(str::to_owned);
+        if let Some(map) = v.as_mapping_mut() {
+            match kind.as_deref() {
+                Some("StrategyConfig") => {
+                    map.remove("spec");
+                    map.remove("metadata");
+                }
+                Some("BotSession") => {
+                    if let Some(spec) = map.get_mut("spec").and_then(|s| s.as_mapping_mut()) {
+                        spec.remove("desiredState");
+                        spec.remove("resetRequest");
+                    }
+                }
+                _ => {}
+            }
+        }
+        match serde_yaml::to_string(&v) {
+            Ok(text) => out.push(text),
+            Err(_) => return rendered.to_string(),
+        }
+    }
+    out.join("---\n")
+}
+
 /// One document of the rendered file: the apply form of an object.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -304,6 +352,8 @@ struct ApplyDocument<'a, S> {
 #[derive(Serialize)]
 struct NameOnly<'a> {
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<&'a str, String>>,
 }
 
 fn name_of<K: Resource<DynamicType = ()>>(o: &K) -> Result<&str, BuildError> {
@@ -331,6 +381,7 @@ fn render_document<K: Resource<DynamicType = ()>, S: Serialize>(
         kind: &K::kind(&()),
         metadata: NameOnly {
             name: name_of(object)?,
+            annotations: None,
         },
         spec,
     };
@@ -393,12 +444,28 @@ pub fn render_runtime_config(
         }
     }
     let mut session_spec = session.spec.clone();
-    session_spec.desired_state = DesiredState::Running;
+    session_spec.reset_request = None;
     let mut account_spec = account.spec.clone();
     account_spec.ledger = None;
+    account_spec.reset_request = None;
+    let strategy_doc = ApplyDocument {
+        api_version: &StrategyConfig::api_version(&()),
+        kind: &StrategyConfig::kind(&()),
+        metadata: NameOnly {
+            name: strategy_name,
+            annotations: strategy
+                .metadata
+                .generation
+                .map(|g| BTreeMap::from([(STRATEGY_REVISION_ANNOTATION, g.to_string())])),
+        },
+        spec: &strategy.spec,
+    };
     let docs = [
         render_document(account, &account_spec)?,
-        render_document(strategy, &strategy.spec)?,
+        serde_yaml::to_string(&strategy_doc).map_err(|source| BuildError::Render {
+            kind: "StrategyConfig",
+            source,
+        })?,
         render_document(session, &session_spec)?,
     ];
     Ok(docs.join("---\n"))
@@ -459,20 +526,11 @@ fn empty_dir(name: &str) -> Volume {
 /// [`REPORT_DIR`], JSON logs, no progress bar.
 fn runtime_args(ledger: &LedgerStorage) -> Vec<String> {
     let config = format!("{CONFIG_DIR}/{CONFIG_KEY}");
-    let mut args: Vec<String> = ["run", "-f", &config, "--resume"]
+    let mut args: Vec<String> = ["serve", "-f", &config, "--adopt-manifest-strategy"]
         .map(String::from)
         .to_vec();
     args.extend(ledger.runtime_args());
-    args.extend(
-        [
-            "--report-dir",
-            REPORT_DIR,
-            "--no-progress",
-            "--log-format",
-            "json",
-        ]
-        .map(String::from),
-    );
+    args.extend(["--report-dir", REPORT_DIR, "--log-format", "json"].map(String::from));
     args
 }
 
@@ -510,8 +568,8 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
-/// The runtime container. Readiness and liveness probes are not set yet:
-/// they need the runtime's HTTP API on port `api`, which comes later.
+/// The runtime container: `bot-runtime serve` with its API token from the
+/// Secret, the ledger, and readiness/liveness probes on its API.
 fn runtime_container(input: &BuildInput, child: &str) -> Container {
     let overrides = input.session.spec.runtime.as_ref();
     let image = overrides
@@ -547,9 +605,29 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
         args: Some(runtime_args(input.ledger)),
         env: Some(env),
         ports: Some(vec![port("api", API_PORT), port("metrics", METRICS_PORT)]),
+        // Ready: the ledger takes commits and the market data is fresh (or
+        // the session has ended). Alive: the process answers at all.
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: Some(resources),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+/// An HTTP GET probe on the `api` port: every `period` seconds, failing after
+/// `failures` misses in a row, each with a 2 s timeout.
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("api".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
         ..Default::default()
     }
 }
@@ -578,7 +656,7 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
             })?;
     let owner = owner_reference(session, name)?;
     let rendered = input.config.to_string();
-    let hash = pod_config_hash(&rendered, input.ledger);
+    let hash = pod_config_hash(&rollout_view(&rendered), input.ledger);
     let child = child_name(name);
     let selector = labels(name);
     let mut all_labels = input.settings.extra_labels.clone();
@@ -610,6 +688,9 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector.clone()),
+            // The operator polls a runtime that is not ready too (its status
+            // says why: ledger down, stale data).
+            publish_not_ready_addresses: Some(true),
             ports: Some(vec![
                 service_port("api", API_PORT),
                 service_port("metrics", METRICS_PORT),
@@ -642,6 +723,8 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
         spec: Some(StatefulSetSpec {
             replicas: Some(if input.suspended {
                 0
+            } else if input.stopping {
+                1
             } else {
                 desired_replicas(session.spec.desired_state)
             }),
@@ -782,6 +865,7 @@ spec:
                 api_token: "tok-123",
                 ledger: &self.ledger,
                 suspended: false,
+                stopping: false,
             })
             .unwrap()
         }
@@ -951,6 +1035,7 @@ spec:
                     api_token: "t",
                     ledger: &f.ledger,
                     suspended: false,
+                    stopping: false,
                 })
             })
         };
@@ -1014,6 +1099,7 @@ spec:
                 api_token: "tok-123",
                 ledger: &f.ledger,
                 suspended,
+                stopping: false,
             })
             .unwrap()
         };

@@ -61,6 +61,7 @@ use crate::{
     metrics::ReconcileResult,
     problem::{InvalidObject, Problem},
     stores::slim_resource,
+    sync::{forward, project},
 };
 
 /// Label the StatefulSet controller puts on each pod: the template revision
@@ -393,11 +394,12 @@ pub async fn apply_children(
     s: &BotSession,
     resolved: Option<(&PaperAccount, &StrategyConfig)>,
     suspended: bool,
+    stopping: bool,
     live: &mut LiveChildren,
     ctx: &Context,
 ) -> Result<Applied> {
     let unseen = live.stateful_set.is_none();
-    match apply_children_once(s, resolved, suspended, live, ctx).await {
+    match apply_children_once(s, resolved, suspended, stopping, live, ctx).await {
         Err(Error::Kube(kube::Error::Api(e)))
             if unseen
                 && e.code == 422
@@ -416,7 +418,7 @@ pub async fn apply_children(
                 "a StatefulSet of the session's name exists without the operator's labels; planning from it"
             );
             live.stateful_set = Some(Arc::new(sts));
-            apply_children_once(s, resolved, suspended, live, ctx).await
+            apply_children_once(s, resolved, suspended, stopping, live, ctx).await
         }
         r => r,
     }
@@ -426,6 +428,7 @@ async fn apply_children_once(
     s: &BotSession,
     resolved: Option<(&PaperAccount, &StrategyConfig)>,
     suspended: bool,
+    stopping: bool,
     live: &mut LiveChildren,
     ctx: &Context,
 ) -> Result<Applied> {
@@ -481,6 +484,7 @@ async fn apply_children_once(
         api_token: &token,
         ledger: &plan.storage,
         suspended,
+        stopping,
     })?;
     let owner = children
         .stateful_set
@@ -689,11 +693,46 @@ async fn apply(session: Arc<BotSession>, ctx: &Context) -> Result<Action> {
             check(&s, account, strategy, &siblings)
         }
     };
+    // What the runtime reports, and what the spec asks of it (forwarded once).
+    let key = ObjectRef::from_obj(&*s);
+    let account_halt = resolved.as_ref().ok().and_then(|(a, _)| {
+        let k = a.status.as_ref()?.kill_switch.as_ref()?;
+        k.engaged.then(|| {
+            k.reason
+                .clone()
+                .unwrap_or_else(|| "an account limit was passed".into())
+        })
+    });
+    let mut runtime = ctx.poller.reports.get(&key);
+    let mut acknowledged = None;
+    let mut forwarded = false;
+    if problem.is_none()
+        && let Ok((_, strategy)) = &resolved
+    {
+        let plan = forward::plan(&s, strategy, account_halt.is_some(), runtime.as_ref());
+        if !plan.requests.is_empty() || plan.acknowledge_reset.is_some() {
+            let done = ctx.poller.execute(&s, strategy, plan).await;
+            for (request, message) in &done.done {
+                info!(?request, %message, "runtime accepted a request");
+            }
+            if let Some((request, error)) = &done.failed {
+                warn!(?request, %error, "runtime request failed; sent again at the next reconcile");
+            }
+            forwarded = !done.done.is_empty() || done.failed.is_some();
+            acknowledged = done.acknowledge_reset;
+            runtime = ctx.poller.reports.get(&key);
+        }
+    }
+    let stopping = s.spec.desired_state == DesiredState::Stopped
+        && runtime.as_ref().is_some_and(|r| {
+            !r.not_reporting && r.status.as_ref().is_some_and(|st| !st.phase.is_final())
+        });
     let mut live = LiveChildren::of(&s, ctx)?;
     let applied = apply_children(
         &s,
         resolved.as_ref().ok().map(|(a, st)| (&**a, &**st)),
         problem.is_some(),
+        stopping,
         &mut live,
         ctx,
     )
@@ -720,12 +759,34 @@ async fn apply(session: Arc<BotSession>, ctx: &Context) -> Result<Action> {
     );
     // The ledger condition is kept as it was while a problem blocks the session.
     obs.ledger = applied.ledger.filter(|_| problem.is_none());
-    let new = desired_session_status(s.status.as_ref(), &obs, &now());
+    let message = runtime
+        .as_ref()
+        .and_then(|r| r.status.as_ref()?.message.clone())
+        .or_else(|| account_halt.clone());
+    obs.runtime = runtime;
+    obs.account_halt = account_halt;
+    let mut new = desired_session_status(s.status.as_ref(), &obs, &now());
+    if acknowledged.is_some() {
+        new.observed_reset_request = acknowledged;
+    }
     if status_differs(s.status.as_ref(), &new) {
         patch_status(&s, &new, ctx).await?;
         publish_events(&s, s.status.as_ref(), &new, problem.as_ref(), ctx).await;
+        for ev in project::runtime_events(s.status.as_ref(), &new, message.as_deref()) {
+            let type_ = if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(ctx, &s, type_, ev.reason, &ev.note, "Sync").await;
+        }
     }
-    Ok(Action::requeue(ctx.resync_interval))
+    // A request sent (or failed) is checked again after one poll.
+    Ok(Action::requeue(if forwarded {
+        ctx.sync_interval
+    } else {
+        ctx.resync_interval
+    }))
 }
 
 /// Server-side apply `status` to the session's status subresource and
@@ -814,7 +875,11 @@ async fn publish_events(
         )
         .await;
     }
-    if old_phase != Some(new.phase) {
+    // Completed and Halted have Events with the figures and the reason
+    // (SessionCompleted, SessionHalted: see `sync::project::runtime_events`).
+    if old_phase != Some(new.phase)
+        && !matches!(new.phase, SessionPhase::Completed | SessionPhase::Halted)
+    {
         let from = old_phase.map_or("None".to_string(), |p| format!("{p:?}"));
         // One reason per target phase: the recorder folds events with the same
         // reason into a series, which would hide the new phase in the note.
