@@ -137,6 +137,10 @@ pub struct BotSessionSpec {
     pub reset_request: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Longest `resetRequest` token (BotSession and PaperAccount).
 pub const MAX_RESET_REQUEST_LENGTH: usize = 63;
 
@@ -630,6 +634,9 @@ pub struct BotSessionStatus {
     /// Cash not held in positions, base currency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cash: Option<DecimalString>,
+    /// Closed round trips (the denominator of `winRatePct`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round_trips: u64,
     /// The `spec.resetRequest` last forwarded to the runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_reset_request: Option<String>,

@@ -32,6 +32,9 @@ pub fn session_inputs(s: &BotSession) -> impl PartialEq + use<> {
         st.and_then(|st| st.realized_pnl),
         st.and_then(|st| st.unrealized_pnl),
         st.map_or(0, |st| st.trades),
+        st.map_or(0, |st| st.round_trips),
+        st.and_then(|st| st.win_rate_pct),
+        st.and_then(|st| st.breaker.clone()),
     )
 }
 
@@ -76,7 +79,51 @@ pub fn desired_status(
     } else {
         ((equity - balance) / balance * Decimal::ONE_HUNDRED).round_dp(2)
     };
+    // Wins over round trips of all sessions (each session's win rate is
+    // wins / round trips × 100).
+    let (wins, round_trips) = active
+        .iter()
+        .filter_map(|s| s.status.as_ref())
+        .filter_map(|st| {
+            Some((
+                st.win_rate_pct?.get() * Decimal::from(st.round_trips),
+                st.round_trips,
+            ))
+        })
+        .fold((Decimal::ZERO, 0u64), |(w, n), (wi, ni)| {
+            (w + wi, n.saturating_add(ni))
+        });
+    let open_breakers = active
+        .iter()
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.breaker.as_deref())
+                .is_some_and(|b| b != crate::conditions::NO_BREAKER)
+        })
+        .count();
     let mut status = account.status.clone().unwrap_or_default();
+    status.win_rate_pct = (round_trips > 0)
+        .then(|| DecimalString((wins / Decimal::from(round_trips)).round_dp(2).normalize()));
+    status.open_breakers = u32::try_from(open_breakers).unwrap_or(u32::MAX);
+    // The account kill switch over the aggregated equity; a new
+    // `spec.resetRequest` releases it once.
+    let reset = account.spec.reset_request.is_some()
+        && account.spec.reset_request != status.observed_reset_request;
+    if account.spec.limits.is_some() || status.kill_switch.is_some() {
+        let today = now.0.strftime("%Y-%m-%d").to_string();
+        status.kill_switch = Some(crate::sync::project::evaluate_kill_switch(
+            account.spec.limits.as_ref(),
+            status.kill_switch.as_ref(),
+            equity,
+            &today,
+            &now.0.to_string(),
+            reset,
+        ));
+    }
+    if reset {
+        status.observed_reset_request = account.spec.reset_request.clone();
+    }
     status.cash = Some(DecimalString(balance - allocated));
     status.allocated = Some(DecimalString(allocated));
     status.equity = Some(DecimalString(equity.normalize()));
@@ -113,8 +160,38 @@ pub fn desired_status(
         account.metadata.generation,
         now,
     );
+    if let Some(k) = &status.kill_switch {
+        let (st, reason, message) = if k.engaged {
+            (
+                true,
+                "LimitPassed",
+                format!(
+                    "{}; every session of the account is halted until spec.resetRequest changes",
+                    k.reason.as_deref().unwrap_or("an account limit was passed")
+                ),
+            )
+        } else {
+            (
+                false,
+                "WithinLimits",
+                "the account is within spec.limits".to_string(),
+            )
+        };
+        set_condition(
+            &mut status.conditions,
+            KILL_SWITCH_ENGAGED,
+            st.into(),
+            reason,
+            &message,
+            account.metadata.generation,
+            now,
+        );
+    }
     status
 }
+
+/// Condition of a PaperAccount: `True` while its kill switch halts its sessions.
+pub const KILL_SWITCH_ENGAGED: &str = "KillSwitchEngaged";
 
 /// Reconcile one PaperAccount.
 #[instrument(skip_all, fields(account = %account.name_any()))]

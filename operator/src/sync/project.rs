@@ -60,6 +60,7 @@ pub fn apply_figures(s: &mut BotSessionStatus, r: &RuntimeStatus) {
     s.unrealized_pnl = Some(money(r.unrealized_pnl));
     s.pnl_pct = Some(two_dp(r.roi_pct));
     s.trades = r.trades;
+    s.round_trips = r.round_trips;
     s.win_rate_pct = r.win_rate_pct.map(two_dp);
     s.max_drawdown_pct = Some(two_dp(r.max_drawdown_pct));
     s.sharpe_ratio = r.sharpe_ratio.map(two_dp);
