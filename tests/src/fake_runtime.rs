@@ -28,7 +28,7 @@ use axum::{
     routing::{get, post},
 };
 use paperbot_crds::runtime_api::{
-    ApiError, ControlResponse, LedgerHealthStatus, RuntimePhase, RuntimeStatus,
+    ApiError, ConfigUpdate, ControlResponse, LedgerHealthStatus, RuntimePhase, RuntimeStatus,
 };
 use rust_decimal::Decimal;
 
@@ -60,7 +60,8 @@ fn refuse(code: StatusCode, error: &str, message: String) -> (StatusCode, Json<A
 }
 
 impl FakeFleet {
-    /// Add (or reset) a session: Running, ready, equity = cash = `allocation`.
+    /// Add (or reset) a session: Running, ready, equity = cash = `allocation`,
+    /// trading generation 1 of its StrategyConfig.
     pub fn add(&self, namespace: &str, name: &str, allocation: Decimal) {
         let status = RuntimeStatus {
             session: name.into(),
@@ -74,6 +75,8 @@ impl FakeFleet {
                 reachable: true,
                 reason: None,
             },
+            // A StrategyConfig's first generation: the strategy is in force.
+            strategy_revision: Some("1".into()),
             ..Default::default()
         };
         self.lock()
@@ -187,6 +190,7 @@ async fn control(
     State(fleet): State<FakeFleet>,
     Path((ns, name, action)): Path<(String, String, String)>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> ApiResult<ControlResponse> {
     authorised(&fleet, &headers)?;
     fleet.inner.control_requests.fetch_add(1, Ordering::Relaxed);
@@ -209,7 +213,13 @@ async fn control(
         "pause" => RuntimePhase::Paused,
         "resume" => RuntimePhase::Running,
         "stop" => RuntimePhase::Stopped,
-        "config" => s.phase,
+        "config" => {
+            let update: ConfigUpdate = serde_json::from_slice(&body).map_err(|e| {
+                refuse(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}"))
+            })?;
+            s.strategy_revision = update.revision;
+            s.phase
+        }
         other => {
             return Err(refuse(
                 StatusCode::NOT_FOUND,

@@ -6,6 +6,8 @@ use paperbot_e2e::{control_plane, repo};
 
 #[path = "e2e/operator.rs"]
 mod operator;
+#[path = "e2e/sync.rs"]
+mod sync;
 
 /// Every CRD is accepted (structural) and established; every manifest in
 /// `examples/` applies; `kubectl get paperbot` and `kubectl explain` show
