@@ -448,6 +448,11 @@ pub fn render_runtime_config(
     let mut account_spec = account.spec.clone();
     account_spec.ledger = None;
     account_spec.reset_request = None;
+    // In a cluster the account's limits are fleet-wide: the operator's kill
+    // switch measures the account's aggregated equity (see `sync`). A
+    // runtime that also applied them to its own session's equity would halt
+    // for good on a loss the account as a whole has not made.
+    account_spec.limits = None;
     let strategy_doc = ApplyDocument {
         api_version: &StrategyConfig::api_version(&()),
         kind: &StrategyConfig::kind(&()),

@@ -426,12 +426,24 @@ impl Poller {
             };
             match answer {
                 Ok(resp) => {
+                    // The runtime answers once the change is committed and in
+                    // its status: the cached report follows (the next poll
+                    // brings the rest).
                     if let Some(e) = self.reports.lock().get_mut(&key)
                         && let Some(st) = e.obs.status.as_mut()
                     {
                         st.phase = resp.phase;
-                        if let forward::Request::Reload(g) = &req {
-                            st.strategy_revision = Some(g.to_string());
+                        match &req {
+                            forward::Request::Reload(g) => {
+                                st.strategy_revision = Some(g.to_string());
+                            }
+                            forward::Request::ResetBreaker(name) => {
+                                if let Some(b) = st.breakers.iter_mut().find(|b| &b.name == name) {
+                                    b.state = paperbot_crds::BreakerState::Closed;
+                                    b.reason = Some(format!("reset by request: {}", resp.message));
+                                }
+                            }
+                            _ => {}
                         }
                     }
                     out.done.push((req, resp.message));

@@ -412,6 +412,8 @@ async fn runtimes_report_into_status_conditions_and_events() {
         condition_is(&s, "CircuitBreakerOpen", "True").then_some(s)
     });
     println!("tripper: breaker {}", tripped["status"]["breaker"]);
+    show(cp, &["get", "pods", "-n", &ns, "-o", "wide"]);
+    show(cp, &["describe", "botsession", "tripper", "-n", &ns]);
     assert_eq!(events(cp, &ns, "tripper", "CircuitBreakerTripped").len(), 1);
     show(cp, &["get", "paperbot", "-n", &ns]);
     // A declarative reset closes it once and trading goes on.
