@@ -18,6 +18,18 @@
 //! A phase that only the runtime can end a session with (Completed, Halted,
 //! Stopped, Failed by the runtime) is kept once written, when the runtime
 //! is no longer polled.
+//!
+//! The runtime's phase and readiness (the rows from "nothing yet" down)
+//! apply only while the pods say the current configuration runs (phase
+//! Running or Paused from the pods): while the pod starts, rolls out or
+//! cannot run, the pods' phase and conditions stand (the figures and
+//! breakers of a cached report are still shown).
+//!
+//! Before this operator process has polled the runtime at all (it just
+//! started: `o.runtime` is `None`), a status already synced from the
+//! runtime for the same generation stands as written (phase and the Ready,
+//! Progressing, Degraded and CircuitBreakerOpen conditions), so an operator
+//! restart writes nothing until a poll shows a change.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use paperbot_crds::{
@@ -45,6 +57,35 @@ fn set(
     now: &Time,
 ) {
     set_condition(&mut s.conditions, type_, st, reason, msg, o.generation, now);
+}
+
+/// Keep the Ready, Progressing, Degraded and CircuitBreakerOpen conditions
+/// of `old` (at the observed generation).
+fn keep_runtime_conditions(
+    s: &mut BotSessionStatus,
+    old: Option<&BotSessionStatus>,
+    o: &SessionObservation,
+    now: &Time,
+) {
+    use ConditionStatus::{False, True, Unknown};
+    let keep = |t: &str| old.and_then(|x| x.conditions.iter().find(|c| c.type_ == t).cloned());
+    for t in [READY, PROGRESSING, DEGRADED, CIRCUIT_BREAKER_OPEN] {
+        if let Some(c) = keep(t) {
+            set_condition(
+                &mut s.conditions,
+                t,
+                match c.status.as_str() {
+                    "True" => True,
+                    "False" => False,
+                    _ => Unknown,
+                },
+                &c.reason,
+                &c.message,
+                o.generation,
+                now,
+            );
+        }
+    }
 }
 
 /// Apply the runtime's report (`o.runtime`) and the account kill switch
@@ -116,7 +157,7 @@ pub fn overlay(
             SessionPhase::Completed | SessionPhase::Halted | SessionPhase::Stopped
         )
     });
-    let pod_up = o.pod_ready || o.sts_ready_replicas > 0;
+    let pods_current = matches!(s.phase, SessionPhase::Running | SessionPhase::Paused);
 
     if let Some(r) = report.filter(|r| r.phase.is_final()) {
         s.phase = session_phase_of(r.phase);
@@ -155,24 +196,20 @@ pub fn overlay(
     {
         // Ended and synced: the pod may be gone; the end stays.
         s.phase = p;
-        let keep = |t: &str| old.and_then(|x| x.conditions.iter().find(|c| c.type_ == t).cloned());
-        for t in [READY, PROGRESSING, DEGRADED, CIRCUIT_BREAKER_OPEN] {
-            if let Some(c) = keep(t) {
-                set_condition(
-                    &mut s.conditions,
-                    t,
-                    match c.status.as_str() {
-                        "True" => True,
-                        "False" => False,
-                        _ => Unknown,
-                    },
-                    &c.reason,
-                    &c.message,
-                    o.generation,
-                    now,
-                );
-            }
-        }
+        keep_runtime_conditions(s, old, o, now);
+        return;
+    }
+    if obs.is_none()
+        && pods_current
+        && let Some(prev) = old
+        && prev.equity.is_some()
+        && prev.observed_generation == o.generation
+        && matches!(prev.phase, SessionPhase::Running | SessionPhase::Paused)
+    {
+        // Not polled yet by this operator process (it just started): the
+        // synced status stands until the first poll.
+        s.phase = prev.phase;
+        keep_runtime_conditions(s, old, o, now);
         return;
     }
     if o.desired == DesiredState::Stopped {
@@ -186,8 +223,10 @@ pub fn overlay(
         }
         return;
     }
-    if !pod_up {
-        return; // the pods' conditions say why (creating, starting, crash loop)
+    if !pods_current {
+        // The pods' conditions say why (creating, starting, rolling out,
+        // crash loop).
+        return;
     }
     if let Some(r) = obs.filter(|r| r.not_reporting) {
         let msg = format!(
