@@ -1141,7 +1141,11 @@ spec:
         assert_eq!(f.template(), running, "pausing is forwarded, not rolled");
         f.session.spec.desired_state = DesiredState::Stopped;
         assert_eq!(
-            f.build_with(false, true).stateful_set.spec.unwrap().template,
+            f.build_with(false, true)
+                .stateful_set
+                .spec
+                .unwrap()
+                .template,
             running,
             "stopping is forwarded, not rolled"
         );
@@ -1299,8 +1303,8 @@ spec:
         ] {
             f.session.spec.desired_state = state;
             let rendered = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
-            let session: BotSession = serde_yaml::from_value(documents(&rendered)[2].clone())
-                .unwrap();
+            let session: BotSession =
+                serde_yaml::from_value(documents(&rendered)[2].clone()).unwrap();
             assert_eq!(session.spec.desired_state, state);
         }
     }
@@ -1321,7 +1325,9 @@ spec:
         let mut f = fixture();
         let rendered = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
         assert!(
-            documents(&rendered)[1]["metadata"].get("annotations").is_none(),
+            documents(&rendered)[1]["metadata"]
+                .get("annotations")
+                .is_none(),
             "no generation, no annotation: {rendered}"
         );
         f.strategy.metadata.generation = Some(5);
@@ -1415,7 +1421,11 @@ spec:
     #[test]
     fn rollout_view_keeps_what_it_does_not_know() {
         let broken = "kind: BotSession\nspec: [unclosed";
-        assert_eq!(rollout_view(broken), broken, "unparsable text is taken whole");
+        assert_eq!(
+            rollout_view(broken),
+            broken,
+            "unparsable text is taken whole"
+        );
         let other = "kind: Other\nspec:\n  desiredState: Paused\n";
         let view = rollout_view(other);
         assert!(view.contains("desiredState: Paused"), "{view}");

@@ -467,7 +467,10 @@ mod tests {
         let s = desired_session_status(None, &o, &at(10));
         assert_eq!(s.phase, SessionPhase::Halted);
         let (st, reason, msg) = cond(&s, READY);
-        assert_eq!((st.as_str(), reason.as_str()), ("False", ACCOUNT_KILL_SWITCH));
+        assert_eq!(
+            (st.as_str(), reason.as_str()),
+            ("False", ACCOUNT_KILL_SWITCH)
+        );
         assert!(msg.contains(why) && msg.contains("resetRequest"), "{msg}");
         assert_eq!(sr(&s, PROGRESSING), pair("False", ACCOUNT_KILL_SWITCH));
         assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
