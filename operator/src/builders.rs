@@ -1375,7 +1375,8 @@ spec:
             rollout_view(&render_runtime_config(&f.session, &f.account, &f.strategy).unwrap())
         };
         let base = view_of(&f);
-        let rolls: [(&str, fn(&mut Fixture)); 4] = [
+        type Edit = (&'static str, fn(&mut Fixture));
+        let rolls: [Edit; 4] = [
             ("symbols", |f| f.session.spec.symbols.push("ETH-USD".into())),
             ("allocation", |f| {
                 f.session.spec.allocation = "4000".parse().unwrap();
@@ -1394,7 +1395,7 @@ spec:
             edit(&mut g);
             assert_ne!(view_of(&g), base, "{what} needs a new runtime process");
         }
-        let forwarded: [(&str, fn(&mut Fixture)); 5] = [
+        let forwarded: [Edit; 5] = [
             ("strategy spec", |f| f.strategy.spec.intel_level = 9),
             ("strategy generation", |f| {
                 f.strategy.metadata.generation = Some(4);
