@@ -398,12 +398,14 @@ fn render_document<K: Resource<DynamicType = ()>, S: Serialize>(
 ///
 /// The account's `spec.ledger` is left out: it tells the operator where the
 /// ledger lives, which reaches the runtime as `--ledger` or `DATABASE_URL`.
+/// The `resetRequest`s of the session and the account are left out too: the
+/// operator forwards them to the running runtime once.
 ///
-/// The session's `desiredState` is always rendered as `Running`: the pod only
-/// exists while the session is desired Running (see [`desired_replicas`]), the
-/// runtime exits without trading a session that is not Running (which the
-/// StatefulSet would turn into a restart loop while scaling down), and pausing
-/// or resuming must not create a new StatefulSet revision.
+/// The session's `desiredState` is rendered as declared, so a restarted
+/// runtime starts in the declared state; changing it does not roll the pod
+/// (the pod hash is taken over [`rollout_view`]), the operator forwards it
+/// to the running runtime instead. The StrategyConfig document carries its
+/// `metadata.generation` as `paperbot.io/strategy-revision` when known.
 ///
 /// Relative replay paths are resolved by the runtime against the directory
 /// of the file, [`CONFIG_DIR`] in the pod.
@@ -525,10 +527,10 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
-/// Arguments of the runtime container: run the mounted file, always
-/// resuming the session's unfinished run from its ledger (`--resume`), the
-/// ledger's own arguments ([`LedgerStorage::runtime_args`]), reports in
-/// [`REPORT_DIR`], JSON logs, no progress bar.
+/// Arguments of the runtime container: serve the mounted file
+/// (`serve -f`, adopting its StrategyConfig over one the ledger recorded:
+/// `--adopt-manifest-strategy`), the ledger's own arguments
+/// ([`LedgerStorage::runtime_args`]), reports in [`REPORT_DIR`], JSON logs.
 fn runtime_args(ledger: &LedgerStorage) -> Vec<String> {
     let config = format!("{CONFIG_DIR}/{CONFIG_KEY}");
     let mut args: Vec<String> = ["serve", "-f", &config, "--adopt-manifest-strategy"]
@@ -875,11 +877,35 @@ spec:
             .unwrap()
         }
 
+        /// The pod template's config hash, as [`build_children`] takes it:
+        /// over the [`rollout_view`] of the rendered configuration.
         fn hash(&self) -> String {
             pod_config_hash(
-                &render_runtime_config(&self.session, &self.account, &self.strategy).unwrap(),
+                &rollout_view(
+                    &render_runtime_config(&self.session, &self.account, &self.strategy).unwrap(),
+                ),
                 &self.ledger,
             )
+        }
+
+        fn build_with(&self, suspended: bool, stopping: bool) -> Children {
+            let config =
+                render_runtime_config(&self.session, &self.account, &self.strategy).unwrap();
+            build_children(&BuildInput {
+                session: &self.session,
+                config: &config,
+                settings: &self.settings,
+                api_token: "tok-123",
+                ledger: &self.ledger,
+                suspended,
+                stopping,
+            })
+            .unwrap()
+        }
+
+        /// The pod template as built (its annotations and spec).
+        fn template(&self) -> PodTemplateSpec {
+            self.build().stateful_set.spec.unwrap().template
         }
 
         /// The storage the controller would choose for a new session.
@@ -1081,15 +1107,53 @@ spec:
     #[test]
     fn replicas_follow_desired_state() {
         assert_eq!(desired_replicas(DesiredState::Running), 1);
-        assert_eq!(desired_replicas(DesiredState::Paused), 0);
+        assert_eq!(
+            desired_replicas(DesiredState::Paused),
+            1,
+            "a paused runtime keeps serving (paused through its API)"
+        );
         assert_eq!(desired_replicas(DesiredState::Stopped), 0);
         let mut f = fixture();
-        let replicas = |f: &Fixture| f.build().stateful_set.spec.unwrap().replicas;
-        assert_eq!(replicas(&f), Some(1));
+        let replicas = |f: &Fixture, suspended, stopping| {
+            f.build_with(suspended, stopping)
+                .stateful_set
+                .spec
+                .unwrap()
+                .replicas
+        };
+        assert_eq!(replicas(&f, false, false), Some(1));
         f.session.spec.desired_state = DesiredState::Paused;
-        assert_eq!(replicas(&f), Some(0));
+        assert_eq!(replicas(&f, false, false), Some(1));
         f.session.spec.desired_state = DesiredState::Stopped;
-        assert_eq!(replicas(&f), Some(0));
+        assert_eq!(replicas(&f, false, false), Some(0));
+        assert_eq!(
+            replicas(&f, false, true),
+            Some(1),
+            "the runtime keeps its pod while it ends a stopped session"
+        );
+        assert_eq!(
+            replicas(&f, true, true),
+            Some(0),
+            "a suspended session runs nothing, stopping or not"
+        );
+    }
+
+    #[test]
+    fn pausing_or_stopping_keeps_the_pod_template() {
+        let mut f = fixture();
+        let running = f.template();
+        f.session.spec.desired_state = DesiredState::Paused;
+        assert_eq!(f.template(), running, "pausing is forwarded, not rolled");
+        f.session.spec.desired_state = DesiredState::Stopped;
+        assert_eq!(
+            f.build_with(false, true)
+                .stateful_set
+                .spec
+                .unwrap()
+                .template,
+            running,
+            "stopping is forwarded, not rolled"
+        );
     }
 
     #[test]
@@ -1147,14 +1211,22 @@ spec:
         assert_eq!(annotation, base);
 
         let mut g = fixture();
-        g.strategy.spec.intel_level = 7;
-        assert_ne!(g.hash(), base, "strategy spec change");
-        let mut g = fixture();
         g.account.spec.initial_balance = "20000".parse().unwrap();
         assert_ne!(g.hash(), base, "account spec change");
         let mut g = fixture();
         g.session.spec.symbols.push("ETH-USD".into());
         assert_ne!(g.hash(), base, "session spec change");
+        let mut g = fixture();
+        g.session.spec.allocation = "6000".parse().unwrap();
+        assert_ne!(g.hash(), base, "allocation change");
+        // Forwarded to the running runtime instead of rolling the pod.
+        let mut g = fixture();
+        g.strategy.spec.intel_level = 7;
+        g.strategy.metadata.generation = Some(2);
+        assert_eq!(g.hash(), base, "a strategy edit is hot-reloaded");
+        g.session.spec.reset_request = Some("r1".into());
+        g.account.spec.reset_request = Some("r1".into());
+        assert_eq!(g.hash(), base, "reset requests are forwarded");
 
         let mut g = fixture();
         g.account.status = None;
@@ -1166,6 +1238,8 @@ spec:
         assert_eq!(g.hash(), base, "status and metadata do not count");
         g.session.spec.desired_state = DesiredState::Paused;
         assert_eq!(g.hash(), base, "pausing does not roll the pod");
+        g.session.spec.desired_state = DesiredState::Stopped;
+        assert_eq!(g.hash(), base, "stopping does not roll the pod");
     }
 
     #[test]
@@ -1217,16 +1291,155 @@ spec:
         let _: BotSessionSpec = serde_yaml::from_value(docs[2]["spec"].clone()).unwrap();
     }
 
+    /// The three documents of a rendered configuration, as YAML values.
+    fn documents(rendered: &str) -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(rendered)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn a_paused_session_is_rendered_as_running() {
+    fn the_declared_desired_state_is_rendered() {
         let mut f = fixture();
+        for state in [
+            DesiredState::Running,
+            DesiredState::Paused,
+            DesiredState::Stopped,
+        ] {
+            f.session.spec.desired_state = state;
+            let rendered = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+            let session: BotSession =
+                serde_yaml::from_value(documents(&rendered)[2].clone()).unwrap();
+            assert_eq!(session.spec.desired_state, state);
+        }
+    }
+
+    #[test]
+    fn reset_requests_are_not_rendered() {
+        let mut f = fixture();
+        let before = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        f.session.spec.reset_request = Some("2026-01-02T00:00:00Z".into());
+        f.account.spec.reset_request = Some("again".into());
+        let after = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        assert_eq!(before, after, "forwarded, never rendered");
+        assert!(!after.contains("resetRequest"), "{after}");
+    }
+
+    #[test]
+    fn the_strategy_document_carries_its_generation_when_known() {
+        let mut f = fixture();
+        let rendered = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        assert!(
+            documents(&rendered)[1]["metadata"]
+                .get("annotations")
+                .is_none(),
+            "no generation, no annotation: {rendered}"
+        );
+        f.strategy.metadata.generation = Some(5);
+        let rendered = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        let docs = documents(&rendered);
+        assert_eq!(
+            docs[1]["metadata"]["annotations"]["paperbot.io/strategy-revision"].as_str(),
+            Some("5"),
+            "{rendered}"
+        );
+        assert_eq!(docs[1]["metadata"]["name"].as_str(), Some("strat"));
+        for other in [&docs[0], &docs[2]] {
+            assert!(other["metadata"].get("annotations").is_none(), "{rendered}");
+        }
+        let strategy: StrategyConfig = serde_yaml::from_value(docs[1].clone()).unwrap();
+        assert_eq!(strategy.spec, f.strategy.spec);
+    }
+
+    #[test]
+    fn rollout_view_drops_only_what_is_forwarded() {
+        let mut f = fixture();
+        f.strategy.metadata.generation = Some(3);
         f.session.spec.desired_state = DesiredState::Paused;
         let rendered = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
-        let session: BotSession = serde_yaml::Deserializer::from_str(&rendered)
-            .nth(2)
-            .map(|d| BotSession::deserialize(d).unwrap())
-            .unwrap();
-        assert_eq!(session.spec.desired_state, DesiredState::Running);
+        let view = documents(&rollout_view(&rendered));
+        assert_eq!(view.len(), 3);
+        let full = documents(&rendered);
+        assert_eq!(view[0], full[0], "the account is kept whole");
+        assert_eq!(view[1]["kind"].as_str(), Some("StrategyConfig"));
+        assert!(
+            view[1].get("spec").is_none() && view[1].get("metadata").is_none(),
+            "{:?}",
+            view[1]
+        );
+        assert!(view[2]["spec"].get("desiredState").is_none());
+        let mut expected = full[2].clone();
+        expected["spec"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("desiredState");
+        assert_eq!(view[2], expected, "the rest of the session is kept");
+
+        // Which edits change the view (roll the pod) and which do not.
+        let view_of = |f: &Fixture| {
+            rollout_view(&render_runtime_config(&f.session, &f.account, &f.strategy).unwrap())
+        };
+        let base = view_of(&f);
+        type Edit = (&'static str, fn(&mut Fixture));
+        let rolls: [Edit; 4] = [
+            ("symbols", |f| f.session.spec.symbols.push("ETH-USD".into())),
+            ("allocation", |f| {
+                f.session.spec.allocation = "4000".parse().unwrap();
+            }),
+            ("data source", |f| {
+                f.session.spec.market_data.simulated.as_mut().unwrap().seed = 2;
+            }),
+            ("account balance", |f| {
+                f.account.spec.initial_balance = "20000".parse().unwrap();
+            }),
+        ];
+        for (what, edit) in rolls {
+            let mut g = fixture();
+            g.strategy.metadata.generation = Some(3);
+            g.session.spec.desired_state = DesiredState::Paused;
+            edit(&mut g);
+            assert_ne!(view_of(&g), base, "{what} needs a new runtime process");
+        }
+        let forwarded: [Edit; 5] = [
+            ("strategy spec", |f| f.strategy.spec.intel_level = 9),
+            ("strategy generation", |f| {
+                f.strategy.metadata.generation = Some(4);
+            }),
+            ("desiredState", |f| {
+                f.session.spec.desired_state = DesiredState::Running;
+            }),
+            ("session resetRequest", |f| {
+                f.session.spec.reset_request = Some("r".into());
+            }),
+            ("account resetRequest", |f| {
+                f.account.spec.reset_request = Some("r".into());
+            }),
+        ];
+        for (what, edit) in forwarded {
+            let mut g = fixture();
+            g.strategy.metadata.generation = Some(3);
+            g.session.spec.desired_state = DesiredState::Paused;
+            edit(&mut g);
+            assert_eq!(view_of(&g), base, "{what} is forwarded to the runtime");
+        }
+    }
+
+    #[test]
+    fn rollout_view_keeps_what_it_does_not_know() {
+        let broken = "kind: BotSession\nspec: [unclosed";
+        assert_eq!(
+            rollout_view(broken),
+            broken,
+            "unparsable text is taken whole"
+        );
+        let other = "kind: Other\nspec:\n  desiredState: Paused\n";
+        let view = rollout_view(other);
+        assert!(view.contains("desiredState: Paused"), "{view}");
+        assert_ne!(
+            rollout_view("kind: Other\nspec:\n  desiredState: Running\n"),
+            view,
+            "only the paperbot kinds lose their forwarded fields"
+        );
     }
 
     #[test]
@@ -1289,21 +1502,25 @@ spec:
     }
 
     #[test]
-    fn container_runs_the_mounted_config_resuming_with_its_ports() {
+    fn container_serves_the_mounted_config_with_its_ports_and_probes() {
         let c = fixture().build();
         let ctr = container(&c);
         assert_eq!(ctr.name, "bot-runtime");
         let args = ctr.args.as_deref().unwrap();
         assert_eq!(
             args[..4],
-            ["run", "-f", "/etc/paperbot/session.yaml", "--resume"]
+            [
+                "serve",
+                "-f",
+                "/etc/paperbot/session.yaml",
+                "--adopt-manifest-strategy"
+            ]
         );
         assert_eq!(
-            args[args.len() - 5..],
+            args[args.len() - 4..],
             [
                 "--report-dir",
                 "/var/lib/paperbot/reports",
-                "--no-progress",
                 "--log-format",
                 "json"
             ]
@@ -1316,7 +1533,26 @@ spec:
             .map(|p| (p.name.as_deref(), p.container_port))
             .collect();
         assert_eq!(ports, [(Some("api"), 8080), (Some("metrics"), 9090)]);
-        assert!(ctr.readiness_probe.is_none() && ctr.liveness_probe.is_none());
+        let probe = |p: Option<&Probe>| {
+            let p = p.expect("probe set");
+            let get = p.http_get.as_ref().expect("an HTTP GET probe");
+            (
+                get.path.clone(),
+                get.port.clone(),
+                p.timeout_seconds,
+                p.period_seconds.is_some_and(|s| s > 0),
+                p.failure_threshold.is_some_and(|n| n > 0),
+            )
+        };
+        let api = IntOrString::String("api".into());
+        assert_eq!(
+            probe(ctr.readiness_probe.as_ref()),
+            (Some("/readyz".into()), api.clone(), Some(2), true, true)
+        );
+        assert_eq!(
+            probe(ctr.liveness_probe.as_ref()),
+            (Some("/healthz".into()), api, Some(2), true, true)
+        );
         let volumes = pod_spec(&c).volumes.as_ref().unwrap();
         assert_eq!(volumes[0].name, "config");
         assert_eq!(volumes[0].config_map.as_ref().unwrap().name, "bot-runtime");
@@ -1329,15 +1565,14 @@ spec:
         assert_eq!(
             args,
             [
-                "run",
+                "serve",
                 "-f",
                 "/etc/paperbot/session.yaml",
-                "--resume",
+                "--adopt-manifest-strategy",
                 "--ledger",
                 "/var/lib/paperbot/ledger/ledger.db",
                 "--report-dir",
                 "/var/lib/paperbot/reports",
-                "--no-progress",
                 "--log-format",
                 "json"
             ]
@@ -1418,7 +1653,19 @@ spec:
         assert_eq!((sel.name.as_str(), sel.key.as_str()), ("pg-app", "uri"));
         let args = container(&c).args.clone().unwrap();
         assert!(!args.iter().any(|a| a == "--ledger"), "{args:?}");
-        assert!(args.iter().any(|a| a == "--resume"), "{args:?}");
+        assert_eq!(
+            args,
+            [
+                "serve",
+                "-f",
+                "/etc/paperbot/session.yaml",
+                "--adopt-manifest-strategy",
+                "--report-dir",
+                "/var/lib/paperbot/reports",
+                "--log-format",
+                "json"
+            ]
+        );
         assert!(sts_spec(&c).volume_claim_templates.is_none());
         assert!(
             !mounts(&c).iter().any(|(n, ..)| *n == "ledger"),
@@ -1508,6 +1755,11 @@ spec:
         assert_eq!(sts.pod_management_policy.as_deref(), Some("Parallel"));
         let svc = c.service.spec.as_ref().unwrap();
         assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(
+            svc.publish_not_ready_addresses,
+            Some(true),
+            "the operator polls a runtime that is not ready (its status says why)"
+        );
         let ports: Vec<(Option<&str>, i32, Option<IntOrString>)> = svc
             .ports
             .as_ref()

@@ -476,6 +476,20 @@ pub fn desired_session_status(
         );
     }
     crate::sync::status::overlay(&mut s, old, o, now);
+    // The overlay may set a condition over the pods' one of another status;
+    // the transition time compares with the status written before, so it
+    // moves only when the written status flips.
+    if let Some(old) = old {
+        for c in &mut s.conditions {
+            if let Some(prev) = old
+                .conditions
+                .iter()
+                .find(|p| p.type_ == c.type_ && p.status == c.status)
+            {
+                c.last_transition_time = prev.last_transition_time.clone();
+            }
+        }
+    }
     s
 }
 
@@ -546,7 +560,13 @@ pub fn status_differs<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
 mod tests {
     use super::*;
     use k8s_openapi::jiff::Timestamp;
-    use paperbot_crds::{BreakerState, BreakerStatus};
+    use paperbot_crds::{
+        BreakerState, BreakerStatus,
+        runtime_api::{RuntimePhase, RuntimeStatus},
+    };
+    use rust_decimal_macros::dec;
+
+    use crate::sync::RuntimeObservation;
 
     fn at(second: i64) -> Time {
         Time(Timestamp::from_second(second).unwrap())
@@ -569,7 +589,35 @@ mod tests {
         (status.to_string(), reason.to_string())
     }
 
-    fn running_ready() -> SessionObservation {
+    /// A runtime's answer: `phase`, `ready`, two closed breakers.
+    fn report(phase: RuntimePhase, ready: bool) -> RuntimeObservation {
+        RuntimeObservation {
+            status: Some(RuntimeStatus {
+                session: "bot".into(),
+                phase,
+                ready,
+                equity: dec!(10012.346),
+                cash: dec!(9000),
+                trades: 3,
+                ledger: paperbot_crds::runtime_api::LedgerHealthStatus {
+                    reachable: true,
+                    reason: None,
+                },
+                breakers: ["dailyLoss", "maxDrawdown"]
+                    .map(|n| BreakerStatus {
+                        name: n.into(),
+                        state: BreakerState::Closed,
+                        ..Default::default()
+                    })
+                    .to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The pod is ready and current; the runtime has not been polled yet.
+    fn pod_ready() -> SessionObservation {
         SessionObservation {
             generation: Some(4),
             desired: DesiredState::Running,
@@ -580,6 +628,14 @@ mod tests {
             pod_phase: Some("Running".into()),
             pod_ready: true,
             ..Default::default()
+        }
+    }
+
+    /// The pod is ready and current and the runtime reports Running, ready.
+    fn running_ready() -> SessionObservation {
+        SessionObservation {
+            runtime: Some(report(RuntimePhase::Running, true)),
+            ..pod_ready()
         }
     }
 
@@ -752,12 +808,50 @@ mod tests {
         assert_eq!(sr(&s, READY), pair("True", "Running"));
         assert_eq!(sr(&s, PROGRESSING), pair("False", "RolloutComplete"));
         assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
+        assert_eq!(sr(&s, CIRCUIT_BREAKER_OPEN), pair("False", "AllClosed"));
+        assert_eq!(
+            cond(&s, CIRCUIT_BREAKER_OPEN).message,
+            "all 2 circuit breakers are closed"
+        );
+        assert_eq!(s.breaker.as_deref(), Some("None"));
+        assert_eq!(s.equity.map(|e| e.to_string()).as_deref(), Some("10012.35"));
+        assert_eq!(s.trades, 3);
+        assert_eq!(s.conditions.len(), 4);
+    }
+
+    #[test]
+    fn a_ready_pod_waits_for_the_runtimes_first_report() {
+        let s = status_of(&pod_ready());
+        assert_eq!(s.phase, SessionPhase::Running, "from the pods");
+        assert_eq!(sr(&s, READY), pair("False", "WaitingForRuntime"));
+        assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
         assert_eq!(
             sr(&s, CIRCUIT_BREAKER_OPEN),
             pair("Unknown", "RuntimeNotReporting")
         );
-        assert_eq!(s.breaker.as_deref(), Some("None"));
-        assert_eq!(s.conditions.len(), 4);
+        assert_eq!(s.equity, None, "no figures before a report");
+        // A failed first poll says so, without RuntimeNotReporting yet.
+        let o = SessionObservation {
+            runtime: Some(RuntimeObservation {
+                failures: 1,
+                last_error: Some("runtime unreachable: connection refused".into()),
+                ..Default::default()
+            }),
+            ..pod_ready()
+        };
+        let s = status_of(&o);
+        assert_eq!(sr(&s, READY), pair("False", "WaitingForRuntime"));
+        assert!(
+            cond(&s, CIRCUIT_BREAKER_OPEN)
+                .message
+                .contains("connection refused"),
+            "{:?}",
+            cond(&s, CIRCUIT_BREAKER_OPEN)
+        );
+        // The report makes it ready.
+        let s2 = desired_session_status(Some(&s), &running_ready(), &at(2_000));
+        assert_eq!(sr(&s2, READY), pair("True", "Running"));
+        assert_eq!(cond(&s2, READY).last_transition_time, at(2_000));
     }
 
     #[test]
@@ -921,31 +1015,46 @@ mod tests {
     }
 
     #[test]
-    fn paused_is_progressing_until_scaled_down_then_ready() {
-        let scaling = SessionObservation {
+    fn paused_keeps_the_pod_and_is_ready_once_the_runtime_reports_paused() {
+        // Desired Paused, pod ready, nothing reported yet: Paused from the pods.
+        let waiting = SessionObservation {
             desired: DesiredState::Paused,
-            ..running_ready()
+            ..pod_ready()
         };
-        let s = status_of(&scaling);
+        let s = status_of(&waiting);
         assert_eq!(s.phase, SessionPhase::Paused);
-        assert_eq!(sr(&s, READY), pair("False", "ScalingDown"));
-        assert_eq!(sr(&s, PROGRESSING), pair("True", "ScalingDown"));
-        let done = SessionObservation {
+        assert_eq!(sr(&s, READY), pair("False", "WaitingForRuntime"));
+        // The runtime still trades: asked to pause.
+        let pausing = SessionObservation {
             desired: DesiredState::Paused,
-            sts_replicas: Some(0),
-            sts_ready_replicas: 0,
-            pod_name: None,
-            pod_phase: None,
-            pod_ready: false,
             ..running_ready()
         };
-        let s2 = desired_session_status(Some(&s), &done, &at(2_000));
+        let s1 = desired_session_status(Some(&s), &pausing, &at(2_000));
+        assert_eq!(s1.phase, SessionPhase::Running, "what the runtime does");
+        assert_eq!(sr(&s1, READY), pair("False", "Pausing"));
+        assert_eq!(sr(&s1, PROGRESSING), pair("True", "Pausing"));
+        // It reports Paused: ready, with its pod.
+        let paused = SessionObservation {
+            desired: DesiredState::Paused,
+            runtime: Some(report(RuntimePhase::Paused, true)),
+            ..pod_ready()
+        };
+        let s2 = desired_session_status(Some(&s1), &paused, &at(3_000));
         assert_eq!(s2.phase, SessionPhase::Paused);
         assert_eq!(sr(&s2, READY), pair("True", "Paused"));
-        assert_eq!(cond(&s2, READY).last_transition_time, at(2_000));
-        assert_eq!(sr(&s2, PROGRESSING), pair("False", "ScaledDown"));
+        assert_eq!(cond(&s2, READY).last_transition_time, at(3_000));
+        assert_eq!(sr(&s2, PROGRESSING), pair("False", "Paused"));
         assert_eq!(sr(&s2, DEGRADED), pair("False", "AsExpected"));
-        assert_eq!(s2.pod, None);
+        assert_eq!(s2.pod.as_deref(), Some("bot-runtime-0"), "the pod stays");
+        // Resumed in the spec, the runtime still paused: resuming.
+        let resuming = SessionObservation {
+            desired: DesiredState::Running,
+            ..paused
+        };
+        let s3 = desired_session_status(Some(&s2), &resuming, &at(4_000));
+        assert_eq!(s3.phase, SessionPhase::Paused);
+        assert_eq!(sr(&s3, READY), pair("False", "Resuming"));
+        assert_eq!(sr(&s3, PROGRESSING), pair("True", "Resuming"));
     }
 
     #[test]
@@ -1020,8 +1129,11 @@ mod tests {
     }
 
     #[test]
-    fn other_status_fields_are_preserved() {
+    fn before_the_first_poll_a_synced_status_stands() {
+        // What the operator wrote before it restarted.
         let old = BotSessionStatus {
+            phase: SessionPhase::Running,
+            observed_generation: Some(4),
             equity: Some("10250.5".parse().unwrap()),
             realized_pnl: Some("250.5".parse().unwrap()),
             trades: 12,
@@ -1054,7 +1166,9 @@ mod tests {
             ],
             ..Default::default()
         };
-        let s = desired_session_status(Some(&old), &running_ready(), &at(1_000));
+        // Restarted: the pod is ready and current, the runtime not polled yet.
+        let s = desired_session_status(Some(&old), &pod_ready(), &at(1_000));
+        assert_eq!(s.phase, SessionPhase::Running);
         assert_eq!(s.equity, old.equity);
         assert_eq!(s.realized_pnl, old.realized_pnl);
         assert_eq!(s.trades, 12);
@@ -1070,6 +1184,68 @@ mod tests {
         assert_eq!(cb.last_transition_time, at(500));
         assert_eq!(cb.observed_generation, Some(4));
         assert_eq!(cond(&s, "Custom"), &old.conditions[1]);
+        assert_eq!(
+            sr(&s, READY),
+            pair("True", "Running"),
+            "a condition not written before comes from the pods"
+        );
+    }
+
+    #[test]
+    fn an_operator_restart_writes_nothing_until_a_poll_changes_something() {
+        for (desired, phase) in [
+            (DesiredState::Running, RuntimePhase::Running),
+            (DesiredState::Paused, RuntimePhase::Paused),
+        ] {
+            let synced = SessionObservation {
+                desired,
+                runtime: Some(report(phase, true)),
+                ..pod_ready()
+            };
+            let written = status_of(&synced);
+            let restarted = SessionObservation {
+                desired,
+                ..pod_ready()
+            };
+            let again = desired_session_status(Some(&written), &restarted, &at(9_000));
+            assert!(
+                !status_differs(Some(&written), &again),
+                "{desired:?}: {:?}",
+                again.conditions
+            );
+            // A new generation is not vouched for by the old report.
+            let edited = SessionObservation {
+                generation: Some(5),
+                ..restarted
+            };
+            let s = desired_session_status(Some(&written), &edited, &at(9_000));
+            assert_eq!(sr(&s, READY), pair("False", "WaitingForRuntime"));
+        }
+    }
+
+    #[test]
+    fn the_pods_win_while_they_start_roll_out_or_fail() {
+        // A cached report of a runtime whose pod crash-loops.
+        let crashing = SessionObservation {
+            pod_ready: false,
+            sts_ready_replicas: 0,
+            pod_waiting_reason: Some("CrashLoopBackOff".into()),
+            ..running_ready()
+        };
+        let s = status_of(&crashing);
+        assert_eq!(s.phase, SessionPhase::Failed);
+        assert_eq!(sr(&s, READY), pair("False", "CrashLoopBackOff"));
+        assert_eq!(sr(&s, DEGRADED), pair("True", "CrashLoopBackOff"));
+        // The old pod still trades while the new configuration rolls out.
+        let rolling = SessionObservation {
+            sts_updated: false,
+            pod_outdated: true,
+            ..running_ready()
+        };
+        let s = status_of(&rolling);
+        assert_eq!(s.phase, SessionPhase::Starting);
+        assert_eq!(sr(&s, READY), pair("False", "RollingOut"));
+        assert_eq!(s.trades, 3, "its figures are still shown");
     }
 
     #[test]

@@ -131,13 +131,20 @@ impl Dispatch {
 /// changes are reported once the new list is in place, deletions included.
 /// `own` recognises the operator's own writes; `synced` turns true once the
 /// store holds its first list.
+/// How a watch recognises the operator's own writes of `K`.
+type OwnWrites<K> = (Arc<Fresh>, fn(&Fresh) -> &Latest<K>);
+
+/// An object seen in a relist: the copy stored before, its key, and whether
+/// the listed version is the operator's own write.
+type Relisted<K> = (Option<Arc<K>>, ObjectRef<K>, bool);
+
 #[allow(clippy::too_many_arguments)]
 async fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
     mut writer: Writer<K>,
     slim: fn(&mut K),
-    own: Option<(Arc<Fresh>, fn(&Fresh) -> &Latest<K>)>,
+    own: Option<OwnWrites<K>>,
     kind: &'static str,
     synced: tokio::sync::watch::Sender<bool>,
     mut on_change: impl FnMut(Option<&K>, Option<&K>, bool),
@@ -149,7 +156,7 @@ async fn watch_kind<K>(
         own.as_ref()
             .is_some_and(|(fresh, latest)| latest(fresh).observe(key, resource_version(obj)))
     };
-    let mut relist: Option<Vec<(Option<Arc<K>>, ObjectRef<K>, bool)>> = None;
+    let mut relist: Option<Vec<Relisted<K>>> = None;
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         match event {

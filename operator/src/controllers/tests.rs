@@ -3,11 +3,20 @@
 //! reconcile reads stores filled from the fake's objects, as the watches
 //! would have filled them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use http::Method;
-use kube::runtime::events::{Recorder, Reporter};
-use paperbot_crds::{BotSession, PaperAccount, StrategyConfig};
+use kube::runtime::{
+    events::{Recorder, Reporter},
+    reflector::ObjectRef,
+};
+use paperbot_crds::{
+    BotSession, PaperAccount, StrategyConfig,
+    runtime_api::{LedgerHealthStatus, RuntimePhase, RuntimeStatus},
+};
 use serde_json::{Value, json};
 
 use super::{Context, account, botsession, strategy};
@@ -133,6 +142,35 @@ fn run_pod(fake: &FakeApi, session: &str, ready: bool) {
     }
 }
 
+/// A runtime status report: `phase`, ready, trading the strategy's current
+/// generation (so nothing is forwarded), with `equity`.
+fn runtime_status(phase: RuntimePhase, equity: &str) -> RuntimeStatus {
+    RuntimeStatus {
+        session: "bot".into(),
+        session_id: "bot".into(),
+        phase,
+        ready: true,
+        initial_cash: "5000".parse().unwrap(),
+        cash: "5000".parse().unwrap(),
+        equity: equity.parse().unwrap(),
+        trades: 2,
+        ledger: LedgerHealthStatus {
+            reachable: true,
+            reason: None,
+        },
+        strategy_revision: Some("1".into()),
+        ..Default::default()
+    }
+}
+
+/// What a poll of `session`'s runtime would record: Running, ready.
+fn runtime_reports(ctx: &Arc<Context>, session: &str, equity: &str) {
+    ctx.poller.reports.record(
+        &ObjectRef::new(session).within(NS),
+        runtime_status(RuntimePhase::Running, equity),
+    );
+}
+
 async fn created_session(fake: &FakeApi, ctx: &Arc<Context>) {
     seed(fake, "10000");
     add_session(fake, "bot", "5000", "2026-01-01T00:00:01Z");
@@ -220,6 +258,26 @@ async fn ready_pod_makes_the_session_ready_and_an_unchanged_reconcile_writes_not
     run_pod(&fake, "bot", true);
     let reqs = reconcile(&fake, &ctx, "bot").await;
     assert_eq!(
+        condition(&status(&fake, "bot"), "Ready"),
+        ("False".into(), "WaitingForRuntime".into()),
+        "the pod is ready, the runtime has not reported"
+    );
+    assert_eq!(
+        writes(&reqs),
+        [format!(
+            "PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status"
+        )]
+    );
+    assert!(
+        events(&reqs)
+            .iter()
+            .any(|(r, n)| r == "PhaseRunning" && n.ends_with("→ Running")),
+        "{:?}",
+        events(&reqs)
+    );
+    runtime_reports(&ctx, "bot", "5000");
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(
         writes(&reqs),
         [format!(
             "PATCH /apis/{V}/namespaces/{NS}/botsessions/bot/status"
@@ -230,10 +288,8 @@ async fn ready_pod_makes_the_session_ready_and_an_unchanged_reconcile_writes_not
     assert_eq!(condition(&st, "Ready"), ("True".into(), "Running".into()));
     assert_eq!(st["pod"], format!("{}-0", child_name("bot")));
     assert!(
-        events(&reqs)
-            .iter()
-            .any(|(r, n)| r == "PhaseRunning" && n.ends_with("→ Running")),
-        "{:?}",
+        events(&reqs).is_empty(),
+        "no phase change, no Event: {:?}",
         events(&reqs)
     );
 
@@ -249,36 +305,202 @@ async fn ready_pod_makes_the_session_ready_and_an_unchanged_reconcile_writes_not
     }
 }
 
-#[tokio::test]
-async fn pause_resume_and_stop_scale_the_statefulset() {
-    let fake = FakeApi::new();
-    let ctx = context(&fake);
-    created_session(&fake, &ctx).await;
-    run_pod(&fake, "bot", true);
-    reconcile(&fake, &ctx, "bot").await;
+/// A runtime on a local port: `GET /v1/status` and the control requests,
+/// which change its phase as `bot-runtime serve` does; records the paths of
+/// the control requests.
+#[derive(Clone)]
+struct LocalRuntime {
+    phase: Arc<Mutex<RuntimePhase>>,
+    controls: Arc<Mutex<Vec<String>>>,
+}
 
-    for (state, replicas, phase) in [
-        ("Paused", 0, "Paused"),
-        ("Running", 1, "Running"),
-        ("Stopped", 0, "Stopped"),
+impl LocalRuntime {
+    async fn start() -> (Self, String) {
+        use axum::{
+            Json, Router,
+            extract::State,
+            routing::{get, post},
+        };
+        use paperbot_crds::runtime_api::{
+            ControlResponse, PAUSE_PATH, RESUME_PATH, STATUS_PATH, STOP_PATH,
+        };
+        let rt = Self {
+            phase: Arc::new(Mutex::new(RuntimePhase::Running)),
+            controls: Arc::default(),
+        };
+        fn control(rt: &LocalRuntime, path: &str, to: RuntimePhase) -> Json<ControlResponse> {
+            rt.controls.lock().unwrap().push(path.to_string());
+            *rt.phase.lock().unwrap() = to;
+            Json(ControlResponse {
+                phase: to,
+                message: format!("now {to:?}"),
+                effective_parameters: Default::default(),
+            })
+        }
+        let app = Router::new()
+            .route(
+                STATUS_PATH,
+                get(|State(rt): State<LocalRuntime>| async move {
+                    let phase = *rt.phase.lock().unwrap();
+                    Json(runtime_status(phase, "5000"))
+                }),
+            )
+            .route(
+                PAUSE_PATH,
+                post(|State(rt): State<LocalRuntime>| async move {
+                    control(&rt, PAUSE_PATH, RuntimePhase::Paused)
+                }),
+            )
+            .route(
+                RESUME_PATH,
+                post(|State(rt): State<LocalRuntime>| async move {
+                    control(&rt, RESUME_PATH, RuntimePhase::Running)
+                }),
+            )
+            .route(
+                STOP_PATH,
+                post(|State(rt): State<LocalRuntime>| async move {
+                    control(&rt, STOP_PATH, RuntimePhase::Stopped)
+                }),
+            )
+            .with_state(rt.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        (rt, url)
+    }
+
+    fn take_controls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.controls.lock().unwrap())
+    }
+}
+
+/// A context whose poller reaches runtimes at their endpoint annotation.
+fn context_with_local_runtimes(fake: &FakeApi) -> Arc<Context> {
+    Arc::new(context(fake).with_sync(crate::sync::SyncSettings {
+        allow_endpoint_override: true,
+        ..Default::default()
+    }))
+}
+
+async fn poll(fake: &FakeApi, ctx: &Arc<Context>, name: &str) {
+    let obj: BotSession =
+        serde_json::from_value(fake.get(V, "BotSession", NS, name).unwrap()).unwrap();
+    ctx.poller.poll_one(&obj).await;
+    fake.take_requests();
+}
+
+#[tokio::test]
+async fn pause_and_resume_are_forwarded_and_keep_the_pod_and_stop_scales_to_zero() {
+    let fake = FakeApi::new();
+    let ctx = context_with_local_runtimes(&fake);
+    let (rt, url) = LocalRuntime::start().await;
+    seed(&fake, "10000");
+    add_session(&fake, "bot", "5000", "2026-01-01T00:00:01Z");
+    fake.edit(
+        V,
+        "BotSession",
+        NS,
+        "bot",
+        |o| {
+            o["metadata"]["annotations"] =
+                json!({paperbot_crds::runtime_api::ENDPOINT_OVERRIDE_ANNOTATION: url})
+        },
+    );
+    reconcile(&fake, &ctx, "bot").await;
+    run_pod(&fake, "bot", true);
+    poll(&fake, &ctx, "bot").await;
+    reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(
+        condition(&status(&fake, "bot"), "Ready"),
+        ("True".into(), "Running".into())
+    );
+    let template = sts(&fake)["spec"]["template"].clone();
+
+    for (state, request, phase, reason) in [
+        ("Paused", "/v1/pause", "Paused", "Paused"),
+        ("Running", "/v1/resume", "Running", "Running"),
     ] {
         fake.edit(V, "BotSession", NS, "bot", |o| {
             o["spec"]["desiredState"] = json!(state)
         });
         let reqs = reconcile(&fake, &ctx, "bot").await;
-        let sts = applied(&reqs, "statefulsets")
-            .unwrap_or_else(|| panic!("{state}: StatefulSet applied"));
-        assert_eq!(sts.body["spec"]["replicas"], replicas, "{state}");
-        run_pod(&fake, "bot", replicas == 1);
-        reconcile(&fake, &ctx, "bot").await;
+        assert_eq!(rt.take_controls(), [request], "{state}: forwarded once");
+        assert!(
+            applied(&reqs, "statefulsets").is_none(),
+            "{state}: the pod is neither scaled nor rolled"
+        );
+        assert_eq!(replicas(&fake), 1, "{state}");
+        assert_eq!(sts(&fake)["spec"]["template"], template, "{state}");
         let st = status(&fake, "bot");
-        assert_eq!(st["phase"], phase, "{st}");
-        assert_eq!(condition(&st, "Ready").0, "True", "{state}: {st}");
+        assert_eq!(st["phase"], phase, "{state}: {st}");
+        assert_eq!(
+            condition(&st, "Ready"),
+            ("True".into(), reason.into()),
+            "{state}: {st}"
+        );
         assert_eq!(
             st["observedGeneration"],
             fake.get(V, "BotSession", NS, "bot").unwrap()["metadata"]["generation"]
         );
+        // The next poll confirms it: nothing more is sent or written.
+        poll(&fake, &ctx, "bot").await;
+        let reqs = reconcile(&fake, &ctx, "bot").await;
+        assert!(rt.take_controls().is_empty(), "{state}");
+        assert!(writes(&reqs).is_empty(), "{state}: {:?}", writes(&reqs));
     }
+
+    fake.edit(V, "BotSession", NS, "bot", |o| {
+        o["spec"]["desiredState"] = json!("Stopped")
+    });
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert_eq!(rt.take_controls(), ["/v1/stop"]);
+    let sts_write = applied(&reqs, "statefulsets").expect("StatefulSet applied");
+    assert_eq!(
+        sts_write.body["spec"]["replicas"], 0,
+        "the runtime ended the session: scaled to zero"
+    );
+    run_pod(&fake, "bot", false);
+    reconcile(&fake, &ctx, "bot").await;
+    let st = status(&fake, "bot");
+    assert_eq!(st["phase"], "Stopped", "{st}");
+    assert_eq!(condition(&st, "Ready").0, "True", "{st}");
+}
+
+#[tokio::test]
+async fn a_runtime_report_writes_the_figures_once() {
+    let fake = FakeApi::new();
+    let ctx = context(&fake);
+    created_session(&fake, &ctx).await;
+    run_pod(&fake, "bot", true);
+    reconcile(&fake, &ctx, "bot").await;
+    runtime_reports(&ctx, "bot", "5123.456");
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    let status_writes: Vec<&Recorded> = reqs
+        .iter()
+        .filter(|r| r.method == Method::PATCH && r.path.ends_with("/status"))
+        .collect();
+    assert_eq!(status_writes.len(), 1, "{:?}", writes(&reqs));
+    let st = status(&fake, "bot");
+    assert_eq!(st["equity"], "5123.46", "{st}");
+    assert_eq!(st["trades"], 2);
+    assert_eq!(st["observedStrategyGeneration"], 1);
+    assert_eq!(condition(&st, "CircuitBreakerOpen").1, "AllClosed");
+
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(
+        reqs.is_empty(),
+        "the same report again: no request at all: {:?}",
+        reqs.iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    // A change below a cent is not shown either.
+    runtime_reports(&ctx, "bot", "5123.4581");
+    let reqs = reconcile(&fake, &ctx, "bot").await;
+    assert!(writes(&reqs).is_empty(), "{:?}", writes(&reqs));
 }
 
 #[tokio::test]
@@ -380,12 +602,13 @@ async fn insufficient_funds_refuses_the_newest_session() {
     );
     // The first session keeps its funding.
     run_pod(&fake, "bot", true);
+    runtime_reports(&ctx, "bot", "5000");
     reconcile(&fake, &ctx, "bot").await;
     assert_eq!(condition(&status(&fake, "bot"), "Ready").0, "True");
 }
 
 #[tokio::test]
-async fn strategy_change_rolls_the_pod() {
+async fn a_strategy_change_does_not_roll_the_pod_but_an_allocation_change_does() {
     let fake = FakeApi::new();
     let ctx = context(&fake);
     created_session(&fake, &ctx).await;
@@ -401,13 +624,33 @@ async fn strategy_change_rolls_the_pod() {
     let reqs = reconcile(&fake, &ctx, "bot").await;
     assert!(
         applied(&reqs, "configmaps").is_some(),
-        "rendered config re-applied"
+        "rendered config re-applied (a restarted runtime starts from it)"
     );
+    let rendered =
+        fake.get("v1", "ConfigMap", NS, &child_name("bot")).unwrap()["data"]["session.yaml"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert!(
+        rendered.contains("paperbot.io/strategy-revision: '2'")
+            || rendered.contains("paperbot.io/strategy-revision: \"2\""),
+        "{rendered}"
+    );
+    assert!(
+        applied(&reqs, "statefulsets").is_none(),
+        "the pod is not rolled: the running runtime gets the strategy through /v1/config"
+    );
+    assert_eq!(hash(&fake), before);
+
+    fake.edit(V, "BotSession", NS, "bot", |o| {
+        o["spec"]["allocation"] = json!("4000")
+    });
+    let reqs = reconcile(&fake, &ctx, "bot").await;
     assert!(
         applied(&reqs, "statefulsets").is_some(),
         "pod template re-applied"
     );
-    assert_ne!(hash(&fake), before, "a new config hash rolls the pod");
+    assert_ne!(hash(&fake), before, "a new allocation rolls the pod");
     assert!(
         applied(&reqs, "secrets").is_none(),
         "the API token is not rotated"
@@ -517,6 +760,7 @@ async fn ledger_claim_is_owned_by_the_session_once_and_its_binding_reported() {
         o["status"]["phase"] = json!("Bound")
     });
     run_pod(&fake, "bot", true);
+    runtime_reports(&ctx, "bot", "5000");
     reconcile(&fake, &ctx, "bot").await;
     assert_eq!(condition(&status(&fake, "bot"), "Ready").0, "True");
     for _ in 0..2 {
@@ -577,6 +821,7 @@ async fn moving_a_running_session_to_a_database_is_refused_and_reported() {
     created_session(&fake, &ctx).await;
     create_claim(&fake, "Bound");
     run_pod(&fake, "bot", true);
+    runtime_reports(&ctx, "bot", "5000");
     reconcile(&fake, &ctx, "bot").await;
     let before = sts(&fake)["spec"].clone();
 
@@ -657,6 +902,7 @@ async fn a_session_suspended_while_its_account_is_missing_resumes_when_it_return
     let ctx = context(&fake);
     created_session(&fake, &ctx).await;
     run_pod(&fake, "bot", true);
+    runtime_reports(&ctx, "bot", "5000");
     reconcile(&fake, &ctx, "bot").await;
     assert_eq!(condition(&status(&fake, "bot"), "Ready").0, "True");
 

@@ -458,3 +458,360 @@ impl Poller {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The poller against a real HTTP server on a local port (answering
+    //! `GET /v1/status` as `bot-runtime serve` does) and the token Secret on
+    //! the fake API server.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{
+        Json, Router,
+        extract::State,
+        http::{HeaderMap, StatusCode},
+        routing::get,
+    };
+    use paperbot_crds::runtime_api::{ApiError, LedgerHealthStatus, RuntimePhase};
+    use rust_decimal::Decimal;
+    use rust_decimal_macros::dec;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fixtures::FakeApi;
+
+    const TOKEN: &str = "tok-abc";
+
+    /// `token` as a Secret's `data` value (base64).
+    fn secret_value(token: &str) -> serde_json::Value {
+        serde_json::to_value(k8s_openapi::ByteString(token.as_bytes().to_vec())).unwrap()
+    }
+
+    /// What the fake runtime answers.
+    #[derive(Clone)]
+    enum Answer {
+        Status(Box<RuntimeStatus>),
+        Error(StatusCode),
+    }
+
+    #[derive(Clone)]
+    struct Runtime {
+        answer: Arc<Mutex<Answer>>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl Runtime {
+        fn set(&self, a: Answer) {
+            *self.answer.lock().unwrap() = a;
+        }
+        fn set_equity(&self, equity: Decimal) {
+            self.set(Answer::Status(Box::new(running(equity))));
+        }
+        fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    fn running(equity: Decimal) -> RuntimeStatus {
+        RuntimeStatus {
+            session: "bot".into(),
+            session_id: "bot".into(),
+            phase: RuntimePhase::Running,
+            ready: true,
+            initial_cash: dec!(5000),
+            cash: dec!(5000),
+            equity,
+            ledger: LedgerHealthStatus {
+                reachable: true,
+                reason: None,
+            },
+            ..Default::default()
+        }
+    }
+
+    async fn status(
+        State(rt): State<Runtime>,
+        headers: HeaderMap,
+    ) -> Result<Json<RuntimeStatus>, (StatusCode, Json<ApiError>)> {
+        rt.requests.fetch_add(1, Ordering::SeqCst);
+        let refuse = |code: StatusCode, message: &str| {
+            (
+                code,
+                Json(ApiError {
+                    error: "refused".into(),
+                    message: message.into(),
+                    field: None,
+                }),
+            )
+        };
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if auth != format!("Bearer {TOKEN}") {
+            return Err(refuse(StatusCode::UNAUTHORIZED, "bad token"));
+        }
+        let answer = rt.answer.lock().unwrap().clone();
+        match answer {
+            Answer::Status(s) => Ok(Json(*s)),
+            Answer::Error(code) => Err(refuse(code, "ledger on fire")),
+        }
+    }
+
+    /// A runtime API on a local port; returns it and its base URL.
+    async fn serve() -> (Runtime, String) {
+        let rt = Runtime {
+            answer: Arc::new(Mutex::new(Answer::Status(Box::new(running(dec!(5000)))))),
+            requests: Arc::default(),
+        };
+        let app = Router::new()
+            .route(paperbot_crds::runtime_api::STATUS_PATH, get(status))
+            .with_state(rt.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        (rt, format!("http://{addr}"))
+    }
+
+    fn settings() -> SyncSettings {
+        SyncSettings {
+            // Long: a test never waits for an interval, it checks `due`.
+            interval: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+            concurrency: 4,
+            not_reporting_after: 3,
+            allow_endpoint_override: true,
+        }
+    }
+
+    /// The session `name` (pointing at `url`) and its token Secret in `fake`.
+    fn put_session(fake: &FakeApi, name: &str, url: &str) -> BotSession {
+        fake.put(json!({"apiVersion": "paperbot.io/v1alpha1", "kind": "BotSession",
+            "metadata": {"name": name, "namespace": "ns",
+                         "annotations": {ENDPOINT_OVERRIDE_ANNOTATION: url}},
+            "spec": {"accountRef": {"name": "acct"}, "strategyRef": {"name": "strat"},
+                     "allocation": "5000", "symbols": ["BTC-USD"],
+                     "marketData": {"source": "Simulated", "simulated": {"seed": 1, "candles": 100}}}}));
+        fake.put(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": child_name(name), "namespace": "ns"},
+            "data": {TOKEN_KEY: secret_value(TOKEN)}}));
+        serde_json::from_value(
+            fake.get("paperbot.io/v1alpha1", "BotSession", "ns", name)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn next_poll(p: &Poller, s: &BotSession) -> Instant {
+        p.reports
+            .lock()
+            .get(&ObjectRef::from_obj(s))
+            .and_then(|e| e.next_poll)
+            .expect("a polled session has a next poll")
+    }
+
+    #[tokio::test]
+    async fn a_poll_records_the_report_and_triggers_only_on_a_visible_change() {
+        let (rt, url) = serve().await;
+        let fake = FakeApi::new();
+        let s = put_session(&fake, "bot", &url);
+        let poller = Poller::new(settings(), fake.client());
+        let key = ObjectRef::from_obj(&s);
+        assert!(poller.reports.get(&key).is_none());
+
+        assert!(poller.poll_one(&s).await, "the first answer triggers");
+        let obs = poller.reports.get(&key).expect("recorded");
+        assert_eq!(obs.status.as_ref().unwrap().equity, dec!(5000));
+        assert_eq!((obs.failures, obs.not_reporting), (0, false));
+        let secret_reads = fake
+            .take_requests()
+            .iter()
+            .filter(|r| r.path.contains("/secrets/"))
+            .count();
+        assert_eq!(secret_reads, 1);
+
+        assert!(!poller.poll_one(&s).await, "the same answer: nothing");
+        rt.set_equity(dec!(5000.001));
+        assert!(
+            !poller.poll_one(&s).await,
+            "a change below a cent is not shown in status: nothing"
+        );
+        assert_eq!(
+            poller.reports.get(&key).unwrap().status.unwrap().equity,
+            dec!(5000.001),
+            "the report itself is kept exact"
+        );
+        rt.set_equity(dec!(5012.5));
+        assert!(poller.poll_one(&s).await, "a changed equity triggers");
+        assert!(!poller.poll_one(&s).await);
+        assert_eq!(rt.requests(), 5);
+        assert!(
+            fake.take_requests().is_empty(),
+            "the token is read once and cached"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_and_mark_the_runtime_not_reporting() {
+        let (rt, url) = serve().await;
+        let fake = FakeApi::new();
+        let s = put_session(&fake, "bot", &url);
+        let poller = Poller::new(settings(), fake.client());
+        let key = ObjectRef::from_obj(&s);
+        let interval = poller.settings.interval;
+        assert!(poller.poll_one(&s).await);
+
+        rt.set(Answer::Error(StatusCode::SERVICE_UNAVAILABLE));
+        // Backoff in intervals after 1, 2, 3, 4, 5 failures: 1, 2, 4, 8, 8.
+        for (failures, factor, triggers) in [
+            (1, 1, false),
+            (2, 2, false),
+            (3, 4, true), // now not reporting: users see it
+            (4, 8, false),
+            (5, 8, false),
+        ] {
+            let before = Instant::now();
+            assert_eq!(poller.poll_one(&s).await, triggers, "failure {failures}");
+            let after = Instant::now();
+            let obs = poller.reports.get(&key).unwrap();
+            assert_eq!(obs.failures, failures);
+            assert_eq!(obs.not_reporting, failures >= 3, "failure {failures}");
+            assert!(
+                obs.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("503") && e.contains("ledger on fire")),
+                "{:?}",
+                obs.last_error
+            );
+            assert!(
+                obs.status.is_some(),
+                "the last answer is kept across failures"
+            );
+            let next = next_poll(&poller, &s);
+            assert!(
+                next >= before + interval * factor && next <= after + interval * factor,
+                "failure {failures}: next poll after {factor} intervals"
+            );
+            assert!(!poller.due(&s, after), "not polled again before then");
+            assert!(poller.due(&s, next));
+        }
+        // It answers again: reporting, back to one interval.
+        rt.set_equity(dec!(5000));
+        assert!(poller.poll_one(&s).await, "reporting again triggers");
+        let obs = poller.reports.get(&key).unwrap();
+        assert_eq!((obs.failures, obs.not_reporting), (0, false));
+        assert!(obs.last_error.is_none());
+        assert!(next_poll(&poller, &s) <= Instant::now() + interval);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_runtime_and_a_refused_token_are_failures() {
+        // A port nothing listens on: bind, note it, close it.
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let fake = FakeApi::new();
+        let s = put_session(&fake, "bot", &closed);
+        let poller = Poller::new(settings(), fake.client());
+        assert!(poller.poll_one(&s).await, "the first observation triggers");
+        let obs = poller.reports.get(&ObjectRef::from_obj(&s)).unwrap();
+        assert_eq!(obs.failures, 1);
+        assert!(
+            obs.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("runtime unreachable")),
+            "{:?}",
+            obs.last_error
+        );
+
+        // The Secret now holds another token than the runtime's.
+        let (rt, url) = serve().await;
+        let s = put_session(&fake, "other", &url);
+        fake.edit("v1", "Secret", "ns", &child_name("other"), |o| {
+            o["data"][TOKEN_KEY] = secret_value("old");
+        });
+        fake.take_requests();
+        poller.poll_one(&s).await;
+        poller.poll_one(&s).await;
+        let obs = poller.reports.get(&ObjectRef::from_obj(&s)).unwrap();
+        assert_eq!(obs.failures, 2);
+        assert!(
+            obs.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("refused the session's API token (401)")),
+            "{:?}",
+            obs.last_error
+        );
+        assert_eq!(rt.requests(), 2);
+        let secret_reads = fake
+            .take_requests()
+            .iter()
+            .filter(|r| r.path.contains("/secrets/"))
+            .count();
+        assert_eq!(secret_reads, 2, "a refused token is read again");
+    }
+
+    #[tokio::test]
+    async fn a_pass_polls_due_sessions_and_triggers_the_changed_ones() {
+        let (rt, url) = serve().await;
+        let fake = FakeApi::new();
+        let a = put_session(&fake, "a", &url);
+        let b = put_session(&fake, "b", &url);
+        // Stopped for good: not polled.
+        put_session(&fake, "done", &url);
+        fake.edit("paperbot.io/v1alpha1", "BotSession", "ns", "done", |o| {
+            o["status"] = json!({"phase": "Completed"});
+        });
+        let store = fake.stores().sessions;
+        let poller = Poller::new(settings(), fake.client());
+        let triggered = Mutex::new(Vec::new());
+        let trigger = |r: ObjectRef<BotSession>| triggered.lock().unwrap().push(r.name);
+
+        assert_eq!(poller.pass(&store, &trigger).await, 2);
+        let mut names = std::mem::take(&mut *triggered.lock().unwrap());
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(rt.requests(), 2);
+
+        // Nothing is due within the interval.
+        assert_eq!(poller.pass(&store, &trigger).await, 0);
+        assert_eq!(rt.requests(), 2);
+
+        // Due again, one of them changed (both share the fake's answer, so
+        // make `a` due only).
+        poller
+            .reports
+            .lock()
+            .get_mut(&ObjectRef::from_obj(&a))
+            .unwrap()
+            .next_poll = Some(Instant::now());
+        rt.set_equity(dec!(4990));
+        assert_eq!(poller.pass(&store, &trigger).await, 1);
+        assert_eq!(*triggered.lock().unwrap(), ["a"]);
+        assert_eq!(
+            poller
+                .reports
+                .get(&ObjectRef::from_obj(&b))
+                .unwrap()
+                .status
+                .unwrap()
+                .equity,
+            dec!(5000),
+            "b was not due"
+        );
+        assert_eq!(poller.reports.len(), 2);
+
+        // A session that no longer needs polling is forgotten.
+        fake.remove("paperbot.io/v1alpha1", "BotSession", "ns", "b");
+        let store = fake.stores().sessions;
+        poller.pass(&store, &trigger).await;
+        assert_eq!(poller.reports.len(), 1);
+        assert!(poller.reports.get(&ObjectRef::from_obj(&b)).is_none());
+    }
+}

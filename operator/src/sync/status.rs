@@ -18,6 +18,18 @@
 //! A phase that only the runtime can end a session with (Completed, Halted,
 //! Stopped, Failed by the runtime) is kept once written, when the runtime
 //! is no longer polled.
+//!
+//! The runtime's phase and readiness (the rows from "nothing yet" down)
+//! apply only while the pods say the current configuration runs (phase
+//! Running or Paused from the pods): while the pod starts, rolls out or
+//! cannot run, the pods' phase and conditions stand (the figures and
+//! breakers of a cached report are still shown).
+//!
+//! Before this operator process has polled the runtime at all (it just
+//! started: `o.runtime` is `None`), a status already synced from the
+//! runtime for the same generation stands as written (phase and the Ready,
+//! Progressing, Degraded and CircuitBreakerOpen conditions), so an operator
+//! restart writes nothing until a poll shows a change.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use paperbot_crds::{
@@ -45,6 +57,35 @@ fn set(
     now: &Time,
 ) {
     set_condition(&mut s.conditions, type_, st, reason, msg, o.generation, now);
+}
+
+/// Keep the Ready, Progressing, Degraded and CircuitBreakerOpen conditions
+/// of `old` (at the observed generation).
+fn keep_runtime_conditions(
+    s: &mut BotSessionStatus,
+    old: Option<&BotSessionStatus>,
+    o: &SessionObservation,
+    now: &Time,
+) {
+    use ConditionStatus::{False, True, Unknown};
+    let keep = |t: &str| old.and_then(|x| x.conditions.iter().find(|c| c.type_ == t).cloned());
+    for t in [READY, PROGRESSING, DEGRADED, CIRCUIT_BREAKER_OPEN] {
+        if let Some(c) = keep(t) {
+            set_condition(
+                &mut s.conditions,
+                t,
+                match c.status.as_str() {
+                    "True" => True,
+                    "False" => False,
+                    _ => Unknown,
+                },
+                &c.reason,
+                &c.message,
+                o.generation,
+                now,
+            );
+        }
+    }
 }
 
 /// Apply the runtime's report (`o.runtime`) and the account kill switch
@@ -116,7 +157,7 @@ pub fn overlay(
             SessionPhase::Completed | SessionPhase::Halted | SessionPhase::Stopped
         )
     });
-    let pod_up = o.pod_ready || o.sts_ready_replicas > 0;
+    let pods_current = matches!(s.phase, SessionPhase::Running | SessionPhase::Paused);
 
     if let Some(r) = report.filter(|r| r.phase.is_final()) {
         s.phase = session_phase_of(r.phase);
@@ -155,24 +196,20 @@ pub fn overlay(
     {
         // Ended and synced: the pod may be gone; the end stays.
         s.phase = p;
-        let keep = |t: &str| old.and_then(|x| x.conditions.iter().find(|c| c.type_ == t).cloned());
-        for t in [READY, PROGRESSING, DEGRADED, CIRCUIT_BREAKER_OPEN] {
-            if let Some(c) = keep(t) {
-                set_condition(
-                    &mut s.conditions,
-                    t,
-                    match c.status.as_str() {
-                        "True" => True,
-                        "False" => False,
-                        _ => Unknown,
-                    },
-                    &c.reason,
-                    &c.message,
-                    o.generation,
-                    now,
-                );
-            }
-        }
+        keep_runtime_conditions(s, old, o, now);
+        return;
+    }
+    if obs.is_none()
+        && pods_current
+        && let Some(prev) = old
+        && prev.equity.is_some()
+        && prev.observed_generation == o.generation
+        && matches!(prev.phase, SessionPhase::Running | SessionPhase::Paused)
+    {
+        // Not polled yet by this operator process (it just started): the
+        // synced status stands until the first poll.
+        s.phase = prev.phase;
+        keep_runtime_conditions(s, old, o, now);
         return;
     }
     if o.desired == DesiredState::Stopped {
@@ -186,8 +223,10 @@ pub fn overlay(
         }
         return;
     }
-    if !pod_up {
-        return; // the pods' conditions say why (creating, starting, crash loop)
+    if !pods_current {
+        // The pods' conditions say why (creating, starting, rolling out,
+        // crash loop).
+        return;
     }
     if let Some(r) = obs.filter(|r| r.not_reporting) {
         let msg = format!(
@@ -245,5 +284,239 @@ pub fn overlay(
             set(s, READY, False, "RuntimeNotReady", &msg, o, now);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+    use paperbot_crds::{
+        BreakerStatus,
+        runtime_api::{LedgerHealthStatus, RuntimeStatus},
+    };
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::conditions::desired_session_status;
+    use crate::sync::RuntimeObservation;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    /// (status, reason, message) of a condition.
+    fn cond(s: &BotSessionStatus, type_: &str) -> (String, String, String) {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition in {:?}", s.conditions));
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn sr(s: &BotSessionStatus, type_: &str) -> (String, String) {
+        let (st, r, _) = cond(s, type_);
+        (st, r)
+    }
+
+    fn pair(a: &str, b: &str) -> (String, String) {
+        (a.into(), b.into())
+    }
+
+    fn status(phase: RuntimePhase) -> RuntimeStatus {
+        RuntimeStatus {
+            session: "bot".into(),
+            phase,
+            ready: true,
+            equity: dec!(9500),
+            ledger: LedgerHealthStatus {
+                reachable: true,
+                reason: None,
+            },
+            breakers: vec![BreakerStatus {
+                name: "dailyLoss".into(),
+                state: BreakerState::Closed,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn reporting(r: RuntimeStatus) -> Option<RuntimeObservation> {
+        Some(RuntimeObservation {
+            status: Some(r),
+            ..Default::default()
+        })
+    }
+
+    /// Pod ready and current, desired Running, with `runtime`.
+    fn obs(runtime: Option<RuntimeObservation>) -> SessionObservation {
+        SessionObservation {
+            generation: Some(2),
+            desired: DesiredState::Running,
+            sts_replicas: Some(1),
+            sts_ready_replicas: 1,
+            sts_updated: true,
+            pod_name: Some("bot-runtime-0".into()),
+            pod_ready: true,
+            runtime,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_runtime_not_reporting_degrades_the_session() {
+        let silent = RuntimeObservation {
+            status: Some(status(RuntimePhase::Running)),
+            failures: 3,
+            last_error: Some("runtime unreachable: connection refused".into()),
+            not_reporting: true,
+        };
+        let s = desired_session_status(None, &obs(Some(silent)), &at(10));
+        assert_eq!(sr(&s, READY), pair("False", RUNTIME_NOT_REPORTING));
+        assert_eq!(sr(&s, DEGRADED), pair("True", RUNTIME_NOT_REPORTING));
+        let (_, _, msg) = cond(&s, DEGRADED);
+        assert!(
+            msg.starts_with("3 failed polls") && msg.contains("connection refused"),
+            "{msg}"
+        );
+        assert_eq!(
+            sr(&s, CIRCUIT_BREAKER_OPEN),
+            pair("Unknown", RUNTIME_NOT_REPORTING)
+        );
+        assert_eq!(s.phase, SessionPhase::Running, "from the pods");
+    }
+
+    #[test]
+    fn an_open_breaker_opens_the_condition_with_its_reason() {
+        let mut r = status(RuntimePhase::Running);
+        r.breakers.push(BreakerStatus {
+            name: "maxDrawdown".into(),
+            state: BreakerState::Open,
+            trips: 1,
+            reason: Some("drawdown 12% > 10%".into()),
+            since: None,
+        });
+        let s = desired_session_status(None, &obs(reporting(r.clone())), &at(10));
+        let (st, reason, msg) = cond(&s, CIRCUIT_BREAKER_OPEN);
+        assert_eq!((st.as_str(), reason.as_str()), ("True", "BreakerOpen"));
+        assert_eq!(msg, "open: maxDrawdown (drawdown 12% > 10%)");
+        assert_eq!(s.breaker.as_deref(), Some("maxDrawdown"));
+        assert_eq!(sr(&s, READY), pair("True", "Running"), "still trading");
+        // Closed again: False, AllClosed.
+        r.breakers[1].state = BreakerState::Closed;
+        let s2 = desired_session_status(Some(&s), &obs(reporting(r)), &at(20));
+        assert_eq!(sr(&s2, CIRCUIT_BREAKER_OPEN), pair("False", "AllClosed"));
+        assert_eq!(s2.breaker.as_deref(), Some("None"));
+    }
+
+    #[test]
+    fn a_runtime_not_ready_says_why() {
+        let mut r = status(RuntimePhase::Running);
+        r.ready = false;
+        r.ledger = LedgerHealthStatus {
+            reachable: false,
+            reason: Some("connection refused".into()),
+        };
+        let s = desired_session_status(None, &obs(reporting(r)), &at(10));
+        let (st, reason, msg) = cond(&s, READY);
+        assert_eq!((st.as_str(), reason.as_str()), ("False", "RuntimeNotReady"));
+        assert!(
+            msg.contains("ledger is unreachable (connection refused)"),
+            "{msg}"
+        );
+        assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
+    }
+
+    #[test]
+    fn completed_sticks_after_the_runtime_is_gone() {
+        let mut done = status(RuntimePhase::Completed);
+        done.equity = dec!(10250);
+        let s = desired_session_status(None, &obs(reporting(done)), &at(10));
+        assert_eq!(s.phase, SessionPhase::Completed);
+        assert_eq!(sr(&s, READY), pair("True", "Completed"));
+        assert_eq!(sr(&s, PROGRESSING), pair("False", "Completed"));
+        // The poller forgot it and the pod is gone.
+        let gone = SessionObservation {
+            sts_replicas: Some(0),
+            sts_ready_replicas: 0,
+            pod_name: None,
+            pod_ready: false,
+            ..obs(None)
+        };
+        let s2 = desired_session_status(Some(&s), &gone, &at(20));
+        assert_eq!(s2.phase, SessionPhase::Completed);
+        assert_eq!(sr(&s2, READY), pair("True", "Completed"));
+        assert_eq!(s2.equity, s.equity, "the final figures stay");
+        assert_eq!(sr(&s2, CIRCUIT_BREAKER_OPEN), pair("False", "AllClosed"));
+        assert_eq!(s2.pod, None);
+        let s3 = desired_session_status(Some(&s2), &gone, &at(30));
+        assert!(
+            !crate::conditions::status_differs(Some(&s2), &s3),
+            "nothing more to write once ended and gone"
+        );
+    }
+
+    #[test]
+    fn the_account_kill_switch_halts_the_session() {
+        let why = "account drawdown 21% from peak equity 12000 passed limits.maxDrawdownPct 20%";
+        let o = SessionObservation {
+            account_halt: Some(why.into()),
+            ..obs(reporting(status(RuntimePhase::Paused)))
+        };
+        let s = desired_session_status(None, &o, &at(10));
+        assert_eq!(s.phase, SessionPhase::Halted);
+        let (st, reason, msg) = cond(&s, READY);
+        assert_eq!(
+            (st.as_str(), reason.as_str()),
+            ("False", ACCOUNT_KILL_SWITCH)
+        );
+        assert!(msg.contains(why) && msg.contains("resetRequest"), "{msg}");
+        assert_eq!(sr(&s, PROGRESSING), pair("False", ACCOUNT_KILL_SWITCH));
+        assert_eq!(sr(&s, DEGRADED), pair("False", "AsExpected"));
+        // Released: Running again once the runtime resumes.
+        let released = obs(reporting(status(RuntimePhase::Running)));
+        let s2 = desired_session_status(Some(&s), &released, &at(20));
+        assert_eq!(s2.phase, SessionPhase::Running);
+        assert_eq!(sr(&s2, READY), pair("True", "Running"));
+    }
+
+    #[test]
+    fn a_runtime_that_halted_or_failed_ends_the_session() {
+        let mut halted = status(RuntimePhase::Halted);
+        halted.message = Some("kill switch: daily loss 6% > 5%".into());
+        let s = desired_session_status(None, &obs(reporting(halted)), &at(10));
+        assert_eq!(s.phase, SessionPhase::Halted);
+        assert_eq!(
+            cond(&s, READY),
+            (
+                "False".into(),
+                "Halted".into(),
+                "kill switch: daily loss 6% > 5%".into()
+            )
+        );
+        let failed = status(RuntimePhase::Failed);
+        let s = desired_session_status(None, &obs(reporting(failed)), &at(10));
+        assert_eq!(s.phase, SessionPhase::Failed);
+        assert_eq!(sr(&s, DEGRADED), pair("True", "RuntimeFailed"));
+    }
+
+    #[test]
+    fn stopping_waits_for_the_runtime_to_end_the_session() {
+        let o = SessionObservation {
+            desired: DesiredState::Stopped,
+            ..obs(reporting(status(RuntimePhase::Running)))
+        };
+        let s = desired_session_status(None, &o, &at(10));
+        assert_eq!(s.phase, SessionPhase::Stopped);
+        assert_eq!(sr(&s, READY), pair("False", "Stopping"));
+        assert_eq!(sr(&s, PROGRESSING), pair("True", "Stopping"));
+        let o = SessionObservation {
+            desired: DesiredState::Stopped,
+            ..obs(reporting(status(RuntimePhase::Stopped)))
+        };
+        let s2 = desired_session_status(Some(&s), &o, &at(20));
+        assert_eq!(s2.phase, SessionPhase::Stopped);
+        assert_eq!(sr(&s2, READY), pair("True", "Stopped"));
     }
 }
