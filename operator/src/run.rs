@@ -23,10 +23,7 @@ use futures::{
     channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
     future::join_all,
 };
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use kube::{
     Api, Client, Resource,
     runtime::{
@@ -44,7 +41,8 @@ use crate::{
     controllers::{Context, account, botsession, error_policy, strategy},
     metrics::Metrics,
     stores::{
-        Fresh, Latest, Writers, keep_foreign_fields, resource_version, slim_pod, slim_resource,
+        Fresh, Latest, PodView, StatefulSetView, Writers, keep_foreign_fields, resource_version,
+        slim_pod, slim_resource,
     },
     triggers::{self, Cause, Triggers},
 };
@@ -330,10 +328,10 @@ pub async fn run_controllers(
         );
         let d = dispatch.clone();
         let stateful_sets = watch_kind(
-            api::<StatefulSet>(&client, ns),
+            api::<StatefulSetView>(&client, ns),
             owned.clone(),
             w_sts,
-            keep_foreign_fields::<StatefulSet>,
+            keep_foreign_fields::<StatefulSetView>,
             Some((fresh.clone(), |f: &Fresh| &f.stateful_sets)),
             "StatefulSet",
             signal(),
@@ -343,7 +341,7 @@ pub async fn run_controllers(
         );
         let (d, st) = (dispatch.clone(), stores.clone());
         let pods = watch_kind(
-            api::<Pod>(&client, ns),
+            api::<PodView>(&client, ns),
             owned.clone(),
             w_pods,
             slim_pod,
