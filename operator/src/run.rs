@@ -123,6 +123,13 @@ impl Dispatch {
     }
 }
 
+/// Where the operator's own writes of a kind are recorded.
+type OwnWrites<K> = (Arc<Fresh>, fn(&Fresh) -> &Latest<K>);
+
+/// An object seen during a re-list: its copy before, its key, whether the
+/// event was the operator's own write.
+type Listed<K> = (Option<Arc<K>>, ObjectRef<K>, bool);
+
 /// Watch `api`, keep `writer`'s store up to date (each object passed through
 /// `slim` first) and call `on_change(old, new, own_write)` after each change
 /// is in the store (`new` is `None` for a deletion). After a re-list the
@@ -135,7 +142,7 @@ async fn watch_kind<K>(
     config: watcher::Config,
     mut writer: Writer<K>,
     slim: fn(&mut K),
-    own: Option<(Arc<Fresh>, fn(&Fresh) -> &Latest<K>)>,
+    own: Option<OwnWrites<K>>,
     kind: &'static str,
     synced: tokio::sync::watch::Sender<bool>,
     mut on_change: impl FnMut(Option<&K>, Option<&K>, bool),
@@ -147,7 +154,8 @@ async fn watch_kind<K>(
         own.as_ref()
             .is_some_and(|(fresh, latest)| latest(fresh).observe(key, resource_version(obj)))
     };
-    let mut relist: Option<Vec<(Option<Arc<K>>, ObjectRef<K>, bool)>> = None;
+    // During a re-list: (the copy before, the key, whether it is an own write).
+    let mut relist: Option<Vec<Listed<K>>> = None;
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         match event {

@@ -568,7 +568,7 @@ mod tests {
         let mut new = old.clone();
         new.status = Some(serde_json::from_value(json!({"phase": "Running"})).unwrap());
         new.metadata.finalizers = Some(vec![botsession::FINALIZER.into()]);
-        let st = store(&[old.clone()]);
+        let st = store(std::slice::from_ref(&old));
         let t = on_session(Some(&old), Some(&new), false, &st, &store(&[]));
         assert!(t.sessions.is_empty(), "{t:?}");
         // The status's first write shows in no account or strategy input.
@@ -584,7 +584,7 @@ mod tests {
     #[test]
     fn user_changes_reconcile_the_session() {
         let old = session("a", "10", 1);
-        let st = store(&[old.clone()]);
+        let st = store(std::slice::from_ref(&old));
         let no_accounts = store::<PaperAccount>(&[]);
         let created = on_session(None, Some(&old), false, &st, &no_accounts);
         assert_eq!(names(&created.sessions)[0], ("a".into(), Cause::Created));

@@ -706,7 +706,7 @@ spec:
         }
         let mut by_count: Vec<(usize, Vec<String>)> =
             counted.into_iter().map(|(seq, n)| (n, seq)).collect();
-        by_count.sort_by(|a, b| b.0.cmp(&a.0));
+        by_count.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
         by_count.truncate(3);
         self.report.ramp_status_sequences = by_count;
         // The ramp ends when the fleet has settled: the StatefulSet controller

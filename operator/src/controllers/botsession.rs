@@ -188,12 +188,12 @@ pub async fn ensure_finalizer(s: Arc<BotSession>, ctx: &Context) -> Result<Arc<B
     Ok(ctx.fresh.sessions.record(obj))
 }
 
+/// A session's account and strategy, or the problem that one is missing.
+pub type Resolved = std::result::Result<(Arc<PaperAccount>, Arc<StrategyConfig>), Problem>;
+
 /// The referenced account and strategy, from the stores, or the problem
 /// that one is missing.
-pub fn resolve(
-    s: &BotSession,
-    ctx: &Context,
-) -> Result<std::result::Result<(Arc<PaperAccount>, Arc<StrategyConfig>), Problem>> {
+pub fn resolve(s: &BotSession, ctx: &Context) -> Result<Resolved> {
     let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let account = ctx
         .stores
