@@ -172,12 +172,22 @@ impl FakeApi {
             self.objects(v, "StrategyConfig"),
             slim_resource,
         );
+        let stateful_sets: Vec<k8s_openapi::api::apps::v1::StatefulSet> =
+            self.objects("apps/v1", "StatefulSet");
         fill(
             &mut w.stateful_sets,
-            self.objects("apps/v1", "StatefulSet"),
+            stateful_sets
+                .into_iter()
+                .map(|s| crate::stores::StatefulSetView::of(s).expect("serializable"))
+                .collect(),
             keep_foreign_fields,
         );
-        fill(&mut w.pods, self.objects("v1", "Pod"), slim_pod);
+        let pods: Vec<k8s_openapi::api::core::v1::Pod> = self.objects("v1", "Pod");
+        fill(
+            &mut w.pods,
+            pods.into_iter().map(Into::into).collect(),
+            slim_pod,
+        );
         fill(
             &mut w.config_maps,
             self.objects("v1", "ConfigMap"),

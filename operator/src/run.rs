@@ -23,10 +23,7 @@ use futures::{
     channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
     future::join_all,
 };
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use kube::{
     Api, Client, Resource,
     runtime::{
@@ -44,7 +41,8 @@ use crate::{
     controllers::{Context, account, botsession, error_policy, strategy},
     metrics::Metrics,
     stores::{
-        Fresh, Latest, Writers, keep_foreign_fields, resource_version, slim_pod, slim_resource,
+        Fresh, Latest, PodView, StatefulSetView, Writers, keep_foreign_fields, resource_version,
+        slim_pod, slim_resource,
     },
     triggers::{self, Cause, Triggers},
 };
@@ -125,19 +123,19 @@ impl Dispatch {
     }
 }
 
+/// Where the operator's own writes of a kind are recorded.
+type OwnWrites<K> = (Arc<Fresh>, fn(&Fresh) -> &Latest<K>);
+
+/// An object seen during a re-list: its copy before, its key, whether the
+/// event was the operator's own write.
+type Listed<K> = (Option<Arc<K>>, ObjectRef<K>, bool);
+
 /// Watch `api`, keep `writer`'s store up to date (each object passed through
 /// `slim` first) and call `on_change(old, new, own_write)` after each change
 /// is in the store (`new` is `None` for a deletion). After a re-list the
 /// changes are reported once the new list is in place, deletions included.
 /// `own` recognises the operator's own writes; `synced` turns true once the
 /// store holds its first list.
-/// How a watch recognises the operator's own writes of `K`.
-type OwnWrites<K> = (Arc<Fresh>, fn(&Fresh) -> &Latest<K>);
-
-/// An object seen in a relist: the copy stored before, its key, and whether
-/// the listed version is the operator's own write.
-type Relisted<K> = (Option<Arc<K>>, ObjectRef<K>, bool);
-
 #[allow(clippy::too_many_arguments)]
 async fn watch_kind<K>(
     api: Api<K>,
@@ -156,7 +154,8 @@ async fn watch_kind<K>(
         own.as_ref()
             .is_some_and(|(fresh, latest)| latest(fresh).observe(key, resource_version(obj)))
     };
-    let mut relist: Option<Vec<Relisted<K>>> = None;
+    // During a re-list: (the copy before, the key, whether it is an own write).
+    let mut relist: Option<Vec<Listed<K>>> = None;
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         match event {
@@ -337,10 +336,10 @@ pub async fn run_controllers(
         );
         let d = dispatch.clone();
         let stateful_sets = watch_kind(
-            api::<StatefulSet>(&client, ns),
+            api::<StatefulSetView>(&client, ns),
             owned.clone(),
             w_sts,
-            keep_foreign_fields::<StatefulSet>,
+            keep_foreign_fields::<StatefulSetView>,
             Some((fresh.clone(), |f: &Fresh| &f.stateful_sets)),
             "StatefulSet",
             signal(),
@@ -350,7 +349,7 @@ pub async fn run_controllers(
         );
         let (d, st) = (dispatch.clone(), stores.clone());
         let pods = watch_kind(
-            api::<Pod>(&client, ns),
+            api::<PodView>(&client, ns),
             owned.clone(),
             w_pods,
             slim_pod,

@@ -8,8 +8,10 @@
 //! Memory per object is kept small: the cached copies drop
 //! `metadata.managedFields` (children keep only the entries of other field
 //! managers, which [`crate::drift`] reads) and
-//! `kubectl.kubernetes.io/last-applied-configuration`, and pods keep only
-//! their status.
+//! `kubectl.kubernetes.io/last-applied-configuration`; a StatefulSet is
+//! kept as a [`StatefulSetView`] (its spec as JSON text, about a seventh of
+//! the typed object's memory) and a pod as a [`PodView`] (what the session's
+//! status reads of it).
 //!
 //! A store lags the API server by the watch latency. Right after the
 //! operator writes (a status, a finalizer, a child) the store may still hold
@@ -18,17 +20,23 @@
 //! newer of the two. The same record tells the watch which events are the
 //! operator's own writes, which trigger no reconcile of the written object.
 
-use std::{collections::HashMap, hash::Hash, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, hash::Hash, sync::Arc};
 
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, PodStatus, Secret, Service},
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetStatus},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
     Resource,
+    core::NamespaceResourceScope,
     runtime::reflector::{ObjectRef, Store, store::Writer},
 };
 use paperbot_crds::{BotSession, PaperAccount, StrategyConfig};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 use crate::drift::is_foreign;
 
@@ -46,9 +54,9 @@ pub struct Stores {
     /// StrategyConfigs.
     pub strategies: Store<StrategyConfig>,
     /// The runtime StatefulSets (label `app.kubernetes.io/managed-by=paperbot-operator`).
-    pub stateful_sets: Store<StatefulSet>,
-    /// The runtime pods (same label), status only.
-    pub pods: Store<Pod>,
+    pub stateful_sets: Store<StatefulSetView>,
+    /// The runtime pods (same label).
+    pub pods: Store<PodView>,
     /// The sessions' ConfigMaps (same label).
     pub config_maps: Store<ConfigMap>,
     /// The sessions' Secrets (same label).
@@ -68,9 +76,9 @@ pub struct Writers {
     /// StrategyConfigs.
     pub strategies: Writer<StrategyConfig>,
     /// StatefulSets.
-    pub stateful_sets: Writer<StatefulSet>,
+    pub stateful_sets: Writer<StatefulSetView>,
     /// Pods.
-    pub pods: Writer<Pod>,
+    pub pods: Writer<PodView>,
     /// ConfigMaps.
     pub config_maps: Writer<ConfigMap>,
     /// Secrets.
@@ -231,7 +239,7 @@ pub struct Fresh {
     /// StrategyConfigs (status).
     pub strategies: Latest<StrategyConfig>,
     /// StatefulSets.
-    pub stateful_sets: Latest<StatefulSet>,
+    pub stateful_sets: Latest<StatefulSetView>,
     /// ConfigMaps.
     pub config_maps: Latest<ConfigMap>,
     /// Secrets.
@@ -268,33 +276,154 @@ pub fn keep_foreign_fields<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Keep of a runtime pod what the session's status reads: its name,
-/// labels, owner and status phase, conditions and container states.
-pub fn slim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.spec = None;
-    if let Some(st) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: st.phase,
-            conditions: st.conditions,
-            container_statuses: st.container_statuses.map(|cs| {
-                cs.into_iter()
-                    .map(|mut c| {
-                        c.last_state = None;
-                        c.image_id = String::new();
-                        c.container_id = None;
-                        c.volume_mounts = None;
-                        c.resources = None;
-                        c.allocated_resources = None;
-                        c
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        });
+/// A cached StatefulSet: metadata and status as they are, the spec as its
+/// JSON text. [`Self::materialize`] gives the typed object back when a
+/// reconcile needs it (one at a time), so the store does not hold a fully
+/// typed pod template per session.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct StatefulSetView {
+    /// `metadata`.
+    pub metadata: ObjectMeta,
+    /// `spec`, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Box<RawValue>>,
+    /// `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatefulSetStatus>,
+}
+
+impl Resource for StatefulSetView {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "StatefulSet".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "apps".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "statefulsets".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
     }
 }
+
+impl StatefulSetView {
+    /// The view of a typed StatefulSet (its spec serialized).
+    pub fn of(sts: StatefulSet) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            spec: sts
+                .spec
+                .as_ref()
+                .map(serde_json::value::to_raw_value)
+                .transpose()?,
+            metadata: sts.metadata,
+            status: sts.status,
+        })
+    }
+
+    /// The typed StatefulSet (its spec parsed).
+    pub fn materialize(&self) -> Result<StatefulSet, serde_json::Error> {
+        Ok(StatefulSet {
+            metadata: self.metadata.clone(),
+            spec: self
+                .spec
+                .as_ref()
+                .map(|s| serde_json::from_str(s.get()))
+                .transpose()?,
+            status: self.status.clone(),
+        })
+    }
+}
+
+/// What the operator keeps of a runtime pod: its identity, owner and
+/// revision, and what the session's status reads of its status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodView {
+    /// Name, namespace, uid, resource version, owner references and the
+    /// `controller-revision-hash` label only.
+    pub metadata: ObjectMeta,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// Whether the `Ready` condition is `True`.
+    pub ready: bool,
+    /// The first waiting reason among the container statuses.
+    pub waiting_reason: Option<String>,
+}
+
+impl From<Pod> for PodView {
+    fn from(pod: Pod) -> Self {
+        let revision = crate::controllers::botsession::POD_REVISION_LABEL;
+        let labels = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(revision))
+            .map(|v| [(revision.to_string(), v.clone())].into());
+        let status = pod.status.unwrap_or_default();
+        Self {
+            metadata: ObjectMeta {
+                name: pod.metadata.name,
+                namespace: pod.metadata.namespace,
+                uid: pod.metadata.uid,
+                resource_version: pod.metadata.resource_version,
+                owner_references: pod.metadata.owner_references,
+                labels,
+                ..Default::default()
+            },
+            phase: status.phase,
+            ready: status
+                .conditions
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            waiting_reason: status.container_statuses.as_ref().and_then(|cs| {
+                cs.iter()
+                    .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+            }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PodView {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Pod::deserialize(d).map(Self::from)
+    }
+}
+
+impl Resource for PodView {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Pod".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "pods".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Nothing to drop from a [`PodView`] (it keeps only what is read).
+pub fn slim_pod(_: &mut PodView) {}
 
 #[cfg(test)]
 mod tests {

@@ -19,10 +19,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{PersistentVolumeClaim, Pod},
-};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{
     Resource, ResourceExt,
     runtime::reflector::{ObjectRef, Store},
@@ -32,6 +29,7 @@ use paperbot_crds::{BotSession, PaperAccount, StrategyConfig};
 use crate::{
     controllers::{account, botsession, strategy},
     ledger,
+    stores::{PodView, StatefulSetView},
 };
 
 /// Why a reconcile was asked for; the `cause` label of
@@ -363,7 +361,7 @@ pub fn owner_session<K: Resource>(child: &K) -> Option<ObjectRef<BotSession>> {
 }
 
 fn session_of_stateful_set(
-    stateful_sets: &Store<StatefulSet>,
+    stateful_sets: &Store<StatefulSetView>,
     ns: &str,
     name: &str,
 ) -> Option<ObjectRef<BotSession>> {
@@ -405,7 +403,7 @@ pub fn on_child<K: Resource>(old: Option<&K>, new: Option<&K>, own_write: bool) 
 }
 
 /// What the session's status reads of its StatefulSet.
-fn stateful_set_status(s: &StatefulSet) -> impl PartialEq + use<> {
+fn stateful_set_status(s: &StatefulSetView) -> impl PartialEq + use<> {
     let st = s.status.clone().unwrap_or_default();
     (
         st.replicas,
@@ -419,8 +417,8 @@ fn stateful_set_status(s: &StatefulSet) -> impl PartialEq + use<> {
 /// A StatefulSet event: its status (what the session's status reads), or a
 /// change of it by someone else than the operator.
 pub fn on_stateful_set(
-    old: Option<&StatefulSet>,
-    new: Option<&StatefulSet>,
+    old: Option<&StatefulSetView>,
+    new: Option<&StatefulSetView>,
     own_write: bool,
 ) -> Triggers {
     let mut t = Triggers::default();
@@ -444,31 +442,22 @@ pub fn on_stateful_set(
 }
 
 /// What the session's status reads of its pod.
-fn pod_view(p: &Pod) -> impl PartialEq + use<> {
-    let st = p.status.as_ref();
-    let ready = st
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let waiting = st
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| {
-            cs.iter()
-                .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
-        });
+fn pod_view(p: &PodView) -> impl PartialEq + use<> {
     (
         p.metadata.uid.clone(),
-        st.and_then(|s| s.phase.clone()),
-        ready,
-        waiting,
+        p.metadata.labels.clone(),
+        p.phase.clone(),
+        p.ready,
+        p.waiting_reason.clone(),
     )
 }
 
 /// A runtime pod event: reconcile the session of its StatefulSet when the
 /// pod appeared, went, or changed phase, readiness or waiting reason.
 pub fn on_pod(
-    old: Option<&Pod>,
-    new: Option<&Pod>,
-    stateful_sets: &Store<StatefulSet>,
+    old: Option<&PodView>,
+    new: Option<&PodView>,
+    stateful_sets: &Store<StatefulSetView>,
 ) -> Triggers {
     let mut t = Triggers::default();
     let Some(any) = new.or(old) else { return t };
@@ -498,7 +487,7 @@ pub fn on_claim(
     old: Option<&PersistentVolumeClaim>,
     new: Option<&PersistentVolumeClaim>,
     own_write: bool,
-    stateful_sets: &Store<StatefulSet>,
+    stateful_sets: &Store<StatefulSetView>,
 ) -> Triggers {
     let mut t = Triggers::default();
     if own_write {
@@ -537,5 +526,240 @@ pub fn startup(
         sessions: all(sessions),
         accounts: all(accounts),
         strategies: all(strategies),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector::store::Writer, watcher::Event};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn store<K>(objs: &[K]) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let mut w = Writer::default();
+        w.apply_watcher_event(&Event::Init);
+        for o in objs {
+            w.apply_watcher_event(&Event::InitApply(o.clone()));
+        }
+        w.apply_watcher_event(&Event::InitDone);
+        w.as_reader()
+    }
+
+    fn session(name: &str, allocation: &str, created_s: u32) -> BotSession {
+        serde_json::from_value(json!({
+            "apiVersion": "paperbot.io/v1alpha1", "kind": "BotSession",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("u-{name}"), "generation": 1,
+                         "resourceVersion": "1",
+                         "creationTimestamp": format!("2026-01-01T00:00:{created_s:02}Z")},
+            "spec": {"accountRef": {"name": "acct"}, "strategyRef": {"name": "strat"},
+                     "allocation": allocation, "symbols": ["X"],
+                     "marketData": {"source": "Simulated", "simulated": {"seed": 1, "candles": 10}}}
+        }))
+        .unwrap()
+    }
+
+    fn lacking_funds(mut s: BotSession) -> BotSession {
+        s.status = Some(
+            serde_json::from_value(json!({"conditions": [{"type": "Ready",
+            "status": "False", "reason": "InsufficientFunds", "message": "m",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}))
+            .unwrap(),
+        );
+        s
+    }
+
+    fn account(balance: &str, generation: i64) -> PaperAccount {
+        serde_json::from_value(json!({
+            "apiVersion": "paperbot.io/v1alpha1", "kind": "PaperAccount",
+            "metadata": {"name": "acct", "namespace": "ns", "uid": "u-acct", "generation": generation},
+            "spec": {"initialBalance": balance}
+        }))
+        .unwrap()
+    }
+
+    fn names(t: &[(ObjectRef<BotSession>, Cause)]) -> Vec<(String, Cause)> {
+        t.iter().map(|(r, c)| (r.name.clone(), *c)).collect()
+    }
+
+    #[test]
+    fn status_writes_never_reconcile_the_session() {
+        let old = session("a", "10", 1);
+        let mut new = old.clone();
+        new.status = Some(serde_json::from_value(json!({"phase": "Running"})).unwrap());
+        new.metadata.finalizers = Some(vec![botsession::FINALIZER.into()]);
+        let st = store(std::slice::from_ref(&old));
+        let t = on_session(Some(&old), Some(&new), false, &st, &store(&[]));
+        assert!(t.sessions.is_empty(), "{t:?}");
+        // The status's first write shows in no account or strategy input.
+        assert!(t.accounts.is_empty() && t.strategies.is_empty(), "{t:?}");
+        // Equity does.
+        let mut richer = new.clone();
+        richer.status.as_mut().unwrap().equity = Some("11".parse().unwrap());
+        let t = on_session(Some(&new), Some(&richer), true, &st, &store(&[]));
+        assert_eq!(t.accounts.len(), 1);
+        assert!(t.sessions.is_empty());
+    }
+
+    #[test]
+    fn user_changes_reconcile_the_session() {
+        let old = session("a", "10", 1);
+        let st = store(std::slice::from_ref(&old));
+        let no_accounts = store::<PaperAccount>(&[]);
+        let created = on_session(None, Some(&old), false, &st, &no_accounts);
+        assert_eq!(names(&created.sessions)[0], ("a".into(), Cause::Created));
+        assert_eq!((created.accounts.len(), created.strategies.len()), (1, 1));
+        let mut spec = old.clone();
+        spec.metadata.generation = Some(2);
+        let t = on_session(Some(&old), Some(&spec), false, &st, &no_accounts);
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::Spec)]);
+        let mut fin = old.clone();
+        fin.metadata.finalizers = Some(vec![botsession::FINALIZER.into()]);
+        let t = on_session(Some(&fin), Some(&old), false, &st, &no_accounts);
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::FinalizerRemoved)]);
+        let mut deleting = fin.clone();
+        deleting.metadata.deletion_timestamp = Some(crate::controllers::now());
+        let t = on_session(Some(&fin), Some(&deleting), false, &st, &no_accounts);
+        assert!(names(&t.sessions).contains(&("a".into(), Cause::Deleting)));
+    }
+
+    #[test]
+    fn freed_funds_reach_the_refused_sessions_only() {
+        let a = session("a", "600", 1);
+        let b = session("b", "300", 2);
+        let c = lacking_funds(session("c", "600", 3));
+        let st = store(&[a.clone(), b.clone(), c.clone()]);
+        let accounts = store(&[account("1000", 1)]);
+        let t = on_session(Some(&a), None, false, &st, &accounts);
+        assert_eq!(names(&t.sessions), [("c".into(), Cause::Funding)]);
+        // A newcomer at the end of the order leaves the earlier ones alone.
+        let d = session("d", "10", 4);
+        let t = on_session(None, Some(&d), false, &st, &accounts);
+        assert_eq!(names(&t.sessions), [("d".into(), Cause::Created)]);
+    }
+
+    #[test]
+    fn a_larger_draw_rechecks_later_sessions_only_when_the_account_is_short() {
+        let a = session("a", "100", 1);
+        let b = session("b", "100", 2);
+        let mut a2 = a.clone();
+        a2.spec.allocation = "950".parse().unwrap();
+        a2.metadata.generation = Some(2);
+        let plenty = store(&[account("10000", 1)]);
+        let short = store(&[account("1000", 1)]);
+        let st = store(&[a2.clone(), b.clone()]);
+        let t = on_session(Some(&a), Some(&a2), false, &st, &plenty);
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::Spec)]);
+        let t = on_session(Some(&a), Some(&a2), false, &st, &short);
+        assert_eq!(
+            names(&t.sessions),
+            [("a".into(), Cause::Spec), ("b".into(), Cause::Funding)]
+        );
+    }
+
+    #[test]
+    fn an_account_reaches_its_sessions_on_spec_changes_only() {
+        let st = store(&[session("a", "10", 1), session("b", "10", 2)]);
+        let (old, mut status) = (account("100", 1), account("100", 1));
+        status.status = Some(Default::default());
+        assert!(on_account(Some(&old), Some(&status), true, &st).is_empty());
+        assert!(on_account(Some(&old), Some(&status), false, &st).is_empty());
+        let new = account("200", 2);
+        let t = on_account(Some(&old), Some(&new), false, &st);
+        assert_eq!(t.sessions.len(), 2);
+        assert_eq!(t.accounts.len(), 1);
+        let t = on_account(Some(&old), None, false, &st);
+        assert_eq!(t.sessions.len(), 2, "AccountNotFound for both");
+        assert!(t.accounts.is_empty());
+    }
+
+    fn sts(managers: Value, status: Value) -> StatefulSetView {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "a-runtime", "namespace": "ns", "generation": 1,
+                "ownerReferences": [{"apiVersion": "paperbot.io/v1alpha1", "kind": "BotSession",
+                    "name": "a", "uid": "u-a", "controller": true}],
+                "managedFields": managers},
+            "spec": {"serviceName": "a-runtime", "selector": {}, "template": {}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn children_reconcile_their_session_when_others_write_them() {
+        let ours = sts(Value::Null, json!({"replicas": 0}));
+        // The operator's own apply leaves the cached foreign entries as they were.
+        let mut applied = ours.clone();
+        applied.metadata.generation = Some(2);
+        assert!(on_stateful_set(Some(&ours), Some(&applied), false).is_empty());
+        assert!(
+            on_stateful_set(None, Some(&ours), false).is_empty(),
+            "created by us"
+        );
+        let scaled = sts(
+            json!([{"manager": "kubectl", "operation": "Update", "subresource": "scale",
+                    "time": "2026-01-01T00:00:00Z", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]),
+            json!({"replicas": 0}),
+        );
+        let t = on_stateful_set(Some(&ours), Some(&scaled), false);
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::Child)]);
+        let t = on_stateful_set(Some(&ours), None, false);
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::Child)]);
+        let ready = sts(Value::Null, json!({"replicas": 1, "readyReplicas": 1}));
+        let t = on_stateful_set(Some(&ours), Some(&ready), false);
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::StatefulSetStatus)]);
+        // The same for a ConfigMap.
+        let cm = |managers: Value| -> k8s_openapi::api::core::v1::ConfigMap {
+            serde_json::from_value(json!({"metadata": {"name": "a-runtime", "namespace": "ns",
+                "ownerReferences": [{"apiVersion": "paperbot.io/v1alpha1", "kind": "BotSession",
+                    "name": "a", "uid": "u-a", "controller": true}],
+                "managedFields": managers}}))
+            .unwrap()
+        };
+        let (mine, edited) = (
+            cm(Value::Null),
+            cm(json!([{"manager": "kubectl-edit", "operation": "Update",
+                        "fieldsV1": {"f:data": {"f:session.yaml": {}}}}])),
+        );
+        assert!(on_child(Some(&mine), Some(&mine), false).is_empty());
+        assert_eq!(
+            on_child(Some(&mine), Some(&edited), false).sessions.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn pods_and_claims_reach_the_session_of_their_stateful_set() {
+        let stateful_sets = store(&[sts(Value::Null, json!({"replicas": 1}))]);
+        let pod = |ready: &str| -> PodView {
+            serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({"metadata": {"name": "a-runtime-0", "namespace": "ns", "uid": "p",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "name": "a-runtime", "uid": "s", "controller": true}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]}}))
+            .unwrap()
+            .into()
+        };
+        let (starting, ready) = (pod("False"), pod("True"));
+        let t = on_pod(Some(&starting), Some(&ready), &stateful_sets);
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::Pod)]);
+        assert!(on_pod(Some(&ready), Some(&ready), &stateful_sets).is_empty());
+        let claim = |phase: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(
+                json!({"metadata": {"name": "ledger-a-runtime-0", "namespace": "ns"},
+                "status": {"phase": phase}}),
+            )
+            .unwrap()
+        };
+        let t = on_claim(
+            Some(&claim("Pending")),
+            Some(&claim("Bound")),
+            false,
+            &stateful_sets,
+        );
+        assert_eq!(names(&t.sessions), [("a".into(), Cause::Claim)]);
     }
 }

@@ -706,11 +706,13 @@ spec:
         }
         let mut by_count: Vec<(usize, Vec<String>)> =
             counted.into_iter().map(|(seq, n)| (n, seq)).collect();
-        by_count.sort_by(|a, b| b.0.cmp(&a.0));
+        by_count.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
         by_count.truncate(3);
         self.report.ramp_status_sequences = by_count;
-        // Let trailing writes (account and strategy status) land.
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The ramp ends when the fleet has settled: the StatefulSet controller
+        // and kwok finish their updates and the operator's trailing writes
+        // (account and strategy status) land.
+        self.settle().await;
         let t1 = Utc::now();
         let after = self.metrics();
         let requests = self.requests_between(t0, t1);
@@ -757,6 +759,24 @@ spec:
             )
         };
         self.report.ramp_own_write_events = own(&after) - own(&before);
+    }
+
+    /// Wait until the operator has been asked for no reconcile for 10 s (at
+    /// most 5 min): the control plane has finished reacting to the last
+    /// change.
+    pub async fn settle(&self) {
+        let triggers = |t: &str| metric_sum(t, "paperbot_operator_reconcile_triggers_total", &[]);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut last = triggers(&self.metrics());
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = triggers(&self.metrics());
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
     }
 
     /// Nothing changes for the steady window: count writes and event

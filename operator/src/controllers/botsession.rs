@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
+    core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
 };
 use kube::{
     Resource, ResourceExt,
@@ -60,7 +60,7 @@ use crate::{
     ledger::{self, LedgerStorage},
     metrics::ReconcileResult,
     problem::{InvalidObject, Problem},
-    stores::slim_resource,
+    stores::{PodView, StatefulSetView, slim_resource},
     sync::{forward, project},
 };
 
@@ -189,7 +189,7 @@ pub async fn ensure_finalizer(s: Arc<BotSession>, ctx: &Context) -> Result<Arc<B
     Ok(ctx.fresh.sessions.record(obj))
 }
 
-/// The referenced account and strategy, or the problem that one is missing.
+/// A session's account and strategy, or the problem that one is missing.
 pub type Resolved = std::result::Result<(Arc<PaperAccount>, Arc<StrategyConfig>), Problem>;
 
 /// The referenced account and strategy, from the stores, or the problem
@@ -299,7 +299,7 @@ pub struct LiveChildren {
     /// The StatefulSet.
     pub stateful_set: Option<Arc<StatefulSet>>,
     /// The runtime pod (`<statefulset>-0`).
-    pub pod: Option<Arc<Pod>>,
+    pub pod: Option<Arc<PodView>>,
     /// The ledger claim (`ledger-<statefulset>-0`).
     pub claim: Option<Arc<PersistentVolumeClaim>>,
 }
@@ -315,7 +315,10 @@ impl LiveChildren {
             config_map: current(&st.config_maps, &fr.config_maps, &ns, &name),
             secret: current(&st.secrets, &fr.secrets, &ns, &name),
             service: current(&st.services, &fr.services, &ns, &name),
-            stateful_set: current(&st.stateful_sets, &fr.stateful_sets, &ns, &name),
+            stateful_set: current(&st.stateful_sets, &fr.stateful_sets, &ns, &name)
+                .map(|v| v.materialize())
+                .transpose()?
+                .map(Arc::new),
             pod: st
                 .pods
                 .get(&ObjectRef::new(&format!("{name}-0")).within(&ns)),
@@ -507,7 +510,10 @@ async fn apply_children_once(
             &Api::<ConfigMap>::namespaced(client.clone(), &ns),
             children.config_map,
             live.config_map.as_deref(),
-            &fresh.config_maps,
+            |o| {
+                fresh.config_maps.record(o.clone());
+                Ok(())
+            },
             metrics,
             "ConfigMap",
         )
@@ -521,7 +527,10 @@ async fn apply_children_once(
         &Api::<Secret>::namespaced(client.clone(), &ns),
         children.secret,
         live.secret.as_deref(),
-        &fresh.secrets,
+        |o| {
+            fresh.secrets.record(o.clone());
+            Ok(())
+        },
         metrics,
         "Secret",
     )
@@ -534,7 +543,10 @@ async fn apply_children_once(
         &Api::<Service>::namespaced(client.clone(), &ns),
         children.service,
         live.service.as_deref(),
-        &fresh.services,
+        |o| {
+            fresh.services.record(o.clone());
+            Ok(())
+        },
         metrics,
         "Service",
     )
@@ -547,7 +559,10 @@ async fn apply_children_once(
         &stateful_sets,
         children.stateful_set,
         live.stateful_set.as_deref(),
-        &fresh.stateful_sets,
+        |o| {
+            fresh.stateful_sets.record(StatefulSetView::of(o.clone())?);
+            Ok(())
+        },
         metrics,
         "StatefulSet",
     )
@@ -627,7 +642,7 @@ pub fn observation(
     s: &BotSession,
     problem: Option<Problem>,
     sts: Option<&StatefulSet>,
-    pod: Option<&Pod>,
+    pod: Option<&PodView>,
 ) -> SessionObservation {
     let st = sts.and_then(|x| x.status.as_ref());
     // The StatefulSet reports on its current template...
@@ -647,7 +662,6 @@ pub fn observation(
             || (pod_revision.is_none() && st.and_then(|x| x.current_revision.as_deref()) == Some(u))
     });
     let pod_outdated = matches!((update_revision, pod_revision), (Some(u), Some(p)) if u != p);
-    let pod_status = pod.and_then(|p| p.status.as_ref());
     let expected_pod = sts
         .filter(|x| x.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(1) > 0)
         .map(|x| format!("{}-0", x.name_any()));
@@ -660,16 +674,9 @@ pub fn observation(
         sts_updated,
         pod_outdated,
         pod_name: pod.map(|p| p.name_any()).or(expected_pod),
-        pod_phase: pod_status.and_then(|p| p.phase.clone()),
-        pod_ready: pod_status
-            .and_then(|p| p.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-        pod_waiting_reason: pod_status
-            .and_then(|p| p.container_statuses.as_ref())
-            .and_then(|cs| {
-                cs.iter()
-                    .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
-            }),
+        pod_phase: pod.and_then(|p| p.phase.clone()),
+        pod_ready: pod.is_some_and(|p| p.ready),
+        pod_waiting_reason: pod.and_then(|p| p.waiting_reason.clone()),
         ledger: None,
         runtime: None,
         account_halt: None,

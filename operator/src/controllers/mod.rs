@@ -169,14 +169,15 @@ pub struct ChildApplied<K> {
 /// The one apply path of every child: stamp `desired` with its
 /// [`APPLIED_HASH`], [`drift::decide`] against `live`, and server-side
 /// apply it (field manager [`FIELD_MANAGER`], forced) unless unchanged. The
-/// API server's answer is recorded in `latest` (so the next reconcile reads
-/// it even before the watch delivers it, and the watch knows the event as
-/// the operator's own) and counted in `paperbot_operator_child_applies_total`.
+/// API server's answer is passed to `remember` (which records it in
+/// [`Fresh`], so the next reconcile reads it even before the watch delivers
+/// it, and the watch knows the event as the operator's own); the decision is
+/// counted in `paperbot_operator_child_applies_total`.
 pub async fn apply_child<K>(
     api: &Api<K>,
     mut desired: K,
     live: Option<&K>,
-    latest: &Latest<K>,
+    remember: impl FnOnce(&K) -> Result<()>,
     metrics: &Metrics,
     kind: &'static str,
 ) -> Result<ChildApplied<K>>
@@ -203,9 +204,10 @@ where
         )
         .await?;
     keep_foreign_fields(&mut obj);
+    remember(&obj)?;
     Ok(ChildApplied {
         decision,
-        applied: Some(latest.record(obj)),
+        applied: Some(Arc::new(obj)),
     })
 }
 

@@ -384,7 +384,12 @@ async fn runtimes_report_into_status_conditions_and_events() {
     cp.install_crds();
     let ns = cp.namespace("e2e-sync");
     cp.kubectl_ok(&[
-        "create", "secret", "generic", "-n", &ns, "ledger-db",
+        "create",
+        "secret",
+        "generic",
+        "-n",
+        &ns,
+        "ledger-db",
         "--from-literal=url=postgres://paperbot@ledger.invalid/paperbot",
     ]);
     let op = Operator::start(cp, USER, &ns).await;
@@ -506,7 +511,6 @@ async fn runtimes_report_into_status_conditions_and_events() {
         Path::new(&format!("/proc/{}", rt("tripper").pid())).exists(),
         "pause/resume must not end the runtime process"
     );
-
 
     // 4. The account kill switch halts both sessions of `tight`.
     let acct = wait_for("tight's kill switch", 180, || {
