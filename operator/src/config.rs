@@ -346,6 +346,7 @@ impl OperatorConfig {
             concurrency: usize::from(self.runtime_poll_concurrency),
             not_reporting_after: self.runtime_not_reporting_after,
             allow_endpoint_override: self.allow_runtime_endpoint_override,
+            endpoint_template: None,
         }
     }
 

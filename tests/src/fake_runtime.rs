@@ -34,6 +34,8 @@ use rust_decimal::Decimal;
 
 #[derive(Default)]
 struct Inner {
+    /// Answer for sessions never added, as Running with no money.
+    auto_register: bool,
     sessions: Mutex<HashMap<(String, String), RuntimeStatus>>,
     status_requests: AtomicU64,
     control_requests: AtomicU64,
@@ -122,6 +124,45 @@ impl FakeFleet {
         self.inner.unauthenticated.load(Ordering::Relaxed)
     }
 
+    /// A fleet that answers for any session, adding it on its first request
+    /// (Running, ready, no money): for tests whose sessions have no runtime
+    /// of their own (kwok pods run no process).
+    pub fn auto_registering() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                auto_register: true,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// One auto-registering fleet for the whole test process, served on its
+    /// own thread (each test has its own tokio runtime); returns it and the
+    /// endpoint template for [`paperbot_operator::sync::SyncSettings`].
+    pub fn shared() -> &'static (FakeFleet, String) {
+        static SHARED: std::sync::OnceLock<(FakeFleet, String)> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let fleet = FakeFleet::auto_registering();
+            let serving = fleet.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for the fake fleet");
+                rt.block_on(async move {
+                    let _ = tx.send(serving.serve().await);
+                    std::future::pending::<()>().await;
+                });
+            });
+            let addr = rx
+                .recv()
+                .expect("the fake fleet's thread answers")
+                .expect("the fake fleet binds 127.0.0.1");
+            (fleet, format!("http://{addr}/{{namespace}}/{{name}}"))
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), RuntimeStatus>> {
         self.inner
             .sessions
@@ -177,6 +218,9 @@ async fn status(
 ) -> ApiResult<RuntimeStatus> {
     authorised(&fleet, &headers)?;
     fleet.inner.status_requests.fetch_add(1, Ordering::Relaxed);
+    if fleet.inner.auto_register && fleet.status(&ns, &name).is_none() {
+        fleet.add(&ns, &name, Decimal::ZERO);
+    }
     fleet.status(&ns, &name).map(Json).ok_or_else(|| {
         refuse(
             StatusCode::NOT_FOUND,

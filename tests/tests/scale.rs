@@ -18,10 +18,12 @@
 //! release, for a before/after comparison); `PAPERBOT_SCALE_STEADY_SECS`
 //! sets the steady window (default 60).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use paperbot_crds::runtime_api::ENDPOINT_OVERRIDE_ANNOTATION;
 use paperbot_e2e::{
     control_plane,
+    fake_runtime::FakeFleet,
     scale::{self, ScaleOptions, ScaleReport, operator_binary},
 };
 
@@ -48,11 +50,28 @@ async fn operator_at_scale() {
     let mut reports: Vec<ScaleReport> = Vec::new();
     println!("operator binary: {}", bin.display());
     println!("{}", ScaleReport::header());
+    // kwok pods run no process: one fake fleet answers every session's
+    // runtime API (Running, ready, figures unchanged), reached through the
+    // endpoint-override annotation.
+    let (fleet, template) = FakeFleet::shared();
     for n in sizes() {
         let mut opts = ScaleOptions::new(n, bin.clone());
         opts.steady_window = Duration::from_secs(steady);
+        opts.operator_args = vec!["--allow-runtime-endpoint-override".into()];
+        let base = template.replace("{namespace}", &format!("scale-{n}"));
+        opts.session_annotations = Arc::new(move |_, name| {
+            BTreeMap::from([(
+                ENDPOINT_OVERRIDE_ANNOTATION.to_string(),
+                base.replace("{name}", name),
+            )])
+        });
+        let polls_before = fleet.status_requests();
         let r = scale::run(cp, opts).await;
         println!("{}", r.row());
+        println!(
+            "  runtime status polls answered by the fake fleet: {}",
+            fleet.status_requests() - polls_before
+        );
         println!(
             "  reconcile triggers during the ramp: {:?}; own-write watch events ignored: {}; reconciles in the steady window: {}; deleting all sessions took {:.1} s",
             r.ramp_triggers, r.ramp_own_write_events, r.steady_reconciles, r.delete_secs

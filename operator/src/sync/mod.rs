@@ -71,6 +71,11 @@ pub struct SyncSettings {
     pub not_reporting_after: u32,
     /// Honour [`ENDPOINT_OVERRIDE_ANNOTATION`] (`--allow-runtime-endpoint-override`).
     pub allow_endpoint_override: bool,
+    /// Reach every runtime at this URL instead of its Service, `{namespace}`
+    /// and `{name}` replaced by the session's (e.g.
+    /// `http://127.0.0.1:9000/{namespace}/{name}`): for test harnesses that
+    /// answer for runtimes kwok does not run. Not a flag of the binary.
+    pub endpoint_template: Option<String>,
 }
 
 impl Default for SyncSettings {
@@ -81,6 +86,7 @@ impl Default for SyncSettings {
             concurrency: 32,
             not_reporting_after: 3,
             allow_endpoint_override: false,
+            endpoint_template: None,
         }
     }
 }
@@ -160,6 +166,11 @@ pub fn endpoint(session: &BotSession, settings: &SyncSettings) -> String {
         && let Some(url) = session.annotations().get(ENDPOINT_OVERRIDE_ANNOTATION)
     {
         return url.trim_end_matches('/').to_string();
+    }
+    if let Some(t) = &settings.endpoint_template {
+        return t
+            .replace("{namespace}", &session.namespace().unwrap_or_default())
+            .replace("{name}", &session.name_any());
     }
     format!(
         "http://{}.{}.svc:{API_PORT}",

@@ -83,6 +83,14 @@ fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Cont
         Duration::from_secs(2),
     );
     ctx.resync_interval = Duration::from_secs(2);
+    // kwok pods run no process: one fake fleet answers for every session's
+    // runtime (Running, ready; pause/resume/stop change its phase).
+    let (_, template) = paperbot_e2e::fake_runtime::FakeFleet::shared();
+    let ctx = ctx.with_sync(paperbot_operator::sync::SyncSettings {
+        interval: Duration::from_secs(1),
+        endpoint_template: Some(template.clone()),
+        ..Default::default()
+    });
     Arc::new(ctx)
 }
 
@@ -301,9 +309,10 @@ async fn operator_runs_pauses_resumes_and_deletes_a_session() {
     );
     let claim_uid = jsonpath(cp, &ns, &format!("pvc/{claim}"), "{.metadata.uid}");
 
-    // Pause → 0 replicas; resume → 1 (the StatefulSet is re-applied with its
-    // claim template, which the API server refuses to change).
-    for (state, replicas, phase) in [("Paused", "0", "Paused"), ("Running", "1", "Running")] {
+    // Pause and resume keep the pod (the runtime is paused through its API);
+    // the StatefulSet keeps its claim template, which the API server refuses
+    // to change.
+    for (state, replicas, phase) in [("Paused", "1", "Paused"), ("Running", "1", "Running")] {
         cp.kubectl_ok(&[
             "patch",
             "-n",
@@ -748,7 +757,7 @@ spec:
             "{.spec.containers[0].args}",
         );
         assert!(
-            args.contains("--resume") && !args.contains("--ledger"),
+            args.contains("serve") && !args.contains("--ledger"),
             "{args}"
         );
         assert!(

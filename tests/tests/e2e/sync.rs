@@ -79,6 +79,7 @@ impl Operator {
             concurrency: 8,
             not_reporting_after: 3,
             allow_endpoint_override: true,
+            endpoint_template: None,
         });
         let (stop, mut rx) = watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -302,6 +303,15 @@ fn events(cp: &ControlPlane, ns: &str, name: &str, reason: &str) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// Wait until `name` has at least one Event with `reason` (an Event is
+/// published right after the status write that announces it); all of them.
+fn wait_events(cp: &ControlPlane, ns: &str, name: &str, reason: &str) -> Vec<Value> {
+    wait_for(&format!("a {reason} Event of {name}"), 30, || {
+        let e = events(cp, ns, name, reason);
+        (!e.is_empty()).then_some(e)
+    })
+}
+
 fn show(cp: &ControlPlane, args: &[&str]) -> String {
     let out = cp.kubectl_ok(args);
     println!("$ kubectl {}\n{out}", args.join(" "));
@@ -409,15 +419,15 @@ async fn runtimes_report_into_status_conditions_and_events() {
     });
     assert!(done["status"]["equity"].is_string(), "{done}");
     assert!(done["status"]["trades"].as_u64().unwrap() > 0, "{done}");
-    assert_eq!(events(cp, &ns, "done", "SessionCompleted").len(), 1);
-    let adjusted = events(cp, &ns, "done", "AutopilotAdjusted");
+    assert_eq!(wait_events(cp, &ns, "done", "SessionCompleted").len(), 1);
+    let adjusted = wait_events(cp, &ns, "done", "AutopilotAdjusted");
     assert!(
         !adjusted.is_empty(),
         "no AutopilotAdjusted Event:\n{}",
         rt("done").log()
     );
     println!("AutopilotAdjusted: {}", adjusted[0]["message"]);
-    assert!(!events(cp, &ns, "done", "CircuitBreakerTripped").is_empty());
+    assert!(!wait_events(cp, &ns, "done", "CircuitBreakerTripped").is_empty());
     let strat = wait_for("trend's effective parameters", 30, || {
         let st = get_json(cp, "strategyconfig", &ns, "trend");
         st["status"]["effectiveParameters"]["done"]
@@ -434,7 +444,10 @@ async fn runtimes_report_into_status_conditions_and_events() {
     println!("tripper: breaker {}", tripped["status"]["breaker"]);
     show(cp, &["get", "pods", "-n", &ns, "-o", "wide"]);
     show(cp, &["describe", "botsession", "tripper", "-n", &ns]);
-    assert_eq!(events(cp, &ns, "tripper", "CircuitBreakerTripped").len(), 1);
+    assert_eq!(
+        wait_events(cp, &ns, "tripper", "CircuitBreakerTripped").len(),
+        1
+    );
     show(cp, &["get", "paperbot", "-n", &ns]);
     // A declarative reset closes it once and trading goes on.
     let trades_before = tripped["status"]["trades"].as_u64().unwrap();
@@ -457,7 +470,7 @@ async fn runtimes_report_into_status_conditions_and_events() {
         "after reset: {}",
         condition(&reset, "CircuitBreakerOpen").unwrap()
     );
-    assert!(!events(cp, &ns, "tripper", "CircuitBreakerReset").is_empty());
+    assert!(!wait_events(cp, &ns, "tripper", "CircuitBreakerReset").is_empty());
     wait_for("tripper trades again", 180, || {
         let s = get_json(cp, "botsession", &ns, "tripper");
         (s["status"]["trades"].as_u64().unwrap_or(0) > trades_before).then_some(())
@@ -512,6 +525,33 @@ async fn runtimes_report_into_status_conditions_and_events() {
         "pause/resume must not end the runtime process"
     );
 
+    // A StrategyConfig edit is hot-reloaded through the runtime's /v1/config:
+    // the runtime trades generation 2, on the same pod and process.
+    cp.kubectl_ok(&[
+        "patch",
+        "strategyconfig",
+        "touchy",
+        "-n",
+        &ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"risk":{"stopLossPct":"1.2"}}}"#,
+    ]);
+    let reloaded = wait_for("tripper trades StrategyConfig generation 2", 60, || {
+        let s = get_json(cp, "botsession", &ns, "tripper");
+        (s["status"]["observedStrategyGeneration"] == 2).then_some(s)
+    });
+    println!(
+        "tripper after the reload: stopLossPct {}",
+        reloaded["status"]["autopilot"]["effectiveParameters"]["stopLossPct"]
+    );
+    assert_eq!(pod_uid(cp), uid, "a strategy edit must not replace the pod");
+    assert!(
+        Path::new(&format!("/proc/{}", rt("tripper").pid())).exists(),
+        "a strategy edit must not end the runtime process"
+    );
+
     // 4. The account kill switch halts both sessions of `tight`.
     let acct = wait_for("tight's kill switch", 180, || {
         let a = get_json(cp, "paperaccount", &ns, "tight");
@@ -523,7 +563,7 @@ async fn runtimes_report_into_status_conditions_and_events() {
             let o = get_json(cp, "botsession", &ns, s);
             (o["status"]["phase"] == "Halted").then_some(())
         });
-        assert_eq!(events(cp, &ns, s, "SessionHalted").len(), 1);
+        assert_eq!(wait_events(cp, &ns, s, "SessionHalted").len(), 1);
     }
     show(cp, &["get", "paperbot", "-n", &ns]);
     show(cp, &["describe", "botsession", "halt-a", "-n", &ns]);
