@@ -494,6 +494,27 @@ mod tests {
 
     const TOKEN: &str = "tok-abc";
 
+    #[test]
+    fn endpoint_is_the_service_unless_overridden_by_an_allowed_annotation_or_a_template() {
+        let mut s: BotSession = serde_json::from_value(json!({
+            "apiVersion": "paperbot.io/v1alpha1", "kind": "BotSession",
+            "metadata": {"name": "bot", "namespace": "ns",
+                "annotations": {ENDPOINT_OVERRIDE_ANNOTATION: "http://10.0.0.9:8080/"}},
+            "spec": {"accountRef": {"name": "a"}, "strategyRef": {"name": "s"},
+                "allocation": "1", "symbols": ["X"],
+                "marketData": {"source": "Simulated", "simulated": {"seed": 1, "candles": 5}}}
+        }))
+        .unwrap();
+        let mut st = SyncSettings::default();
+        assert_eq!(endpoint(&s, &st), "http://bot-runtime.ns.svc:8080");
+        st.endpoint_template = Some("http://127.0.0.1:9/{namespace}/{name}".into());
+        assert_eq!(endpoint(&s, &st), "http://127.0.0.1:9/ns/bot");
+        st.allow_endpoint_override = true;
+        assert_eq!(endpoint(&s, &st), "http://10.0.0.9:8080");
+        s.metadata.annotations = None;
+        assert_eq!(endpoint(&s, &st), "http://127.0.0.1:9/ns/bot");
+    }
+
     /// `token` as a Secret's `data` value (base64).
     fn secret_value(token: &str) -> serde_json::Value {
         serde_json::to_value(k8s_openapi::ByteString(token.as_bytes().to_vec())).unwrap()
@@ -597,6 +618,7 @@ mod tests {
             concurrency: 4,
             not_reporting_after: 3,
             allow_endpoint_override: true,
+            endpoint_template: None,
         }
     }
 

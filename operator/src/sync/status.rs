@@ -199,15 +199,19 @@ pub fn overlay(
         keep_runtime_conditions(s, old, o, now);
         return;
     }
-    if obs.is_none()
+    // Not answered yet: never polled, or polls failing but fewer than
+    // `--runtime-not-reporting-after` (an operator restart polls every
+    // session at once).
+    let unanswered = obs.is_none_or(|r| r.status.is_none() && !r.not_reporting);
+    if unanswered
         && pods_current
         && let Some(prev) = old
         && prev.equity.is_some()
         && prev.observed_generation == o.generation
         && matches!(prev.phase, SessionPhase::Running | SessionPhase::Paused)
     {
-        // Not polled yet by this operator process (it just started): the
-        // synced status stands until the first poll.
+        // Not answered yet since this operator process started: the synced
+        // status stands until the first answer.
         s.phase = prev.phase;
         keep_runtime_conditions(s, old, o, now);
         return;
