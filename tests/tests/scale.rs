@@ -10,13 +10,13 @@
 //! (README, "The operator at scale"):
 //!
 //! ```sh
-//! PAPERBOT_SCALE_SESSIONS=10,100,300,1000 PAPERBOT_SCALE_RELEASE=1 \
+//! PAPERBOT_SCALE_SESSIONS=10,100,300,1000 PAPERBOT_SCALE_RELEASE=1 PAPERBOT_SCALE_STEADY_SECS=60 \
 //!   cargo test -p paperbot-e2e --release --test scale -- --nocapture
 //! ```
 //!
 //! `PAPERBOT_OPERATOR_BIN` runs a given binary instead (e.g. an older
 //! release, for a before/after comparison); `PAPERBOT_SCALE_STEADY_SECS`
-//! sets the steady window (default 60).
+//! sets the steady window (default 30).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -45,7 +45,7 @@ async fn operator_at_scale() {
     let steady = std::env::var("PAPERBOT_SCALE_STEADY_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(30);
     let cp = control_plane();
     let mut reports: Vec<ScaleReport> = Vec::new();
     println!("operator binary: {}", bin.display());

@@ -798,8 +798,10 @@ async fn apply(session: Arc<BotSession>, ctx: &Context) -> Result<Action> {
 
 /// Server-side apply `status` to the session's status subresource and
 /// remember the answer (so a reconcile before the watch delivers it starts
-/// from it, and writes and announces nothing twice).
-async fn patch_status(s: &BotSession, status: &BotSessionStatus, ctx: &Context) -> Result<()> {
+/// from it, and writes and announces nothing twice). Every writer of a
+/// session's status goes through here; compare with
+/// [`crate::conditions::status_differs`] first.
+pub async fn patch_status(s: &BotSession, status: &BotSessionStatus, ctx: &Context) -> Result<()> {
     let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let mut obj = Api::<BotSession>::namespaced(ctx.client.clone(), &ns)
         .patch_status(
