@@ -480,6 +480,12 @@ async fn apply_children_once(
     }
 
     let token = api_token(live.secret.as_deref());
+    if live.secret.is_some() {
+        // The poller uses the Secret's token without reading it again.
+        ctx.poller
+            .reports
+            .remember_token(&ObjectRef::from_obj(s), &token);
+    }
     let children = build_children(&BuildInput {
         session: s,
         config: rendered.as_deref().unwrap_or_default(),

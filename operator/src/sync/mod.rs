@@ -158,6 +158,16 @@ impl Reports {
     fn set_token(&self, session: &ObjectRef<BotSession>, token: Option<String>) {
         self.lock().entry(session.clone()).or_default().token = token;
     }
+
+    /// Remember the API token of `session`'s runtime (the reconciler knows
+    /// it from the Secret it applies), so the poller need not read the Secret.
+    pub fn remember_token(&self, session: &ObjectRef<BotSession>, token: &str) {
+        let mut map = self.lock();
+        let e = map.entry(session.clone()).or_default();
+        if e.token.as_deref() != Some(token) {
+            e.token = Some(token.to_string());
+        }
+    }
 }
 
 /// Base URL of a session's runtime API.
