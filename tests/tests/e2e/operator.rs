@@ -61,11 +61,16 @@ fn database_secret(cp: &ControlPlane, ns: &str, name: &str, key: &str) {
     ]);
 }
 
-/// The operator's context; healthy objects are reconciled again every 2 s
-/// (the binary's default is 10 min) so that the tests see many reconciles of
-/// an unchanged fleet.
-fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Context> {
-    let mut ctx = Context::new(
+/// The operator's context as the binary builds it for `user`, with runtime
+/// pods keeping their ledger as `ledger` says and `sync_interval` between
+/// runtime polls.
+pub(crate) fn base_context(
+    client: kube::Client,
+    user: &str,
+    ledger: LedgerSettings,
+    sync_interval: Duration,
+) -> Context {
+    Context::new(
         client.clone(),
         Recorder::new(
             client,
@@ -80,8 +85,15 @@ fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Cont
             ledger,
             ..Default::default()
         },
-        Duration::from_secs(2),
-    );
+        sync_interval,
+    )
+}
+
+/// The operator's context; healthy objects are reconciled again every 2 s
+/// (the binary's default is 10 min) so that the tests see many reconciles of
+/// an unchanged fleet.
+fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Context> {
+    let mut ctx = base_context(client, user, ledger, Duration::from_secs(2));
     ctx.resync_interval = Duration::from_secs(2);
     // kwok pods run no process: one fake fleet answers for every session's
     // runtime (Running, ready; pause/resume/stop change its phase).
@@ -95,7 +107,7 @@ fn context(client: kube::Client, user: &str, ledger: LedgerSettings) -> Arc<Cont
 }
 
 /// A running in-process operator; stops when dropped.
-struct Operator {
+pub(crate) struct Operator {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -105,7 +117,12 @@ impl Operator {
     /// chart's ServiceAccount and RBAC, see [`ControlPlane::operator_identity`]).
     async fn start(cp: &ControlPlane, user: &str, ns: &str, ledger: LedgerSettings) -> Operator {
         let id = cp.operator_identity(user);
-        let ctx = context(id.client().await, user, ledger);
+        Self::run(context(id.client().await, user, ledger), ns).await
+    }
+
+    /// Run the controllers of `ctx` for `ns` until stopped; returns once its
+    /// caches have synced.
+    pub(crate) async fn run(ctx: Arc<Context>, ns: &str) -> Operator {
         let (stop, mut rx) = watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(run_controllers(
@@ -128,7 +145,7 @@ impl Operator {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;

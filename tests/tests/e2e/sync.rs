@@ -21,103 +21,38 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::runtime::events::{Recorder, Reporter};
 use paperbot_crds::{SecretKeyRef, runtime_api::ENDPOINT_OVERRIDE_ANNOTATION};
 use paperbot_e2e::{ControlPlane, control_plane, repo};
-use paperbot_operator::{
-    builders::{RuntimeSettings, child_name},
-    controllers::Context,
-    ledger::LedgerSettings,
-    metrics::Metrics,
-    run::run_controllers,
-    sync::SyncSettings,
-};
+use paperbot_operator::{builders::child_name, ledger::LedgerSettings, sync::SyncSettings};
 use serde_json::Value;
-use tokio::sync::watch;
+
+use crate::operator::{Operator, base_context};
 
 const USER: &str = "e2e-sync";
 
 /// The operator in-process under the chart's ServiceAccount and RBAC,
 /// polling runtimes every second at their endpoint-override annotations.
-struct Operator {
-    stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Operator {
-    async fn start(cp: &ControlPlane, user: &str, ns: &str) -> Operator {
-        let client = cp.operator_identity(user).client().await;
-        let ctx = Context::new(
-            client.clone(),
-            Recorder::new(
-                client,
-                Reporter {
-                    controller: "paperbot-operator".into(),
-                    instance: Some(user.into()),
-                },
-            ),
-            Arc::new(Metrics::new()),
-            RuntimeSettings {
-                image: "ghcr.io/paperbot/bot-runtime:e2e".into(),
-                // The runtimes run outside the plane on their own SQLite
-                // files; pods (kwok: no process) point at a database Secret
-                // so that no ledger volume has to bind.
-                ledger: LedgerSettings {
-                    database_secret: Some(SecretKeyRef {
-                        name: "ledger-db".into(),
-                        key: "url".into(),
-                    }),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-            Duration::from_secs(1),
-        )
-        .with_sync(SyncSettings {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            concurrency: 8,
-            not_reporting_after: 3,
-            allow_endpoint_override: true,
-            endpoint_template: None,
-        });
-        let (stop, mut rx) = watch::channel(false);
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run_controllers(
-            Arc::new(ctx),
-            Some(ns.to_string()),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-            move || {
-                let _ = ready_tx.send(());
-            },
-        ));
-        tokio::time::timeout(Duration::from_secs(60), ready_rx)
-            .await
-            .expect("operator caches sync within 60s")
-            .expect("operator signals ready");
-        Operator {
-            stop,
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
+async fn start_operator(cp: &ControlPlane, user: &str, ns: &str) -> Operator {
+    let client = cp.operator_identity(user).client().await;
+    // The runtimes run outside the plane on their own SQLite files; pods
+    // (kwok: no process) point at a database Secret so that no ledger volume
+    // has to bind.
+    let ledger = LedgerSettings {
+        database_secret: Some(SecretKeyRef {
+            name: "ledger-db".into(),
+            key: "url".into(),
+        }),
+        ..Default::default()
+    };
+    let ctx = base_context(client, user, ledger, Duration::from_secs(1)).with_sync(SyncSettings {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        concurrency: 8,
+        not_reporting_after: 3,
+        allow_endpoint_override: true,
+        endpoint_template: None,
+    });
+    Operator::run(Arc::new(ctx), ns).await
 }
 
 /// The bot-runtime binary of this workspace (built once by cargo).
@@ -402,7 +337,7 @@ async fn runtimes_report_into_status_conditions_and_events() {
         "ledger-db",
         "--from-literal=url=postgres://paperbot@ledger.invalid/paperbot",
     ]);
-    let op = Operator::start(cp, USER, &ns).await;
+    let op = start_operator(cp, USER, &ns).await;
     cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &manifests());
     let runtimes: Vec<(String, Runtime)> = ["done", "tripper", "halt-a", "halt-b"]
         .iter()
