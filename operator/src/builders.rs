@@ -15,11 +15,11 @@ use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetSpec},
         core::v1::{
-            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+            Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
             EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
             PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-            SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-            VolumeMount,
+            SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Toleration,
+            Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -52,6 +52,37 @@ pub struct RuntimeSettings {
     pub extra_labels: BTreeMap<String, String>,
     /// Where runtimes keep their ledger unless an account says otherwise.
     pub ledger: LedgerSettings,
+    /// Scheduling and pod metadata for every runtime pod (`--runtime-pod-overlay`).
+    pub pod_overlay: RuntimePodOverlay,
+}
+
+/// What a cluster admin adds to every runtime pod: where it may run and
+/// extra pod metadata. Read from `--runtime-pod-overlay` as JSON with the
+/// Kubernetes field names, e.g.
+/// `{"nodeSelector":{"pool":"bots"},"tolerations":[{"key":"bots","operator":"Exists"}],
+///   "priorityClassName":"low","podAnnotations":{"prometheus.io/scrape":"true"}}`.
+/// Unknown keys are rejected so a typo fails at start-up instead of being
+/// silently ignored. None of it is part of the pod configuration hash, but a
+/// change still rolls the pods (the StatefulSet's template changes).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimePodOverlay {
+    /// `spec.nodeSelector` of runtime pods.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// `spec.tolerations` of runtime pods.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    /// `spec.affinity` of runtime pods.
+    #[serde(default)]
+    pub affinity: Option<Affinity>,
+    /// `spec.priorityClassName` of runtime pods.
+    #[serde(default)]
+    pub priority_class_name: Option<String>,
+    /// Extra annotations on runtime pods (e.g. Prometheus scrape
+    /// annotations). The operator's own annotations win on a clash.
+    #[serde(default)]
+    pub pod_annotations: BTreeMap<String, String>,
 }
 
 /// Pod template annotation holding [`config_hash`] of the rendered
@@ -711,6 +742,11 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
         security_context: Some(pod_security_context()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
+        node_selector: Some(input.settings.pod_overlay.node_selector.clone())
+            .filter(|m| !m.is_empty()),
+        tolerations: Some(input.settings.pod_overlay.tolerations.clone()).filter(|t| !t.is_empty()),
+        affinity: input.settings.pod_overlay.affinity.clone(),
+        priority_class_name: input.settings.pod_overlay.priority_class_name.clone(),
         volumes: Some(vec![
             Volume {
                 name: "config".into(),
@@ -746,7 +782,11 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(all_labels),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])),
+                    annotations: Some({
+                        let mut a = input.settings.pod_overlay.pod_annotations.clone();
+                        a.insert(CONFIG_HASH_ANNOTATION.to_string(), hash);
+                        a
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(pod),
@@ -857,6 +897,7 @@ spec:
                 },
                 extra_labels: BTreeMap::from([("team".to_string(), "quant".to_string())]),
                 ledger,
+                pod_overlay: RuntimePodOverlay::default(),
             },
         }
     }
@@ -1030,6 +1071,54 @@ spec:
             c.config_map.metadata.labels.unwrap()["paperbot.io/session"],
             "bot"
         );
+    }
+
+    #[test]
+    fn pod_overlay_schedules_runtime_pods_and_keeps_the_config_hash() {
+        let plain = fixture().build();
+        let mut f = fixture();
+        f.settings.pod_overlay = RuntimePodOverlay {
+            node_selector: BTreeMap::from([("pool".into(), "bots".into())]),
+            tolerations: vec![Toleration {
+                key: Some("bots".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            }],
+            affinity: None,
+            priority_class_name: Some("low".into()),
+            pod_annotations: BTreeMap::from([
+                ("prometheus.io/scrape".into(), "true".into()),
+                (CONFIG_HASH_ANNOTATION.into(), "forged".into()),
+            ]),
+        };
+        let c = f.build();
+        let template = c.stateful_set.spec.as_ref().unwrap().template.clone();
+        let spec = template.spec.unwrap();
+        assert_eq!(spec.node_selector.unwrap()["pool"], "bots");
+        assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("bots"));
+        assert_eq!(spec.priority_class_name.as_deref(), Some("low"));
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        let plain_hash = plain
+            .stateful_set
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone();
+        assert_eq!(annotations[CONFIG_HASH_ANNOTATION], plain_hash);
+        let plain_spec = fixture()
+            .build()
+            .stateful_set
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(plain_spec.node_selector.is_none() && plain_spec.tolerations.is_none());
     }
 
     #[test]

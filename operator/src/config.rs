@@ -18,7 +18,7 @@ use paperbot_crds::{
 };
 
 use crate::{
-    builders::RuntimeSettings,
+    builders::{RuntimePodOverlay, RuntimeSettings},
     leader::LeaderConfig,
     ledger::{DEFAULT_STORAGE_SIZE, LedgerSettings, VolumeRetention},
 };
@@ -212,6 +212,13 @@ pub struct OperatorConfig {
     )]
     pub ledger_storage_retention: VolumeRetention,
 
+    /// Scheduling and metadata added to every runtime pod, as JSON with the
+    /// Kubernetes field names: `nodeSelector`, `tolerations`, `affinity`,
+    /// `priorityClassName`, `podAnnotations` (see [`RuntimePodOverlay`]).
+    /// Unknown keys are an error.
+    #[arg(long, env = "PAPERBOT_RUNTIME_POD_OVERLAY", value_parser = parse_pod_overlay)]
+    pub runtime_pod_overlay: Option<RuntimePodOverlay>,
+
     /// Log format; defaults to `json` when KUBERNETES_SERVICE_HOST is set, else `text`.
     /// The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PAPERBOT_LOG_FORMAT", value_enum)]
@@ -277,6 +284,7 @@ impl OperatorConfig {
             },
             extra_labels: BTreeMap::new(),
             ledger: self.ledger_settings()?,
+            pod_overlay: self.runtime_pod_overlay.clone().unwrap_or_default(),
         })
     }
 
@@ -547,6 +555,26 @@ fn parse_dns_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--runtime-pod-overlay`: JSON object with the keys of [`RuntimePodOverlay`];
+/// an empty string means none.
+fn parse_pod_overlay(s: &str) -> Result<RuntimePodOverlay, String> {
+    if s.trim().is_empty() {
+        return Ok(RuntimePodOverlay::default());
+    }
+    let overlay: RuntimePodOverlay = serde_json::from_str(s).map_err(|e| {
+        format!(
+            "not a runtime pod overlay ({e}); expected a JSON object with any of nodeSelector, \
+             tolerations, affinity, priorityClassName, podAnnotations"
+        )
+    })?;
+    if let Some(p) = &overlay.priority_class_name
+        && !is_dns_subdomain(p)
+    {
+        return Err(format!("priorityClassName {p:?} is not an object name"));
+    }
+    Ok(overlay)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -694,7 +722,7 @@ mod tests {
             };
             assert_eq!(env, &expected, "--{flag}");
         }
-        assert_eq!(flags.len(), 27);
+        assert_eq!(flags.len(), 28);
     }
 
     #[test]
@@ -931,5 +959,35 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn runtime_pod_overlay_parses_kubernetes_fields_and_rejects_typos() {
+        let c = parse(&[r#"--runtime-pod-overlay={"nodeSelector":{"pool":"bots"},"tolerations":[{"key":"bots","operator":"Exists","effect":"NoSchedule"}],"priorityClassName":"low","podAnnotations":{"prometheus.io/scrape":"true"}}"#]).unwrap();
+        let o = c.runtime_settings().unwrap().pod_overlay;
+        assert_eq!(
+            o.node_selector.get("pool").map(String::as_str),
+            Some("bots")
+        );
+        assert_eq!(o.tolerations[0].key.as_deref(), Some("bots"));
+        assert_eq!(o.priority_class_name.as_deref(), Some("low"));
+        assert_eq!(o.pod_annotations.len(), 1);
+        assert_eq!(
+            parse(&["--runtime-pod-overlay="])
+                .unwrap()
+                .runtime_settings()
+                .unwrap()
+                .pod_overlay,
+            RuntimePodOverlay::default()
+        );
+        for bad in [
+            r#"--runtime-pod-overlay={"nodeselector":{}}"#,
+            r#"--runtime-pod-overlay={"tolerations":"all"}"#,
+            r#"--runtime-pod-overlay={"priorityClassName":"Low Priority"}"#,
+            "--runtime-pod-overlay=[1",
+        ] {
+            let e = parse(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("--runtime-pod-overlay"), "{bad}: {e}");
+        }
     }
 }
