@@ -1030,3 +1030,82 @@ spec:
     );
     cp.delete_ledger_volumes(&ns);
 }
+
+/// CloudNativePG's Go module (its `config/crd/bases` hold the CRDs the
+/// example is checked against); fetched through the Go module proxy like
+/// the control plane's modules, cached in GOMODCACHE.
+const CLOUDNATIVEPG_MODULE: &str = "github.com/cloudnative-pg/cloudnative-pg@v1.25.1";
+
+/// `examples/cloudnativepg/ledger.yaml` (a CloudNativePG Cluster and an
+/// account whose sessions keep their ledger in it) is accepted by the API
+/// server with CloudNativePG's own Cluster CRD installed (server-side dry
+/// run: the schema and its CEL rules check the Cluster).
+#[test]
+fn cloudnativepg_example_is_a_valid_cluster() {
+    let cp = control_plane();
+    cp.install_crds();
+    let out = std::process::Command::new("go")
+        .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .args(["mod", "download", "-json", CLOUDNATIVEPG_MODULE])
+        .output()
+        .expect("go runs (the end-to-end tests need Go)");
+    assert!(
+        out.status.success(),
+        "go mod download {CLOUDNATIVEPG_MODULE} failed:\n{}",
+        text(&out)
+    );
+    let info: Value =
+        serde_json::from_slice(&out.stdout).expect("go mod download -json prints JSON");
+    let dir = PathBuf::from(
+        info["Dir"]
+            .as_str()
+            .expect("Dir in go mod download's answer"),
+    );
+    let crd = dir.join("config/crd/bases/postgresql.cnpg.io_clusters.yaml");
+    cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crd.to_str().expect("utf-8 path"),
+    ]);
+    // Right after creation the CRD has no status yet, which `kubectl wait`
+    // reports as an error rather than waiting.
+    eventually("the Cluster CRD established", 60, || {
+        cp.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=10s",
+            "crd/clusters.postgresql.cnpg.io",
+        ])
+        .status
+        .success()
+        .then_some(())
+    });
+    let ns = cp.namespace("e2e-cnpg");
+    let example = repo().join("examples/cloudnativepg/ledger.yaml");
+    let out = cp.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        &ns,
+        "-f",
+        example.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "the CloudNativePG example was refused:\n{}",
+        text(&out)
+    );
+    let accepted = String::from_utf8_lossy(&out.stdout);
+    println!("{accepted}");
+    assert!(
+        accepted.contains("cluster.postgresql.cnpg.io/pg created (server dry run)"),
+        "{accepted}"
+    );
+    assert!(
+        accepted.contains("paperaccount.paperbot.io/pg-fleet created (server dry run)"),
+        "{accepted}"
+    );
+}
