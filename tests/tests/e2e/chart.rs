@@ -189,11 +189,7 @@ fn chart_readme_lists_every_value_and_the_schema_declares_exactly_them() {
                 None => problems.push(format!("{p}: in the schema, not in values.yaml")),
             }
         }
-        for k in values
-            .as_object()
-            .map(|m| m.keys().collect())
-            .unwrap_or(Vec::new())
-        {
+        for k in values.as_object().into_iter().flat_map(|m| m.keys()) {
             if !props.contains_key(k) {
                 problems.push(format!("{path}.{k}: in values.yaml, not in the schema"));
             }
