@@ -1105,3 +1105,164 @@ fn cloudnativepg_example_is_a_valid_cluster() {
         "{accepted}"
     );
 }
+
+/// One `paperbot-operator` process, killed when dropped.
+struct Replica {
+    name: String,
+    child: std::process::Child,
+    base: String,
+}
+
+impl Replica {
+    /// Start the operator binary as the chart would run it: with `id`'s
+    /// credentials, leader election on the release's Lease in the release
+    /// namespace, watching `ns`.
+    fn start(name: &str, id: &paperbot_e2e::Identity, lease: &str, ns: &str) -> Replica {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let logs = repo().join(format!("target/e2e-{name}-{}.log", std::process::id()));
+        let log = std::fs::File::create(&logs).expect("operator log file");
+        let child = std::process::Command::new(paperbot_e2e::scale::operator_binary(false))
+            .env("KUBECONFIG", &id.kubeconfig)
+            .env("POD_NAMESPACE", &id.namespace)
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info")
+            .args([
+                &format!("--namespaces={ns}"),
+                &format!("--lease-name={lease}"),
+                "--lease-duration=4s",
+                "--leader-election=true",
+                "--log-format=text",
+                "--runtime-image=ghcr.io/paperbot/bot-runtime:e2e",
+                &format!("--metrics-addr=127.0.0.1:{port}"),
+            ])
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting paperbot-operator");
+        Replica {
+            name: name.to_string(),
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// `/readyz` status code (0 when it does not answer) and the value of
+    /// `paperbot_operator_leader` (None when unknown).
+    async fn probe(&self, http: &reqwest::Client) -> (u16, Option<bool>) {
+        let ready = match http.get(format!("{}/readyz", self.base)).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        };
+        let leader = match http.get(format!("{}/metrics", self.base)).send().await {
+            Ok(r) => r.text().await.ok().and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("paperbot_operator_leader "))
+                    .map(|l| l.ends_with(" 1"))
+            }),
+            Err(_) => None,
+        };
+        (ready, leader)
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait().expect("waiting for the operator")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two operator replicas, as the chart runs them with `replicaCount: 2`
+/// (the binary, the chart's namespaced RBAC and Lease): both report ready
+/// (the standby while it stands by, so that a rollout, `helm --wait` and the
+/// PodDisruptionBudget count it), exactly one leads; when the leader stops,
+/// the standby takes the Lease and leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_are_both_ready_and_one_leads_until_it_stops() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-ha");
+    let release = format!("ha-operator-{}", std::process::id());
+    let id = cp.namespaced_operator_identity(&release, &[&ns]);
+    let lease = format!("{release}-paperbot");
+    let mut replicas = [
+        Replica::start("replica-a", &id, &lease, &ns),
+        Replica::start("replica-b", &id, &lease, &ns),
+    ];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("HTTP client");
+    let settled = |states: &[(u16, Option<bool>)]| {
+        states.iter().all(|(ready, _)| *ready == 200)
+            && states.iter().filter(|(_, l)| *l == Some(true)).count() == 1
+            && states.iter().filter(|(_, l)| *l == Some(false)).count() == 1
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let states = loop {
+        let mut states = Vec::new();
+        for r in &replicas {
+            states.push(r.probe(&http).await);
+        }
+        if settled(&states) {
+            break states;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two replicas did not settle to both ready, one leader: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let leader = states.iter().position(|(_, l)| *l == Some(true)).unwrap();
+    let standby = 1 - leader;
+    let holder = jsonpath(
+        cp,
+        OPERATOR_NAMESPACE,
+        &format!("lease/{lease}"),
+        "{.spec.holderIdentity}",
+    );
+    assert_eq!(holder, replicas[leader].name);
+    println!(
+        "{} leads, {} stands by; both /readyz 200",
+        replicas[leader].name, replicas[standby].name
+    );
+
+    let status = replicas[leader].terminate();
+    assert!(
+        status.success(),
+        "the leader exited with {status} on SIGTERM"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ready, leads) = replicas[standby].probe(&http).await;
+        if ready == 200 && leads == Some(true) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not take over: readyz {ready}, leader {leads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let holder = jsonpath(
+        cp,
+        OPERATOR_NAMESPACE,
+        &format!("lease/{lease}"),
+        "{.spec.holderIdentity}",
+    );
+    assert_eq!(holder, replicas[standby].name);
+    println!(
+        "after the leader stopped, {} leads and is ready",
+        replicas[standby].name
+    );
+}
