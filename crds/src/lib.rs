@@ -8,9 +8,9 @@
 //!
 //! The CRDs carry those checks as OpenAPI bounds and CEL rules
 //! (`x-kubernetes-validations`, see [`schema`]). `cargo run -p paperbot-crds
-//! --bin crdgen` writes them to `crds/manifests/` and the Helm chart's
-//! `charts/paperbot/crds/` ([`manifest`]); a test fails when those copies are
-//! stale. `tests/cases/` holds valid and invalid manifests, each invalid one
+//! --bin crdgen` writes them to `crds/manifests/` and, as templates, to the
+//! Helm chart's `charts/paperbot/templates/crds/` ([`manifest`]); a test fails
+//! when those copies are stale. `tests/cases/` holds valid and invalid manifests, each invalid one
 //! annotated with the field and message the API server refuses it with.
 
 #![warn(missing_docs)]

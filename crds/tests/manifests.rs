@@ -27,13 +27,27 @@ fn checked_in_manifests_match_the_types() {
     );
 }
 
+/// The chart's CRD templates are the plain manifests plus the chart's
+/// guard, labels and keep annotation (what Helm renders from them is
+/// compared with the plain manifests by the end-to-end chart tests).
 #[test]
-fn helm_chart_and_plain_manifests_are_identical() {
+fn helm_chart_templates_wrap_the_plain_manifests() {
     let root = workspace_root();
+    assert!(
+        !root.join("charts/paperbot/crds").exists(),
+        "charts/paperbot/crds/ is back: Helm would install those files once and never upgrade them"
+    );
     for (_, file) in KINDS {
-        let plain = fs::read_to_string(root.join("crds/manifests").join(file)).unwrap();
-        let chart = fs::read_to_string(root.join("charts/paperbot/crds").join(file)).unwrap();
-        assert_eq!(plain, chart, "{file}: chart copy differs");
+        let plain = fs::read_to_string(root.join(manifest::PLAIN_DIR).join(file)).unwrap();
+        let chart = fs::read_to_string(root.join(manifest::CHART_DIR).join(file)).unwrap();
+        assert!(chart.starts_with(manifest::CHART_GUARD), "{file}: {chart}");
+        assert!(chart.contains("helm.sh/resource-policy: keep"), "{file}");
+        let spec_at = |t: &str| t.find("\nspec:\n").unwrap();
+        assert_eq!(
+            plain[spec_at(&plain)..],
+            chart[spec_at(&chart)..].replace("{{- end }}\n", ""),
+            "{file}: the chart template's spec differs from the plain manifest"
+        );
     }
 }
 
@@ -76,7 +90,7 @@ fn crdgen_check_lists_stale_files_and_the_command_then_passes_after_regenerating
         .unwrap();
     assert!(status.success(), "--check after writing must pass");
 
-    let edited = root.join("charts/paperbot/crds/strategyconfigs.paperbot.io.yaml");
+    let edited = root.join("charts/paperbot/templates/crds/strategyconfigs.paperbot.io.yaml");
     fs::write(&edited, "# stale\n").unwrap();
     let out = Command::new(crdgen)
         .args(["--check", "--root"])

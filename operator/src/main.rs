@@ -3,7 +3,8 @@
 //!
 //! Only the holder of the leader Lease reconciles; a replica that loses the
 //! lease exits so that Kubernetes restarts it as a standby, and two replicas
-//! never write at the same time.
+//! never write at the same time. `/readyz` answers ok on a standby, and on
+//! the leader once its caches have synced.
 
 use std::{
     sync::{
@@ -96,8 +97,33 @@ async fn main() -> anyhow::Result<()> {
     ctx.reconcile_concurrency = cfg.reconcile_concurrency;
     let ctx = ctx.with_sync(cfg.sync_settings());
     let ctx = Arc::new(ctx);
-    let r = ready.clone();
-    let on_ready = move || r.store(true, Ordering::Relaxed);
+    // Readiness: the leader is ready once its caches have synced; a standby
+    // is ready while it stands by (it does what it should), so that with
+    // two replicas a rollout, `helm --wait` and a PodDisruptionBudget count
+    // it as available. The leader is not ready from gaining the lease until
+    // its caches have synced.
+    let synced = Arc::new(AtomicBool::new(false));
+    if let Some(le) = &leader {
+        ready.store(true, Ordering::Relaxed);
+        let (ready, synced, mut leading) = (ready.clone(), synced.clone(), le.subscribe());
+        tokio::spawn(async move {
+            loop {
+                let is_leader = *leading.borrow_and_update();
+                ready.store(
+                    !is_leader || synced.load(Ordering::Acquire),
+                    Ordering::Release,
+                );
+                if leading.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let (r, s) = (ready.clone(), synced.clone());
+    let on_ready = move || {
+        s.store(true, Ordering::Release);
+        r.store(true, Ordering::Release);
+    };
     let run = async {
         match &leader {
             Some(le) => {

@@ -3,7 +3,8 @@
 //! - `GET /metrics`: [`Metrics::render`], content type `text/plain; version=0.0.4`;
 //! - `GET /healthz`: `200 ok` while the process serves requests (liveness);
 //! - `GET /readyz`: `200 ok` once [`ServerState::ready`] is set (the
-//!   operator sets it when its watches have synced), else `503` (readiness).
+//!   operator sets it when its watches have synced, and while it stands by
+//!   for the leader Lease), else `503` (readiness).
 
 use std::{
     future::Future,
@@ -32,7 +33,7 @@ pub struct ServerState {
     /// Metrics rendered on `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Readiness reported on `/readyz`; the operator stores `true` once its
-    /// watches have synced.
+    /// watches have synced, and while it stands by for the leader Lease.
     pub ready: Arc<AtomicBool>,
 }
 

@@ -10,6 +10,7 @@
 //! plane started by hand instead, set `PAPERBOT_TEST_KUBECONFIG` and
 //! `PAPERBOT_CP_BIN` (the directory holding kubectl and helm).
 
+pub mod chart_values;
 pub mod fake_runtime;
 pub mod scale;
 
@@ -261,24 +262,42 @@ impl ControlPlane {
     /// real workload (`system:masters`, the admin's group, is exempt from
     /// both). Made once per process and name.
     pub fn operator_identity(&self, name: &str) -> Identity {
+        self.chart_identity(name, &[])
+    }
+
+    /// The operator's identity `name` in the chart's namespaced mode
+    /// (`watchNamespaces`): a Role and RoleBinding in each of `namespaces`
+    /// (which must exist) and the leader Role in [`OPERATOR_NAMESPACE`],
+    /// nothing cluster-wide. Made once per process and name; `name` must
+    /// differ from the names given to [`Self::operator_identity`].
+    pub fn namespaced_operator_identity(&self, name: &str, namespaces: &[&str]) -> Identity {
+        self.chart_identity(
+            name,
+            &[format!("watchNamespaces={{{}}}", namespaces.join(","))],
+        )
+    }
+
+    /// The identity of release `name` rendered with `--set` values `sets`,
+    /// made once per process and name.
+    fn chart_identity(&self, name: &str, sets: &[String]) -> Identity {
         static IDENTITIES: std::sync::Mutex<Vec<Identity>> = std::sync::Mutex::new(Vec::new());
         let mut made = IDENTITIES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = made.iter().find(|i| i.name == name) {
             return id.clone();
         }
-        let id = self.make_operator_identity(name);
+        let id = self.make_operator_identity(name, sets);
         made.push(id.clone());
         id
     }
 
-    fn make_operator_identity(&self, name: &str) -> Identity {
+    fn make_operator_identity(&self, name: &str, sets: &[String]) -> Identity {
         let ns = OPERATOR_NAMESPACE;
         self.kubectl_stdin_ok(
             &["apply", "--server-side", "-f", "-"],
             &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
         );
         let chart = repo().join("charts/paperbot");
-        let out = self.helm(&[
+        let mut args = vec![
             "template",
             name,
             chart.to_str().expect("utf-8 path"),
@@ -288,23 +307,21 @@ impl ControlPlane {
             "templates/serviceaccount.yaml",
             "--show-only",
             "templates/rbac.yaml",
-        ]);
+        ];
+        for set in sets {
+            args.extend(["--set", set.as_str()]);
+        }
+        let out = self.helm(&args);
         assert!(
             out.status.success(),
             "helm template failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Every object names its namespace (the Roles of namespaced mode are
+        // in the watched namespaces, not the release's).
         self.kubectl_stdin_ok(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-n",
-                ns,
-                "-f",
-                "-",
-            ],
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
             &rendered,
         );
         let account = rendered

@@ -4,6 +4,8 @@
 
 use paperbot_e2e::{control_plane, repo};
 
+#[path = "e2e/chart.rs"]
+mod chart;
 #[path = "e2e/operator.rs"]
 mod operator;
 #[path = "e2e/sync.rs"]
@@ -155,84 +157,4 @@ fn api_server_refuses_each_invalid_manifest_with_its_message() {
         "only {refused} invalid manifests in the corpus"
     );
     println!("{refused} invalid manifests refused with their field and message");
-}
-
-/// `helm lint` is clean and `helm install` of the chart creates the
-/// operator's Deployment, ServiceAccount, RBAC and metrics Service.
-#[test]
-fn helm_chart_lints_and_installs() {
-    let cp = control_plane();
-    let chart = repo().join("charts/paperbot");
-    let chart = chart.to_str().unwrap();
-    let lint = cp.helm(&["lint", chart]);
-    let lint_out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
-    assert!(lint.status.success(), "helm lint failed:\n{lint_out}");
-    assert!(lint_out.contains("0 chart(s) failed"), "{lint_out}");
-    // The values schema refuses a bad ledger value.
-    let bad = cp.helm(&["lint", chart, "--set", "ledger.storage.retention=Keep"]);
-    assert!(
-        !bad.status.success(),
-        "helm lint accepted ledger.storage.retention=Keep"
-    );
-    let ns = cp.namespace("e2e-helm");
-    let install = cp.helm(&[
-        "install",
-        "pb",
-        chart,
-        "--namespace",
-        &ns,
-        "--wait=false",
-        "--set",
-        "ledger.database.secretName=pg-app,ledger.database.secretKey=uri,ledger.storage.size=2Gi,ledger.storage.className=fast-ssd,ledger.storage.retention=Retain",
-    ]);
-    assert!(
-        install.status.success(),
-        "helm install failed:\n{}{}",
-        String::from_utf8_lossy(&install.stdout),
-        String::from_utf8_lossy(&install.stderr)
-    );
-    for obj in [
-        "deployment/pb-paperbot",
-        "serviceaccount/pb-paperbot",
-        "service/pb-paperbot-metrics",
-        "role/pb-paperbot-leader",
-        "rolebinding/pb-paperbot-leader",
-    ] {
-        cp.kubectl_ok(&["get", "-n", &ns, obj]);
-    }
-    cp.kubectl_ok(&[
-        "get",
-        "clusterrole/pb-paperbot",
-        "clusterrolebinding/pb-paperbot",
-    ]);
-    let args = cp.kubectl_ok(&[
-        "get",
-        "-n",
-        &ns,
-        "deployment/pb-paperbot",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].args}",
-    ]);
-    for flag in [
-        "--ledger-database-secret=pg-app",
-        "--ledger-database-secret-key=uri",
-        "--ledger-storage-size=2Gi",
-        "--ledger-storage-class=fast-ssd",
-        "--ledger-storage-retention=Retain",
-    ] {
-        assert!(args.contains(flag), "{flag} missing from {args}");
-    }
-    let rules = cp.kubectl_ok(&["get", "clusterrole/pb-paperbot", "-o", "json"]);
-    assert!(rules.contains("persistentvolumeclaims"), "{rules}");
-    cp.kubectl_ok(&["get", "crd/botsessions.paperbot.io"]);
-    let uninstall = cp.helm(&["uninstall", "pb", "--namespace", &ns]);
-    assert!(
-        uninstall.status.success(),
-        "{}",
-        String::from_utf8_lossy(&uninstall.stderr)
-    );
 }

@@ -1,6 +1,8 @@
 //! `crdgen`: write the CustomResourceDefinitions of the paperbot.io resources,
-//! generated from the Rust types, to `crds/manifests/` and the Helm chart's
-//! `charts/paperbot/crds/`.
+//! generated from the Rust types, to `crds/manifests/` (plain YAML for
+//! `kubectl apply`) and to the Helm chart's `charts/paperbot/templates/crds/`
+//! (the same objects as templates: rendered only when `crds.create` is true,
+//! annotated `helm.sh/resource-policy: keep`, with the chart's labels).
 //!
 //! ```text
 //! cargo run -p paperbot-crds --bin crdgen            # regenerate the files
@@ -22,12 +24,12 @@ struct Args {
     /// what the types generate, and exit with status 1 if there are any.
     #[arg(long, conflicts_with = "stdout")]
     check: bool,
-    /// Print all CRDs to standard output as one multi-document YAML stream
-    /// instead of writing files.
+    /// Print all CRDs (plain YAML) to standard output as one multi-document
+    /// YAML stream instead of writing files.
     #[arg(long)]
     stdout: bool,
     /// Workspace root the output directories (`crds/manifests`,
-    /// `charts/paperbot/crds`) are relative to.
+    /// `charts/paperbot/templates/crds`) are relative to.
     #[arg(long, default_value_os_t = default_root())]
     root: PathBuf,
 }
