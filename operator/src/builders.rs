@@ -50,6 +50,9 @@ pub struct RuntimeSettings {
     /// labels of [`labels`] win when a key is in both; extra labels are never
     /// part of a selector, so changing them never orphans a pod.
     pub extra_labels: BTreeMap<String, String>,
+    /// Put [`scrape_annotations`] on the pod template
+    /// (`--runtime-scrape-annotations`).
+    pub scrape_annotations: bool,
     /// Where runtimes keep their ledger unless an account says otherwise.
     pub ledger: LedgerSettings,
 }
@@ -57,6 +60,17 @@ pub struct RuntimeSettings {
 /// Pod template annotation holding [`config_hash`] of the rendered
 /// configuration: a change of it rolls the pod.
 pub const CONFIG_HASH_ANNOTATION: &str = "paperbot.io/config-hash";
+/// `prometheus.io/scrape`, `prometheus.io/port` and `prometheus.io/path`
+/// pointing at the runtime's metrics port: the pod annotations a Prometheus
+/// configured for annotation-based pod discovery scrapes.
+pub fn scrape_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), METRICS_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
+}
+
 /// Label naming the BotSession a child belongs to.
 pub const SESSION_LABEL: &str = "paperbot.io/session";
 /// ConfigMap key of the rendered runtime configuration.
@@ -746,7 +760,15 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(all_labels),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])),
+                    annotations: Some({
+                        let mut a = if input.settings.scrape_annotations {
+                            scrape_annotations()
+                        } else {
+                            BTreeMap::new()
+                        };
+                        a.insert(CONFIG_HASH_ANNOTATION.to_string(), hash);
+                        a
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(pod),
@@ -856,6 +878,7 @@ spec:
                     ..Default::default()
                 },
                 extra_labels: BTreeMap::from([("team".to_string(), "quant".to_string())]),
+                scrape_annotations: false,
                 ledger,
             },
         }
@@ -1504,6 +1527,23 @@ spec:
 
     fn sts_spec(c: &Children) -> &StatefulSetSpec {
         c.stateful_set.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn scrape_annotations_point_at_the_metrics_port_when_asked_for() {
+        let mut f = fixture();
+        let plain = f.template().metadata.unwrap().annotations.unwrap();
+        assert_eq!(
+            plain.keys().collect::<Vec<_>>(),
+            [CONFIG_HASH_ANNOTATION],
+            "only the config hash by default"
+        );
+        f.settings.scrape_annotations = true;
+        let a = f.template().metadata.unwrap().annotations.unwrap();
+        assert_eq!(a["prometheus.io/scrape"], "true");
+        assert_eq!(a["prometheus.io/port"], METRICS_PORT.to_string());
+        assert_eq!(a["prometheus.io/path"], "/metrics");
+        assert_eq!(a[CONFIG_HASH_ANNOTATION], plain[CONFIG_HASH_ANNOTATION]);
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl Metrics {
 
     /// Creates the series of `controller` at zero — `reconciles_total` (all
     /// three results), `reconcile_errors_total` (every category), the
-    /// duration histogram, the queue depth and the status writes — so that
+    /// duration histogram, the queue depth, the status and stale writes — so that
     /// they are exported (and `rate()` works) before its first reconcile.
     /// Optional.
     pub fn init_controller(&self, controller: &'static str) {
@@ -260,6 +260,7 @@ impl Metrics {
         self.reconcile_duration.with_label_values(&[controller]);
         self.queue_depth.with_label_values(&[controller]);
         self.status_writes.with_label_values(&[controller]);
+        self.stale_writes.with_label_values(&[controller]);
     }
 
     /// Counts one status write of `controller`.
@@ -466,6 +467,7 @@ mod tests {
         for family in [
             "paperbot_operator_queue_depth",
             "paperbot_operator_status_writes_total",
+            "paperbot_operator_stale_writes_total",
         ] {
             let series = format!("{family}{{controller=\"botsession\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
