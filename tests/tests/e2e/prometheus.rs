@@ -821,6 +821,28 @@ async fn prometheus_scrapes_runtimes_and_operator_and_every_dashboard_and_alert_
         "{queries} panel queries and {} alerts checked",
         obs::alert_rules().len()
     );
+    // The checks catch a metric or label that does not exist.
+    for (expr, legend, finding) in [
+        ("sum(paperbot_equitty)", "", "matches no series"),
+        (
+            "sum by (acount) (paperbot_equity)",
+            "",
+            "label acount (by/on/group)",
+        ),
+        (
+            "sum by (session) (paperbot_equity)",
+            "{{account}}",
+            "lacks label account",
+        ),
+        ("paperbot_equity{sesion=\"tripper\"}", "", "no series"),
+    ] {
+        let c = check_query(&api, "a wrong query", expr, &obs::legend_labels(legend)).await;
+        assert!(
+            c.problems.iter().any(|p| p.contains(finding)),
+            "{expr} ({legend}) not reported as {finding:?}: {:?}",
+            c.problems
+        );
+    }
 
     // The chart's monitoring resources fit what the operator created.
     let sts = get_json(cp, "statefulset", &ns, &child_name(DETAIL_SESSION));
