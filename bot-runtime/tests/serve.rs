@@ -811,8 +811,8 @@ fn completed_replay_in_postgres_is_served_again_after_a_restart() {
     let (code, metrics) = rt.get("/metrics");
     assert_eq!(code, 200);
     for line in [
-        "paperbot_session_phase{phase=\"Completed\",session=\"quickstart\"} 1",
-        "paperbot_ready{session=\"quickstart\"} 1",
+        "paperbot_session_phase{account=\"demo\",phase=\"Completed\",session=\"quickstart\",strategy=\"trend-follower\"} 1",
+        "paperbot_ready{account=\"demo\",session=\"quickstart\",strategy=\"trend-follower\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
@@ -841,7 +841,11 @@ fn completed_replay_in_postgres_is_served_again_after_a_restart() {
     assert_eq!(code, 200);
     let gauge: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("paperbot_equity{session=\"quickstart\"} "))
+        .find_map(|l| {
+            l.strip_prefix(
+                "paperbot_equity{account=\"demo\",session=\"quickstart\",strategy=\"trend-follower\"} ",
+            )
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no equity gauge:\n{metrics}"));
     let equity: f64 = fin["equity"].as_str().unwrap().parse().unwrap();

@@ -50,6 +50,9 @@ pub struct RuntimeSettings {
     /// labels of [`labels`] win when a key is in both; extra labels are never
     /// part of a selector, so changing them never orphans a pod.
     pub extra_labels: BTreeMap<String, String>,
+    /// Put [`scrape_annotations`] on the pod template
+    /// (`--runtime-scrape-annotations`).
+    pub scrape_annotations: bool,
     /// Where runtimes keep their ledger unless an account says otherwise.
     pub ledger: LedgerSettings,
     /// Scheduling and pod metadata for every runtime pod (`--runtime-pod-overlay`).
@@ -88,6 +91,17 @@ pub struct RuntimePodOverlay {
 /// Pod template annotation holding [`config_hash`] of the rendered
 /// configuration: a change of it rolls the pod.
 pub const CONFIG_HASH_ANNOTATION: &str = "paperbot.io/config-hash";
+/// `prometheus.io/scrape`, `prometheus.io/port` and `prometheus.io/path`
+/// pointing at the runtime's metrics port: the pod annotations a Prometheus
+/// configured for annotation-based pod discovery scrapes.
+pub fn scrape_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), METRICS_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
+}
+
 /// Label naming the BotSession a child belongs to.
 pub const SESSION_LABEL: &str = "paperbot.io/session";
 /// ConfigMap key of the rendered runtime configuration.
@@ -783,7 +797,12 @@ pub fn build_children(input: &BuildInput) -> Result<Children, BuildError> {
                 metadata: Some(ObjectMeta {
                     labels: Some(all_labels),
                     annotations: Some({
-                        let mut a = input.settings.pod_overlay.pod_annotations.clone();
+                        let mut a = if input.settings.scrape_annotations {
+                            scrape_annotations()
+                        } else {
+                            BTreeMap::new()
+                        };
+                        a.extend(input.settings.pod_overlay.pod_annotations.clone());
                         a.insert(CONFIG_HASH_ANNOTATION.to_string(), hash);
                         a
                     }),
@@ -896,6 +915,7 @@ spec:
                     ..Default::default()
                 },
                 extra_labels: BTreeMap::from([("team".to_string(), "quant".to_string())]),
+                scrape_annotations: false,
                 ledger,
                 pod_overlay: RuntimePodOverlay::default(),
             },
@@ -1593,6 +1613,23 @@ spec:
 
     fn sts_spec(c: &Children) -> &StatefulSetSpec {
         c.stateful_set.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn scrape_annotations_point_at_the_metrics_port_when_asked_for() {
+        let mut f = fixture();
+        let plain = f.template().metadata.unwrap().annotations.unwrap();
+        assert_eq!(
+            plain.keys().collect::<Vec<_>>(),
+            [CONFIG_HASH_ANNOTATION],
+            "only the config hash by default"
+        );
+        f.settings.scrape_annotations = true;
+        let a = f.template().metadata.unwrap().annotations.unwrap();
+        assert_eq!(a["prometheus.io/scrape"], "true");
+        assert_eq!(a["prometheus.io/port"], METRICS_PORT.to_string());
+        assert_eq!(a["prometheus.io/path"], "/metrics");
+        assert_eq!(a[CONFIG_HASH_ANNOTATION], plain[CONFIG_HASH_ANNOTATION]);
     }
 
     #[test]

@@ -163,6 +163,12 @@ pub struct OperatorConfig {
     #[arg(long, env = "PAPERBOT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 
+    /// Put `prometheus.io/scrape`, `prometheus.io/port` (9090) and
+    /// `prometheus.io/path` (`/metrics`) annotations on runtime pods, for a
+    /// Prometheus that discovers pods by annotation (`true`/`false`).
+    #[arg(long, env = "PAPERBOT_RUNTIME_SCRAPE_ANNOTATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub runtime_scrape_annotations: bool,
+
     /// Elect a leader through a Lease so that only one replica writes (`true`/`false`).
     #[arg(long, env = "PAPERBOT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub leader_election: bool,
@@ -283,6 +289,7 @@ impl OperatorConfig {
                 claims: None,
             },
             extra_labels: BTreeMap::new(),
+            scrape_annotations: self.runtime_scrape_annotations,
             ledger: self.ledger_settings()?,
             pod_overlay: self.runtime_pod_overlay.clone().unwrap_or_default(),
         })
@@ -623,6 +630,7 @@ mod tests {
 
         let settings = c.runtime_settings().unwrap();
         assert_eq!(settings.image, c.runtime_image);
+        assert!(!settings.scrape_annotations);
         let res = settings.default_resources;
         assert_eq!(
             res.requests,
@@ -658,6 +666,7 @@ mod tests {
             "--identity=pod-a",
             "--lease-duration=30s",
             "--log-format=json",
+            "--runtime-scrape-annotations=true",
         ])
         .unwrap();
         assert_eq!(
@@ -678,6 +687,7 @@ mod tests {
             }
         );
         let s = c.runtime_settings().unwrap();
+        assert!(s.scrape_annotations);
         assert_eq!(s.image, "registry.local/bot:dev");
         assert_eq!(s.image_pull_policy.as_deref(), Some("Always"));
         assert_eq!(
@@ -722,7 +732,7 @@ mod tests {
             };
             assert_eq!(env, &expected, "--{flag}");
         }
-        assert_eq!(flags.len(), 28);
+        assert_eq!(flags.len(), 29);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     controllers::{Context, account, botsession, error_policy, strategy},
-    metrics::Metrics,
+    metrics::{FleetSnapshot, Metrics},
     stores::{
         Fresh, Latest, PodView, StatefulSetView, Writers, keep_foreign_fields, resource_version,
         slim_pod, slim_resource,
@@ -52,6 +52,10 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=paperbot-operator";
 
 /// Objects per page of a watch's initial list.
 pub const LIST_PAGE_SIZE: u32 = 250;
+
+/// How often the fleet gauges ([`crate::metrics::fleet`]) are refreshed
+/// from the cache.
+pub const FLEET_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Default of `--reconcile-concurrency`: BotSession reconciles at a time.
 pub const DEFAULT_SESSION_CONCURRENCY: u16 = 8;
@@ -78,6 +82,11 @@ struct Dispatch {
     live: AtomicBool,
 }
 
+/// `namespace/name` of an object, its key in the queue-depth metric.
+fn queue_key<K: Resource>(r: &ObjectRef<K>) -> String {
+    format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name)
+}
+
 fn request<K: Resource>(obj_ref: ObjectRef<K>, cause: Cause) -> ReconcileRequest<K> {
     ReconcileRequest {
         obj_ref,
@@ -90,20 +99,23 @@ fn request<K: Resource>(obj_ref: ObjectRef<K>, cause: Cause) -> ReconcileRequest
 impl Dispatch {
     fn send(&self, t: Triggers) {
         for (r, cause) in t.sessions {
-            self.metrics
-                .record_trigger(botsession::CONTROLLER, cause.as_str());
+            self.queued(botsession::CONTROLLER, &r, cause);
             let _ = self.sessions.unbounded_send(request(r, cause));
         }
         for (r, cause) in t.accounts {
-            self.metrics
-                .record_trigger(account::CONTROLLER, cause.as_str());
+            self.queued(account::CONTROLLER, &r, cause);
             let _ = self.accounts.unbounded_send(request(r, cause));
         }
         for (r, cause) in t.strategies {
-            self.metrics
-                .record_trigger(strategy::CONTROLLER, cause.as_str());
+            self.queued(strategy::CONTROLLER, &r, cause);
             let _ = self.strategies.unbounded_send(request(r, cause));
         }
+    }
+
+    /// Count a reconcile of `r` asked for by `cause` and queue it.
+    fn queued<K: Resource>(&self, controller: &'static str, r: &ObjectRef<K>, cause: Cause) {
+        self.metrics.record_trigger(controller, cause.as_str());
+        self.metrics.record_queued(controller, queue_key(r));
     }
 
     /// Dispatch the triggers of one watch event of `kind`.
@@ -458,6 +470,7 @@ pub async fn run_controllers(
     let concurrency = ctx.reconcile_concurrency;
     let sessions = run_applier(
         botsession::reconcile,
+        botsession::CONTROLLER,
         ctx.clone(),
         stores.sessions.clone(),
         s_rx,
@@ -466,6 +479,7 @@ pub async fn run_controllers(
     );
     let accounts = run_applier(
         account::reconcile,
+        account::CONTROLLER,
         ctx.clone(),
         stores.accounts.clone(),
         a_rx,
@@ -474,6 +488,7 @@ pub async fn run_controllers(
     );
     let strategies = run_applier(
         strategy::reconcile,
+        strategy::CONTROLLER,
         ctx.clone(),
         stores.strategies.clone(),
         st_rx,
@@ -507,15 +522,16 @@ pub async fn run_controllers(
 
     let metrics = ctx.metrics.clone();
     let (st, sd) = (stores.clone(), shutdown.clone());
+    let (scope, interval) = (namespace.clone(), ctx.sync_interval);
     let refresher = async move {
         if !stores_ready(&synced).await {
             return;
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(FLEET_METRICS_INTERVAL);
         let refresh = async {
             loop {
                 tick.tick().await;
-                export_session_metrics(&st.sessions, &metrics);
+                export_fleet_metrics(scope.as_deref(), &st, &metrics, interval);
             }
         };
         tokio::select! {
@@ -533,6 +549,7 @@ pub async fn run_controllers(
 /// `shutdown`, then the reconciles in flight finish and it returns.
 async fn run_applier<K, Fut>(
     reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+    controller: &'static str,
     ctx: Arc<Context>,
     store: Store<K>,
     queue: UnboundedReceiver<ReconcileRequest<K>>,
@@ -550,7 +567,11 @@ async fn run_applier<K, Fut>(
 {
     let queue = queue.map(Ok::<_, Infallible>).take_until(shutdown);
     applier(
-        move |obj, ctx| Box::pin(reconcile(obj, ctx)),
+        move |obj, ctx: Arc<Context>| {
+            ctx.metrics
+                .record_dequeued(controller, &queue_key(&ObjectRef::from_obj(&*obj)));
+            Box::pin(reconcile(obj, ctx))
+        },
         error_policy,
         ctx,
         store,
@@ -565,25 +586,49 @@ async fn run_applier<K, Fut>(
     .await;
 }
 
-/// Sessions by phase and sessions with an open breaker, from the cache.
-pub fn export_session_metrics(store: &Store<BotSession>, metrics: &Metrics) {
-    let sessions = store.state();
-    let mut breakers_open = 0;
-    for s in &sessions {
-        if s.status
-            .as_ref()
-            .and_then(|st| st.breaker.as_deref())
-            .is_some_and(|b| b != "None")
-        {
-            breakers_open += 1;
-        }
-    }
-    metrics.set_sessions_by_phase(
-        sessions
-            .iter()
-            .map(|s| (s.status.clone().unwrap_or_default().phase, 1)),
+/// The fleet gauges of `scope` (a namespace, `None` for all) from the
+/// cache, and the queue depth without objects that are gone.
+pub fn export_fleet_metrics(
+    scope: Option<&str>,
+    stores: &crate::stores::Stores,
+    metrics: &Metrics,
+    status_sync_interval: Duration,
+) {
+    metrics.fleet.export(
+        scope,
+        FleetSnapshot::of(
+            &stores.sessions.state(),
+            &stores.accounts.state(),
+            stores.strategies.len(),
+            status_sync_interval,
+        ),
     );
-    metrics.set_breakers_open(breakers_open);
+    let exists = |key: &str, controller: &'static str| {
+        let Some((ns, name)) = key.split_once('/') else {
+            return false;
+        };
+        match controller {
+            botsession::CONTROLLER => stores
+                .sessions
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some(),
+            account::CONTROLLER => stores
+                .accounts
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some(),
+            _ => stores
+                .strategies
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some(),
+        }
+    };
+    for c in [
+        botsession::CONTROLLER,
+        account::CONTROLLER,
+        strategy::CONTROLLER,
+    ] {
+        metrics.prune_queue(c, scope, |k| exists(k, c));
+    }
 }
 
 /// Run the controllers for every namespace in `namespaces` (empty: all).

@@ -145,15 +145,15 @@ mod tests {
     async fn metrics_endpoint_serves_the_exposition_format() {
         let state = ServerState::new(Arc::new(Metrics::new()));
         state.metrics.set_leader(true);
+        state.metrics.init_controller("botsession");
         let (status, content_type, body) = get_path(&state, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(content_type.as_deref(), Some("text/plain; version=0.0.4"));
         assert!(
-            body.contains("paperbot_sessions{phase=\"Running\"} 0"),
+            body.contains("paperbot_operator_queue_depth{controller=\"botsession\"} 0"),
             "{body}"
         );
         assert!(body.contains("paperbot_operator_leader 1"), "{body}");
-        assert!(body.contains("paperbot_circuit_breakers_open 0"), "{body}");
     }
 
     #[tokio::test]

@@ -6,8 +6,12 @@ use paperbot_e2e::{control_plane, repo};
 
 #[path = "e2e/chart.rs"]
 mod chart;
+#[path = "obs/mod.rs"]
+mod obs;
 #[path = "e2e/operator.rs"]
 mod operator;
+#[path = "e2e/prometheus.rs"]
+mod prometheus;
 #[path = "e2e/sync.rs"]
 mod sync;
 

@@ -162,95 +162,33 @@ impl Fixture {
     }
 }
 
-/// The metric families the issue lists for a runtime, as the session side
-/// registers them (labelled by session; bounded label sets).
+/// The runtime's own metric families ([`crate::service::Metrics`]) with a
+/// few values set: equity 1.5, an open breaker, one latency and one commit.
 fn representative_registry() -> prometheus::Registry {
-    use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+    use crate::service::metrics::{Metrics, SessionLabels};
     let r = prometheus::Registry::new();
-    let s = ["session"];
-    let gauge = |name: &str, help: &str| {
-        let g = GaugeVec::new(Opts::new(name, help), &s).unwrap();
-        g.with_label_values(&["bot"]).set(1.5);
-        r.register(Box::new(g)).unwrap();
-    };
-    gauge(
-        "paperbot_equity",
-        "Cash plus positions at their marks, base currency.",
-    );
-    gauge("paperbot_cash", "Cash, base currency.");
-    gauge("paperbot_realized_pnl", "Realized P&L, base currency.");
-    gauge("paperbot_unrealized_pnl", "Unrealized P&L, base currency.");
-    gauge(
-        "paperbot_drawdown_ratio",
-        "Fall from the equity peak, fraction 0-1.",
-    );
-    gauge(
-        "paperbot_market_data_age_seconds",
-        "Wall-clock seconds since the last candle.",
-    );
-    let open =
-        IntGaugeVec::new(Opts::new("paperbot_open_positions", "Open positions."), &s).unwrap();
-    open.with_label_values(&["bot"]).set(1);
-    r.register(Box::new(open)).unwrap();
-    let counter = |name: &str, help: &str, labels: &[&str], values: &[&str]| {
-        let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
-        c.with_label_values(values).inc();
-        r.register(Box::new(c)).unwrap();
-    };
-    counter(
-        "paperbot_fills_total",
-        "Fills by side and status.",
-        &["session", "side", "status"],
-        &["bot", "buy", "filled"],
-    );
-    counter(
-        "paperbot_decisions_total",
-        "Decisions by action.",
-        &["session", "action"],
-        &["bot", "hold"],
-    );
-    counter(
-        "paperbot_breaker_trips_total",
-        "Circuit-breaker trips.",
-        &["session", "breaker"],
-        &["bot", "dailyLoss"],
-    );
-    counter(
-        "paperbot_autopilot_adjustments_total",
-        "Autopilot adjustments by parameter.",
-        &["session", "parameter"],
-        &["bot", "stopLossPct"],
-    );
-    counter(
-        "paperbot_rejected_ticks_total",
-        "Candles the feed guard rejected.",
-        &["session"],
-        &["bot"],
-    );
-    let state = IntGaugeVec::new(
-        Opts::new(
-            "paperbot_breaker_state",
-            "Breaker state: 0 closed, 1 open, 2 half-open.",
-        ),
-        &["session", "breaker"],
+    let symbols = ["BTC-USD".to_string()];
+    let m = Metrics::register(
+        &r,
+        &SessionLabels {
+            session: "bot",
+            account: "acct",
+            strategy: "trend",
+            symbols: &symbols,
+        },
     )
     .unwrap();
-    state.with_label_values(&["bot", "dailyLoss"]).set(1);
-    r.register(Box::new(state)).unwrap();
-    for (name, help) in [
-        (
-            "paperbot_decision_latency_seconds",
-            "Wall-clock time from candle to decision.",
-        ),
-        (
-            "paperbot_ledger_commit_seconds",
-            "Wall-clock time of one ledger commit.",
-        ),
-    ] {
-        let h = HistogramVec::new(HistogramOpts::new(name, help), &s).unwrap();
-        h.with_label_values(&["bot"]).observe(0.002);
-        r.register(Box::new(h)).unwrap();
-    }
+    m.set_status(&RuntimeStatus {
+        equity: Decimal::new(15, 1),
+        breakers: vec![paperbot_crds::BreakerStatus {
+            name: "dailyLoss".into(),
+            state: paperbot_crds::BreakerState::Open,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    m.decision_latency.observe(0.002);
+    m.observe_commit(0.002);
     r
 }
 
@@ -319,7 +257,7 @@ async fn probes_metrics_and_the_document_need_no_token() {
     assert_eq!(h[header::CONTENT_TYPE], prometheus::TEXT_FORMAT);
     let text = String::from_utf8_lossy(&b);
     assert!(
-        text.contains("paperbot_equity{session=\"bot\"} 1.5"),
+        text.contains("paperbot_equity{account=\"acct\",session=\"bot\",strategy=\"trend\"} 1.5"),
         "{text}"
     );
 

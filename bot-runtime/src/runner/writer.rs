@@ -11,7 +11,7 @@
 
 use std::sync::{
     Mutex,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub struct LedgerHealth {
     down: AtomicBool,
     failed: AtomicBool,
     reason: Mutex<Option<String>>,
+    /// Failed commit attempts so far (each retry counts).
+    errors: AtomicU64,
 }
 
 impl LedgerHealth {
@@ -62,6 +64,16 @@ impl LedgerHealth {
     /// True once the writer gave up: the run must end.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Failed commit attempts so far (transient ones that were retried
+    /// included): `paperbot_ledger_errors_total`.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Why the ledger is (or was last) unavailable.
@@ -118,6 +130,7 @@ pub async fn commit<L: LedgerStore>(
                 return Ok(());
             }
             Err(e) if e.is_transient() => {
+                health.count_error();
                 let since = *first_failure.get_or_insert_with(Instant::now);
                 let out_for = since.elapsed();
                 let give_up = policy.give_up_after.is_some_and(|limit| out_for >= limit);
@@ -137,6 +150,7 @@ pub async fn commit<L: LedgerStore>(
                 tokio::time::sleep(delay).await;
             }
             Err(e) => {
+                health.count_error();
                 health.set_failed(format!("ledger error: {e}"));
                 return Err(e);
             }

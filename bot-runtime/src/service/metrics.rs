@@ -1,10 +1,13 @@
 //! The session's Prometheus metrics, in the registry of its
 //! [`SessionHandle`](super::SessionHandle) (served at `/metrics`).
 //!
-//! Every metric carries the constant label `session` (the BotSession name);
-//! the other labels take a few fixed values each (side, status, action,
-//! breaker, state, parameter, phase), never a message or an id. Money is in
-//! the account's base currency (e.g. USD), as floats: Prometheus samples are
+//! Every metric carries the constant labels `session` (the BotSession name),
+//! `account` (its PaperAccount) and `strategy` (its StrategyConfig); the
+//! scrape adds `namespace` (PodMonitor or the `prometheus.io/*` annotations,
+//! see `charts/paperbot`). The other labels take a few fixed values each
+//! (side, status, action, breaker, state, parameter, phase, symbol — the
+//! session's configured symbols), never a message or an id. Money is in the
+//! account's base currency (e.g. USD), as floats: Prometheus samples are
 //! IEEE doubles, a view of the ledger's exact decimals. Counters count what
 //! this process committed (they restart at 0 with the process, as
 //! Prometheus counters may); gauges show the committed state.
@@ -14,23 +17,34 @@
 //! | `paperbot_equity`, `paperbot_cash`, `paperbot_realized_pnl`, `paperbot_unrealized_pnl` | gauge (base currency) | |
 //! | `paperbot_drawdown_ratio`, `paperbot_max_drawdown_ratio` | gauge (fraction 0–1) | |
 //! | `paperbot_open_positions` | gauge | |
+//! | `paperbot_position_value` | gauge: quantity × last close, base currency (0 when flat) | `symbol` |
 //! | `paperbot_candles_total` | counter | |
 //! | `paperbot_fills_total` | counter | `side` (buy, sell), `status` (filled, failed) |
 //! | `paperbot_decisions_total` | counter | `action` (buy, sell, skip, hold) |
 //! | `paperbot_circuit_breaker_state` | gauge, 1 for the current state | `breaker`, `state` (Closed, Open, HalfOpen) |
+//! | `paperbot_circuit_breaker_opened_timestamp_seconds` | gauge: Unix time (wall clock) this process saw the breaker open; 0 while not Open | `breaker` |
 //! | `paperbot_circuit_breaker_trips_total` | counter | `breaker` |
 //! | `paperbot_autopilot_adjustments_total` | counter | `parameter` |
 //! | `paperbot_decision_latency_seconds` | histogram: engine time per candle | |
 //! | `paperbot_market_data_age_seconds` | gauge: wall time since the last candle | |
+//! | `paperbot_market_data_max_age_seconds` | gauge: the data age above which the runtime is not ready (3 candle intervals at the session's speed, at least 5 s) | |
 //! | `paperbot_rejected_ticks_total` | counter: candles the feed guard rejected | |
 //! | `paperbot_ledger_commit_duration_seconds` | histogram: one batch's commit, retries included | |
+//! | `paperbot_ledger_errors_total` | counter: failed commit attempts (each retry counts) | |
+//! | `paperbot_ledger_available` | gauge: 1 while commits succeed, 0 while they fail | |
 //! | `paperbot_session_phase` | gauge, 1 for the current phase | `phase` |
 //! | `paperbot_ready` | gauge: 1 when `/readyz` answers 200 | |
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
 use paperbot_crds::{BreakerState, BreakerStatus, runtime_api::RuntimePhase};
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, exponential_buckets,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, exponential_buckets,
 };
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 
@@ -47,6 +61,20 @@ const PHASES: [RuntimePhase; 7] = [
     RuntimePhase::Failed,
 ];
 
+/// Who a session's metrics belong to: the constant labels of every series,
+/// and the symbols `paperbot_position_value` has a series for.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLabels<'a> {
+    /// BotSession name (label `session`).
+    pub session: &'a str,
+    /// PaperAccount name (label `account`).
+    pub account: &'a str,
+    /// StrategyConfig name (label `strategy`).
+    pub strategy: &'a str,
+    /// The session's symbols, e.g. `BTC-USD` (label `symbol`).
+    pub symbols: &'a [String],
+}
+
 /// The session's metrics (see the module docs for names and labels).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -57,23 +85,38 @@ pub struct Metrics {
     drawdown: Gauge,
     max_drawdown: Gauge,
     open_positions: IntGauge,
+    position_value: GaugeVec,
+    symbols: Arc<Vec<String>>,
     candles: IntCounter,
     fills: IntCounterVec,
     decisions: IntCounterVec,
     breaker_state: IntGaugeVec,
+    breaker_opened: GaugeVec,
+    /// The state each breaker was last seen in (for its opening time).
+    breaker_seen: Arc<Mutex<HashMap<String, BreakerState>>>,
     breaker_trips: IntCounterVec,
     adjustments: IntCounterVec,
     /// Engine time per candle, seconds (observed on the engine thread).
     pub decision_latency: Histogram,
     data_age: Gauge,
+    data_max_age: Gauge,
     rejected_ticks: IntCounter,
     commit_duration: Histogram,
+    ledger_errors: IntCounter,
+    ledger_available: IntGauge,
     phase: IntGaugeVec,
     ready: IntGauge,
 }
 
 fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(0.0)
+}
+
+/// Wall-clock Unix time now, seconds.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn state_name(s: BreakerState) -> &'static str {
@@ -98,16 +141,25 @@ pub(super) fn phase_name(p: RuntimePhase) -> &'static str {
 }
 
 impl Metrics {
-    /// Create the metrics of session `session` and register them in `registry`.
+    /// Create the metrics of the session `labels` names and register them in
+    /// `registry`.
     ///
     /// # Errors
     /// A prometheus error when the metrics of the same session are
-    /// registered already.
-    pub fn register(registry: &Registry, session: &str) -> prometheus::Result<Self> {
-        let opts = |name: &str, help: &str| Opts::new(name, help).const_label("session", session);
+    /// registered already, or a label value is not valid UTF-8 text for a
+    /// label (names of Kubernetes objects always are).
+    pub fn register(registry: &Registry, labels: &SessionLabels<'_>) -> prometheus::Result<Self> {
+        let opts = |name: &str, help: &str| {
+            Opts::new(name, help)
+                .const_label("session", labels.session)
+                .const_label("account", labels.account)
+                .const_label("strategy", labels.strategy)
+        };
         let hopts = |name: &str, help: &str, buckets: Vec<f64>| {
             HistogramOpts::new(name, help)
-                .const_label("session", session)
+                .const_label("session", labels.session)
+                .const_label("account", labels.account)
+                .const_label("strategy", labels.strategy)
                 .buckets(buckets)
         };
         let m = Self {
@@ -139,6 +191,14 @@ impl Metrics {
                 "paperbot_open_positions",
                 "Positions open now.",
             ))?,
+            position_value: GaugeVec::new(
+                opts(
+                    "paperbot_position_value",
+                    "Market value of the position in a symbol (quantity times last close), in the account's base currency; 0 when flat.",
+                ),
+                &["symbol"],
+            )?,
+            symbols: Arc::new(labels.symbols.to_vec()),
             candles: IntCounter::with_opts(opts(
                 "paperbot_candles_total",
                 "Candles traded (committed) by this process.",
@@ -164,6 +224,14 @@ impl Metrics {
                 ),
                 &["breaker", "state"],
             )?,
+            breaker_opened: GaugeVec::new(
+                opts(
+                    "paperbot_circuit_breaker_opened_timestamp_seconds",
+                    "Unix time (wall clock, seconds) at which this process saw the breaker open (its start when it resumed with the breaker open); 0 while it is not Open.",
+                ),
+                &["breaker"],
+            )?,
+            breaker_seen: Arc::default(),
             breaker_trips: IntCounterVec::new(
                 opts(
                     "paperbot_circuit_breaker_trips_total",
@@ -187,6 +255,10 @@ impl Metrics {
                 "paperbot_market_data_age_seconds",
                 "Wall-clock seconds since the last candle was traded.",
             ))?,
+            data_max_age: Gauge::with_opts(opts(
+                "paperbot_market_data_max_age_seconds",
+                "Data age in seconds above which the runtime is not ready: 3 candle intervals at the session's speed, at least 5.",
+            ))?,
             rejected_ticks: IntCounter::with_opts(opts(
                 "paperbot_rejected_ticks_total",
                 "Candles the feed guard rejected (invalid or out of order).",
@@ -195,6 +267,14 @@ impl Metrics {
                 "paperbot_ledger_commit_duration_seconds",
                 "Wall time of one ledger commit (a batch with its checkpoint, retries included), in seconds.",
                 exponential_buckets(0.0005, 3.0, 10)?,
+            ))?,
+            ledger_errors: IntCounter::with_opts(opts(
+                "paperbot_ledger_errors_total",
+                "Failed ledger commit attempts (each failed retry counts once).",
+            ))?,
+            ledger_available: IntGauge::with_opts(opts(
+                "paperbot_ledger_available",
+                "1 while ledger commits succeed, 0 while they fail (trading is paused) or the writer gave up.",
             ))?,
             phase: IntGaugeVec::new(
                 opts(
@@ -215,16 +295,21 @@ impl Metrics {
         registry.register(Box::new(m.drawdown.clone()))?;
         registry.register(Box::new(m.max_drawdown.clone()))?;
         registry.register(Box::new(m.open_positions.clone()))?;
+        registry.register(Box::new(m.position_value.clone()))?;
         registry.register(Box::new(m.candles.clone()))?;
         registry.register(Box::new(m.fills.clone()))?;
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.breaker_state.clone()))?;
+        registry.register(Box::new(m.breaker_opened.clone()))?;
         registry.register(Box::new(m.breaker_trips.clone()))?;
         registry.register(Box::new(m.adjustments.clone()))?;
         registry.register(Box::new(m.decision_latency.clone()))?;
         registry.register(Box::new(m.data_age.clone()))?;
+        registry.register(Box::new(m.data_max_age.clone()))?;
         registry.register(Box::new(m.rejected_ticks.clone()))?;
         registry.register(Box::new(m.commit_duration.clone()))?;
+        registry.register(Box::new(m.ledger_errors.clone()))?;
+        registry.register(Box::new(m.ledger_available.clone()))?;
         registry.register(Box::new(m.phase.clone()))?;
         registry.register(Box::new(m.ready.clone()))?;
         // Known label values start at 0 so that rates and absences read right.
@@ -247,12 +332,18 @@ impl Metrics {
                 m.adjustments.with_label_values(&[p]);
             }
         }
+        for symbol in m.symbols.iter() {
+            m.position_value
+                .with_label_values(&[symbol.as_str()])
+                .set(0.0);
+        }
+        m.ledger_available.set(1);
         m.set_phase(RuntimePhase::Starting);
         Ok(m)
     }
 
     /// The gauges of a published status (committed state).
-    pub(super) fn set_status(&self, s: &paperbot_crds::runtime_api::RuntimeStatus) {
+    pub(crate) fn set_status(&self, s: &paperbot_crds::runtime_api::RuntimeStatus) {
         let hundred = Decimal::ONE_HUNDRED;
         self.equity.set(f(s.equity));
         self.cash.set(f(s.cash));
@@ -262,11 +353,27 @@ impl Metrics {
         self.max_drawdown.set(f(s.max_drawdown_pct / hundred));
         self.open_positions
             .set(i64::try_from(s.positions.len()).unwrap_or(i64::MAX));
+        for symbol in self.symbols.iter() {
+            let value: Decimal = s
+                .positions
+                .iter()
+                .filter(|p| &p.symbol == symbol)
+                .map(|p| p.quantity * p.mark_price)
+                .sum();
+            self.position_value
+                .with_label_values(&[symbol.as_str()])
+                .set(f(value));
+        }
         self.set_breakers(&s.breakers);
     }
 
-    /// The breakers' current states.
+    /// The breakers' current states; a breaker seen entering Open gets its
+    /// opening time (wall clock, now).
     pub(super) fn set_breakers(&self, breakers: &[BreakerStatus]) {
+        let mut seen = self
+            .breaker_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for b in breakers {
             for s in [
                 BreakerState::Closed,
@@ -278,6 +385,13 @@ impl Metrics {
                     .set(i64::from(b.state == s));
             }
             self.breaker_trips.with_label_values(&[b.name.as_str()]);
+            let before = seen.insert(b.name.clone(), b.state);
+            let opened = self.breaker_opened.with_label_values(&[b.name.as_str()]);
+            if b.state != BreakerState::Open {
+                opened.set(0.0);
+            } else if before != Some(BreakerState::Open) {
+                opened.set(unix_now());
+            }
         }
     }
 
@@ -316,8 +430,18 @@ impl Metrics {
     }
 
     /// One commit took `seconds`.
-    pub(super) fn observe_commit(&self, seconds: f64) {
+    pub(crate) fn observe_commit(&self, seconds: f64) {
         self.commit_duration.observe(seconds);
+    }
+
+    /// Whether the ledger takes commits, and the writer's count of failed
+    /// commit attempts so far in this process (the counter catches up).
+    pub(super) fn set_ledger(&self, available: bool, errors_total: u64) {
+        self.ledger_available.set(i64::from(available));
+        let counted = self.ledger_errors.get();
+        if errors_total > counted {
+            self.ledger_errors.inc_by(errors_total - counted);
+        }
     }
 
     /// The phase now.
@@ -329,9 +453,16 @@ impl Metrics {
         }
     }
 
-    /// Data age (seconds, 0 before the first candle) and readiness.
-    pub(super) fn set_freshness(&self, age_seconds: Option<f64>, ready: bool) {
+    /// Data age (seconds, 0 before the first candle), the age limit of
+    /// readiness (seconds) and readiness.
+    pub(super) fn set_freshness(
+        &self,
+        age_seconds: Option<f64>,
+        max_age_seconds: f64,
+        ready: bool,
+    ) {
         self.data_age.set(age_seconds.unwrap_or(0.0));
+        self.data_max_age.set(max_age_seconds);
         self.ready.set(i64::from(ready));
     }
 }
@@ -340,10 +471,36 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn labels<'a>(session: &'a str, symbols: &'a [String]) -> SessionLabels<'a> {
+        SessionLabels {
+            session,
+            account: "acct",
+            strategy: "trend",
+            symbols,
+        }
+    }
+
+    /// The value of the sample `series` (name and labels exactly as
+    /// rendered) in the text exposition of `registry`.
+    fn sample(registry: &Registry, series: &str) -> Option<f64> {
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut buf,
+        )
+        .unwrap();
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     #[test]
-    fn every_family_is_registered_with_the_session_label() {
+    fn every_family_is_registered_with_the_session_account_and_strategy_labels() {
         let registry = Registry::new();
-        let m = Metrics::register(&registry, "bot-a").unwrap();
+        let symbols = vec!["BTC-USD".to_string()];
+        let m = Metrics::register(&registry, &labels("bot-a", &symbols)).unwrap();
         m.decision_latency.observe(0.00002);
         m.observe_commit(0.003);
         m.set_breakers(&[BreakerStatus {
@@ -359,34 +516,117 @@ mod tests {
             "paperbot_realized_pnl",
             "paperbot_unrealized_pnl",
             "paperbot_drawdown_ratio",
+            "paperbot_max_drawdown_ratio",
             "paperbot_open_positions",
+            "paperbot_position_value",
+            "paperbot_candles_total",
             "paperbot_fills_total",
             "paperbot_decisions_total",
             "paperbot_circuit_breaker_state",
+            "paperbot_circuit_breaker_opened_timestamp_seconds",
             "paperbot_circuit_breaker_trips_total",
+            "paperbot_autopilot_adjustments_total",
             "paperbot_decision_latency_seconds",
             "paperbot_market_data_age_seconds",
+            "paperbot_market_data_max_age_seconds",
             "paperbot_rejected_ticks_total",
             "paperbot_ledger_commit_duration_seconds",
+            "paperbot_ledger_errors_total",
+            "paperbot_ledger_available",
             "paperbot_session_phase",
+            "paperbot_ready",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
+        assert_eq!(names.len(), 24, "{names:?}");
         for family in &families {
             for metric in family.get_metric() {
-                assert!(
-                    metric
-                        .get_label()
-                        .iter()
-                        .any(|l| l.name() == "session" && l.value() == "bot-a"),
-                    "{} has no session label",
-                    family.name()
-                );
+                for (label, value) in [
+                    ("session", "bot-a"),
+                    ("account", "acct"),
+                    ("strategy", "trend"),
+                ] {
+                    assert!(
+                        metric
+                            .get_label()
+                            .iter()
+                            .any(|l| l.name() == label && l.value() == value),
+                        "{} has no {label} label",
+                        family.name()
+                    );
+                }
             }
         }
         // The same session twice is refused; another session's metrics (other
         // label value) may share the registry.
-        assert!(Metrics::register(&registry, "bot-a").is_err());
-        assert!(Metrics::register(&registry, "bot-b").is_ok());
+        assert!(Metrics::register(&registry, &labels("bot-a", &symbols)).is_err());
+        assert!(Metrics::register(&registry, &labels("bot-b", &symbols)).is_ok());
+    }
+
+    #[test]
+    fn a_breaker_keeps_its_opening_time_while_open_and_drops_it_when_closed() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry, &labels("bot", &[])).unwrap();
+        let series = "paperbot_circuit_breaker_opened_timestamp_seconds{account=\"acct\",breaker=\"dailyLoss\",session=\"bot\",strategy=\"trend\"}";
+        let breaker = |state| BreakerStatus {
+            name: "dailyLoss".into(),
+            state,
+            ..Default::default()
+        };
+        m.set_breakers(&[breaker(BreakerState::Closed)]);
+        assert_eq!(sample(&registry, series), Some(0.0));
+        let before = unix_now();
+        m.set_breakers(&[breaker(BreakerState::Open)]);
+        let opened = sample(&registry, series).unwrap();
+        assert!(opened >= before.floor(), "{opened} < {before}");
+        // Still open on the next status: the time it opened stays.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        m.set_breakers(&[breaker(BreakerState::Open)]);
+        assert_eq!(sample(&registry, series), Some(opened));
+        m.set_breakers(&[breaker(BreakerState::HalfOpen)]);
+        assert_eq!(sample(&registry, series), Some(0.0));
+    }
+
+    #[test]
+    fn position_values_and_ledger_errors() {
+        use paperbot_crds::runtime_api::{PositionStatus, RuntimeStatus};
+        let registry = Registry::new();
+        let symbols = vec!["BTC-USD".to_string(), "LTC-USD".to_string()];
+        let m = Metrics::register(&registry, &labels("bot", &symbols)).unwrap();
+        let value = |symbol: &str| {
+            sample(
+                &registry,
+                &format!(
+                    "paperbot_position_value{{account=\"acct\",session=\"bot\",strategy=\"trend\",symbol=\"{symbol}\"}}"
+                ),
+            )
+        };
+        assert_eq!(value("BTC-USD"), Some(0.0));
+        m.set_status(&RuntimeStatus {
+            positions: vec![PositionStatus {
+                symbol: "BTC-USD".into(),
+                quantity: Decimal::new(15, 1),
+                mark_price: Decimal::new(20_000, 0),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(value("BTC-USD"), Some(30_000.0));
+        assert_eq!(value("LTC-USD"), Some(0.0));
+        m.set_status(&RuntimeStatus::default());
+        assert_eq!(value("BTC-USD"), Some(0.0));
+
+        let errors =
+            "paperbot_ledger_errors_total{account=\"acct\",session=\"bot\",strategy=\"trend\"}";
+        let available =
+            "paperbot_ledger_available{account=\"acct\",session=\"bot\",strategy=\"trend\"}";
+        assert_eq!(sample(&registry, errors), Some(0.0));
+        assert_eq!(sample(&registry, available), Some(1.0));
+        m.set_ledger(false, 3);
+        assert_eq!(sample(&registry, errors), Some(3.0));
+        assert_eq!(sample(&registry, available), Some(0.0));
+        m.set_ledger(true, 3);
+        assert_eq!(sample(&registry, errors), Some(3.0));
+        assert_eq!(sample(&registry, available), Some(1.0));
     }
 }

@@ -172,8 +172,16 @@ pub fn start<L: LedgerStore + Sync + 'static>(
     stop: Arc<StopSignal>,
 ) -> Result<(SessionHandle, JoinHandle<Result<ServeOutcome, RunError>>), RunError> {
     let registry = prometheus::Registry::new();
-    let metrics = Metrics::register(&registry, &plan.name)
-        .map_err(|e| RunError::Other(format!("metrics: {e}")))?;
+    let metrics = Metrics::register(
+        &registry,
+        &metrics::SessionLabels {
+            session: &plan.name,
+            account: &plan.account_name,
+            strategy: &plan.strategy_name,
+            symbols: &plan.symbols,
+        },
+    )
+    .map_err(|e| RunError::Other(format!("metrics: {e}")))?;
     let initial = plan.session.allocation.get();
     let (status_tx, status_rx) = watch::channel(RuntimeStatus {
         session: plan.name.clone(),

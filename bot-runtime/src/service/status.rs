@@ -194,10 +194,12 @@ impl Shared {
                 && matches!(s.phase, RuntimePhase::Running | RuntimePhase::Paused)
                 && age <= limit);
         if !ended {
-            self.metrics.set_freshness(s.data_age_seconds, s.ready);
+            self.metrics
+                .set_freshness(s.data_age_seconds, limit, s.ready);
         } else {
-            self.metrics.set_freshness(None, true);
+            self.metrics.set_freshness(None, limit, true);
         }
+        self.metrics.set_ledger(!down, self.health.errors());
     }
 
     fn ledger_reason(&self) -> String {

@@ -820,6 +820,7 @@ pub async fn patch_status(s: &BotSession, status: &BotSessionStatus, ctx: &Conte
             })),
         )
         .await?;
+    ctx.metrics.record_status_write(CONTROLLER);
     slim_resource(&mut obj);
     ctx.fresh.sessions.record(obj);
     Ok(())

@@ -270,6 +270,7 @@ where
                 })),
             )
             .await?;
+        ctx.metrics.record_status_write(controller);
         let mut written = written;
         crate::stores::slim_resource(&mut written);
         latest.record(written);

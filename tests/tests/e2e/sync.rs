@@ -78,7 +78,7 @@ fn runtime_binary() -> PathBuf {
     .clone()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -86,18 +86,17 @@ fn free_port() -> u16 {
 }
 
 /// A real `bot-runtime serve` for one session.
-struct Runtime {
+pub(crate) struct Runtime {
     child: Child,
-    /// Where its API listens (127.0.0.1).
-    #[allow(dead_code)]
-    port: u16,
+    /// Where its API (and `/metrics`) listens (127.0.0.1).
+    pub(crate) port: u16,
     dir: tempfile::TempDir,
 }
 
 impl Runtime {
     /// Start the runtime of `session` from what the operator rendered: the
     /// ConfigMap's `session.yaml` and the Secret's `api-token`.
-    fn start(cp: &ControlPlane, ns: &str, session: &str) -> Runtime {
+    pub(crate) fn start(cp: &ControlPlane, ns: &str, session: &str) -> Runtime {
         let child = child_name(session);
         let config = wait_for(&format!("ConfigMap {child}"), 60, || {
             let out = cp.kubectl(&[
@@ -179,7 +178,7 @@ impl Runtime {
         self.child.id()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("runtime.log")).unwrap_or_default()
     }
 }
@@ -192,7 +191,7 @@ impl Drop for Runtime {
 }
 
 /// Poll `f` every 250 ms until it gives a value, or fail after `secs`.
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -206,7 +205,7 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn get_json(cp: &ControlPlane, kind: &str, ns: &str, name: &str) -> Value {
+pub(crate) fn get_json(cp: &ControlPlane, kind: &str, ns: &str, name: &str) -> Value {
     serde_json::from_str(&cp.kubectl_ok(&["get", kind, name, "-n", ns, "-o", "json"]))
         .expect("kubectl JSON")
 }

@@ -6,25 +6,41 @@
 //! |---|---|---|
 //! | `paperbot_operator_reconciles_total` | counter | `controller`, `result` (`success`, `error`, `requeue`) |
 //! | `paperbot_operator_reconcile_duration_seconds` | histogram | `controller` |
-//! | `paperbot_operator_reconcile_errors_total` | counter | `controller`, `category` |
-//! | `paperbot_sessions` | gauge | `phase` (all 8 [`SessionPhase`]s, always present) |
-//! | `paperbot_circuit_breakers_open` | gauge | — |
+//! | `paperbot_operator_reconcile_errors_total` | counter | `controller`, `category` ([`ERROR_CATEGORIES`], all present from the start) |
 //! | `paperbot_operator_leader` | gauge | — |
+//! | `paperbot_operator_queue_depth` | gauge: objects asked for and not yet being reconciled | `controller` |
+//! | `paperbot_operator_status_writes_total` | counter: status subresource writes | `controller` |
 //! | `paperbot_operator_reconcile_triggers_total` | counter | `controller`, `cause` ([`crate::triggers::Cause`]) |
 //! | `paperbot_operator_watch_events_total` | counter | `kind`, `outcome` (`trigger`, `ignored`, `own_write`) |
 //! | `paperbot_operator_child_applies_total` | counter | `kind`, `decision` ([`crate::drift::ApplyDecision`]: `unchanged`, `create`, `changed`, `drift`, `removed`) |
 //! | `paperbot_operator_stale_writes_total` | counter | `controller` (a write refused because the cached copy was out of date, retried at once) |
+//! | the fleet gauges of [`fleet`] | gauge | `namespace`, `account`, ... |
 //!
-//! Label values are `&'static str` so that only a bounded set can reach a
-//! series (never an error message or an object name).
+//! Label values of the operator's own metrics are `&'static str`, so only a
+//! bounded set can reach a series (never an error message). The fleet
+//! gauges carry object names (namespace, account, session): one series per
+//! object, removed with it.
 
-use std::time::Instant;
+pub mod fleet;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use paperbot_crds::SessionPhase;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+pub use fleet::{FleetGauges, FleetSnapshot};
+
+/// Every `category` of `paperbot_operator_reconcile_errors_total`
+/// ([`crate::Error::metric_label`]); each starts at 0 for every controller.
+pub const ERROR_CATEGORIES: [&str; 5] =
+    ["kube", "finalizer", "build", "invalid_object", "serialize"];
 
 /// Upper bounds (seconds) of the reconcile-duration buckets: 1 ms to 10 s.
 pub const RECONCILE_DURATION_BUCKETS: [f64; 13] = [
@@ -94,13 +110,18 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     reconcile_duration: HistogramVec,
     reconcile_errors: IntCounterVec,
-    sessions: IntGaugeVec,
-    breakers_open: IntGauge,
     leader: IntGauge,
+    queue_depth: IntGaugeVec,
+    /// Objects (`namespace/name`) asked for and not yet being reconciled,
+    /// by controller.
+    queued: Arc<Mutex<HashMap<&'static str, HashSet<String>>>>,
+    status_writes: IntCounterVec,
     triggers: IntCounterVec,
     watch_events: IntCounterVec,
     child_applies: IntCounterVec,
     stale_writes: IntCounterVec,
+    /// Sessions, accounts and the write budget ([`fleet`]).
+    pub fleet: FleetGauges,
 }
 
 impl Default for Metrics {
@@ -110,8 +131,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics in a fresh registry. `paperbot_sessions` starts at
-    /// 0 for every phase; the leader and breaker gauges start at 0.
+    /// Creates the metrics in a fresh registry; the leader gauge starts at 0.
     pub fn new() -> Self {
         Self::try_new().expect("metric definitions are static and valid")
     }
@@ -140,20 +160,23 @@ impl Metrics {
             ),
             &["controller", "category"],
         )?;
-        let sessions = IntGaugeVec::new(
-            Opts::new(
-                "paperbot_sessions",
-                "BotSessions seen by the operator, by status phase.",
-            ),
-            &["phase"],
-        )?;
-        let breakers_open = IntGauge::new(
-            "paperbot_circuit_breakers_open",
-            "BotSessions with at least one open circuit breaker.",
-        )?;
         let leader = IntGauge::new(
             "paperbot_operator_leader",
             "1 when this replica holds the leader Lease (or runs without leader election), else 0.",
+        )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "paperbot_operator_queue_depth",
+                "Objects whose reconcile was asked for and has not started yet, by controller.",
+            ),
+            &["controller"],
+        )?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "paperbot_operator_status_writes_total",
+                "Writes of the status subresource, by controller.",
+            ),
+            &["controller"],
         )?;
         let triggers = IntCounterVec::new(
             Opts::new(
@@ -190,24 +213,24 @@ impl Metrics {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
-        registry.register(Box::new(sessions.clone()))?;
-        registry.register(Box::new(breakers_open.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        for phase in ALL_PHASES {
-            sessions.with_label_values(&[phase_label(phase)]).set(0);
-        }
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(status_writes.clone()))?;
+        let fleet = FleetGauges::register(&registry)?;
         Ok(Self {
             registry,
             reconciles,
             reconcile_duration,
             reconcile_errors,
-            sessions,
-            breakers_open,
             leader,
+            queue_depth,
+            queued: Arc::default(),
+            status_writes,
             triggers,
             watch_events,
             child_applies,
             stale_writes,
+            fleet,
         })
     }
 
@@ -216,9 +239,11 @@ impl Metrics {
         &self.registry
     }
 
-    /// Creates the `reconciles_total` series (all three results) and the
-    /// duration histogram of `controller` at zero, so that they are exported
-    /// (and `rate()` works) before its first reconcile. Optional.
+    /// Creates the series of `controller` at zero — `reconciles_total` (all
+    /// three results), `reconcile_errors_total` (every category), the
+    /// duration histogram, the queue depth, the status and stale writes — so that
+    /// they are exported (and `rate()` works) before its first reconcile.
+    /// Optional.
     pub fn init_controller(&self, controller: &'static str) {
         for result in [
             ReconcileResult::Success,
@@ -228,7 +253,57 @@ impl Metrics {
             self.reconciles
                 .with_label_values(&[controller, result.as_str()]);
         }
+        for category in ERROR_CATEGORIES {
+            self.reconcile_errors
+                .with_label_values(&[controller, category]);
+        }
         self.reconcile_duration.with_label_values(&[controller]);
+        self.queue_depth.with_label_values(&[controller]);
+        self.status_writes.with_label_values(&[controller]);
+        self.stale_writes.with_label_values(&[controller]);
+    }
+
+    /// Counts one status write of `controller`.
+    pub fn record_status_write(&self, controller: &'static str) {
+        self.status_writes.with_label_values(&[controller]).inc();
+    }
+
+    fn queue<T>(&self, controller: &'static str, f: impl FnOnce(&mut HashSet<String>) -> T) -> T {
+        let mut queued = self
+            .queued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let set = queued.entry(controller).or_default();
+        let out = f(set);
+        self.queue_depth
+            .with_label_values(&[controller])
+            .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        out
+    }
+
+    /// A reconcile of the object `key` (`namespace/name`) was asked for.
+    pub fn record_queued(&self, controller: &'static str, key: String) {
+        self.queue(controller, |q| q.insert(key));
+    }
+
+    /// The reconcile of `key` starts.
+    pub fn record_dequeued(&self, controller: &'static str, key: &str) {
+        self.queue(controller, |q| q.remove(key));
+    }
+
+    /// Forget queued objects of `scope` (a namespace, `None` for all) for
+    /// which `exists` is false: the controller drops a request for an object
+    /// that is gone without reconciling it.
+    pub fn prune_queue(
+        &self,
+        controller: &'static str,
+        scope: Option<&str>,
+        exists: impl Fn(&str) -> bool,
+    ) {
+        let in_scope = |key: &str| {
+            scope.is_none_or(|ns| key.split_once('/').is_some_and(|(k_ns, _)| k_ns == ns))
+        };
+        self.queue(controller, |q| q.retain(|k| !in_scope(k) || exists(k)));
     }
 
     /// Starts timing one reconcile of `controller` (e.g. `"botsession"`).
@@ -255,24 +330,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets `paperbot_sessions` from `(phase, count)` pairs. Phases that do
-    /// not appear are set to 0, and counts of a repeated phase are added, so
-    /// `sessions.iter().map(|s| (phase_of(s), 1))` works as well as a map of
-    /// totals.
-    pub fn set_sessions_by_phase(&self, counts: impl IntoIterator<Item = (SessionPhase, i64)>) {
-        let mut totals = [0i64; ALL_PHASES.len()];
-        for (phase, n) in counts {
-            if let Some(i) = ALL_PHASES.iter().position(|p| *p == phase) {
-                totals[i] = totals[i].saturating_add(n);
-            }
-        }
-        for (phase, total) in ALL_PHASES.iter().zip(totals) {
-            self.sessions
-                .with_label_values(&[phase_label(*phase)])
-                .set(total);
-        }
-    }
-
     /// Counts a reconcile of `controller` asked for by `cause`.
     pub fn record_trigger(&self, controller: &'static str, cause: &'static str) {
         self.triggers.with_label_values(&[controller, cause]).inc();
@@ -294,12 +351,6 @@ impl Metrics {
     /// Counts a write of `controller` refused on an out-of-date copy.
     pub fn record_stale_write(&self, controller: &'static str) {
         self.stale_writes.with_label_values(&[controller]).inc();
-    }
-
-    /// Sets `paperbot_circuit_breakers_open`: the number of sessions with at
-    /// least one open circuit breaker.
-    pub fn set_breakers_open(&self, n: i64) {
-        self.breakers_open.set(n);
     }
 
     /// Sets `paperbot_operator_leader` to 1 (`true`) or 0.
@@ -375,13 +426,8 @@ mod tests {
     }
 
     #[test]
-    fn fresh_registry_lists_every_phase_and_gauge() {
+    fn fresh_registry_has_the_leader_gauge_at_zero() {
         let text = Metrics::new().render();
-        for phase in ALL_PHASES {
-            let series = format!("paperbot_sessions{{phase=\"{}\"}}", phase_label(phase));
-            assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
-        }
-        assert_eq!(sample(&text, "paperbot_circuit_breakers_open"), Some(0.0));
         assert_eq!(sample(&text, "paperbot_operator_leader"), Some(0.0));
     }
 
@@ -411,6 +457,51 @@ mod tests {
                 "paperbot_operator_reconcile_duration_seconds_count{controller=\"botsession\"}"
             ),
             Some(0.0)
+        );
+        for category in ERROR_CATEGORIES {
+            let series = format!(
+                "paperbot_operator_reconcile_errors_total{{category=\"{category}\",controller=\"botsession\"}}"
+            );
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for family in [
+            "paperbot_operator_queue_depth",
+            "paperbot_operator_status_writes_total",
+            "paperbot_operator_stale_writes_total",
+        ] {
+            let series = format!("{family}{{controller=\"botsession\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+    }
+
+    #[test]
+    fn the_queue_counts_distinct_objects_until_their_reconcile_starts() {
+        let m = Metrics::new();
+        let depth = |m: &Metrics| {
+            sample(
+                &m.render(),
+                "paperbot_operator_queue_depth{controller=\"botsession\"}",
+            )
+        };
+        m.record_queued("botsession", "a/x".into());
+        m.record_queued("botsession", "a/x".into());
+        m.record_queued("botsession", "b/y".into());
+        assert_eq!(depth(&m), Some(2.0));
+        m.record_dequeued("botsession", "a/x");
+        assert_eq!(depth(&m), Some(1.0));
+        // Pruning namespace a keeps b's object (another scope's).
+        m.record_queued("botsession", "a/gone".into());
+        m.prune_queue("botsession", Some("a"), |_| false);
+        assert_eq!(depth(&m), Some(1.0));
+        m.prune_queue("botsession", None, |_| false);
+        assert_eq!(depth(&m), Some(0.0));
+        m.record_status_write("botsession");
+        assert_eq!(
+            sample(
+                &m.render(),
+                "paperbot_operator_status_writes_total{controller=\"botsession\"}"
+            ),
+            Some(1.0)
         );
     }
 
@@ -489,35 +580,10 @@ mod tests {
     }
 
     #[test]
-    fn session_gauge_is_set_from_counts_and_resets_missing_phases() {
+    fn leader_gauge() {
         let m = Metrics::new();
-        m.set_sessions_by_phase([(SessionPhase::Running, 3), (SessionPhase::Failed, 1)]);
-        // Per-session pairs add up; phases not given drop back to 0.
-        m.set_sessions_by_phase([
-            (SessionPhase::Running, 1),
-            (SessionPhase::Paused, 1),
-            (SessionPhase::Running, 1),
-        ]);
-        let text = m.render();
-        let phase = |p: &str| sample(&text, &format!("paperbot_sessions{{phase=\"{p}\"}}"));
-        assert_eq!(phase("Running"), Some(2.0));
-        assert_eq!(phase("Paused"), Some(1.0));
-        assert_eq!(phase("Failed"), Some(0.0));
-        assert_eq!(
-            text.lines()
-                .filter(|l| l.starts_with("paperbot_sessions{"))
-                .count(),
-            8
-        );
-    }
-
-    #[test]
-    fn breaker_and_leader_gauges() {
-        let m = Metrics::new();
-        m.set_breakers_open(2);
         m.set_leader(true);
         let text = m.render();
-        assert_eq!(sample(&text, "paperbot_circuit_breakers_open"), Some(2.0));
         assert_eq!(sample(&text, "paperbot_operator_leader"), Some(1.0));
         m.set_leader(false);
         assert_eq!(sample(&m.render(), "paperbot_operator_leader"), Some(0.0));
@@ -532,7 +598,36 @@ mod tests {
         m.reconcile_timer("botsession")
             .finish(ReconcileResult::Success);
         m.record_error("botsession", "kube");
-        m.set_sessions_by_phase([(SessionPhase::Running, 1)]);
+        m.record_queued("botsession", "ns/bot".into());
+        m.fleet.export(
+            None,
+            FleetSnapshot {
+                sessions: vec![fleet::SessionFacts {
+                    namespace: "ns".into(),
+                    name: "bot".into(),
+                    account: "acct".into(),
+                    phase: SessionPhase::Running,
+                    breaker_open: true,
+                    polled: true,
+                    not_reporting: false,
+                }],
+                accounts: vec![fleet::AccountFacts {
+                    namespace: "ns".into(),
+                    name: "acct".into(),
+                    equity: Some(100_000.0),
+                    realized_pnl: Some(-12.5),
+                    unrealized_pnl: Some(3.25),
+                    kill_switch_engaged: Some(false),
+                    limits: vec![fleet::LimitFacts {
+                        limit: fleet::LIMIT_MAX_DRAWDOWN,
+                        loss: Some(0.01),
+                        limit_ratio: 0.05,
+                    }],
+                }],
+                strategies: 1,
+                status_sync_interval: std::time::Duration::from_secs(15),
+            },
+        );
         let text = m.render();
 
         let child = Command::new("promtool")
