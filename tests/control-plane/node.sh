@@ -84,7 +84,7 @@ node_preflight() {
 node_alive() {
   local p
   for p in "$1"/pids/*; do
-    [ -f "$p" ] && kill -0 "$(cat "$p")" 2> /dev/null && return 0
+    [ -f "$p" ] && proc_running "$(cat "$p")" && return 0
   done
   return 1
 }

@@ -26,7 +26,7 @@ case "${2:-}" in
   *) echo "usage: start.sh STATE_DIR [--real-node]" >&2; exit 2 ;;
 esac
 mkdir -p "$state"/{pki,logs,etcd,pids}
-state="$(cd "$state" && pwd)"
+state="$(cd "$state" && pwd -P)"
 bin="$("$here/build.sh")/bin"
 source "$here/versions.env"
 

@@ -9,7 +9,7 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 state="${1:?usage: stop.sh STATE_DIR}"
 [ -d "$state/pids" ] || exit 0
-state="$(cd "$state" && pwd)"
+state="$(cd "$state" && pwd -P)"
 source "$here/node.sh" # proc_running, and the real node's teardown
 
 stop_one() { # name
