@@ -244,7 +244,7 @@ node_images() {
   images="$(dirname "$bin")/images"
   mkdir -p "$images"
   if [ ! -f "$images/pause.tar" ]; then
-    tmp=$(mktemp -d)
+    tmp=$(mktemp -d -t paperbot-node-image.XXXXXX)
     dir="$(go env GOMODCACHE)/k8s.io/kubernetes@${K8S_VERSION}/build/pause/linux"
     gcc -Os -Wall -static -DVERSION="v${PAUSE_TAG}" -o "$tmp/pause" "$dir/pause.c" || fail "compiling pause.c (gcc -static; Debian: libc6-dev)"
     "$here/oci-image.sh" "$PAUSE_IMAGE" -o "$tmp/pause.tar" --entrypoint /pause --user 65535:65535 "$tmp/pause:/pause" ||
@@ -253,14 +253,14 @@ node_images() {
     rm -rf "$tmp"
   fi
   if [ ! -f "$images/coredns.tar" ]; then
-    tmp=$(mktemp -d)
+    tmp=$(mktemp -d -t paperbot-node-image.XXXXXX)
     "$here/oci-image.sh" "$COREDNS_IMAGE" -o "$tmp/coredns.tar" --entrypoint /coredns --user 65532:65532 "$bin/coredns:/coredns" ||
       fail "assembling the coredns image"
     mv "$tmp/coredns.tar" "$images/coredns.tar"
     rm -rf "$tmp"
   fi
   if [ ! -f "$images/busybox-$BUSYBOX_TAG.tar" ]; then
-    tmp=$(mktemp -d)
+    tmp=$(mktemp -d -t paperbot-node-image.XXXXXX)
     mkdir -p "$tmp/root/bin" "$tmp/root/tmp"
     chmod 1777 "$tmp/root/tmp"
     cp "$(command -v busybox)" "$tmp/root/bin/busybox"

@@ -54,7 +54,7 @@ done
 [ -n "$workdir" ] && mutate+=(--workdir "$workdir")
 crane="$("$here/build.sh" 2> /dev/null)/bin/crane" || { echo "oci-image.sh: no crane: tests/control-plane/build.sh failed" >&2; exit 1; }
 
-work=$(mktemp -d)
+work=$(mktemp -d -t paperbot-oci-image.XXXXXX)
 reg_pid=""
 cleanup() {
   if [ -n "$reg_pid" ]; then kill "$reg_pid" 2> /dev/null; wait "$reg_pid" 2> /dev/null || true; fi

@@ -11,7 +11,8 @@
 use std::sync::{Mutex, MutexGuard};
 
 use paperbot_e2e::real_node::{
-    HostState, POD_CIDR, POD_PLACEMENT_YAML, REAL_NODE_KEY, REAL_NODE_NAME, RealNodePlane, rss_kib,
+    HostState, POD_CIDR, POD_PLACEMENT_YAML, REAL_NODE_KEY, REAL_NODE_NAME, RealNodePlane,
+    oci_image, rss_kib,
 };
 
 static ONE_PLANE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -84,6 +85,29 @@ fn stop_and_check_nothing_left(cp: &RealNodePlane, before: &HostState) {
         report.trim().is_empty(),
         "stop.sh reported leftovers:\n{report}"
     );
+}
+
+/// Answer every HTTP request on `listener` with `hello from the host`.
+fn serve_hello_from_the_host(listener: std::net::TcpListener) {
+    use std::io::{BufRead, BufReader, Write};
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let Ok(read_half) = conn.try_clone() else {
+            continue;
+        };
+        // Read the request head (up to the empty line), then answer.
+        let mut reader = BufReader::new(read_half);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let body = "hello from the host\n";
+        let _ = write!(
+            conn,
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
 }
 
 fn print_figures(cp: &RealNodePlane) {
@@ -253,6 +277,49 @@ fn real_node_runs_pods_with_dns_services_and_pod_security_and_stops_clean() {
         served.contains("served by web"),
         "http://web.{ns}.svc:80/ should reach the web pod:\n{served}"
     );
+
+    // A port on the host's loopback, reached from a pod (host-port.sh).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a host port");
+    let port = listener.local_addr().expect("local address").port();
+    std::thread::spawn(move || serve_hello_from_the_host(listener));
+    let addr = cp.expose_host_port(port);
+    println!("host 127.0.0.1:{port} is reachable from pods at {addr}");
+    cp.kubectl_stdin_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        &busybox_pod(&cp, "to-host", &format!("wget -q -O- http://{addr}/"), ""),
+    );
+    wait_phase(&cp, &ns, "to-host", "Succeeded");
+    let answer = show(&cp, &["logs", "-n", &ns, "to-host"]);
+    assert_eq!(answer, "hello from the host\n");
+
+    // An image assembled by oci-image.sh and loaded into the node's containerd.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tar = oci_image(
+        "paperbot.test/greeter:1",
+        &dir.path().join("greeter.tar"),
+        &[
+            "--entrypoint",
+            "/bin/busybox",
+            "--cmd",
+            "echo",
+            "--cmd",
+            "greetings from an image built by oci-image.sh",
+            "--user",
+            "65532:65532",
+            "/bin/busybox:/bin/busybox",
+        ],
+    );
+    cp.load_image(&tar);
+    cp.kubectl_stdin_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: greeter}}\nspec:\n{POD_PLACEMENT_YAML}  restartPolicy: Never\n  \
+             containers:\n  - {{name: main, image: \"paperbot.test/greeter:1\", imagePullPolicy: Never}}\n"
+        ),
+    );
+    wait_phase(&cp, &ns, "greeter", "Succeeded");
+    let greeting = show(&cp, &["logs", "-n", &ns, "greeter"]);
+    assert_eq!(greeting, "greetings from an image built by oci-image.sh\n");
 
     // Pod security: restricted admits a hardened pod, rejects a privileged one.
     let strict = cp.restricted_namespace("node-restricted");
