@@ -9,10 +9,17 @@
 //! start, the test fails with the plane's logs — it never skips. To use a
 //! plane started by hand instead, set `PAPERBOT_TEST_KUBECONFIG` and
 //! `PAPERBOT_CP_BIN` (the directory holding kubectl and helm).
+//!
+//! Tests that need real pods use [`real_node_plane`] or
+//! [`RealNodePlane::start`] instead: the same plane plus one real node
+//! (containerd, kubelet, kube-proxy, CoreDNS; see [`real_node`]).
 
 pub mod chart_values;
 pub mod fake_runtime;
+pub mod real_node;
 pub mod scale;
+
+pub use real_node::{RealNodePlane, real_node_plane};
 
 use std::{
     path::{Path, PathBuf},
