@@ -45,6 +45,16 @@ image_user=65532:65532
 # Cargo's own target dir: a nested cargo on the caller's target dir would wait
 # forever for the lock that the calling `cargo test` holds.
 export CARGO_TARGET_DIR="$repo/target/musl"
+# Run from a test, the environment holds the calling crate's variables
+# (CARGO_MANIFEST_DIR=.../tests, ...); build scripts that watch them (ring's)
+# would make every run from a test rebuild. Drop what cargo sets for a crate.
+for var in $(compgen -e); do
+  case "$var" in
+    CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_BIN_EXE_* | \
+      CARGO_TARGET_TMPDIR | CARGO_PRIMARY_PACKAGE | CARGO_RUSTC_CURRENT_DIR | OUT_DIR)
+      unset "$var" ;;
+  esac
+done
 
 die() { echo "images/build.sh: $*" >&2; exit 1; }
 now() { date +%s.%N; }
@@ -54,7 +64,7 @@ t_start=$(now)
 # ---- preflight: every missing tool named with its install step -------------
 command -v cargo >/dev/null || die "cargo not found (the Rust toolchain)"
 command -v musl-gcc >/dev/null || die "musl-gcc not found: apt-get install musl-tools (see .ci/run)"
-command -v python3 >/dev/null || die "python3 not found: apt-get install python3"
+python3 -c "import tomllib" 2>/dev/null || die "python3 (3.11 or later, for tomllib) not found: apt-get install python3"
 command -v go >/dev/null || die "go not found: the pause image is built from the Kubernetes Go module"
 tar --version 2>/dev/null | grep -q 'GNU tar' || die "GNU tar is needed (--sort=name for reproducible layers)"
 [ -s "$ca_bundle" ] || die "$ca_bundle missing: apt-get install ca-certificates"
@@ -75,12 +85,13 @@ if command -v flock >/dev/null; then
 fi
 
 # ---- version, revision, creation time -------------------------------------
-metadata="$(cargo metadata --locked --no-deps --format-version 1 --manifest-path "$repo/Cargo.toml")"
+# From the workspace's [workspace.package], which every crate inherits.
 read -r version license source_url < <(python3 -c '
-import json, sys
-pkgs = {p["name"]: p for p in json.load(sys.stdin)["packages"]}
-p = pkgs["paperbot-operator"]
-print(p["version"], p["license"], p["repository"])' <<<"$metadata")
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    p = tomllib.load(f)["workspace"]["package"]
+print(p["version"], p["license"], p["repository"])' "$repo/Cargo.toml")
+[ -n "$source_url" ] || die "Cargo.toml [workspace.package] needs version, license and repository"
 if git -C "$repo" rev-parse --verify -q HEAD >/dev/null 2>&1; then
   revision="$(git -C "$repo" rev-parse HEAD)"
   commit_time="$(git -C "$repo" log -1 --format=%ct HEAD)"
@@ -181,6 +192,9 @@ json.dump(c, sys.stdout, separators=(",", ":"), sort_keys=True)'
 }
 
 sizes=()
+human() { # bytes -> "6.6 MiB" / "14.0 KiB"
+  awk -v b="$1" 'BEGIN { if (b >= 1048576) printf "%.1f MiB", b / 1048576; else printf "%.1f KiB", b / 1024 }'
+}
 # build_image <name> <tag> <user> <entrypoint> <labels json> <layer.tar...>
 build_image() {
   local name="$1" tag="$2" user="$3" entrypoint="$4" labels="$5"
@@ -220,9 +234,8 @@ build_image() {
   local packed unpacked=0 layer
   packed="$(tar -tvf "$dest" | awk '$NF ~ /\.tar\.gz$/ { s += $3 } END { print s + 0 }')"
   for layer in "$@"; do unpacked=$((unpacked + $(stat -c %s "$layer"))); done
-  sizes+=("$(printf '%-18s %-45s %6.1f MiB compressed  %6.1f MiB uncompressed  %s' "$name" "$tag" \
-    "$(awk -v b="$packed" 'BEGIN { print b / 1048576 }')" \
-    "$(awk -v b="$unpacked" 'BEGIN { print b / 1048576 }')" "$dest")")
+  sizes+=("$(printf '%-18s %-42s %10s compressed %10s uncompressed  %s' "$name" "$tag" \
+    "$(human "$packed")" "$(human "$unpacked")" "$dest")")
 }
 
 labels_json() { # <title> <description> <version> <source> <license> <revision>
