@@ -86,11 +86,11 @@ fi
 
 # ---- version, revision, creation time -------------------------------------
 # From the workspace's [workspace.package], which every crate inherits.
-read -r version license source_url < <(python3 -c '
+IFS=$'\t' read -r version license source_url < <(python3 -c '
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     p = tomllib.load(f)["workspace"]["package"]
-print(p["version"], p["license"], p["repository"])' "$repo/Cargo.toml")
+print(p["version"], p["license"], p["repository"], sep="\t")' "$repo/Cargo.toml")
 [ -n "$source_url" ] || die "Cargo.toml [workspace.package] needs version, license and repository"
 if git -C "$repo" rev-parse --verify -q HEAD >/dev/null 2>&1; then
   revision="$(git -C "$repo" rev-parse HEAD)"
@@ -121,7 +121,7 @@ bin_dir="$CARGO_TARGET_DIR/$rust_target/$profile"
 echo "   binaries ready in $(since "$t")" >&2
 
 # ---- pause: the kubelet's default sandbox image, from the pinned module ----
-# shellcheck source=../tests/control-plane/versions.env
+# shellcheck source=tests/control-plane/versions.env source-path=SCRIPTDIR/..
 source "$repo/tests/control-plane/versions.env"
 k8s_dir="$(cd "$repo/tests/control-plane" &&
   GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
@@ -202,7 +202,7 @@ build_image() {
   local dest="$out/$name.tar" stamp="$out/.$name.inputs"
   local key
   key="$({
-    printf '%s\n' "$tag" "$user" "$entrypoint" "$labels"
+    printf '%s\n' "$tag" "$user" "$entrypoint" "$labels" "$created" "$crane"
     sha256sum "$script" "$@" | cut -d' ' -f1
   } | sha256sum | cut -d' ' -f1)"
   if [ -f "$dest" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
