@@ -109,8 +109,12 @@ struct Built {
     images: BTreeMap<String, Image>,
 }
 
+/// `target/images` of the repository (where images/build.sh writes by default).
 fn image_dir() -> PathBuf {
-    repo().join("target/images")
+    repo()
+        .canonicalize()
+        .unwrap_or_else(|_| repo())
+        .join("target/images")
 }
 
 /// Runs `images/build.sh` writing to `out`.
