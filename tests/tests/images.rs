@@ -623,13 +623,39 @@ fn chart_points_at_the_built_images() {
         runtime.is_empty() || runtime == built.images["bot-runtime"].tag,
         "runtime.image {runtime}"
     );
-    let deployment =
-        std::fs::read_to_string(repo().join("charts/paperbot/templates/deployment.yaml"))
-            .expect("reading deployment.yaml");
-    let default_runtime = format!("\"{REGISTRY_PREFIX}/bot-runtime:%s\" .Chart.AppVersion");
+    // What the chart renders by default: the operator's image and the
+    // --runtime-image it passes (helm from the test control plane's build).
+    let cache = std::process::Command::new(repo().join("tests/control-plane/build.sh"))
+        .output()
+        .expect("running tests/control-plane/build.sh");
     assert!(
-        deployment.contains(&default_runtime),
-        "the chart's default --runtime-image should be {default_runtime}"
+        cache.status.success(),
+        "tests/control-plane/build.sh failed"
+    );
+    let bin = std::path::PathBuf::from(
+        String::from_utf8_lossy(&cache.stdout)
+            .lines()
+            .last()
+            .expect("build.sh prints its cache directory")
+            .trim(),
+    )
+    .join("bin");
+    let rendered = std::process::Command::new(bin.join("helm"))
+        .args(["template", "paperbot"])
+        .arg(repo().join("charts/paperbot"))
+        .output()
+        .expect("running helm template");
+    assert!(rendered.status.success(), "helm template failed");
+    let rendered = String::from_utf8_lossy(&rendered.stdout);
+    let operator_image = format!("image: \"{}\"", built.images["paperbot-operator"].tag);
+    assert!(
+        rendered.contains(&operator_image),
+        "the chart's default operator image should be {operator_image}"
+    );
+    let runtime_arg = format!("--runtime-image={}", built.images["bot-runtime"].tag);
+    assert!(
+        rendered.contains(&runtime_arg),
+        "the chart's default runtime image should be {runtime_arg}"
     );
 }
 

@@ -249,6 +249,9 @@ fn helm_lint_is_clean_for_the_defaults_and_every_ci_file() {
 #[test]
 fn every_ci_rendering_passes_a_server_side_dry_run() {
     let cp = control_plane();
+    // ci/monitoring-values.yaml renders a ServiceMonitor, a PodMonitor and a
+    // PrometheusRule: the API server checks them against the real CRDs.
+    install_prometheus_operator_crds(cp);
     let release_ns = cp.namespace("e2e-chart-dry-run");
     let mut cases: Vec<Option<PathBuf>> = vec![None];
     cases.extend(ci_files().into_iter().map(Some));
@@ -1032,6 +1035,63 @@ spec:
 /// the control plane's modules, cached in GOMODCACHE.
 const CLOUDNATIVEPG_MODULE: &str = "github.com/cloudnative-pg/cloudnative-pg@v1.25.1";
 
+/// The Prometheus Operator, whose CRDs (ServiceMonitor, PodMonitor,
+/// PrometheusRule) the chart's monitoring resources are checked against.
+const PROMETHEUS_OPERATOR_MODULE: &str =
+    "github.com/prometheus-operator/prometheus-operator@v0.85.0";
+
+/// Where `go mod download` put `module` (a Go module with its release's
+/// files; the Go module proxy is reachable where the registries are).
+fn go_module_dir(module: &str) -> PathBuf {
+    let out = std::process::Command::new("go")
+        .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .args(["mod", "download", "-json", module])
+        .output()
+        .expect("go runs (the end-to-end tests need Go)");
+    assert!(
+        out.status.success(),
+        "go mod download {module} failed:\n{}",
+        text(&out)
+    );
+    let info: Value =
+        serde_json::from_slice(&out.stdout).expect("go mod download -json prints JSON");
+    PathBuf::from(
+        info["Dir"]
+            .as_str()
+            .expect("Dir in go mod download's answer"),
+    )
+}
+
+/// Install the Prometheus Operator's ServiceMonitor, PodMonitor and
+/// PrometheusRule CRDs (from its release), so a server-side dry run checks
+/// the chart's monitoring resources against their real schemas.
+fn install_prometheus_operator_crds(cp: &ControlPlane) {
+    let dir = go_module_dir(PROMETHEUS_OPERATOR_MODULE).join("example/prometheus-operator-crd");
+    for kind in ["servicemonitors", "podmonitors", "prometheusrules"] {
+        let crd = dir.join(format!("monitoring.coreos.com_{kind}.yaml"));
+        cp.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crd.to_str().expect("utf-8 path"),
+        ]);
+        let name = format!("crd/{kind}.monitoring.coreos.com");
+        eventually(&format!("{name} established"), 60, || {
+            cp.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=10s",
+                &name,
+            ])
+            .status
+            .success()
+            .then_some(())
+        });
+    }
+}
+
 /// `examples/cloudnativepg/ledger.yaml` (a CloudNativePG Cluster and an
 /// account whose sessions keep their ledger in it) is accepted by the API
 /// server with CloudNativePG's own Cluster CRD installed (server-side dry
@@ -1040,25 +1100,8 @@ const CLOUDNATIVEPG_MODULE: &str = "github.com/cloudnative-pg/cloudnative-pg@v1.
 fn cloudnativepg_example_is_a_valid_cluster() {
     let cp = control_plane();
     cp.install_crds();
-    let out = std::process::Command::new("go")
-        .current_dir(std::env::temp_dir())
-        .env("GOFLAGS", "-mod=mod")
-        .args(["mod", "download", "-json", CLOUDNATIVEPG_MODULE])
-        .output()
-        .expect("go runs (the end-to-end tests need Go)");
-    assert!(
-        out.status.success(),
-        "go mod download {CLOUDNATIVEPG_MODULE} failed:\n{}",
-        text(&out)
-    );
-    let info: Value =
-        serde_json::from_slice(&out.stdout).expect("go mod download -json prints JSON");
-    let dir = PathBuf::from(
-        info["Dir"]
-            .as_str()
-            .expect("Dir in go mod download's answer"),
-    );
-    let crd = dir.join("config/crd/bases/postgresql.cnpg.io_clusters.yaml");
+    let crd = go_module_dir(CLOUDNATIVEPG_MODULE)
+        .join("config/crd/bases/postgresql.cnpg.io_clusters.yaml");
     cp.kubectl_ok(&[
         "apply",
         "--server-side",
