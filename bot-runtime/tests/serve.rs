@@ -253,34 +253,9 @@ async fn read_records(url: &str, id: &str) -> LedgerBatch {
     all
 }
 
-/// `promtool check metrics` finds nothing to say about `text` (promtool comes
-/// with Debian's `prometheus` package; `.ci/run` installs it).
+/// `promtool check metrics` finds nothing to say about `text`.
 fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed for this test ({e}): apt-get install prometheus")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics:\n{report}\n{text}"
-    );
+    paperbot_testkit::assert_promtool_clean("the runtime's /metrics", text);
 }
 
 fn sqlite_url(dir: &Path) -> String {

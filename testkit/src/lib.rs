@@ -17,7 +17,9 @@
 
 mod install;
 mod postgres;
+mod promtool;
 mod supervisor;
 
 pub use install::Installation;
 pub use postgres::{FixtureError, PostgresServer};
+pub use promtool::{assert_promtool_clean, promtool_findings};

@@ -4,8 +4,7 @@
 //! `tests/api.rs`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1062,30 +1061,7 @@ async fn promtool_check_metrics_is_clean_on_the_runtime_metrics() {
     let app = f.router(Some(TOKEN), false);
     let (s, _, body) = call(&app, "GET", "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = child.unwrap_or_else(|e| {
-        panic!(
-            "promtool is needed for this test ({e}); install it with `apt-get install \
-             prometheus` (Debian/Ubuntu) or put a Prometheus release's promtool on PATH"
-        )
-    });
-    child.stdin.take().unwrap().write_all(&body).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics:\n{report}\n{}",
-        String::from_utf8_lossy(&body)
-    );
+    paperbot_testkit::assert_promtool_clean("/metrics", &String::from_utf8_lossy(&body));
 }
 
 /// The checked-in `bot-runtime/openapi.json` is the generated document.

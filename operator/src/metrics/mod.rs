@@ -403,7 +403,6 @@ impl Drop for ReconcileTimer {
 
 #[cfg(test)]
 mod tests {
-    use std::{io::Write, process::Command};
 
     use super::*;
 
@@ -629,35 +628,6 @@ mod tests {
             },
         );
         let text = m.render();
-
-        let child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "promtool is needed for this test ({e}); install it with `apt-get install prometheus` \
-                 (Debian/Ubuntu) or put a Prometheus release's promtool on PATH"
-            ),
-        };
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && report.trim().is_empty(),
-            "promtool check metrics:\n{report}\n{text}"
-        );
+        paperbot_testkit::assert_promtool_clean("the operator's /metrics", &text);
     }
 }

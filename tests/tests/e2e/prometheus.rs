@@ -26,8 +26,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::Write as _,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -283,31 +282,7 @@ scrape_configs:
 
 /// `promtool check metrics` has nothing to say about `text`.
 fn promtool_check_metrics(what: &str, text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed for this test ({e}): apt-get install prometheus")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics on {what}:\n{report}\n{text}"
-    );
+    paperbot_testkit::assert_promtool_clean(what, text);
 }
 
 /// Checks of one PromQL expression (variables already replaced).
