@@ -13,8 +13,8 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bot_runtime::market::live::{
-    Binance, ChainConfig, CoinGecko, CoinGeckoPlan, FallbackChain, HttpPolicy, LiveSource,
-    parse_klines, parse_simple_price, parse_ticker_prices, Quote,
+    Binance, ChainConfig, CoinGecko, CoinGeckoPlan, FallbackChain, HttpPolicy, LiveSource, Quote,
+    parse_klines, parse_simple_price, parse_ticker_prices,
 };
 use bot_runtime::types::{SymbolId, Timestamp};
 use rust_decimal_macros::dec;
@@ -75,7 +75,9 @@ async fn start(mode: Mode) -> (String, Arc<Upstream>) {
             let mode = up.mode.lock().unwrap().clone();
             let resp: Response = match mode {
                 Mode::Ok(body) => ([("content-type", "application/json")], body).into_response(),
-                Mode::TooMany(ra) => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", ra)], "{}").into_response(),
+                Mode::TooMany(ra) => {
+                    (StatusCode::TOO_MANY_REQUESTS, [("retry-after", ra)], "{}").into_response()
+                }
                 Mode::Status(s) => (
                     StatusCode::from_u16(s).unwrap(),
                     fixture("binance_error_invalid_symbol.json"),
@@ -116,8 +118,14 @@ fn symbols() -> Vec<String> {
 }
 
 fn coingecko(url: &str, p: HttpPolicy) -> CoinGecko {
-    CoinGecko::new(&symbols(), &BTreeMap::new(), CoinGeckoPlan::Public, Some(url), p)
-        .expect("coingecko source")
+    CoinGecko::new(
+        &symbols(),
+        &BTreeMap::new(),
+        CoinGeckoPlan::Public,
+        Some(url),
+        p,
+    )
+    .expect("coingecko source")
 }
 
 fn binance(url: &str, p: HttpPolicy) -> Binance {
@@ -142,13 +150,24 @@ fn bn_body(btc: &str, eth: &str) -> String {
 fn fixtures_parse_exactly() {
     let cg = parse_simple_price(
         &fixture("coingecko_simple_price.json"),
-        &[("BTC-USD", "bitcoin"), ("ETH-USD", "ethereum"), ("SOL-USD", "solana")],
+        &[
+            ("BTC-USD", "bitcoin"),
+            ("ETH-USD", "ethereum"),
+            ("SOL-USD", "solana"),
+        ],
         NOW,
     )
     .unwrap();
-    let Quote::Price(btc) = &cg[0] else { panic!("{cg:?}") };
-    assert_eq!((btc.price, btc.time), (dec!(67187.3358), Timestamp(CG_TIME)));
-    let Quote::Price(eth) = &cg[1] else { panic!("{cg:?}") };
+    let Quote::Price(btc) = &cg[0] else {
+        panic!("{cg:?}")
+    };
+    assert_eq!(
+        (btc.price, btc.time),
+        (dec!(67187.3358), Timestamp(CG_TIME))
+    );
+    let Quote::Price(eth) = &cg[1] else {
+        panic!("{cg:?}")
+    };
     assert_eq!(eth.price, dec!(3459.12000000000003));
     assert!(matches!(&cg[2], Quote::Rejected { reason, .. } if reason.as_str() == "missing"));
 
@@ -165,7 +184,10 @@ fn fixtures_parse_exactly() {
     let k = parse_klines(&fixture("binance_klines.json"), SymbolId(0), 60_000, now).unwrap();
     assert_eq!(k.len(), 2);
     assert_eq!(k[1].open_time, Timestamp(1_711_356_000_000));
-    assert_eq!((k[1].open, k[1].close, k[1].volume), (dec!(67200.1), dec!(67187.33), dec!(9.75)));
+    assert_eq!(
+        (k[1].open, k[1].close, k[1].volume),
+        (dec!(67200.1), dec!(67187.33), dec!(9.75))
+    );
 
     assert!(parse_simple_price("{not json", &[], NOW).is_err());
     assert!(parse_ticker_prices(r#"{"code":-1121}"#, &[], NOW).is_err());
@@ -175,7 +197,10 @@ fn fixtures_parse_exactly() {
 fn unknown_symbol_fails_at_start() {
     let err = Binance::new(&["BTC-USD", "NOPE-USD"], &BTreeMap::new(), None, policy()).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("NOPE-USD") && text.contains("binance"), "{text}");
+    assert!(
+        text.contains("NOPE-USD") && text.contains("binance"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -197,8 +222,16 @@ async fn one_bulk_request_per_poll_with_the_api_key_header() {
     }
     assert_eq!(up.hits(), 3, "one request per poll for both symbols");
     let uri = up.last_uri.lock().unwrap().clone();
-    assert!(uri.starts_with("/simple/price?ids=bitcoin%2Cethereum&vs_currencies=usd&include_last_updated_at=true"), "{uri}");
-    assert_eq!(up.last_headers.lock().unwrap()["x-cg-demo-api-key"], "demo-key-123");
+    assert!(
+        uri.starts_with(
+            "/simple/price?ids=bitcoin%2Cethereum&vs_currencies=usd&include_last_updated_at=true"
+        ),
+        "{uri}"
+    );
+    assert_eq!(
+        up.last_headers.lock().unwrap()["x-cg-demo-api-key"],
+        "demo-key-123"
+    );
     assert_eq!(c.stats().active.as_deref(), Some("coingecko"));
 }
 
@@ -209,10 +242,19 @@ async fn binance_bulk_ticker_and_warm_up_klines() {
     let q = bn.fetch(&symbols(), NOW).await.unwrap();
     assert_eq!(q.len(), 2);
     let uri = up.last_uri.lock().unwrap().clone();
-    assert_eq!(uri, "/api/v3/ticker/price?symbols=%5B%22BTCUSDT%22%2C%22ETHUSDT%22%5D");
+    assert_eq!(
+        uri,
+        "/api/v3/ticker/price?symbols=%5B%22BTCUSDT%22%2C%22ETHUSDT%22%5D"
+    );
     up.set(Mode::Ok(fixture("binance_klines.json")));
     let k = bn
-        .klines("BTC-USD", SymbolId(3), 60_000, 3, Timestamp(1_711_356_200_000))
+        .klines(
+            "BTC-USD",
+            SymbolId(3),
+            60_000,
+            3,
+            Timestamp(1_711_356_200_000),
+        )
         .await
         .unwrap();
     assert_eq!(k.len(), 3);
@@ -242,7 +284,11 @@ async fn server_errors_fail_over_and_the_preferred_source_takes_back() {
     cg_up.set(Mode::Status(503));
     let out = c.poll_at(NOW).await;
     assert_eq!(out.ticks.len(), 2, "{out:?}");
-    assert_eq!(cg_up.hits(), 3, "one normal request, one failed request and its retry");
+    assert_eq!(
+        cg_up.hits(),
+        3,
+        "one normal request, one failed request and its retry"
+    );
     let s = c.stats();
     assert_eq!(s.active.as_deref(), Some("binance"));
     assert_eq!(s.failovers, 1);
@@ -269,7 +315,13 @@ async fn a_429_is_honoured_for_at_least_retry_after() {
     let (cg_url, cg_up) = start(Mode::TooMany("1".into())).await;
     let (bn_url, bn_up) = start(Mode::Ok(bn_body("67190.01", "3458.96"))).await;
     let mut c = chain(vec![
-        Box::new(coingecko(&cg_url, HttpPolicy { breaker_failures: 10, ..policy() })),
+        Box::new(coingecko(
+            &cg_url,
+            HttpPolicy {
+                breaker_failures: 10,
+                ..policy()
+            },
+        )),
         Box::new(binance(&bn_url, policy())),
     ]);
     let out = c.poll_at(NOW).await;
@@ -282,9 +334,21 @@ async fn a_429_is_honoured_for_at_least_retry_after() {
         c.poll_at(NOW).await;
     }
     let times = cg_up.times.lock().unwrap().clone();
-    assert!(times[1] - times[0] >= Duration::from_secs(1), "{:?}", times[1] - times[0]);
+    assert!(
+        times[1] - times[0] >= Duration::from_secs(1),
+        "{:?}",
+        times[1] - times[0]
+    );
     let s = c.stats();
-    assert!(s.sources[0].skipped.get("rate_limited").copied().unwrap_or(0) >= 1, "{s:?}");
+    assert!(
+        s.sources[0]
+            .skipped
+            .get("rate_limited")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{s:?}"
+    );
     assert_eq!(s.sources[0].failures.get("rate_limited"), Some(&1));
     assert_eq!(s.active.as_deref(), Some("coingecko"));
     assert!(bn_up.hits() >= 2);
@@ -295,7 +359,14 @@ async fn timeout_and_malformed_json_fall_back_and_are_counted() {
     let (cg_url, cg_up) = start(Mode::Silent(Duration::from_secs(3))).await;
     let (bn_url, _bn) = start(Mode::Ok(bn_body("67190.01", "3458.96"))).await;
     let mut c = chain(vec![
-        Box::new(coingecko(&cg_url, HttpPolicy { max_retries: 0, breaker_failures: 10, ..policy() })),
+        Box::new(coingecko(
+            &cg_url,
+            HttpPolicy {
+                max_retries: 0,
+                breaker_failures: 10,
+                ..policy()
+            },
+        )),
         Box::new(binance(&bn_url, policy())),
     ]);
     let out = c.poll_at(NOW).await;
@@ -320,15 +391,30 @@ async fn missing_non_numeric_and_spiking_prices_are_rejected() {
     ]);
     assert_eq!(c.poll_at(NOW).await.ticks.len(), 2);
     // CoinGecko leaves out ethereum: Binance prices ETH alone.
-    cg_up.set(Mode::Ok(format!(r#"{{"bitcoin":{{"usd":101,"last_updated_at":{}}}}}"#, CG_TIME / 1000)));
+    cg_up.set(Mode::Ok(format!(
+        r#"{{"bitcoin":{{"usd":101,"last_updated_at":{}}}}}"#,
+        CG_TIME / 1000
+    )));
     let out = c.poll_at(NOW).await;
     assert_eq!(out.ticks.len(), 2, "{out:?}");
-    assert!(bn_up.last_uri.lock().unwrap().ends_with("%5B%22ETHUSDT%22%5D"));
+    assert!(
+        bn_up
+            .last_uri
+            .lock()
+            .unwrap()
+            .ends_with("%5B%22ETHUSDT%22%5D")
+    );
     // A spike (BTC ×3) on CoinGecko and a word on Binance: BTC is not passed on.
     cg_up.set(Mode::Ok(cg_body("300", "10", CG_TIME / 1000)));
     bn_up.set(Mode::Ok(bn_body("abc", "10")));
     let out = c.poll_at(NOW).await;
-    assert_eq!(out.ticks.iter().map(|t| t.symbol.as_str()).collect::<Vec<_>>(), ["ETH-USD"]);
+    assert_eq!(
+        out.ticks
+            .iter()
+            .map(|t| t.symbol.as_str())
+            .collect::<Vec<_>>(),
+        ["ETH-USD"]
+    );
     assert_eq!(c.fresh("BTC-USD", NOW).map(|t| t.price), Some(dec!(101)));
     // Zero and negative.
     cg_up.set(Mode::Ok(cg_body("0", "-1", CG_TIME / 1000)));
@@ -364,7 +450,13 @@ async fn request_budget_is_respected_at_the_server() {
     let (cg_url, cg_up) = start(Mode::Ok(cg_body("100", "10", CG_TIME / 1000))).await;
     let (bn_url, bn_up) = start(Mode::Ok(bn_body("100", "10"))).await;
     let mut c = chain(vec![
-        Box::new(coingecko(&cg_url, HttpPolicy { requests_per_minute: 3, ..policy() })),
+        Box::new(coingecko(
+            &cg_url,
+            HttpPolicy {
+                requests_per_minute: 3,
+                ..policy()
+            },
+        )),
         Box::new(binance(&bn_url, policy())),
     ]);
     for _ in 0..8 {

@@ -124,14 +124,16 @@ pub fn parse_klines(
     interval_ms: i64,
     now: Timestamp,
 ) -> Result<Vec<Candle>, SourceError> {
-    let rows: Vec<Vec<&RawValue>> = serde_json::from_str(body).map_err(|e| {
-        SourceError::Malformed(format!("expected an array of kline arrays: {e}"))
-    })?;
+    let rows: Vec<Vec<&RawValue>> = serde_json::from_str(body)
+        .map_err(|e| SourceError::Malformed(format!("expected an array of kline arrays: {e}")))?;
     let mut out: Vec<Candle> = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let bad = |what: String| SourceError::Malformed(format!("kline row {i}: {what}"));
         if row.len() < 6 {
-            return Err(bad(format!("expected at least 6 fields, found {}", row.len())));
+            return Err(bad(format!(
+                "expected at least 6 fields, found {}",
+                row.len()
+            )));
         }
         let open_ms: i64 = row[0]
             .get()
@@ -150,7 +152,8 @@ pub fn parse_klines(
             texts[4].as_bytes(),
             texts[5].as_bytes(),
         ];
-        let c = candle_from_fields(symbol, Timestamp(open_ms), interval_ms, &fields).map_err(bad)?;
+        let c =
+            candle_from_fields(symbol, Timestamp(open_ms), interval_ms, &fields).map_err(bad)?;
         if let Some(prev) = out.last()
             && (c.open_time <= prev.open_time
                 || (c.open_time.millis() - prev.open_time.millis()) % interval_ms != 0)
@@ -184,7 +187,10 @@ impl Binance {
             name: "binance".into(),
             map: SymbolMap::new(SourceKind::Binance, symbols, overrides)?,
             http: HttpSource::new(policy)?,
-            url_base: base_url.unwrap_or(BASE_URL).trim_end_matches('/').to_string(),
+            url_base: base_url
+                .unwrap_or(BASE_URL)
+                .trim_end_matches('/')
+                .to_string(),
         })
     }
 
@@ -246,7 +252,9 @@ impl Binance {
             .finish();
         let url = format!("{}/api/v3/klines?{query}", self.url_base);
         self.http
-            .get(&url, &HeaderMap::new(), |b| parse_klines(b, id, interval_ms, now))
+            .get(&url, &HeaderMap::new(), |b| {
+                parse_klines(b, id, interval_ms, now)
+            })
             .await
             .map_err(|error| LiveError::Request {
                 source_name: self.name.clone(),
@@ -272,7 +280,9 @@ impl LiveSource for Binance {
                 .collect();
             let url = self.ticker_url(symbols);
             self.http
-                .get(&url, &HeaderMap::new(), |b| parse_ticker_prices(b, &wanted, now))
+                .get(&url, &HeaderMap::new(), |b| {
+                    parse_ticker_prices(b, &wanted, now)
+                })
                 .await
         })
     }

@@ -46,7 +46,10 @@ impl RequestBudget {
     }
 
     fn expire(&self, sent: &mut VecDeque<Instant>, now: Instant) {
-        while sent.front().is_some_and(|&t| now.duration_since(t) >= self.window) {
+        while sent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= self.window)
+        {
             sent.pop_front();
         }
     }

@@ -137,10 +137,14 @@ impl FallbackChain {
         config: &ChainConfig,
     ) -> Result<Self, LiveError> {
         if sources.is_empty() {
-            return Err(LiveError::Config("the fallback chain needs at least one source".into()));
+            return Err(LiveError::Config(
+                "the fallback chain needs at least one source".into(),
+            ));
         }
         if symbols.is_empty() {
-            return Err(LiveError::Config("the fallback chain needs at least one symbol".into()));
+            return Err(LiveError::Config(
+                "the fallback chain needs at least one symbol".into(),
+            ));
         }
         if config.max_age.is_zero() {
             return Err(LiveError::Config("max_age must be > 0 seconds".into()));
@@ -178,7 +182,8 @@ impl FallbackChain {
 
     /// Poll at the wall clock's time; see [`poll_at`](Self::poll_at).
     pub async fn poll(&mut self) -> PollOutcome {
-        self.poll_at(Timestamp::from_datetime(chrono::Utc::now())).await
+        self.poll_at(Timestamp::from_datetime(chrono::Utc::now()))
+            .await
     }
 
     /// One poll at `now` (the module docs list the steps).

@@ -55,7 +55,16 @@ mod tests {
 
     #[test]
     fn non_numbers_are_none() {
-        for j in ["null", "true", "\"abc\"", "\"\"", "{}", "[1]", "\"1.2.3\"", "\"NaN\""] {
+        for j in [
+            "null",
+            "true",
+            "\"abc\"",
+            "\"\"",
+            "{}",
+            "[1]",
+            "\"1.2.3\"",
+            "\"NaN\"",
+        ] {
             assert_eq!(d(j), None, "{j}");
         }
     }

@@ -90,11 +90,7 @@ impl SymbolMap {
                         symbol: s.to_string(),
                         source_name: kind.name(),
                         example: kind.example(),
-                        known: BUILT_IN
-                            .iter()
-                            .map(|r| r.0)
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        known: BUILT_IN.iter().map(|r| r.0).collect::<Vec<_>>().join(", "),
                     })?
                     .to_string(),
             };
@@ -156,10 +152,16 @@ mod tests {
 
     #[test]
     fn unknown_symbol_names_symbol_source_and_fix() {
-        let err = SymbolMap::new(SourceKind::CoinGecko, &["BTC-USD", "FOO-USD"], &BTreeMap::new())
-            .unwrap_err();
-        assert!(matches!(&err, LiveError::UnknownSymbol { symbol, source_name, .. }
-            if symbol == "FOO-USD" && *source_name == "coingecko"));
+        let err = SymbolMap::new(
+            SourceKind::CoinGecko,
+            &["BTC-USD", "FOO-USD"],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, LiveError::UnknownSymbol { symbol, source_name, .. }
+            if symbol == "FOO-USD" && *source_name == "coingecko")
+        );
         let text = err.to_string();
         assert!(text.contains("\"FOO-USD\""), "{text}");
         assert!(text.contains("coingecko"), "{text}");
