@@ -82,7 +82,9 @@ pub struct HttpSource {
 }
 
 impl HttpSource {
-    /// A client with `policy`; HTTPS uses rustls with the `ring` provider.
+    /// A client with `policy`. HTTPS (rustls with the `ring` provider) needs
+    /// the crate feature `live-https`; without it only `http://` URLs work and
+    /// an `https://` one fails each request with [`SourceError::Connect`].
     ///
     /// # Errors
     ///
@@ -95,6 +97,7 @@ impl HttpSource {
             ));
         }
         // Already installed (by us or by the process) is fine.
+        #[cfg(feature = "live-https")]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(policy.timeout)
