@@ -276,6 +276,15 @@ mod tests {
         assert_eq!(parse_retry_after("", now), None);
     }
 
+    /// Builds the client (with `live-https`: with the ring provider, not
+    /// reqwest's panic for a missing one).
+    #[test]
+    fn client_builds() {
+        let s = HttpSource::new(HttpPolicy::default()).unwrap();
+        assert_eq!(s.requests_sent(), 0);
+        assert_eq!(s.ready(), Ok(()));
+    }
+
     #[test]
     fn zero_timeout_is_refused() {
         let p = HttpPolicy {
