@@ -1,6 +1,6 @@
 //! Market data: candle CSV files (validated scan and streaming reader),
 //! merging per-symbol streams by time, simulated GBM candles, and the run-time
-//! feed guard.
+//! feed guard; live price sources ([`live`]).
 //!
 //! Typical replay setup: [`scan_candle_file`] every file first (a bad row fails
 //! the run with `file:line` before any trade), then stream them with one
@@ -9,6 +9,7 @@
 
 pub mod csv;
 pub mod guard;
+pub mod live;
 pub mod merge;
 pub mod simulated;
 
