@@ -238,15 +238,11 @@ impl LivePlan {
 }
 
 /// The error `run` and `serve` give for a session with `source: Live` while
-/// this runtime has no live market data client: names the session and what
-/// to use instead.
-pub fn live_unsupported(session: &str) -> String {
-    format!(
-        "BotSession {session:?}: spec.marketData.source Live is not supported yet by this runtime \
-         (the manifest is valid; live sources arrive in a later release): use source Replay or \
-         Simulated"
-    )
-}
+/// this runtime has no live market data client (the caller names the
+/// session): what is unsupported and what to use instead.
+pub const LIVE_UNSUPPORTED: &str = "spec.marketData.source Live is not supported yet by this \
+     runtime (the manifest is valid; live sources arrive in a later release): use source Replay \
+     or Simulated";
 
 /// Everything needed to run one session.
 #[derive(Clone, Debug)]
@@ -848,7 +844,7 @@ spec:
             Err(e) => e.to_string(),
         };
         assert!(
-            e.contains("BotSession \"bot\"") && e.contains("not supported yet by this runtime"),
+            e.contains("spec.marketData.source Live is not supported yet by this runtime"),
             "{e}"
         );
         // An invalid chain is refused with file, line and field.

@@ -152,7 +152,7 @@ pub fn prepare_with_start(
             (Source::Simulated(source), total)
         }
         MarketDataSource::Live => {
-            return Err(RunError::Other(crate::config::live_unsupported(&plan.name)));
+            return Err(RunError::Other(crate::config::LIVE_UNSUPPORTED.into()));
         }
     };
     Ok(PreparedSession {
