@@ -11,8 +11,9 @@ use std::{
 };
 
 use paperbot_crds::{
-    API_VERSION, BotSession, BotSessionSpec, FieldError, MarketDataSource, PaperAccount,
-    PaperAccountSpec, StrategyConfig, StrategyConfigSpec, VolumeUnit,
+    API_VERSION, BotSession, BotSessionSpec, FieldError, LiveSourceKind, LiveSpec,
+    MarketDataSource, PaperAccount, PaperAccountSpec, StrategyConfig, StrategyConfigSpec,
+    VolumeUnit, WarmUp,
 };
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -167,6 +168,82 @@ pub struct ReplaySource {
     pub volume_unit: VolumeUnit,
 }
 
+/// Live market data settings of a session (`spec.marketData.live`), in the
+/// runtime's units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LivePlan {
+    /// Candle length the engine trades, ms (> 0).
+    pub interval_ms: i64,
+    /// Time between polls, ms (at least 1000, at most `interval_ms`).
+    pub poll_interval_ms: i64,
+    /// Age after which a price is stale and trips the price-feed breaker,
+    /// ms (at least `poll_interval_ms`).
+    pub max_age_ms: i64,
+    /// Largest accepted move from the last accepted price, percent (0-1000].
+    pub jump_band_pct: Decimal,
+    /// How indicator history is filled before the first decision.
+    pub warm_up: WarmUp,
+    /// The fallback chain, in order (1 to 5 sources).
+    pub sources: Vec<LiveSourcePlan>,
+    /// Whether to take prices from the namespace's shared feed when one
+    /// serves them (default `true`).
+    pub use_shared_feed: bool,
+}
+
+/// One source of a [`LivePlan`]'s fallback chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveSourcePlan {
+    /// Source name (a DNS-1123 label), used in metrics and status.
+    pub name: String,
+    /// API the source speaks.
+    pub kind: LiveSourceKind,
+    /// Request budget, requests a minute (1 to 6000).
+    pub requests_per_minute: u32,
+    /// Base URL override (`http://` or `https://`); `None` = the public API.
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key (set by the operator from
+    /// the Secret reference), when the source has one; the key itself is
+    /// read from the environment at start, never stored in the plan.
+    pub api_key_env: Option<String>,
+    /// Overrides of the built-in symbol mapping: session symbol → source
+    /// identifier.
+    pub symbols: std::collections::BTreeMap<String, String>,
+}
+
+impl LivePlan {
+    /// The plan of validated live settings (see
+    /// [`BotSessionSpec::validate`], which bounds every value used here).
+    pub fn from_spec(live: &LiveSpec) -> Self {
+        Self {
+            interval_ms: live.interval.as_millis_i64(),
+            poll_interval_ms: live.poll_interval.as_millis_i64(),
+            max_age_ms: live.max_age.as_millis_i64(),
+            jump_band_pct: live.jump_band_pct.get(),
+            warm_up: live.warm_up,
+            sources: live
+                .sources
+                .iter()
+                .map(|s| LiveSourcePlan {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    requests_per_minute: s.requests_per_minute,
+                    base_url: s.base_url.clone(),
+                    api_key_env: s.api_key_secret_ref.as_ref().map(|_| s.api_key_env()),
+                    symbols: s.symbols.clone(),
+                })
+                .collect(),
+            use_shared_feed: live.use_shared_feed.unwrap_or(true),
+        }
+    }
+}
+
+/// The error `run` and `serve` give for a session with `source: Live` while
+/// this runtime has no live market data client (the caller names the
+/// session): what is unsupported and what to use instead.
+pub const LIVE_UNSUPPORTED: &str = "spec.marketData.source Live is not supported yet by this \
+     runtime (the manifest is valid; live sources arrive in a later release): use source Replay \
+     or Simulated";
+
 /// Everything needed to run one session.
 #[derive(Clone, Debug)]
 pub struct SessionPlan {
@@ -184,8 +261,10 @@ pub struct SessionPlan {
     pub session: BotSessionSpec,
     /// Symbols, in `spec.symbols` order (index = `SymbolId`).
     pub symbols: Vec<String>,
-    /// Replay files (empty for a simulated source).
+    /// Replay files (empty for a simulated or live source).
     pub replay: Vec<ReplaySource>,
+    /// Live settings (`Some` exactly when `source: Live`).
+    pub live: Option<LivePlan>,
     /// Volume unit per symbol index.
     pub volume_units: Vec<VolumeUnit>,
     /// Strategy resolved into numbers.
@@ -591,6 +670,10 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
             session: s.spec.clone(),
             symbols: s.spec.symbols.clone(),
             replay,
+            live: match s.spec.market_data.source {
+                MarketDataSource::Live => s.spec.market_data.live.as_ref().map(LivePlan::from_spec),
+                _ => None,
+            },
             volume_units,
             params,
             strategy_revision: strategy
@@ -723,6 +806,54 @@ spec:
 
     fn parse(text: &str) -> Result<Vec<SessionPlan>, ConfigError> {
         plan_sessions(&parse_manifests(text, Path::new("test.yaml"))?)
+    }
+
+    #[test]
+    fn live_manifest_plans_its_sources_and_key_env_without_the_key() {
+        let text = GOOD.replace(
+            "    source: Simulated\n    simulated: {seed: 1, candles: 100}\n",
+            "    source: Live\n    live:\n      pollInterval: 5s\n      sources:\n\
+             \x20       - {name: coin-gecko, kind: CoinGecko, requestsPerMinute: 30, \
+             apiKeySecretRef: {name: cg, key: apiKey}, symbols: {SIM: bitcoin}}\n\
+             \x20       - {name: binance, kind: Binance, requestsPerMinute: 600, \
+             baseUrl: \"http://127.0.0.1:9\"}\n",
+        );
+        let plans = parse(&text).unwrap();
+        let live = plans[0].live.clone().unwrap();
+        assert_eq!(
+            (live.interval_ms, live.poll_interval_ms, live.max_age_ms),
+            (60_000, 5_000, 60_000)
+        );
+        assert_eq!(live.jump_band_pct, Decimal::from(20));
+        assert!(live.use_shared_feed);
+        assert_eq!(live.sources.len(), 2);
+        assert_eq!(
+            live.sources[0].api_key_env.as_deref(),
+            Some("PAPERBOT_LIVE_API_KEY_COIN_GECKO")
+        );
+        assert_eq!(live.sources[0].symbols["SIM"], "bitcoin");
+        assert_eq!(live.sources[1].kind, LiveSourceKind::Binance);
+        assert_eq!(live.sources[1].api_key_env, None);
+        assert_eq!(
+            live.sources[1].base_url.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        // Until the live client is integrated, run and serve refuse it clearly.
+        let e = match crate::runner::prepare(plans[0].clone()) {
+            Ok(_) => panic!("a live session must not start without a live client"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("spec.marketData.source Live is not supported yet by this runtime"),
+            "{e}"
+        );
+        // An invalid chain is refused with file, line and field.
+        let bad = text.replace("pollInterval: 5s", "pollInterval: 2m");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("test.yaml:") && e.contains("spec.marketData.live.pollInterval"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -377,6 +377,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                             match p.session.market_data.source {
                                 MarketDataSource::Replay => "replayed",
                                 MarketDataSource::Simulated => "simulated",
+                                MarketDataSource::Live => "live",
                             }
                         );
                         for f in &checked.files {
@@ -563,6 +564,7 @@ fn backtest_plan(
             source: MarketDataSource::Replay,
             replay: Some(ReplaySpec { files }),
             simulated: None,
+            live: None,
             speed: None,
         },
         execution,

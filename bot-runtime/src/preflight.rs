@@ -260,6 +260,14 @@ fn symbol_data(plan: &SessionPlan, scans: &[FileSummary]) -> Vec<Option<(i64, Op
                 out.fill(Some((iv, within_stop(iv, sim.candles))));
             }
         }
+        MarketDataSource::Live => {
+            if let Some(live) = &plan.live {
+                out.fill(Some((
+                    live.interval_ms,
+                    within_stop(live.interval_ms, None),
+                )));
+            }
+        }
     }
     out
 }

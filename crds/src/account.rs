@@ -133,10 +133,10 @@ fn default_secret_key() -> String {
 }
 
 /// A DNS-1123 subdomain (the name of a Secret), as a CEL/RE2 pattern.
-const DNS_SUBDOMAIN_PATTERN: &str =
+pub(crate) const DNS_SUBDOMAIN_PATTERN: &str =
     "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A Secret data key, as a CEL/RE2 pattern.
-const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
+pub(crate) const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
 
 /// Whether `s` is a DNS-1123 subdomain name: at most 253 characters, dot-separated
 /// labels of lower-case letters, digits and `-`, each starting and ending

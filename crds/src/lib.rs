@@ -19,6 +19,7 @@
 
 pub mod account;
 pub mod condition;
+pub mod live;
 pub mod manifest;
 pub mod runtime_api;
 pub mod schema;
@@ -32,10 +33,11 @@ pub use account::{
     PaperAccountStatus, SecretKeyRef,
 };
 pub use condition::Condition;
+pub use live::*;
 pub use session::*;
 pub use strategy::*;
 pub use validation::FieldError;
-pub use values::{DecimalString, DurationString};
+pub use values::{DecimalString, DurationString, GoDuration};
 
 /// API group of all paperbot resources.
 pub const GROUP: &str = "paperbot.io";

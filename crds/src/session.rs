@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     condition::Condition,
+    live::LiveSpec,
     schema::{
         self, MAX_NAME_LENGTH, MAX_PATH_LENGTH, MAX_REPLAY_FILES, MAX_SYMBOL_LENGTH, MAX_SYMBOLS,
     },
@@ -25,7 +26,7 @@ use crate::{
     version = "v1alpha1",
     kind = "BotSession",
     doc = "One paper-trading bot: trades a StrategyConfig on the symbols it lists, with \
-           money allocated from a PaperAccount, on replayed or simulated market data.",
+           money allocated from a PaperAccount, on replayed, simulated or live market data.",
     namespaced,
     status = "BotSessionStatus",
     validation = schema::dns1123_label_name("BotSession"),
@@ -74,7 +75,16 @@ use crate::{
     )
     .message("a simulated source needs an end: set marketData.simulated.candles or stopAfter")
     .field_path(".marketData.simulated")
-    .reason(Reason::FieldValueRequired)
+    .reason(Reason::FieldValueRequired),
+    validation = Rule::new(
+        "self.marketData.source != 'Live' || !has(self.marketData.live) \
+         || self.marketData.live.sources.all(s, !has(s.symbols) \
+            || s.symbols.all(k, k in self.symbols))"
+    )
+    .message(
+        "marketData.live.sources[].symbols may only map symbols listed in spec.symbols"
+    )
+    .field_path(".marketData.live.sources")
 )]
 pub struct BotSessionSpec {
     /// The PaperAccount (same namespace) the allocation is drawn from.
@@ -188,10 +198,19 @@ pub enum DesiredState {
     validation = Rule::new("self.source != 'Simulated' || has(self.simulated)")
         .message("marketData.source is Simulated but marketData.simulated is not set: expected simulated.seed")
         .field_path(".simulated")
-        .reason(Reason::FieldValueRequired)
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.source != 'Live' || has(self.live)")
+        .message("marketData.source is Live but marketData.live is not set: expected live.sources")
+        .field_path(".live")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.source != 'Live' || !has(self.speed)")
+        .message("marketData.speed must not be set when marketData.source is Live: live prices arrive in real time")
+        .field_path(".speed")
 )]
 pub struct MarketDataSpec {
-    /// `Replay` (recorded candle files) or `Simulated` (seeded geometric Brownian motion).
+    /// `Replay` (recorded candle files), `Simulated` (seeded geometric
+    /// Brownian motion) or `Live` (prices polled from exchanges and
+    /// aggregators).
     pub source: MarketDataSource,
     /// Recorded candles, used when `source: Replay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +218,10 @@ pub struct MarketDataSpec {
     /// Synthetic prices, used when `source: Simulated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<SimulatedSpec>,
+    /// Live prices from an ordered fallback chain of sources, used when
+    /// `source: Live`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveSpec>,
     /// Pace of the market data under `bot-runtime serve`: `"max"` (as fast
     /// as the CPU allows) or a multiple of real time from `"0.001"` to
     /// `"1000000"` (`"1"` = real time: one candle per interval; `"60"` = one
@@ -206,6 +229,7 @@ pub struct MarketDataSpec {
     /// `"max"` for `Replay`. `bot-runtime run` and `backtest` ignore it
     /// (they run as fast as possible unless given `--speed`). Changing it
     /// changes no record: a resumed session may run at another speed.
+    /// Must not be set for `Live` (live prices arrive in real time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = schema::speed("marketData.speed"))]
     pub speed: Option<Speed>,
@@ -321,6 +345,8 @@ pub enum MarketDataSource {
     Replay,
     /// Geometric Brownian motion from a seed.
     Simulated,
+    /// Prices polled from exchanges and aggregators (`marketData.live`).
+    Live,
 }
 
 /// Recorded candles to replay.
@@ -725,6 +751,28 @@ impl BotSessionSpec {
         // it is present; `source` decides which one must be present and whether
         // the replay files must match `spec.symbols`.
         let md = &self.market_data;
+        if md.source == MarketDataSource::Live {
+            if md.live.is_none() {
+                e.push(
+                    "spec.marketData.live",
+                    "source is Live but no live settings are given: expected live.sources",
+                );
+            }
+            if md.speed.is_some() {
+                e.push(
+                    "spec.marketData.speed",
+                    "must not be set when source is Live: live prices arrive in real time",
+                );
+            }
+        }
+        if let Some(l) = &md.live {
+            l.validate(
+                "spec.marketData.live",
+                &self.symbols,
+                md.source == MarketDataSource::Live,
+                &mut e,
+            );
+        }
         match (md.source, &md.replay, &md.simulated) {
             (MarketDataSource::Replay, None, _) => e.push(
                 "spec.marketData.replay",

@@ -225,6 +225,109 @@ impl JsonSchema for DurationString {
     }
 }
 
+/// Regular expression a [`GoDuration`] must match (also the OpenAPI
+/// `pattern`): number-unit pairs in Go's units only (`h`, `m`, `s`, `ms`,
+/// `us`, `ns`), the units CEL's `duration()` reads.
+pub const GO_DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+
+/// A [`DurationString`] written in Go's `time.ParseDuration` units only
+/// (`"10s"`, `"1m30s"`, `"250ms"`, `"2h"`; no `d`, no `µs`), so that the CRD's
+/// CEL rules can compare it with `duration()` (used by the live market data
+/// settings, whose poll interval, candle interval and maximum age are
+/// compared with each other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GoDuration(pub DurationString);
+
+impl GoDuration {
+    /// The duration.
+    pub fn get(self) -> Duration {
+        self.0.get()
+    }
+    /// The duration in whole milliseconds (saturating).
+    pub fn as_millis_i64(self) -> i64 {
+        self.0.as_millis_i64()
+    }
+}
+
+impl From<Duration> for GoDuration {
+    fn from(d: Duration) -> Self {
+        Self(DurationString(d))
+    }
+}
+
+impl FromStr for GoDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        // The pattern, without a regex engine: digits with an optional
+        // fraction, then a unit, repeated.
+        let mut rest = t;
+        let mut valid = !rest.is_empty();
+        while valid && !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let number = &rest[..digits];
+            let (int, frac) = number.split_once('.').unwrap_or((number, "0"));
+            valid = !int.is_empty()
+                && !frac.is_empty()
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.bytes().all(|b| b.is_ascii_digit());
+            rest = &rest[digits..];
+            let unit = ["ns", "us", "ms", "s", "m", "h"]
+                .into_iter()
+                .find(|u| rest.starts_with(u) && !(*u == "m" && rest.starts_with("ms")));
+            match unit {
+                Some(u) if valid => rest = &rest[u.len()..],
+                _ => valid = false,
+            }
+        }
+        if !valid {
+            return Err(format!(
+                "invalid duration {s:?}: expected number-unit pairs in the units h, m, s, ms, us \
+                 or ns, such as \"10s\", \"1m30s\" or \"2h\" (no days: write \"24h\")"
+            ));
+        }
+        t.parse().map(Self)
+    }
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // DurationString writes h, m, s, ms, us and ns only.
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for GoDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for GoDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "GoDuration".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": GO_DURATION_PATTERN,
+            "maxLength": DURATION_MAX_LENGTH,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +390,21 @@ mod tests {
             .parse::<DurationString>()
             .unwrap_err();
         assert!(e.contains("longer than 64 characters"), "{e}");
+    }
+
+    #[test]
+    fn go_durations_take_go_units_only() {
+        let d: GoDuration = serde_yaml::from_str("1m30s").unwrap();
+        assert_eq!(d.get(), Duration::from_secs(90));
+        assert_eq!(d.to_string(), "1m30s");
+        for ok in ["10s", "250ms", "2h", "1h0m1s", "0.5s", "100us", "5ns"] {
+            assert!(ok.parse::<GoDuration>().is_ok(), "{ok}");
+        }
+        for bad in ["1d", "10µs", "", "s", "10", "1.s", "10 s", "-1s", "1x"] {
+            let e = bad.parse::<GoDuration>().unwrap_err();
+            assert!(e.contains("units h, m, s, ms, us or ns"), "{bad}: {e}");
+        }
+        let e = format!("1{}", "0".repeat(DURATION_MAX_LENGTH)) + "s";
+        assert!(e.parse::<GoDuration>().is_err());
     }
 }

@@ -314,8 +314,42 @@ fn openapi_bounds_and_enums_land_in_the_schema() {
     );
     assert_eq!(
         node(bs, "spec.marketData.source")["enum"],
-        json!(["Replay", "Simulated"])
+        json!(["Replay", "Simulated", "Live"])
     );
+    let live = "spec.marketData.live";
+    let sources = node(bs, &format!("{live}.sources"));
+    assert_eq!(sources["maxItems"], json!(5));
+    let source = &sources["items"];
+    assert_eq!(
+        source["properties"]["kind"]["enum"],
+        json!(["CoinGecko", "Binance"])
+    );
+    let budget = &source["properties"]["requestsPerMinute"];
+    assert_eq!(budget["minimum"].as_f64(), Some(1.0));
+    assert_eq!(budget["maximum"].as_f64(), Some(6000.0));
+    assert_eq!(source["properties"]["symbols"]["maxProperties"], json!(50));
+    assert_eq!(
+        source["properties"]["apiKeySecretRef"]["required"],
+        json!(["key", "name"])
+    );
+    assert_eq!(
+        node(bs, &format!("{live}.warmUp"))["enum"],
+        json!(["Klines", "Record"])
+    );
+    for (field, default) in [
+        ("interval", "1m"),
+        ("pollInterval", "10s"),
+        ("maxAge", "1m"),
+    ] {
+        let n = node(bs, &format!("{live}.{field}"));
+        assert_eq!(n["default"], json!(default), "{field}");
+        // Go units only, so that CEL's duration() reads every accepted value.
+        assert_eq!(
+            n["pattern"],
+            json!(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"),
+            "{field}"
+        );
+    }
     assert_eq!(
         node(bs, "spec.marketData.replay.files.[].volumeUnit")["enum"],
         json!(["Base", "Quote"])
@@ -376,7 +410,8 @@ fn every_string_and_list_in_a_spec_is_bounded() {
                     "{kind} {path}: list without maxItems"
                 ),
                 Some("object") => assert!(
-                    node.get("additionalProperties").is_none(),
+                    node.get("additionalProperties").is_none()
+                        || node.get("maxProperties").is_some(),
                     "{kind} {path}: map without a bound"
                 ),
                 _ => {}

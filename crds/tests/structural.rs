@@ -24,7 +24,7 @@ const STRUCTURAL_ONLY: [&str; 9] = [
 
 /// Schema keys the API server accepts (JSONSchemaProps), so a typo or an
 /// unsupported JSON-Schema keyword from schemars is caught here.
-const KNOWN_KEYS: [&str; 28] = [
+const KNOWN_KEYS: [&str; 29] = [
     "type",
     "format",
     "description",
@@ -40,6 +40,7 @@ const KNOWN_KEYS: [&str; 28] = [
     "maxLength",
     "minItems",
     "maxItems",
+    "maxProperties",
     "pattern",
     "nullable",
     "title",

@@ -644,6 +644,7 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
         ..Default::default()
     }];
     env.extend(input.ledger.env());
+    env.extend(live_api_key_env(&input.session.spec));
     let mut mounts = vec![mount("config", CONFIG_DIR, true)];
     if input.ledger.is_volume() {
         mounts.push(mount(LEDGER_VOLUME, LEDGER_DIR, false));
@@ -666,6 +667,41 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
         volume_mounts: Some(mounts),
         ..Default::default()
     }
+}
+
+/// One environment variable per live source with an API key Secret
+/// reference (`spec.marketData.live.sources[].apiKeySecretRef`), named by
+/// [`paperbot_crds::LiveSourceSpec::api_key_env`] and read by the kubelet
+/// from the Secret (`secretKeyRef`): the key itself is never in the
+/// ConfigMap, the pod spec or the operator's memory. Empty unless
+/// `marketData.source` is `Live`.
+fn live_api_key_env(spec: &paperbot_crds::BotSessionSpec) -> Vec<EnvVar> {
+    let md = &spec.market_data;
+    let Some(live) = md
+        .live
+        .as_ref()
+        .filter(|_| md.source == paperbot_crds::MarketDataSource::Live)
+    else {
+        return Vec::new();
+    };
+    live.sources
+        .iter()
+        .filter_map(|s| {
+            let r = s.api_key_secret_ref.as_ref()?;
+            Some(EnvVar {
+                name: s.api_key_env(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 /// An HTTP GET probe on the `api` port: every `period` seconds, failing after
@@ -1805,6 +1841,49 @@ spec:
         );
         let volumes = pod_spec(&c).volumes.as_ref().unwrap();
         assert!(volumes.iter().all(|v| v.name != "ledger"));
+    }
+
+    #[test]
+    fn live_sources_pass_through_and_api_keys_come_from_their_secrets() {
+        let mut f = fixture();
+        f.session.spec.market_data = serde_yaml::from_str(
+            "source: Live\nlive:\n  pollInterval: 5s\n  sources:\n\
+             \x20   - {name: coin-gecko, kind: CoinGecko, requestsPerMinute: 30, \
+             baseUrl: \"http://127.0.0.1:8080\", apiKeySecretRef: {name: cg-key, key: apiKey}, \
+             symbols: {BTC-USD: bitcoin}}\n\
+             \x20   - {name: binance, kind: Binance, requestsPerMinute: 600}\n",
+        )
+        .unwrap();
+        let c = f.build();
+        assert_eq!(
+            env_names(&c),
+            ["PAPERBOT_API_TOKEN", "PAPERBOT_LIVE_API_KEY_COIN_GECKO"]
+        );
+        let env = &container(&c).env.as_ref().unwrap()[1];
+        assert!(env.value.is_none(), "the API key is never inlined");
+        let sel = env
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("cg-key", "apiKey"));
+        // The ConfigMap carries the live settings and the Secret reference only.
+        let rendered = render_runtime_config(&f.session, &f.account, &f.strategy).unwrap();
+        let session = serde_yaml::Deserializer::from_str(&rendered)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .find(|d| d["kind"] == "BotSession")
+            .unwrap();
+        let back: paperbot_crds::MarketDataSpec =
+            serde_yaml::from_value(session["spec"]["marketData"].clone()).unwrap();
+        assert_eq!(back, f.session.spec.market_data);
+        assert!(rendered.contains("cg-key") && rendered.contains("apiKey"));
+        // A live block under another source yields no key variables.
+        f.session.spec.market_data.source = paperbot_crds::MarketDataSource::Simulated;
+        f.session.spec.market_data.simulated =
+            Some(serde_yaml::from_str("{seed: 1, candles: 10}").unwrap());
+        assert_eq!(env_names(&f.build()), ["PAPERBOT_API_TOKEN"]);
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub fn prepare_with_start(
             let source = GbmSource::try_new(params, plan.symbols.len()).map_err(RunError::Other)?;
             (Source::Simulated(source), total)
         }
+        MarketDataSource::Live => {
+            return Err(RunError::Other(crate::config::LIVE_UNSUPPORTED.into()));
+        }
     };
     Ok(PreparedSession {
         plan,

@@ -62,6 +62,8 @@ pub fn effective_speed(plan: &SessionPlan, flag: Option<Speed>) -> Option<f64> {
             .unwrap_or(match plan.session.market_data.source {
                 MarketDataSource::Simulated => Speed::Factor(rust_decimal::Decimal::ONE),
                 MarketDataSource::Replay => Speed::Max,
+                // Live prices arrive in real time; the spec refuses a speed.
+                MarketDataSource::Live => Speed::Factor(rust_decimal::Decimal::ONE),
             });
     speed.factor()
 }
@@ -93,6 +95,7 @@ pub(super) fn plan_interval_ms(plan: &SessionPlan) -> i64 {
             .iter()
             .find_map(|r| r.interval_ms)
             .unwrap_or(60_000),
+        MarketDataSource::Live => plan.live.as_ref().map_or(60_000, |l| l.interval_ms.max(1)),
     }
 }
 
