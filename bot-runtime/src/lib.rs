@@ -13,6 +13,7 @@ pub mod breakers;
 pub mod config;
 pub mod engine;
 pub mod execution;
+pub mod feed;
 pub mod ledger;
 pub mod market;
 pub mod params;

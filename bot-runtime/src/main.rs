@@ -44,6 +44,19 @@ enum LogFormat {
     Json,
 }
 
+/// `bot-runtime feed` arguments.
+#[derive(Args, Debug)]
+struct FeedArgs {
+    /// The feed's YAML configuration (pollInterval, maxAge, jumpBandPct,
+    /// forgetAfterPolls, symbols, sources).
+    #[arg(long)]
+    config: PathBuf,
+    /// Address to serve on; port 0 picks a free one. The chosen address is
+    /// printed on stdout as `feed listening on http://ADDR`.
+    #[arg(long, default_value = "0.0.0.0:8090")]
+    listen: std::net::SocketAddr,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run every BotSession in a manifest file (PaperAccount, StrategyConfig and
@@ -63,6 +76,12 @@ enum Command {
     /// API (status, control, metrics), and keep serving its final status
     /// after it ends. What the operator's pods run.
     Serve(ServeArgs),
+    /// Serve one market-data feed shared by the live sessions of a
+    /// namespace: poll each upstream once per interval for the union of the
+    /// symbols clients asked for, and answer `GET /v1/prices?symbols=…` from
+    /// the cache (plus /healthz, /readyz, /metrics). API keys from
+    /// PAPERBOT_LIVE_API_KEY_<NAME>.
+    Feed(FeedArgs),
     /// Backtest one strategy on one or more candle files.
     Backtest {
         /// Candle CSV, as `PATH` (symbol taken from the file name up to the first `_`)
@@ -416,6 +435,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             run_plans(plans, out.options()?, &out.ledger.url(), out.record_holds)
         }
         Command::Serve(args) => serve(args),
+        Command::Feed(args) => feed(args),
         Command::Sessions { ledger, command } => with_runtime(async move {
             let url = ledger.url();
             let mut store = ledger::open(&url).await?;
@@ -601,6 +621,44 @@ fn with_runtime<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> an
         .enable_all()
         .build()?
         .block_on(f)
+}
+
+/// `bot-runtime feed`: build the chain, then poll and serve until SIGTERM or
+/// SIGINT (requests in flight finish, then it exits 0).
+fn feed(args: FeedArgs) -> anyhow::Result<()> {
+    let cfg = bot_runtime::feed::FeedConfig::load(&args.config)?;
+    let (chain, served_by) = bot_runtime::feed::build_chain(&cfg, |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("feed config {}: {e}", args.config.display()))?;
+    with_runtime(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("feed listening on http://{addr}");
+        tracing::info!(%addr, symbols = cfg.symbols.len(), sources = cfg.sources.len(), "feed started");
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        watch_signals_with(
+            Arc::new(StopSignal::new()),
+            "finishing requests in flight and exiting...",
+            Some(tx),
+        );
+        let feed = Arc::new(bot_runtime::feed::Feed::new(
+            cfg.symbols.clone(),
+            cfg.forget_after_polls,
+        ));
+        bot_runtime::feed::serve(
+            feed,
+            chain,
+            served_by,
+            cfg.poll_interval.get(),
+            listener,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 /// SIGTERM or SIGINT: the first asks the running session to stop (commit,

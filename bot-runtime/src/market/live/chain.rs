@@ -282,4 +282,22 @@ impl FallbackChain {
     pub fn symbols(&self) -> &[String] {
         &self.symbols
     }
+
+    /// Price `symbols` from the next poll on (the shared feed's union of
+    /// wanted symbols changes as clients come and go). Each symbol must be
+    /// one the sources were built with. The last accepted prices, the jump
+    /// band's references, the breakers and the counters are kept.
+    ///
+    /// # Errors
+    ///
+    /// [`LiveError::Config`] for an empty list (the chain is unchanged).
+    pub fn set_symbols(&mut self, symbols: Vec<String>) -> Result<(), LiveError> {
+        if symbols.is_empty() {
+            return Err(LiveError::Config(
+                "the fallback chain needs at least one symbol".into(),
+            ));
+        }
+        self.symbols = symbols;
+        Ok(())
+    }
 }

@@ -26,6 +26,7 @@ mod breaker;
 mod budget;
 mod chain;
 mod coingecko;
+pub mod feed;
 mod http;
 mod json;
 mod sanity;
