@@ -325,16 +325,10 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
         "no candles without prices ({during} → {still})"
     );
     binance.set_up(true);
-    let s = rt.wait_for(
-        "the priceFeed breaker to trip on the gap and close again",
-        |s| {
-            breaker_trips(s, "priceFeed") >= 1
-                && s["breakers"]
-                    .as_array()
-                    .and_then(|b| b.iter().find(|b| b["name"] == "priceFeed"))
-                    .is_some_and(|b| b["state"] == "Closed")
-        },
-    );
+    // (It then stays Open for the breaker's cool-down, as for any data gap.)
+    let s = rt.wait_for("the priceFeed breaker to trip on the gap", |s| {
+        breaker_trips(s, "priceFeed") >= 1
+    });
     let session_id = s["sessionId"].as_str().unwrap().to_string();
     let killed_at = s["candles"].as_u64().unwrap();
 
@@ -368,10 +362,7 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
         .iter()
         .filter(|e| e.breaker == "priceFeed" && e.to_state == "Open")
         .collect();
-    assert!(
-        gaps.len() >= 2,
-        "outage and restart gaps recorded: {gaps:?}"
-    );
+    assert!(!gaps.is_empty(), "the outage gap is recorded: {gaps:?}");
     assert!(
         gaps.iter().all(|e| e.reason.contains("data gap")),
         "{gaps:?}"
