@@ -262,6 +262,16 @@ impl Driver {
             {
                 return end;
             }
+            // A live feed: wait for the next closed candle while answering
+            // requests and honouring stops; commit what was traded first.
+            if feed.is_live() && !feed.wait_ready(Duration::ZERO) {
+                if self.unflushed() && !self.send() {
+                    return Ending::Interrupted;
+                }
+                if !feed.wait_ready(Duration::from_millis(100)) {
+                    continue;
+                }
+            }
             let Some(item) = feed.next() else {
                 return Ending::Completed;
             };

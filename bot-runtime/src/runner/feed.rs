@@ -1,6 +1,6 @@
 //! A session's candle source, validated before anything trades.
 
-use paperbot_crds::MarketDataSource;
+use paperbot_crds::{MarketDataSource, WarmUp};
 
 use crate::{
     config::SessionPlan,
@@ -12,7 +12,10 @@ use crate::{
     types::{Candle, SymbolId, Timestamp},
 };
 
-use super::RunError;
+use super::{
+    RunError,
+    live::{LiveFeed, LiveFeedStats},
+};
 
 /// The candles of a session, in market-time order (symbols of one time
 /// in symbol order), from validated files or a seeded simulation. Both are
@@ -20,11 +23,14 @@ use super::RunError;
 /// exactly the candle the crashed run would have read next.
 pub struct Feed {
     inner: std::iter::Peekable<Source>,
+    /// Live candles on the wall clock (then `inner` is empty).
+    live: Option<LiveFeed>,
 }
 
 enum Source {
     Replay(MergedFeed<CandleReader>),
     Simulated(GbmSource),
+    None,
 }
 
 impl Iterator for Source {
@@ -33,6 +39,7 @@ impl Iterator for Source {
         match self {
             Source::Replay(m) => m.next(),
             Source::Simulated(g) => g.next().map(Ok),
+            Source::None => None,
         }
     }
 }
@@ -40,13 +47,39 @@ impl Iterator for Source {
 impl Iterator for Feed {
     type Item = Result<Candle, DataError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next()
+        match &mut self.live {
+            Some(l) => l.next_candle().map(Ok),
+            None => self.inner.next(),
+        }
     }
 }
 
 impl Feed {
+    /// Whether candles come from live prices on the wall clock.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// A live feed's source counters (`None` for replay and simulation).
+    pub fn live_stats(&self) -> Option<LiveFeedStats> {
+        self.live.as_ref().map(LiveFeed::stats)
+    }
+
+    /// Wait up to `timeout` for a live feed's next closed candle and say
+    /// whether reading the next item now would not block. Replay and
+    /// simulation are always ready.
+    pub fn wait_ready(&mut self, timeout: std::time::Duration) -> bool {
+        match &mut self.live {
+            Some(l) => l.wait_ready(timeout),
+            None => true,
+        }
+    }
     /// Open time of the first candle, if the feed has one.
+    /// A live feed's is the first whole candle interval after its start.
     pub fn first_open(&mut self) -> Option<Timestamp> {
+        if let Some(l) = &self.live {
+            return Some(l.first_open());
+        }
         match self.inner.peek() {
             Some(Ok(c)) => Some(c.open_time),
             _ => None,
@@ -59,7 +92,13 @@ impl Feed {
     /// A [`DataError`] met on the way (the data changed since it was
     /// validated), or [`RunError::Other`] when the feed ends first (the data
     /// is shorter than what the ledger recorded).
+    ///
+    /// A live feed skips nothing: it continues on the wall clock, and the
+    /// time the session was down is a data gap the engine measures.
     pub fn skip_items(&mut self, n: u64) -> Result<(), RunError> {
+        if self.live.is_some() {
+            return Ok(());
+        }
         for i in 0..n {
             match self.inner.next() {
                 Some(Ok(_)) => {}
@@ -113,6 +152,7 @@ pub fn prepare_with_start(
     simulated_start: Option<Timestamp>,
 ) -> Result<PreparedSession, RunError> {
     let mut warnings = Vec::new();
+    let mut live = None;
     let (source, total) = match plan.session.market_data.source {
         MarketDataSource::Replay => {
             let scans = crate::preflight::scan_replay_files(&plan)?;
@@ -152,13 +192,27 @@ pub fn prepare_with_start(
             (Source::Simulated(source), total)
         }
         MarketDataSource::Live => {
-            return Err(RunError::Other(crate::config::LIVE_UNSUPPORTED.into()));
+            let live_plan = plan.live.as_ref().ok_or_else(|| {
+                RunError::Other("live source without marketData.live settings".into())
+            })?;
+            if live_plan.warm_up == WarmUp::Klines {
+                warnings.push(
+                    "marketData.live.warmUp Klines is not implemented by this runtime yet: \
+                     the indicators warm up on recorded live candles (as with Record), and \
+                     no entry is made before they are warm"
+                        .into(),
+                );
+            }
+            let feed = LiveFeed::start(live_plan, &plan.symbols).map_err(RunError::Other)?;
+            live = Some(feed);
+            (Source::None, None)
         }
     };
     Ok(PreparedSession {
         plan,
         feed: Feed {
             inner: source.peekable(),
+            live,
         },
         total,
         warnings,

@@ -47,6 +47,7 @@ mod checkpoint;
 pub mod control;
 mod drive;
 mod feed;
+pub mod live;
 pub mod stop;
 pub mod writer;
 
