@@ -237,13 +237,6 @@ impl LivePlan {
     }
 }
 
-/// The error `run` and `serve` give for a session with `source: Live` while
-/// this runtime has no live market data client (the caller names the
-/// session): what is unsupported and what to use instead.
-pub const LIVE_UNSUPPORTED: &str = "spec.marketData.source Live is not supported yet by this \
-     runtime (the manifest is valid; live sources arrive in a later release): use source Replay \
-     or Simulated";
-
 /// Everything needed to run one session.
 #[derive(Clone, Debug)]
 pub struct SessionPlan {
@@ -838,13 +831,15 @@ spec:
             live.sources[1].base_url.as_deref(),
             Some("http://127.0.0.1:9")
         );
-        // Until the live client is integrated, run and serve refuse it clearly.
+        // A symbol one of the sources cannot map is refused at start, naming
+        // the symbol, the source and how to fix it (SIM has a CoinGecko
+        // override but no Binance identifier).
         let e = match crate::runner::prepare(plans[0].clone()) {
-            Ok(_) => panic!("a live session must not start without a live client"),
+            Ok(_) => panic!("a symbol Binance cannot map must not start"),
             Err(e) => e.to_string(),
         };
         assert!(
-            e.contains("spec.marketData.source Live is not supported yet by this runtime"),
+            e.contains("symbol \"SIM\" has no binance identifier") && e.contains("override"),
             "{e}"
         );
         // An invalid chain is refused with file, line and field.
