@@ -367,6 +367,15 @@ node_coredns() {
     "$bin/kubectl" --kubeconfig "$kubeconfig" -n kube-system rollout status deployment/coredns --timeout=1s
   }
   ready_within 90 kubelet coredns_ready || fail "CoreDNS did not become ready within 90s"
+  # Ready pods are not yet a serving Service: kube-proxy programs the
+  # kube-dns ClusterIP a sync later. Wait until a lookup through the Service
+  # address answers from the node's network namespace, as a pod's would.
+  cluster_dns_serves() {
+    timeout 2 "${in_node_ns[@]}" busybox nslookup kubernetes.default.svc.cluster.local "$CLUSTER_DNS" 2>&1 |
+      grep -q '^Address: 10\.96\.0\.1$'
+  }
+  ready_within 60 kube-proxy cluster_dns_serves ||
+    fail "cluster DNS at $CLUSTER_DNS did not answer kubernetes.default.svc.cluster.local within 60s (CoreDNS is Ready; check kube-proxy's kube-dns rules)"
 }
 
 # The variables start.sh adds to STATE/env for a real node.

@@ -198,7 +198,7 @@ fn real_node_runs_pods_with_dns_services_and_pod_security_and_stops_clean() {
     let review = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#;
     let script = format!(
         "echo \"hello from a real pod on $(hostname)\"\n\
-         nslookup kubernetes.default.svc.cluster.local\n\
+         for try in 1 2 3 4 5; do nslookup kubernetes.default.svc.cluster.local && break; sleep 1; done\n\
          T=$(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\n\
          for api in https://10.96.0.1:443 https://kubernetes.default.svc; do\n\
            echo \"POST $api/apis/authentication.k8s.io/v1/selfsubjectreviews\"\n\
