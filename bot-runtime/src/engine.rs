@@ -64,7 +64,7 @@ use crate::{
         Action, DecisionRecord, FillReason, FillStatus, LedgerBatch, PositionRecord, RoundTrip,
         SnapshotRecord, TradeRecord,
     },
-    market::guard::{FeedGuard, FeedVerdict, GuardCheckpoint},
+    market::guard::{FeedGuard, FeedVerdict, GuardCheckpoint, check_prices},
     params::{EffectiveParams, TunableParams},
     portfolio::{Portfolio, PortfolioCheckpoint},
     signals::{SignalSet, SignalsCheckpoint, combine, explain},
@@ -1045,6 +1045,44 @@ impl Engine {
         }
     }
 
+    /// Warm the signal generators up on history from before the session's
+    /// first candle (a live session's recent exchange klines): each candle's
+    /// close goes to its symbol's generators, in the order given, and to
+    /// nothing else — no decision, order, fill, mark, snapshot, breaker,
+    /// feed-guard or ledger record comes of it, and the equity curve still
+    /// starts at the first candle given to [`on_candle`](Self::on_candle).
+    /// The warmed generators are part of the next checkpoint, so a resumed
+    /// session does not warm up again.
+    ///
+    /// Candles of a symbol outside this session, candles whose prices fail
+    /// the feed's checks (non-positive, high below low, …) and every candle
+    /// once the engine has processed one are skipped. Prices with more than
+    /// [`MAX_PRICE_DP`] decimal places are rounded as in `on_candle`.
+    ///
+    /// Returns the number of candles used.
+    pub fn warm_up(&mut self, history: &[Candle]) -> usize {
+        if self.start.is_some() || self.halted || self.failure.is_some() {
+            return 0;
+        }
+        let mut used = 0;
+        for c in history {
+            let Some(st) = self.syms.get_mut(c.symbol.idx()) else {
+                continue;
+            };
+            if check_prices(c).is_some() {
+                continue;
+            }
+            let close = if c.close.scale() > MAX_PRICE_DP {
+                quantize(c).close
+            } else {
+                c.close
+            };
+            st.signals.update(close);
+            used += 1;
+        }
+        used
+    }
+
     /// Process one candle. After [`Step::Halted`] or [`Step::Failed`] the
     /// engine ignores further candles and returns the same step.
     pub fn on_candle(&mut self, c: &Candle) -> Step {
@@ -1924,6 +1962,59 @@ mod control_tests {
             assert_eq!(e.on_candle(&candle(i as i64, o, l, c)), Step::Continue);
         }
         assert_eq!(e.portfolio().open_positions(), 1);
+    }
+
+    /// History before the first candle warms the SMA crossover up: the
+    /// first candle then decides (a cross up buys), where a cold engine
+    /// could not; warm-up writes nothing to the ledger, the equity curve
+    /// starts at the first candle, and warming after a candle does nothing.
+    #[test]
+    fn warm_up_history_feeds_the_signals_only() {
+        let history = [
+            candle(-3, dec!(100), dec!(100), dec!(100)),
+            candle(-2, dec!(100), dec!(99), dec!(99)),
+            // A symbol outside the session and a bad candle are skipped.
+            Candle {
+                symbol: SymbolId(7),
+                ..candle(-2, dec!(1), dec!(1), dec!(1))
+            },
+            Candle {
+                low: dec!(-1),
+                ..candle(-2, dec!(99), dec!(99), dec!(99))
+            },
+            candle(-1, dec!(99), dec!(99), dec!(99)),
+        ];
+        let mut warm = Engine::new(config(&strategy("")));
+        assert_eq!(warm.warm_up(&history), 3);
+        assert_eq!(
+            warm.take_batch().decisions.len(),
+            0,
+            "warm-up records nothing"
+        );
+        assert_eq!(warm.candles_consumed(), 0);
+        let first = candle(0, dec!(99), dec!(99), dec!(101));
+        warm.on_candle(&first);
+        let b = warm.take_batch();
+        let buy = b.decisions.iter().find(|d| d.action == Action::Buy);
+        assert!(
+            buy.is_some(),
+            "warm engine should buy on the cross up: {:?}",
+            b.decisions
+        );
+        assert_eq!(
+            b.snapshots[0].time, first.open_time,
+            "equity curve starts at the first candle"
+        );
+
+        let mut cold = Engine::new(config(&strategy("")));
+        cold.on_candle(&first);
+        let b = cold.take_batch();
+        assert!(
+            b.decisions.iter().all(|d| d.action == Action::Hold),
+            "a cold engine cannot decide on its first candle: {:?}",
+            b.decisions
+        );
+        assert_eq!(cold.warm_up(&history), 0, "no warm-up once trading started");
     }
 
     #[test]

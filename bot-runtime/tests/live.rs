@@ -21,7 +21,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, http::StatusCode, response::IntoResponse};
+use axum::{
+    Router,
+    http::{StatusCode, Uri},
+    response::IntoResponse,
+};
 use bot_runtime::ledger::{self, LedgerStore, records::LedgerBatch};
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -75,12 +79,16 @@ fn start_upstream(rt: &tokio::runtime::Runtime, binance: bool) -> Arc<Upstream> 
         },
     });
     let state = up.clone();
-    let app = Router::new().fallback(move || {
+    let app = Router::new().fallback(move |uri: Uri| {
         let up = state.clone();
         async move {
             up.hits.fetch_add(1, Ordering::SeqCst);
             if !up.up.load(Ordering::SeqCst) {
                 return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+            }
+            if binance && uri.path().ends_with("/klines") {
+                let body = klines_body(uri.query().unwrap_or(""));
+                return ([("content-type", "application/json")], body).into_response();
             }
             let s = now_s();
             let p = price_at(s);
@@ -94,6 +102,35 @@ fn start_upstream(rt: &tokio::runtime::Runtime, binance: bool) -> Arc<Upstream> 
     });
     rt.spawn(async move { axum::serve(listener, app).await });
     up
+}
+
+/// Close of every warm-up kline: below the live zig-zag (99–103), so that
+/// a 1/2 SMA crossover warmed on it crosses up on the first live candle.
+const KLINE_CLOSE: i64 = 90;
+
+/// A Binance `klines` body for `query` (`interval=1s`, `limit=N`): N rows of
+/// one second ending with the one in progress (Binance's last row is still
+/// open), every price [`KLINE_CLOSE`].
+fn klines_body(query: &str) -> String {
+    let limit: i64 = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    assert!(query.contains("interval=1s"), "klines query {query}");
+    let current = chrono::Utc::now().timestamp_millis() / 1000 * 1000;
+    let p = KLINE_CLOSE;
+    let rows: Vec<String> = (0..limit)
+        .rev()
+        .map(|k| {
+            let open = current - k * 1000;
+            format!(
+                r#"[{open},"{p}.00","{p}.00","{p}.00","{p}.00","2.5",{},"225.0",4,"1.0","90.0","0"]"#,
+                open + 999
+            )
+        })
+        .collect();
+    format!("[{}]", rows.join(","))
 }
 
 fn free_port() -> u16 {
@@ -257,6 +294,21 @@ fn breaker_trips(s: &Value, name: &str) -> u64 {
 }
 
 fn manifest(dir: &Path, gecko: &str, binance: &str) -> PathBuf {
+    manifest_with(
+        dir,
+        "interval: 2s\n      warmUp: Record",
+        &format!(
+            "- {{name: gecko, kind: CoinGecko, requestsPerMinute: 600, baseUrl: \"{gecko}\", \
+             apiKeySecretRef: {{name: cg, key: apiKey}}}}\n        \
+             - {{name: binance, kind: Binance, requestsPerMinute: 600, baseUrl: \"{binance}\"}}"
+        ),
+    )
+}
+
+/// The session `live` on BTC-USD with a 1/2 SMA crossover, with `settings`
+/// (interval and warm-up lines of `marketData.live`) and `sources` (the
+/// list items of `marketData.live.sources`).
+fn manifest_with(dir: &Path, settings: &str, sources: &str) -> PathBuf {
     let text = format!(
         "apiVersion: paperbot.io/v1alpha1\nkind: PaperAccount\nmetadata: {{name: acct}}\n\
          spec: {{initialBalance: \"100000\"}}\n---\n\
@@ -265,12 +317,9 @@ fn manifest(dir: &Path, gecko: &str, binance: &str) -> PathBuf {
          fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n---\n\
          apiVersion: paperbot.io/v1alpha1\nkind: BotSession\nmetadata: {{name: live}}\nspec:\n  \
          accountRef: {{name: acct}}\n  strategyRef: {{name: strat}}\n  allocation: \"100000\"\n  \
-         symbols: [BTC-USD]\n  marketData:\n    source: Live\n    live:\n      interval: 2s\n      \
-         pollInterval: 1s\n      maxAge: 3s\n      jumpBandPct: \"20\"\n      warmUp: Record\n      \
-         useSharedFeed: false\n      sources:\n        \
-         - {{name: gecko, kind: CoinGecko, requestsPerMinute: 600, baseUrl: \"{gecko}\", \
-         apiKeySecretRef: {{name: cg, key: apiKey}}}}\n        \
-         - {{name: binance, kind: Binance, requestsPerMinute: 600, baseUrl: \"{binance}\"}}\n"
+         symbols: [BTC-USD]\n  marketData:\n    source: Live\n    live:\n      {settings}\n      \
+         pollInterval: 1s\n      maxAge: 3s\n      jumpBandPct: \"20\"\n      \
+         useSharedFeed: false\n      sources:\n        {sources}\n"
     );
     let path = dir.join("live.yaml");
     std::fs::write(&path, text).unwrap();
@@ -387,4 +436,83 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
     // An interrupted (SIGTERM) serve takes no final snapshot, so the last
     // stored snapshot may predate the last round trips: no sum check here.
     assert!(!recs.round_trips.is_empty(), "round trips recorded");
+}
+
+/// `warmUp: Klines`: a new live session fetches the strategy's look-back of
+/// recent 1-second klines (3 for a 1/2 SMA crossover) from the Binance
+/// source before its first live candle, so it decides on that very candle
+/// (a cold crossover needs three closes first); the klines are not traded
+/// or recorded, and a resumed session does not fetch them again.
+#[test]
+fn klines_warm_up_lets_a_new_live_session_decide_on_its_first_candle() {
+    let net = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let binance = start_upstream(&net, true);
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("ledger.db").display().to_string();
+    let m = manifest_with(
+        dir.path(),
+        "interval: 1s\n      warmUp: Klines",
+        &format!(
+            "- {{name: binance, kind: Binance, requestsPerMinute: 600, baseUrl: \"{}\"}}",
+            binance.url
+        ),
+    );
+    let rt = Runtime::start(dir.path(), &m, &url);
+    let s = rt.wait_for("a fill", |s| s["trades"].as_u64() >= Some(1));
+    let session_id = s["sessionId"].as_str().unwrap().to_string();
+    let log = rt.log_text();
+    assert!(
+        log.contains("warmed the indicators up on recent klines")
+            && log.contains("candles=2")
+            && log.contains("needed=3"),
+        "the runtime should log the warm-up (3 klines asked, the open one dropped):\n{log}"
+    );
+    rt.terminate();
+
+    let recs = records(&url, &session_id);
+    let first_snapshot = recs.snapshots.first().expect("a snapshot").time;
+    let first = recs.decisions.first().expect("a decision");
+    assert_eq!(
+        first.time.millis(),
+        first_snapshot.millis() + 1000,
+        "the first decision is made on the first live candle: {first:?}"
+    );
+    assert_eq!(
+        format!("{:?}", first.action),
+        "Buy",
+        "the warmed crossover (klines at {KLINE_CLOSE}, live ≥ 99) crosses up: {first:?}"
+    );
+    assert!(
+        first.positive_signals.contains("sma"),
+        "reasoning names the SMA crossover: {first:?}"
+    );
+    assert!(
+        recs.decisions
+            .iter()
+            .all(|d| d.price != Decimal::from(KLINE_CLOSE)),
+        "no decision on a warm-up kline"
+    );
+    assert!(
+        recs.snapshots.iter().all(|s| s.time >= first_snapshot),
+        "the equity curve starts at the first live candle"
+    );
+
+    // Resumed: the checkpoint has the warmed signals; no second warm-up.
+    let hits = binance.hits();
+    let rt = Runtime::start(dir.path(), &m, &url);
+    rt.wait_for("the resumed session", |s| {
+        s["sessionId"] == session_id.as_str()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let log = rt.log_text();
+    assert!(
+        !log.contains("warmed the indicators up"),
+        "a resumed session must not warm up again:\n{log}"
+    );
+    rt.terminate();
+    assert!(binance.hits() > hits, "the resumed session polls prices");
 }

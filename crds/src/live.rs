@@ -85,7 +85,9 @@ pub struct LiveSpec {
     )]
     pub jump_band_pct: DecimalString,
     /// How the indicators get their history before the first decision:
-    /// `Klines` (default: fetch recent candles from the sources at start) or
+    /// `Klines` (default: a new session fetches the strategy's look-back of
+    /// recent candles from the first `Binance` source at start; with no
+    /// Binance source, or an interval Binance lacks, it records instead) or
     /// `Record` (collect live candles, and trade once enough are closed).
     #[serde(default)]
     pub warm_up: WarmUp,
@@ -126,7 +128,7 @@ fn default_jump_band_pct() -> DecimalString {
 /// How a live session fills its indicators' history before trading.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum WarmUp {
-    /// Fetch recent candles (klines) from the sources at start.
+    /// Fetch recent candles (klines) from the first Binance source at start.
     #[default]
     Klines,
     /// Record live candles and make no decision until enough are closed.

@@ -395,7 +395,13 @@ impl OperatorConfig {
     pub fn init_tracing(&self) {
         use tracing_subscriber::EnvFilter;
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        // Colours only on a terminal (never in a pod's log) and not under
+        // NO_COLOR (https://no-color.org).
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi);
         let installed = match self.log_format() {
             LogFormat::Json => builder
                 .json()

@@ -195,13 +195,10 @@ pub fn prepare_with_start(
             let live_plan = plan.live.as_ref().ok_or_else(|| {
                 RunError::Other("live source without marketData.live settings".into())
             })?;
-            if live_plan.warm_up == WarmUp::Klines {
-                warnings.push(
-                    "marketData.live.warmUp Klines is not implemented by this runtime yet: \
-                     the indicators warm up on recorded live candles (as with Record), and \
-                     no entry is made before they are warm"
-                        .into(),
-                );
+            if live_plan.warm_up == WarmUp::Klines
+                && let Err(why) = super::warmup::klines_source(live_plan)
+            {
+                warnings.push(why);
             }
             let feed = LiveFeed::start(live_plan, &plan.symbols).map_err(RunError::Other)?;
             live = Some(feed);

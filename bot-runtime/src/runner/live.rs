@@ -150,7 +150,7 @@ fn first_boundary(t_ms: i64, interval_ms: i64) -> i64 {
 /// a request timeout no longer than the poll interval (at least 1 s) and a
 /// breaker cool-down of five polls (a source that failed three polls in a
 /// row is retried after five).
-fn policy_for(plan: &LivePlan, requests_per_minute: u32) -> HttpPolicy {
+pub(super) fn policy_for(plan: &LivePlan, requests_per_minute: u32) -> HttpPolicy {
     let poll = Duration::from_millis(plan.poll_interval_ms.max(1000) as u64);
     HttpPolicy {
         requests_per_minute,

@@ -49,6 +49,7 @@ mod drive;
 mod feed;
 pub mod live;
 pub mod stop;
+pub mod warmup;
 pub mod writer;
 
 use std::{path::PathBuf, sync::Arc};
@@ -312,6 +313,18 @@ pub async fn run_session_live<L: LedgerStore>(
             (engine, progress, Some(state))
         }
     };
+
+    // A new live session with `warmUp: Klines` warms its indicators up on
+    // the exchange's recent candles before the first live one (see
+    // `warmup`); a resumed one has them in its checkpoint.
+    if start.checkpoint.is_none()
+        && feed.is_live()
+        && let Some(live_plan) = plan.live.as_ref()
+        && live_plan.warm_up == paperbot_crds::WarmUp::Klines
+        && let Some(first) = first_open
+    {
+        warm_up_from_klines(&mut engine, &plan, live_plan, first, &session_id).await;
+    }
 
     if let Some(p) = &adopted_plan
         && start.checkpoint.is_some()
@@ -753,6 +766,42 @@ fn config_difference(recorded: &str, now: &str) -> Option<String> {
     let a: Value = serde_json::from_str(recorded).unwrap_or(Value::Null);
     let b: Value = serde_json::from_str(now).unwrap_or(Value::Null);
     walk("", &a, &b)
+}
+
+/// Fetch the klines of a new live session and warm `engine`'s signals up
+/// on them; every outcome is logged, none stops the session (a symbol
+/// without history warms up on live candles, as with `Record`).
+async fn warm_up_from_klines(
+    engine: &mut Engine,
+    plan: &crate::config::SessionPlan,
+    live_plan: &crate::config::LivePlan,
+    first_open: crate::types::Timestamp,
+    session_id: &str,
+) {
+    let bars = warmup::bars_needed(&plan.strategy.signals);
+    if bars == 0 {
+        return;
+    }
+    match warmup::fetch_klines(live_plan, &plan.symbols, bars, first_open).await {
+        Ok(history) => {
+            let used = engine.warm_up(&history.candles);
+            for (symbol, outcome) in &history.per_symbol {
+                match outcome {
+                    Ok(n) => tracing::info!(
+                        session = %session_id, symbol, candles = n, needed = bars,
+                        source = %history.source,
+                        "warmed the indicators up on recent klines"
+                    ),
+                    Err(e) => tracing::warn!(
+                        session = %session_id, symbol, source = %history.source, error = %e,
+                        "no klines for the warm-up: this symbol warms up on live candles (as with Record)"
+                    ),
+                }
+            }
+            tracing::info!(session = %session_id, candles = used, source = %history.source, "klines warm-up done");
+        }
+        Err(e) => tracing::warn!(session = %session_id, error = %e, "klines warm-up skipped"),
+    }
 }
 
 #[cfg(test)]

@@ -29,10 +29,14 @@ pub const BASE_URL: &str = "https://api.binance.com";
 pub const MAX_KLINES: u16 = 1000;
 
 /// Binance's interval name for a candle length in milliseconds (`60000` →
-/// `1m`), or `None` when Binance has no such interval.
+/// `1m`), or `None` when Binance has no such interval. The spot API's kline
+/// intervals: `1s`, `1m`, `3m`, `5m`, `15m`, `30m`, `1h`, `2h`, `4h`, `6h`,
+/// `8h`, `12h`, `1d`, `3d`, `1w` (and `1M`, a calendar month, which has no
+/// fixed length and is not offered here).
 pub fn binance_interval(interval_ms: i64) -> Option<&'static str> {
     const M: i64 = 60_000;
     Some(match interval_ms {
+        1000 => "1s",
         x if x == M => "1m",
         x if x == 3 * M => "3m",
         x if x == 5 * M => "5m",
@@ -231,7 +235,7 @@ impl Binance {
     ) -> Result<Vec<Candle>, LiveError> {
         let interval = binance_interval(interval_ms).ok_or_else(|| {
             LiveError::Config(format!(
-                "Binance has no {interval_ms} ms kline interval (expected 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d or 1w)"
+                "Binance has no {interval_ms} ms kline interval (expected 1s, 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d or 1w)"
             ))
         })?;
         if !(1..=MAX_KLINES).contains(&limit) {

@@ -41,7 +41,7 @@ use rust_decimal::Decimal;
 
 use crate::types::Timestamp;
 
-pub use binance::{Binance, binance_interval, parse_klines, parse_ticker_prices};
+pub use binance::{Binance, MAX_KLINES, binance_interval, parse_klines, parse_ticker_prices};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use budget::RequestBudget;
 pub use chain::{ChainConfig, ChainStats, FallbackChain, PollOutcome, SourceStats};
