@@ -16,7 +16,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -45,10 +45,40 @@ fn now_s() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// A fake upstream: answers with the current price while `up` is set, else
-/// HTTP 503; counts requests.
+/// How a fake upstream answers (shaped after the APIs' documented errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// The current price.
+    Normal,
+    /// HTTP 503.
+    Down,
+    /// HTTP 429 with `Retry-After: 3`.
+    RateLimited,
+    /// Accepts the request and answers only after 5 s (the runtime's
+    /// request timeout is 1 s): a source gone silent.
+    Silent,
+    /// HTTP 200 with a truncated JSON body.
+    Malformed,
+    /// HTTP 200 without the symbol.
+    Missing,
+    /// HTTP 200 with twice the price (beyond the 20 % jump band).
+    Spike,
+}
+
+const MODES: [Mode; 7] = [
+    Mode::Normal,
+    Mode::Down,
+    Mode::RateLimited,
+    Mode::Silent,
+    Mode::Malformed,
+    Mode::Missing,
+    Mode::Spike,
+];
+
+/// A fake upstream answering in its [`Mode`]; counts requests.
 struct Upstream {
-    up: AtomicBool,
+    mode: AtomicU8,
     hits: AtomicU64,
     url: String,
 }
@@ -58,7 +88,13 @@ impl Upstream {
         self.hits.load(Ordering::SeqCst)
     }
     fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
+        self.set_mode(if up { Mode::Normal } else { Mode::Down });
+    }
+    fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+    fn mode(&self) -> Mode {
+        MODES[usize::from(self.mode.load(Ordering::SeqCst))]
     }
 }
 
@@ -70,7 +106,7 @@ fn start_upstream(rt: &tokio::runtime::Runtime, binance: bool) -> Arc<Upstream> 
         .expect("bind a loopback port for the fake upstream");
     let addr = listener.local_addr().expect("local address");
     let up = Arc::new(Upstream {
-        up: AtomicBool::new(true),
+        mode: AtomicU8::new(Mode::Normal as u8),
         hits: AtomicU64::new(0),
         url: if binance {
             format!("http://{addr}")
@@ -83,15 +119,39 @@ fn start_upstream(rt: &tokio::runtime::Runtime, binance: bool) -> Arc<Upstream> 
         let up = state.clone();
         async move {
             up.hits.fetch_add(1, Ordering::SeqCst);
-            if !up.up.load(Ordering::SeqCst) {
-                return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+            let json = [("content-type", "application/json")];
+            let mode = up.mode();
+            match mode {
+                Mode::Down => {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+                }
+                Mode::RateLimited => {
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "3")],
+                        r#"{"status":{"error_code":429,"error_message":"You've exceeded the Rate Limit."}}"#,
+                    )
+                        .into_response();
+                }
+                Mode::Silent => tokio::time::sleep(Duration::from_secs(5)).await,
+                Mode::Malformed => {
+                    return (json, r#"{"bitcoin":{"usd":"#).into_response();
+                }
+                Mode::Missing => {
+                    return (json, if binance { "[]" } else { "{}" }).into_response();
+                }
+                Mode::Normal | Mode::Spike => {}
             }
             if binance && uri.path().ends_with("/klines") {
                 let body = klines_body(uri.query().unwrap_or(""));
-                return ([("content-type", "application/json")], body).into_response();
+                return (json, body).into_response();
             }
             let s = now_s();
-            let p = price_at(s);
+            let p = if mode == Mode::Spike {
+                price_at(s) * Decimal::TWO
+            } else {
+                price_at(s)
+            };
             let body = if binance {
                 format!(r#"[{{"symbol":"BTCUSDT","price":"{p}.00000000"}}]"#)
             } else {
@@ -314,7 +374,8 @@ fn manifest_with(dir: &Path, settings: &str, sources: &str) -> PathBuf {
          spec: {{initialBalance: \"100000\"}}\n---\n\
          apiVersion: paperbot.io/v1alpha1\nkind: StrategyConfig\nmetadata: {{name: strat}}\nspec:\n  \
          mode: Custom\n  signals:\n    smaCrossover: {{fastPeriod: 1, slowPeriod: 2}}\n  risk:\n    \
-         fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n---\n\
+         fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n  \
+         circuitBreakers: {{cooldown: 4s}}\n---\n\
          apiVersion: paperbot.io/v1alpha1\nkind: BotSession\nmetadata: {{name: live}}\nspec:\n  \
          accountRef: {{name: acct}}\n  strategyRef: {{name: strat}}\n  allocation: \"100000\"\n  \
          symbols: [BTC-USD]\n  marketData:\n    source: Live\n    live:\n      {settings}\n      \
@@ -515,4 +576,149 @@ fn klines_warm_up_lets_a_new_live_session_decide_on_its_first_candle() {
     );
     rt.terminate();
     assert!(binance.hits() > hits, "the resumed session polls prices");
+}
+
+/// The fallback chain through every way an upstream fails, in a served live
+/// session: the preferred source (CoinGecko-shaped) answers 503, then 429
+/// with `Retry-After`, goes silent past the request timeout, sends
+/// malformed JSON, leaves the symbol out, and sends a price twice the last
+/// one. Each time the second source (Binance-shaped) prices the symbol, the
+/// candles go on, and the preferred source takes over again once it
+/// answers well. Then both go down for longer than the data-gap limit: no
+/// candle is invented, the `priceFeed` breaker trips and closes again when
+/// prices return. The accounting invariant holds exactly at every snapshot,
+/// and no trade was made at a spiked price.
+#[test]
+fn every_upstream_failure_fails_over_and_hands_back_with_the_ledger_exact() {
+    let net = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gecko = start_upstream(&net, false);
+    let binance = start_upstream(&net, true);
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("ledger.db").display().to_string();
+    let m = manifest(dir.path(), &gecko.url, &binance.url);
+    let rt = Runtime::start(dir.path(), &m, &url);
+    let s = rt.wait_for("live candles", |s| s["candles"].as_u64() >= Some(2));
+    let session_id = s["sessionId"].as_str().unwrap().to_string();
+
+    // The preferred source serves alone until the fallback's counter stays
+    // still for 2.5 s while its own moves.
+    let wait_hand_back = |what: &str| {
+        let t0 = Instant::now();
+        loop {
+            let (g, b) = (gecko.hits(), binance.hits());
+            std::thread::sleep(Duration::from_millis(2500));
+            if gecko.hits() > g && binance.hits() == b {
+                return;
+            }
+            assert!(
+                t0.elapsed() < DEADLINE,
+                "the preferred source never took over again after {what}:\n{}",
+                rt.log_text()
+            );
+        }
+    };
+    wait_hand_back("the start");
+    for mode in [
+        Mode::Down,
+        Mode::RateLimited,
+        Mode::Silent,
+        Mode::Malformed,
+        Mode::Missing,
+        Mode::Spike,
+    ] {
+        let (g0, b0) = (gecko.hits(), binance.hits());
+        let c0 = rt.status()["candles"].as_u64().unwrap();
+        gecko.set_mode(mode);
+        // Long enough for a 2 s candle to close on the fallback's prices;
+        // short enough that a spike (2 polls at most) is never confirmed as
+        // a lasting move (3 in a row).
+        std::thread::sleep(Duration::from_millis(if mode == Mode::Spike {
+            1800
+        } else {
+            4500
+        }));
+        gecko.set_mode(Mode::Normal);
+        assert!(
+            binance.hits() > b0,
+            "{mode:?}: the second source was not asked"
+        );
+        if mode == Mode::RateLimited {
+            // One poll a second for 4.5 s, but Retry-After: 3 after a 429.
+            assert!(
+                gecko.hits() - g0 <= 3,
+                "{mode:?}: Retry-After not honoured: {} requests in 4.5 s",
+                gecko.hits() - g0
+            );
+        }
+        rt.wait_for(&format!("candles during and after {mode:?}"), |s| {
+            s["candles"].as_u64() > Some(c0)
+        });
+        wait_hand_back(&format!("{mode:?}"));
+    }
+
+    // Both down past the data-gap limit (5 candles = 10 s).
+    let trips = breaker_trips(&rt.status(), "priceFeed");
+    gecko.set_up(false);
+    binance.set_up(false);
+    std::thread::sleep(Duration::from_secs(2));
+    let during = rt.status()["candles"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    let still = rt.status()["candles"].as_u64().unwrap();
+    assert!(
+        still <= during + 1,
+        "no candles without prices ({during} → {still})"
+    );
+    gecko.set_up(true);
+    binance.set_up(true);
+    rt.wait_for("the priceFeed breaker to trip on the gap", |s| {
+        breaker_trips(s, "priceFeed") > trips
+    });
+    rt.wait_for("the priceFeed breaker to close again", |s| {
+        s["breakers"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == "priceFeed"))
+            .is_some_and(|b| b["state"] == "Closed")
+    });
+    rt.terminate();
+
+    let recs = records(&url, &session_id);
+    let initial = Decimal::from(100_000);
+    assert!(!recs.snapshots.is_empty());
+    for snap in &recs.snapshots {
+        assert_eq!(
+            snap.cash + snap.position_value,
+            snap.equity,
+            "at {}",
+            snap.time
+        );
+        assert_eq!(
+            initial + snap.realized_pnl + snap.unrealized_pnl,
+            snap.equity,
+            "at {}",
+            snap.time
+        );
+    }
+    // Prices are 99–103; a spiked one (198–206) must never reach a trade.
+    assert!(
+        recs.trades
+            .iter()
+            .all(|t| t.reference_price < Decimal::from(110)),
+        "a trade at a spiked price: {:?}",
+        recs.trades
+    );
+    assert!(
+        recs.decisions.iter().all(|d| d.price < Decimal::from(110)),
+        "a decision on a spiked price"
+    );
+    assert!(
+        recs.breaker_events.iter().any(|e| e.breaker == "priceFeed"
+            && e.to_state == "Open"
+            && e.reason.contains("data gap")),
+        "the outage is recorded: {:?}",
+        recs.breaker_events
+    );
 }
