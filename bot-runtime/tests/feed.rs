@@ -163,6 +163,8 @@ fn feed_policy() -> HttpPolicy {
 }
 
 async fn metric(feed_url: &str, name: &str) -> u64 {
+    // reqwest has no built-in TLS provider in this workspace.
+    bot_runtime::market::live::tls::install_default_provider();
     let text = reqwest::get(format!("{feed_url}/metrics"))
         .await
         .expect("GET /metrics")

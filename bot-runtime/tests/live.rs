@@ -9,11 +9,10 @@
 //! checks the accounting invariant exactly at every stored snapshot.
 //! Nothing asserts a duration: every wait polls with a generous deadline.
 
+mod common;
+
 use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU8, AtomicU64, Ordering},
@@ -27,11 +26,9 @@ use axum::{
     response::IntoResponse,
 };
 use bot_runtime::ledger::{self, LedgerStore, records::LedgerBatch};
+use common::serve::{DEADLINE, Runtime};
 use rust_decimal::Decimal;
 use serde_json::Value;
-
-const TOKEN: &str = "live-token";
-const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The price of BTC-USD at wall-clock second `s`: a slow zig-zag between 99
 /// and 103 (8 s period, 1 % steps, well inside the 20 % jump band), so that
@@ -193,138 +190,8 @@ fn klines_body(query: &str) -> String {
     format!("[{}]", rows.join(","))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
-/// One HTTP/1.1 GET with the token; status code and body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the runtime's API");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {raw:?}"));
-    (code, rest.to_string())
-}
-
-/// A `bot-runtime serve` process.
-struct Runtime {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Runtime {
-    fn start(dir: &Path, manifest: &Path, ledger_url: &str) -> Self {
-        let port = free_port();
-        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-        let n = std::fs::read_dir(dir).unwrap().count();
-        let log = dir.join(format!("serve-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_bot-runtime"))
-            .env("RUST_LOG", "info")
-            .env("PAPERBOT_LIVE_API_KEY_GECKO", "demo-key")
-            .env_remove("DATABASE_URL")
-            .env_remove("PAPERBOT_LEDGER")
-            .env_remove("PAPERBOT_API_TOKEN")
-            .arg("serve")
-            .arg("-f")
-            .arg(manifest)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", "none", "--ledger", ledger_url])
-            .arg("--report-dir")
-            .arg(dir.join("reports"))
-            .arg("--token-file")
-            .arg(dir.join("token"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn bot-runtime serve");
-        let mut rt = Self { child, port, log };
-        let t0 = Instant::now();
-        loop {
-            if let Ok(Some(status)) = rt.child.try_wait() {
-                panic!(
-                    "serve exited ({status}) before answering:\n{}",
-                    rt.log_text()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/healthz").0 == 200 {
-                return rt;
-            }
-            assert!(
-                t0.elapsed() < DEADLINE,
-                "the API never answered:\n{}",
-                rt.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn status(&self) -> Value {
-        let (code, body) = get(self.port, "/v1/status");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let t0 = Instant::now();
-        loop {
-            let s = self.status();
-            if f(&s) {
-                return s;
-            }
-            assert!(
-                t0.elapsed() < DEADLINE,
-                "waited in vain for {what}; last status: {s:#}\nlog:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "exit after SIGTERM: {status}\n{}",
-            self.log_text()
-        );
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// The CoinGecko source's API key, as the operator would pass it.
+const KEYS: &[(&str, &str)] = &[("PAPERBOT_LIVE_API_KEY_GECKO", "demo-key")];
 
 fn records(url: &str, id: &str) -> LedgerBatch {
     tokio::runtime::Builder::new_current_thread()
@@ -401,7 +268,7 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
     let m = manifest(dir.path(), &gecko.url, &binance.url);
 
     // 1. Trades on candles built from the preferred source's prices.
-    let rt = Runtime::start(dir.path(), &m, &url);
+    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
     let s = rt.wait_for("a live round trip", |s| s["roundTrips"].as_u64() >= Some(1));
     assert_eq!(s["phase"], "Running", "{s:#}");
     assert!(gecko.hits() > 0, "the preferred source was polled");
@@ -447,7 +314,7 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
     rt.kill9();
     let before = records(&url, &session_id);
     std::thread::sleep(Duration::from_secs(12));
-    let rt = Runtime::start(dir.path(), &m, &url);
+    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
     let s = rt.wait_for("the resumed session to trade live candles", |s| {
         s["sessionId"] == session_id.as_str() && s["candles"].as_u64() > Some(killed_at)
     });
@@ -522,7 +389,7 @@ fn klines_warm_up_lets_a_new_live_session_decide_on_its_first_candle() {
             binance.url
         ),
     );
-    let rt = Runtime::start(dir.path(), &m, &url);
+    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
     let s = rt.wait_for("a fill", |s| s["trades"].as_u64() >= Some(1));
     let session_id = s["sessionId"].as_str().unwrap().to_string();
     let log = rt.log_text();
@@ -564,7 +431,7 @@ fn klines_warm_up_lets_a_new_live_session_decide_on_its_first_candle() {
 
     // Resumed: the checkpoint has the warmed signals; no second warm-up.
     let hits = binance.hits();
-    let rt = Runtime::start(dir.path(), &m, &url);
+    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
     rt.wait_for("the resumed session", |s| {
         s["sessionId"] == session_id.as_str()
     });
@@ -600,7 +467,7 @@ fn every_upstream_failure_fails_over_and_hands_back_with_the_ledger_exact() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("ledger.db").display().to_string();
     let m = manifest(dir.path(), &gecko.url, &binance.url);
-    let rt = Runtime::start(dir.path(), &m, &url);
+    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
     let s = rt.wait_for("live candles", |s| s["candles"].as_u64() >= Some(2));
     let session_id = s["sessionId"].as_str().unwrap().to_string();
 

@@ -20,6 +20,7 @@ pub mod run;
 pub mod server;
 pub mod stores;
 pub mod sync;
+pub mod tls;
 pub mod triggers;
 
 pub use error::{Error, Result};

@@ -29,6 +29,8 @@ use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before any reqwest client is built (reqwest has no built-in provider).
+    paperbot_operator::tls::install_crypto_provider();
     let cfg = OperatorConfig::parse();
     cfg.init_tracing();
     let settings = cfg.runtime_settings().context("runtime settings")?;

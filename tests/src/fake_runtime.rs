@@ -288,6 +288,7 @@ mod tests {
         let fleet = FakeFleet::default();
         fleet.add("ns", "a", Decimal::from(1000));
         let addr = fleet.serve().await.unwrap();
+        paperbot_operator::tls::install_crypto_provider();
         let http = reqwest::Client::new();
         let base = FakeFleet::endpoint(addr, "ns", "a");
         let r = http.get(format!("{base}/v1/status")).send().await.unwrap();

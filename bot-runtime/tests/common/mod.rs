@@ -1,6 +1,8 @@
 //! Helpers shared by the engine integration tests.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 
 use bot_runtime::{

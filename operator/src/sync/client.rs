@@ -59,6 +59,7 @@ impl RuntimeClient {
     /// # Errors
     /// When the HTTP client cannot be built (TLS backend, system settings).
     pub fn new(timeout: Duration) -> Result<Self, ClientError> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
@@ -72,6 +73,7 @@ impl RuntimeClient {
 
     /// A client without timeouts of its own (only when [`Self::new`] fails).
     pub fn default_client() -> Self {
+        crate::tls::install_crypto_provider();
         Self {
             http: reqwest::Client::default(),
         }

@@ -1242,6 +1242,7 @@ async fn two_replicas_are_both_ready_and_one_leads_until_it_stops() {
         Replica::start("replica-a", &id, &lease, &ns),
         Replica::start("replica-b", &id, &lease, &ns),
     ];
+    paperbot_operator::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()

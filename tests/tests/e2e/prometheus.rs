@@ -692,6 +692,7 @@ async fn prometheus_scrapes_runtimes_and_operator_and_every_dashboard_and_alert_
         .collect();
     let ports: Vec<(String, u16)> = runtimes.iter().map(|(s, r)| (s.clone(), r.port)).collect();
     let prom = Prometheus::start(&prometheus_config(&ports, operator_port, &ns));
+    paperbot_operator::tls::install_crypto_provider();
     let api = Api {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

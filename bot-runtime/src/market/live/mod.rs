@@ -12,7 +12,7 @@
 //! | piece | job |
 //! |---|---|
 //! | [`SymbolMap`] | session symbol (`BTC-USD`) → source identifier (`bitcoin`, `BTCUSDT`); built-in table plus overrides; unknown symbol = [`LiveError::UnknownSymbol`] at start |
-//! | [`HttpSource`] | one upstream's HTTP: timeout (seconds), retries with exponential backoff and jitter, `429` + `Retry-After` (seconds or HTTP date), a [`CircuitBreaker`], a [`RequestBudget`] (requests per minute) |
+//! | [`HttpSource`] | one upstream's HTTP(S) (TLS: [`tls`], system trust store): timeout (seconds), retries with exponential backoff and jitter, `429` + `Retry-After` (seconds or HTTP date), a [`CircuitBreaker`], a [`RequestBudget`] (requests per minute) |
 //! | [`CoinGecko`], [`Binance`] | build the one bulk request per poll and parse the documented response bodies into exact [`Decimal`] prices |
 //! | [`TickChecker`] | per-tick sanity: zero, negative, non-numeric, missing symbol, jump beyond a band (percent 0–100 vs the last accepted price) |
 //! | [`FallbackChain`] | first healthy source first; symbols it could not price go to the next source; hand-back to the preferred source once its breaker closes; staleness (`max_age`, seconds) per symbol; counters as a [`ChainStats`] snapshot |
@@ -31,6 +31,7 @@ mod http;
 mod json;
 mod sanity;
 mod symbols;
+pub mod tls;
 
 use std::fmt;
 use std::future::Future;

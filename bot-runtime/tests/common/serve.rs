@@ -1,0 +1,189 @@
+//! A `bot-runtime serve` child process for the integration tests: started
+//! on a free loopback port with a bearer token, its stderr in a log file,
+//! answered over plain HTTP/1.1, killed on drop. Every wait polls with a
+//! generous deadline; nothing asserts a duration.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The bearer token the served API is given.
+pub const TOKEN: &str = "live-token";
+/// How long any wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// One HTTP/1.1 GET with the token; status code and body.
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the runtime's API");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Authorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {raw:?}"));
+    (code, rest.to_string())
+}
+
+/// A `bot-runtime serve` process.
+pub struct Runtime {
+    child: Child,
+    /// Its API port on 127.0.0.1.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Runtime {
+    /// Serve `manifest` with the ledger at `ledger_url`, files in `dir`,
+    /// `env` added to the child's environment (`RUST_LOG=info`; the ledger,
+    /// token and `SSL_CERT_FILE` variables of the test's own environment are
+    /// removed first). Returns once `/healthz` answers 200.
+    pub fn start(dir: &Path, manifest: &Path, ledger_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+        let n = std::fs::read_dir(dir).unwrap().count();
+        let log = dir.join(format!("serve-{n}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
+        cmd.env("RUST_LOG", "info")
+            .env_remove("DATABASE_URL")
+            .env_remove("PAPERBOT_LEDGER")
+            .env_remove("PAPERBOT_API_TOKEN")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .arg("serve")
+            .arg("-f")
+            .arg(manifest)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "none", "--ledger", ledger_url])
+            .arg("--report-dir")
+            .arg(dir.join("reports"))
+            .arg("--token-file")
+            .arg(dir.join("token"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn bot-runtime serve");
+        let mut rt = Self { child, port, log };
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(status)) = rt.child.try_wait() {
+                panic!(
+                    "serve exited ({status}) before answering:\n{}",
+                    rt.log_text()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/healthz").0 == 200 {
+                return rt;
+            }
+            assert!(
+                t0.elapsed() < DEADLINE,
+                "the API never answered:\n{}",
+                rt.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the process logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `GET /v1/status`, which must answer 200.
+    pub fn status(&self) -> Value {
+        let (code, body) = get(self.port, "/v1/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Poll `/v1/status` until `f` holds; the last status.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let s = self.status();
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < DEADLINE,
+                "waited in vain for {what}; last status: {s:#}\nlog:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Poll the log until `f` holds for it; the log.
+    pub fn wait_for_log(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let log = self.log_text();
+            if f(&log) {
+                return log;
+            }
+            assert!(
+                t0.elapsed() < DEADLINE,
+                "waited in vain for {what} in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; the process must exit successfully.
+    pub fn terminate(mut self) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
