@@ -2057,7 +2057,12 @@ mod control_tests {
         assert_eq!(b.breaker_events.len(), 1);
         let ev = &b.breaker_events[0];
         assert_eq!(
-            (ev.time, ev.breaker.as_str(), ev.from_state.as_str(), ev.to_state.as_str()),
+            (
+                ev.time,
+                ev.breaker.as_str(),
+                ev.from_state.as_str(),
+                ev.to_state.as_str()
+            ),
             (wall, "priceFeed", "Closed", "Open")
         );
         assert_eq!(ev.reason, "stale price: X last price 1m35s old > maxAge 1m");
@@ -2079,7 +2084,13 @@ mod control_tests {
         let moves: Vec<(&str, &str, &str)> = b
             .breaker_events
             .iter()
-            .map(|ev| (ev.from_state.as_str(), ev.to_state.as_str(), ev.reason.as_str()))
+            .map(|ev| {
+                (
+                    ev.from_state.as_str(),
+                    ev.to_state.as_str(),
+                    ev.reason.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             moves,
