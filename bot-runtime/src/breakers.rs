@@ -1619,6 +1619,38 @@ mod tests {
     }
 
     #[test]
+    fn stale_prices_trip_price_feed_once_and_name_every_symbol() {
+        let mut cb = CircuitBreakers::new(&limits());
+        let stale = [
+            StalePrice {
+                symbol: "BTC-USD".into(),
+                age_ms: Some(2 * MIN + 5000),
+            },
+            StalePrice {
+                symbol: "ETH-USD".into(),
+                age_ms: None,
+            },
+        ];
+        let out = run(&mut cb, |c, o| {
+            assert!(!c.on_stale_prices(t(1), &[], MIN, o), "nothing stale");
+            assert!(c.on_stale_prices(t(2), &stale, MIN, o));
+            assert!(!c.on_stale_prices(t(3), &stale, MIN, o), "already open");
+        });
+        assert_eq!(
+            out,
+            [ev(
+                t(2),
+                "priceFeed",
+                "Closed",
+                "Open",
+                "stale price: BTC-USD last price 2m5s old, ETH-USD no price yet > maxAge 1m"
+            )]
+        );
+        assert_eq!(cb.entry_block(), Some(BreakerKind::PriceFeed));
+        assert_eq!(cb.trips(), 1);
+    }
+
+    #[test]
     fn account_breakers_halt_and_never_half_open() {
         let mut cb = CircuitBreakers::new(&BreakerLimits {
             account_max_drawdown_pct: Some(dec!(20)),
