@@ -34,7 +34,7 @@
 //! | `consecutiveLosses` | `max_consecutive_losses` losing round trips (pnl < 0) in a row | the next winning round trip (pnl > 0) | the next losing round trip |
 //! | `dailyTradeCap` | entries in the UTC day reach `max_daily_trades` | — (no cooldown: closes at the next UTC day) | — |
 //! | `minBalance` | `equity < min_balance` | the next bar with `equity >= min_balance` | the next bar with `equity < min_balance` |
-//! | `priceFeed` | `max_invalid_ticks` invalid ticks in a row, or a valid tick whose gap since the symbol's previous candle is above `max_data_gap_ms` (default 5 × the candle interval) | the next valid, non-stale tick | the next invalid tick (a single one) or stale tick |
+//! | `priceFeed` | `max_invalid_ticks` invalid ticks in a row, or a valid tick whose gap since the symbol's previous candle is above `max_data_gap_ms` (default 5 × the candle interval), or (live data) a symbol whose last accepted price is older than `maxAge` by the wall clock ([`CircuitBreakers::on_stale_prices`], at once, between candles) | the next valid, non-stale tick | the next invalid tick (a single one) or stale tick |
 //! | `accountMaxDrawdown` | `(peak − equity) × 100 >= pct × peak` | never half-opens | — |
 //! | `accountDailyLoss` | as `dailyLoss`, with the account limit | never half-opens, ignores the day rollover | — |
 //!
@@ -211,6 +211,17 @@ fn cmp_word(hit: bool) -> &'static str {
 
 fn duration_text(ms: i64) -> DurationString {
     DurationString(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// A live symbol without an accepted price younger than the data's
+/// `maxAge` (see [`CircuitBreakers::on_stale_prices`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StalePrice {
+    /// The session's symbol, e.g. `BTC-USD`.
+    pub symbol: String,
+    /// Wall-clock milliseconds since its last accepted price was valid;
+    /// `None` when it has had none since the feed started.
+    pub age_ms: Option<i64>,
 }
 
 /// One breaker's state.
@@ -818,6 +829,40 @@ impl CircuitBreakers {
             }
             _ => {}
         }
+    }
+
+    /// Live prices went stale (wall clock): each of `stale` has had no
+    /// accepted price for longer than `max_age_ms` (its `age_ms`). Trips
+    /// `priceFeed` at once from `Closed` or `HalfOpen` (a stale tick while
+    /// half-open), with a reason naming each symbol, its age and the limit;
+    /// an `Open` breaker stays as it is (no event). Recovery follows the
+    /// normal rule: cooldown, then the next valid, non-stale candle closes
+    /// it. Returns whether it tripped. An empty `stale` does nothing.
+    pub fn on_stale_prices(
+        &mut self,
+        now: Timestamp,
+        stale: &[StalePrice],
+        max_age_ms: i64,
+        out: &mut Vec<BreakerEventRecord>,
+    ) -> bool {
+        let k = BreakerKind::PriceFeed;
+        if stale.is_empty() || self.state(k) == BreakerState::Open {
+            return false;
+        }
+        let which: Vec<String> = stale
+            .iter()
+            .map(|p| match p.age_ms {
+                Some(age) => format!("{} last price {} old", p.symbol, duration_text(age)),
+                None => format!("{} no price yet", p.symbol),
+            })
+            .collect();
+        let reason = format!(
+            "stale price: {} > maxAge {}",
+            which.join(", "),
+            duration_text(max_age_ms)
+        );
+        self.go(k, now, BreakerState::Open, reason, out);
+        true
     }
 
     /// Advance market time: UTC-day rollover, then cooldown expiry
@@ -1571,6 +1616,38 @@ mod tests {
                 "data gap 3m > limit 2m"
             )]
         );
+    }
+
+    #[test]
+    fn stale_prices_trip_price_feed_once_and_name_every_symbol() {
+        let mut cb = CircuitBreakers::new(&limits());
+        let stale = [
+            StalePrice {
+                symbol: "BTC-USD".into(),
+                age_ms: Some(2 * MIN + 5000),
+            },
+            StalePrice {
+                symbol: "ETH-USD".into(),
+                age_ms: None,
+            },
+        ];
+        let out = run(&mut cb, |c, o| {
+            assert!(!c.on_stale_prices(t(1), &[], MIN, o), "nothing stale");
+            assert!(c.on_stale_prices(t(2), &stale, MIN, o));
+            assert!(!c.on_stale_prices(t(3), &stale, MIN, o), "already open");
+        });
+        assert_eq!(
+            out,
+            [ev(
+                t(2),
+                "priceFeed",
+                "Closed",
+                "Open",
+                "stale price: BTC-USD last price 2m5s old, ETH-USD no price yet > maxAge 1m"
+            )]
+        );
+        assert_eq!(cb.entry_block(), Some(BreakerKind::PriceFeed));
+        assert_eq!(cb.trips(), 1);
     }
 
     #[test]

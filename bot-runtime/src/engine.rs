@@ -916,6 +916,28 @@ impl Engine {
             .reset(kind, self.now, &mut self.batch.breaker_events)
     }
 
+    /// Live market data went stale between candles (see
+    /// [`CircuitBreakers::on_stale_prices`]): trip the `priceFeed` breaker
+    /// now, recorded in the next batch at `wall` (the wall-clock time of the
+    /// check; never before the engine's market time). No price, position or
+    /// cash changes: only the breaker moves, so new entries stop until it
+    /// recovers by its normal rule. Nothing happens once the session has
+    /// halted or failed, or while the breaker is already open. Returns
+    /// whether it tripped.
+    pub fn on_stale_prices(
+        &mut self,
+        wall: Timestamp,
+        stale: &[crate::breakers::StalePrice],
+        max_age_ms: i64,
+    ) -> bool {
+        if self.halted || self.failure.is_some() {
+            return false;
+        }
+        let at = wall.max(self.now);
+        self.breakers
+            .on_stale_prices(at, stale, max_age_ms, &mut self.batch.breaker_events)
+    }
+
     /// Replace the strategy in place (a hot reload): `cfg` must be this
     /// session's configuration with other strategy parameters (symbols,
     /// allocation, execution, volume units, snapshot interval and
@@ -2098,6 +2120,78 @@ mod control_tests {
             e.reset_breaker(BreakerKind::MinBalance).is_err(),
             "not configured"
         );
+    }
+
+    #[test]
+    fn stale_live_prices_trip_the_price_feed_breaker_at_once_and_it_recovers_by_its_rule() {
+        use crate::breakers::StalePrice;
+        let spec = strategy("  circuitBreakers:\n    cooldown: 2m\n");
+        let mut e = Engine::new(config(&spec));
+        opening(&mut e);
+        e.take_batch();
+        let before = e.state();
+        let kind = BreakerKind::PriceFeed;
+        let stale = [StalePrice {
+            symbol: "X".into(),
+            age_ms: Some(95_000),
+        }];
+        // Nothing stale: nothing happens.
+        assert!(!e.on_stale_prices(Timestamp(T0 + 5 * MIN), &[], 60_000));
+        // Stale between candles: Open at once, at the wall time given.
+        let wall = Timestamp(T0 + 5 * MIN + 30_000);
+        assert!(e.on_stale_prices(wall, &stale, 60_000));
+        assert_eq!(e.breakers().state_of(kind), BreakerState::Open);
+        // Still stale on the next check: no second event.
+        assert!(!e.on_stale_prices(Timestamp(wall.millis() + 1000), &stale, 60_000));
+        let b = e.take_batch();
+        assert!(b.trades.is_empty() && b.decisions.is_empty() && b.snapshots.is_empty());
+        assert_eq!(b.breaker_events.len(), 1);
+        let ev = &b.breaker_events[0];
+        assert_eq!(
+            (
+                ev.time,
+                ev.breaker.as_str(),
+                ev.from_state.as_str(),
+                ev.to_state.as_str()
+            ),
+            (wall, "priceFeed", "Closed", "Open")
+        );
+        assert_eq!(ev.reason, "stale price: X last price 1m35s old > maxAge 1m");
+        // The trip moved no money and no position.
+        let after = e.state();
+        assert_eq!(
+            (after.cash, after.equity, after.fills, after.now),
+            (before.cash, before.equity, before.fills, before.now)
+        );
+        // It survives a checkpoint.
+        let restored = Engine::restore(config(&spec), e.checkpoint()).unwrap();
+        assert_eq!(restored.breakers().state_of(kind), BreakerState::Open);
+        // Fresh candles again: after the 2 m cooldown (from the trip) the
+        // breaker half-opens and the next valid candle closes it.
+        for i in 4..=8 {
+            e.on_candle(&candle(i, dec!(101.5), dec!(101), dec!(101.5)));
+        }
+        let b = e.take_batch();
+        let moves: Vec<(&str, &str, &str)> = b
+            .breaker_events
+            .iter()
+            .map(|ev| {
+                (
+                    ev.from_state.as_str(),
+                    ev.to_state.as_str(),
+                    ev.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                ("Open", "HalfOpen", "cooldown 2m elapsed"),
+                ("HalfOpen", "Closed", "valid tick within the data-gap limit"),
+            ]
+        );
+        assert_eq!(b.breaker_events[0].time, Timestamp(T0 + 8 * MIN));
+        assert_eq!(e.breakers().state_of(kind), BreakerState::Closed);
     }
 
     #[test]

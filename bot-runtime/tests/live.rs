@@ -2,8 +2,10 @@
 //! local HTTP servers on loopback shaped like CoinGecko (`/simple/price`)
 //! and Binance (`/api/v3/ticker/price`) once a second, builds 2-second
 //! candles from a price series that moves with the wall clock, and trades
-//! them. The test fails over from the first source to the second, cuts both
-//! off (a data gap the `priceFeed` breaker records, then recovers), kills
+//! them. The test fails over from the first source to the second and hands
+//! back (checked in `/v1/status` `marketData` and in `/metrics`), cuts both
+//! off (the `priceFeed` breaker trips as soon as the price is older than
+//! `maxAge`, while the outage lasts, and recovers by its rule), kills
 //! the runtime with `kill -9` and restarts it (the session resumes from its
 //! ledger checkpoint on the wall clock; the missed time is a data gap), and
 //! checks the accounting invariant exactly at every stored snapshot.
@@ -212,6 +214,29 @@ fn records(url: &str, id: &str) -> LedgerBatch {
         })
 }
 
+fn breaker<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["breakers"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["name"] == name))
+        .unwrap_or_else(|| panic!("no breaker {name} in {s:#}"))
+}
+
+/// The value of the sample of `name` whose labels include `labels`, in the
+/// Prometheus text `text`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels_text, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| labels_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
 fn breaker_trips(s: &Value, name: &str) -> u64 {
     s["breakers"]
         .as_array()
@@ -241,11 +266,10 @@ fn manifest_with(dir: &Path, settings: &str, sources: &str) -> PathBuf {
          spec: {{initialBalance: \"100000\"}}\n---\n\
          apiVersion: paperbot.io/v1alpha1\nkind: StrategyConfig\nmetadata: {{name: strat}}\nspec:\n  \
          mode: Custom\n  signals:\n    smaCrossover: {{fastPeriod: 1, slowPeriod: 2}}\n  risk:\n    \
-         fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n  \
-         circuitBreakers: {{cooldown: 4s}}\n---\n\
+         fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n  circuitBreakers: {{cooldown: 4s}}\n---\n\
          apiVersion: paperbot.io/v1alpha1\nkind: BotSession\nmetadata: {{name: live}}\nspec:\n  \
          accountRef: {{name: acct}}\n  strategyRef: {{name: strat}}\n  allocation: \"100000\"\n  \
-         symbols: [BTC-USD]\n  marketData:\n    source: Live\n    live:\n      {settings}\n      \
+         recordHolds: true\n  symbols: [BTC-USD]\n  marketData:\n    source: Live\n    live:\n      {settings}\n      \
          pollInterval: 1s\n      maxAge: 3s\n      jumpBandPct: \"20\"\n      \
          useSharedFeed: false\n      sources:\n        {sources}\n"
     );
@@ -278,34 +302,165 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
         "the fallback is not asked while the first source serves"
     );
 
-    // 2. The preferred source fails: the fallback serves, trading goes on.
+    // 2. The preferred source fails: the fallback serves, trading goes on,
+    // and the status and the metrics say so.
     gecko.set_up(false);
     let candles = s["candles"].as_u64().unwrap();
-    rt.wait_for("candles priced by the fallback", |s| {
-        s["candles"].as_u64() >= Some(candles + 3)
+    let s = rt.wait_for("candles priced by the fallback", |s| {
+        s["candles"].as_u64() >= Some(candles + 3) && s["marketData"]["activeSource"] == "binance"
     });
     assert!(
         binance.hits() > binance_before,
         "failover to the second source"
     );
+    let md = &s["marketData"];
+    assert_eq!(md["preferredSource"], "gecko", "{md:#}");
+    assert_eq!(md["staleSymbols"], serde_json::json!([]), "{md:#}");
+    assert_eq!(md["sources"][0]["name"], "gecko", "{md:#}");
+    assert!(md["sources"][0]["failures"].as_u64() >= Some(3), "{md:#}");
+    assert!(md["sources"][1]["requests"].as_u64() >= Some(1), "{md:#}");
+    let prom = rt.metrics();
+    assert_eq!(
+        metric(
+            &prom,
+            "paperbot_market_data_source_active",
+            &[("source", "binance")]
+        ),
+        Some(1.0),
+        "{prom}"
+    );
+    assert_eq!(
+        metric(
+            &prom,
+            "paperbot_market_data_source_active",
+            &[("source", "gecko")]
+        ),
+        Some(0.0),
+        "{prom}"
+    );
+    assert_eq!(
+        metric(&prom, "paperbot_market_data_degraded", &[]),
+        Some(1.0),
+        "{prom}"
+    );
+    assert!(
+        metric(
+            &prom,
+            "paperbot_market_data_source_failures_total",
+            &[("source", "gecko"), ("kind", "server")]
+        ) >= Some(3.0),
+        "{prom}"
+    );
+    assert!(
+        metric(
+            &prom,
+            "paperbot_market_data_source_requests_total",
+            &[("source", "binance")]
+        ) >= Some(1.0),
+        "{prom}"
+    );
 
-    // 3. Both fail for longer than the data-gap limit (5 candles = 10 s):
-    // no candles are invented; the first candle after the outage trips the
-    // priceFeed breaker.
+    // 3. The preferred source comes back: once its breaker lets a trial
+    // through, it serves again.
+    gecko.set_up(true);
+    let s = rt.wait_for("the hand-back to the preferred source", |s| {
+        s["marketData"]["activeSource"] == "gecko"
+    });
+    assert_eq!(s["marketData"]["sources"][0]["state"], "closed", "{s:#}");
+    let prom = rt.metrics();
+    assert_eq!(
+        metric(
+            &prom,
+            "paperbot_market_data_source_active",
+            &[("source", "gecko")]
+        ),
+        Some(1.0),
+        "{prom}"
+    );
+    assert_eq!(
+        metric(
+            &prom,
+            "paperbot_market_data_source_state",
+            &[("source", "gecko"), ("state", "closed")]
+        ),
+        Some(1.0),
+        "{prom}"
+    );
+    assert_eq!(
+        metric(&prom, "paperbot_market_data_degraded", &[]),
+        Some(0.0),
+        "{prom}"
+    );
+    assert_eq!(
+        metric(&prom, "paperbot_market_data_stale_symbols", &[]),
+        Some(0.0),
+        "{prom}"
+    );
+
+    // 4. Both fail. Once the last price is older than maxAge (3 s) the
+    // priceFeed breaker trips at once, while the outage lasts (no candle
+    // has come to measure a gap), and no candles are invented.
+    assert_eq!(breaker(&s, "priceFeed")["state"], "Closed", "{s:#}");
+    gecko.set_up(false);
     binance.set_up(false);
-    std::thread::sleep(Duration::from_secs(2));
-    let during = rt.status()["candles"].as_u64().unwrap();
-    std::thread::sleep(Duration::from_secs(12));
-    let still = rt.status()["candles"].as_u64().unwrap();
+    let s = rt.wait_for("the priceFeed breaker to trip on stale prices", |s| {
+        breaker(s, "priceFeed")["state"] == "Open"
+    });
+    let reason = breaker(&s, "priceFeed")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.starts_with("stale price: BTC-USD last price") && reason.ends_with("> maxAge 3s"),
+        "{reason}"
+    );
+    assert_eq!(
+        s["marketData"]["staleSymbols"],
+        serde_json::json!(["BTC-USD"]),
+        "{s:#}"
+    );
+    let prom = rt.metrics();
+    assert_eq!(
+        metric(&prom, "paperbot_market_data_stale_symbols", &[]),
+        Some(1.0),
+        "{prom}"
+    );
+    assert_eq!(
+        metric(&prom, "paperbot_market_data_degraded", &[]),
+        Some(1.0),
+        "{prom}"
+    );
+    assert!(
+        metric(
+            &prom,
+            "paperbot_market_data_price_age_seconds",
+            &[("symbol", "BTC-USD")]
+        ) > Some(3.0),
+        "{prom}"
+    );
+    let during = s["candles"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    let s = rt.status();
+    let still = s["candles"].as_u64().unwrap();
     assert!(
         still <= during + 1,
         "no candles without prices ({during} → {still})"
     );
+    assert_eq!(
+        breaker(&s, "priceFeed")["state"],
+        "Open",
+        "held open while stale: {s:#}"
+    );
+    gecko.set_up(true);
     binance.set_up(true);
-    // (It then stays Open for the breaker's cool-down, as for any data gap.)
-    let s = rt.wait_for("the priceFeed breaker to trip on the gap", |s| {
-        breaker_trips(s, "priceFeed") >= 1
+    // It recovers by the breaker's rule: after its cool-down (4 s) a valid
+    // candle closes it (the first candle after the outage may re-open it
+    // for its data gap first).
+    let s = rt.wait_for("the priceFeed breaker to recover", |s| {
+        breaker(s, "priceFeed")["state"] == "Closed"
+            && s["marketData"]["staleSymbols"] == serde_json::json!([])
     });
+    assert!(breaker_trips(&s, "priceFeed") >= 1);
     let session_id = s["sessionId"].as_str().unwrap().to_string();
     let killed_at = s["candles"].as_u64().unwrap();
 
@@ -334,15 +489,33 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
         recs.decisions.len() > before.decisions.len(),
         "decisions after the resume"
     );
-    let gaps: Vec<_> = recs
+    let trips: Vec<_> = recs
         .breaker_events
         .iter()
         .filter(|e| e.breaker == "priceFeed" && e.to_state == "Open")
         .collect();
-    assert!(!gaps.is_empty(), "the outage gap is recorded: {gaps:?}");
     assert!(
-        gaps.iter().all(|e| e.reason.contains("data gap")),
-        "{gaps:?}"
+        trips
+            .iter()
+            .any(|e| e.reason.starts_with("stale price: BTC-USD")),
+        "the outage's stale prices are recorded: {trips:?}"
+    );
+    assert!(
+        trips.iter().any(|e| e.reason.contains("data gap")),
+        "the kill -9 gap is recorded: {trips:?}"
+    );
+    assert!(
+        trips
+            .iter()
+            .all(|e| e.reason.contains("data gap") || e.reason.starts_with("stale price")),
+        "{trips:?}"
+    );
+    assert!(
+        recs.breaker_events
+            .iter()
+            .any(|e| e.breaker == "priceFeed" && e.to_state == "Closed"),
+        "the breaker recovered: {:?}",
+        recs.breaker_events
     );
     // The accounting invariant, exactly, at every snapshot.
     assert!(!recs.snapshots.is_empty());

@@ -115,6 +115,71 @@ pub struct LedgerHealthStatus {
     pub reason: Option<String>,
 }
 
+/// State of a live source's circuit breaker (its own, not the session's
+/// `priceFeed` breaker).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceState {
+    /// Requests flow.
+    #[default]
+    Closed,
+    /// Skipped until its cool-down ends (failed polls in a row).
+    Open,
+    /// The cool-down ended: the next request is a trial.
+    HalfOpen,
+}
+
+/// One source of a live session's fallback chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketDataSourceStatus {
+    /// The source's name (`live.sources[].name`).
+    pub name: String,
+    /// Its circuit breaker.
+    pub state: SourceState,
+    /// HTTP requests sent to it by this process, retries included.
+    pub requests: u64,
+    /// Polls in which its request failed (timeouts, connection errors, 429,
+    /// 5xx, refusals, malformed bodies).
+    pub failures: u64,
+    /// Prices it sent that were rejected (missing symbol, not a number,
+    /// zero or negative, stale, a jump beyond the band).
+    pub rejected: u64,
+}
+
+/// Where a live session's prices come from (absent for replay and
+/// simulation).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketDataStatus {
+    /// The source that served the last poll; absent before the first price
+    /// and while no source answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_source: Option<String>,
+    /// The first source of the chain (serves whenever it is healthy).
+    pub preferred_source: String,
+    /// Every source, in chain order.
+    pub sources: Vec<MarketDataSourceStatus>,
+    /// Symbols without an accepted price younger than `maxAge` (they hold
+    /// the `priceFeed` breaker open).
+    #[serde(default)]
+    pub stale_symbols: Vec<String>,
+    /// `maxAge`, seconds.
+    pub max_age_seconds: f64,
+}
+
+impl MarketDataStatus {
+    /// Whether the session trades on a fallback (the active source is not
+    /// the preferred one) or has stale symbols.
+    pub fn degraded(&self) -> bool {
+        !self.stale_symbols.is_empty()
+            || self
+                .active_source
+                .as_deref()
+                .is_some_and(|a| a != self.preferred_source)
+    }
+}
+
 /// `GET /v1/status`: the session's live figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -192,6 +257,9 @@ pub struct RuntimeStatus {
     /// started with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy_revision: Option<String>,
+    /// Live sessions: the fallback chain's sources and the stale symbols.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market_data: Option<MarketDataStatus>,
 }
 
 /// `POST /v1/config`: replace the strategy's parameters without a restart.

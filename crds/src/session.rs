@@ -48,6 +48,11 @@ use crate::{
     printcolumn(name = "Trades", type_ = "integer", json_path = ".status.trades"),
     printcolumn(name = "Breaker", type_ = "string", json_path = ".status.breaker"),
     printcolumn(
+        name = "Source",
+        type_ = "string",
+        json_path = ".status.marketData.activeSource"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -673,11 +678,32 @@ pub struct BotSessionStatus {
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded, CircuitBreakerOpen (`metav1.Condition` shape),
-    /// one per `type`.
+    /// Live sessions: where the prices come from (absent for replay and
+    /// simulation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market_data: Option<SessionMarketDataStatus>,
+    /// Ready, Progressing, Degraded, CircuitBreakerOpen, MarketDataDegraded
+    /// (live sessions) (`metav1.Condition` shape), one per `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A live session's market data as the runtime last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMarketDataStatus {
+    /// The source of the fallback chain that served the last poll; absent
+    /// while none answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_source: Option<String>,
+    /// The first source of the chain (`spec.marketData.live.sources[0]`),
+    /// which serves whenever it is healthy.
+    pub preferred_source: String,
+    /// Symbols without an accepted price younger than `maxAge` (they hold
+    /// the `priceFeed` breaker open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_symbols: Vec<String>,
 }
 
 impl BotSession {

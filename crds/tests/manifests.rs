@@ -195,6 +195,7 @@ fn printer_columns() {
             ("P&L %", "string", ".status.pnlPct"),
             ("Trades", "integer", ".status.trades"),
             ("Breaker", "string", ".status.breaker"),
+            ("Source", "string", ".status.marketData.activeSource"),
             ("Age", "date", ".metadata.creationTimestamp"),
         ],
     ];

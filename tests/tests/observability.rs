@@ -118,6 +118,7 @@ fn every_alert_links_its_runbook_section() {
         "PaperbotAccountNearKillSwitch",
         "PaperbotSessionHalted",
         "PaperbotMarketDataStale",
+        "PaperbotMarketDataDegraded",
         "PaperbotLedgerErrors",
         "PaperbotOperatorReconcileErrors",
         "PaperbotOperatorNotLeading",

@@ -27,6 +27,7 @@ use super::{
     checkpoint::{CHECKPOINT_VERSION, Checkpoint},
     control::{Command, ControlError, Inbox, LastCandle, LiveSnapshot, ReloadedStrategy, Reply},
     feed::Feed,
+    live::LiveFeedStats,
     stop::{StopSignal, Wake},
     writer::LedgerHealth,
 };
@@ -229,6 +230,7 @@ impl Driver {
         let inbox = self.ctx.live.as_ref().map(|l| l.inbox.clone());
         let pending = || inbox.as_ref().is_some_and(|i| i.has_pending());
         let mut paused_logged = false;
+        let live_feed = feed.live_stats();
         if self.ctx.flush_at_start && !self.send() {
             return Ending::Interrupted;
         }
@@ -261,6 +263,9 @@ impl Driver {
                 && let Err(end) = self.take_requests()
             {
                 return end;
+            }
+            if let Some(stats) = &live_feed {
+                self.check_stale_prices(stats);
             }
             // A live feed: wait for the next closed candle while answering
             // requests and honouring stops; commit what was traded first.
@@ -342,6 +347,22 @@ impl Driver {
             if due_flush && !self.send() {
                 return Ending::Interrupted;
             }
+        }
+    }
+
+    /// Live prices older than `maxAge` by the wall clock trip the
+    /// `priceFeed` breaker at once (between candles), instead of as a data
+    /// gap at the next candle; the trip goes out with the next batch.
+    fn check_stale_prices(&mut self, stats: &LiveFeedStats) {
+        let snap = stats.snapshot();
+        let now = Timestamp(now_epoch_ms());
+        let stale = snap.stale_at(now);
+        if !stale.is_empty() && self.engine.on_stale_prices(now, &stale, snap.max_age_ms) {
+            tracing::warn!(
+                symbols = ?stale.iter().map(|s| s.symbol.as_str()).collect::<Vec<_>>(),
+                max_age_ms = snap.max_age_ms,
+                "live prices are stale: the priceFeed breaker is open"
+            );
         }
     }
 

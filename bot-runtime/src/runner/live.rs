@@ -38,6 +38,7 @@ use paperbot_crds::LiveSourceKind;
 use rust_decimal::Decimal;
 
 use crate::{
+    breakers::StalePrice,
     config::LivePlan,
     market::live::{
         Binance, ChainConfig, ChainStats, CoinGecko, CoinGeckoPlan, FallbackChain, HttpPolicy,
@@ -210,22 +211,96 @@ pub fn build_chain(plan: &LivePlan, symbols: &[String]) -> Result<FallbackChain,
     FallbackChain::new(sources, symbols.to_vec(), &config)
 }
 
-/// What the live feed shares with the status and metrics: the chain's
-/// counters after the last poll.
+/// What the live feed shares with the engine thread, the status and the
+/// metrics, as of the last poll.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveFeedSnapshot {
+    /// The chain's counters (sources in chain order: the first is the
+    /// preferred one).
+    pub chain: ChainStats,
+    /// A symbol whose last accepted price is older than this is stale
+    /// (`maxAge`), milliseconds.
+    pub max_age_ms: i64,
+    /// When the feed started (wall clock): the age of a symbol that never
+    /// had a price counts from here.
+    pub started: Timestamp,
+    /// Per session symbol (session order), when its last accepted price was
+    /// valid (the source's timestamp, else its arrival); `None` before the
+    /// first.
+    pub last_prices: Vec<(String, Option<Timestamp>)>,
+}
+
+/// How old one symbol's last accepted price is at some wall-clock time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriceAge {
+    /// The session's symbol.
+    pub symbol: String,
+    /// Milliseconds since its last accepted price was valid, or since the
+    /// feed started when it has had none (never negative).
+    pub age_ms: i64,
+    /// Whether it has had an accepted price at all.
+    pub priced: bool,
+    /// `age_ms > max_age_ms`.
+    pub stale: bool,
+}
+
+impl LiveFeedSnapshot {
+    /// The source that served the last poll, if any.
+    pub fn active_source(&self) -> Option<&str> {
+        self.chain.active.as_deref()
+    }
+
+    /// The first source of the chain (the one that serves while healthy).
+    pub fn preferred_source(&self) -> Option<&str> {
+        self.chain.sources.first().map(|s| s.name.as_str())
+    }
+
+    /// Every symbol's price age at `now` (wall clock), session order.
+    pub fn ages_at(&self, now: Timestamp) -> Vec<PriceAge> {
+        self.last_prices
+            .iter()
+            .map(|(symbol, last)| {
+                let from = last.unwrap_or(self.started);
+                let age_ms = now.millis().saturating_sub(from.millis()).max(0);
+                PriceAge {
+                    symbol: symbol.clone(),
+                    age_ms,
+                    priced: last.is_some(),
+                    stale: age_ms > self.max_age_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// The symbols stale at `now`, as the engine's breaker takes them.
+    pub fn stale_at(&self, now: Timestamp) -> Vec<StalePrice> {
+        self.ages_at(now)
+            .into_iter()
+            .filter(|a| a.stale)
+            .map(|a| StalePrice {
+                symbol: a.symbol,
+                age_ms: a.priced.then_some(a.age_ms),
+            })
+            .collect()
+    }
+}
+
+/// The live feed's shared state (cheap to clone; updated by the poller
+/// after every poll).
 #[derive(Clone, Debug, Default)]
 pub struct LiveFeedStats {
-    inner: Arc<Mutex<ChainStats>>,
+    inner: Arc<Mutex<LiveFeedSnapshot>>,
 }
 
 impl LiveFeedStats {
-    /// A snapshot of the chain's counters after the last poll.
-    pub fn snapshot(&self) -> ChainStats {
+    /// A copy of the state after the last poll.
+    pub fn snapshot(&self) -> LiveFeedSnapshot {
         self.inner.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    fn set(&self, stats: ChainStats) {
+    fn update(&self, f: impl FnOnce(&mut LiveFeedSnapshot)) {
         if let Ok(mut s) = self.inner.lock() {
-            *s = stats;
+            f(&mut s);
         }
     }
 }
@@ -260,6 +335,12 @@ impl LiveFeed {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = LiveFeedStats::default();
+        stats.update(|s| {
+            s.chain = chain.stats();
+            s.max_age_ms = plan.max_age_ms.max(1);
+            s.started = now;
+            s.last_prices = symbols.iter().map(|sym| (sym.clone(), None)).collect();
+        });
         let poll = Duration::from_millis(plan.poll_interval_ms.max(1000) as u64);
         let (stop2, stats2) = (stop.clone(), stats.clone());
         std::thread::Builder::new()
@@ -348,7 +429,15 @@ fn poll_loop(
         if !outcome.stale.is_empty() {
             tracing::warn!(symbols = ?outcome.stale, "live prices are stale");
         }
-        stats.set(chain.stats());
+        stats.update(|s| {
+            s.chain = chain.stats();
+            for t in &outcome.ticks {
+                if let Some((_, last)) = s.last_prices.iter_mut().find(|(sym, _)| *sym == t.symbol)
+                {
+                    *last = Some(last.map_or(t.time, |l| l.max(t.time)));
+                }
+            }
+        });
         next += poll;
         let now_i = Instant::now();
         if next < now_i {

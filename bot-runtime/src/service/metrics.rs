@@ -34,6 +34,22 @@
 //! | `paperbot_ledger_available` | gauge: 1 while commits succeed, 0 while they fail | |
 //! | `paperbot_session_phase` | gauge, 1 for the current phase | `phase` |
 //! | `paperbot_ready` | gauge: 1 when `/readyz` answers 200 | |
+//!
+//! Live sessions (`marketData.source: Live`) add the fallback chain's
+//! series (label `source` = the configured source names, `symbol` = the
+//! session's symbols; replay and simulated sessions have none of them):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `paperbot_market_data_source_requests_total` | counter: HTTP requests sent, retries included | `source` |
+//! | `paperbot_market_data_source_failures_total` | counter: polls whose request failed | `source`, `kind` (timeout, connect, rate_limited, server, refused, malformed) |
+//! | `paperbot_market_data_source_skips_total` | counter: polls that skipped the source without a request | `source`, `kind` (circuit_open, rate_limited, budget) |
+//! | `paperbot_market_data_rejected_ticks_total` | counter: prices rejected by the sanity checks | `source`, `reason` (missing, non_numeric, zero, negative, stale, jump, ...) |
+//! | `paperbot_market_data_source_state` | gauge, 1 for the source's circuit-breaker state | `source`, `state` (closed, open, half_open) |
+//! | `paperbot_market_data_source_active` | gauge: 1 for the source that served the last poll, 0 for the others | `source` |
+//! | `paperbot_market_data_price_age_seconds` | gauge: wall-clock seconds since the symbol's last accepted price (since the feed started before the first) | `symbol` |
+//! | `paperbot_market_data_stale_symbols` | gauge: symbols whose price is older than `maxAge` | |
+//! | `paperbot_market_data_degraded` | gauge: 1 while the session trades on a fallback source or has stale symbols | |
 
 use std::{
     collections::HashMap,
@@ -41,14 +57,22 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use paperbot_crds::{BreakerState, BreakerStatus, runtime_api::RuntimePhase};
+use paperbot_crds::{
+    BreakerState, BreakerStatus,
+    runtime_api::{MarketDataStatus, RuntimePhase},
+};
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, exponential_buckets,
 };
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 
-use crate::ledger::records::{FillStatus, LedgerBatch};
+use crate::{
+    ledger::records::{FillStatus, LedgerBatch},
+    market::live::BreakerState as LiveBreakerState,
+    runner::live::LiveFeedSnapshot,
+    types::Timestamp,
+};
 
 /// Every phase, for the `paperbot_session_phase` state set.
 const PHASES: [RuntimePhase; 7] = [
@@ -106,6 +130,32 @@ pub struct Metrics {
     ledger_available: IntGauge,
     phase: IntGaugeVec,
     ready: IntGauge,
+    live: LiveMetrics,
+}
+
+/// The fallback chain's series (live sessions only: every family has
+/// labels, or an empty label set filled only for live sessions, so the
+/// others expose none).
+#[derive(Clone, Debug)]
+struct LiveMetrics {
+    requests: IntCounterVec,
+    failures: IntCounterVec,
+    skips: IntCounterVec,
+    rejected: IntCounterVec,
+    state: IntGaugeVec,
+    active: IntGaugeVec,
+    price_age: GaugeVec,
+    stale_symbols: IntGaugeVec,
+    degraded: IntGaugeVec,
+}
+
+/// Bring `counter` up to `total` (the chain counts since the process
+/// started, as the counter does).
+fn catch_up(counter: &IntCounter, total: u64) {
+    let counted = counter.get();
+    if total > counted {
+        counter.inc_by(total - counted);
+    }
 }
 
 fn f(d: Decimal) -> f64 {
@@ -287,7 +337,81 @@ impl Metrics {
                 "paperbot_ready",
                 "1 when the runtime is ready (ledger reachable and market data fresh, or the session ended).",
             ))?,
+            live: LiveMetrics {
+                requests: IntCounterVec::new(
+                    opts(
+                        "paperbot_market_data_source_requests_total",
+                        "HTTP requests sent to each live market-data source, retries included.",
+                    ),
+                    &["source"],
+                )?,
+                failures: IntCounterVec::new(
+                    opts(
+                        "paperbot_market_data_source_failures_total",
+                        "Polls in which a live source's request failed, by kind (timeout, connect, rate_limited, server, refused, malformed).",
+                    ),
+                    &["source", "kind"],
+                )?,
+                skips: IntCounterVec::new(
+                    opts(
+                        "paperbot_market_data_source_skips_total",
+                        "Polls that skipped a live source without a request, by kind (circuit_open, rate_limited, budget).",
+                    ),
+                    &["source", "kind"],
+                )?,
+                rejected: IntCounterVec::new(
+                    opts(
+                        "paperbot_market_data_rejected_ticks_total",
+                        "Prices from a live source rejected by the sanity checks, by reason.",
+                    ),
+                    &["source", "reason"],
+                )?,
+                state: IntGaugeVec::new(
+                    opts(
+                        "paperbot_market_data_source_state",
+                        "A live source's circuit breaker: 1 for its current state (closed, open, half_open), 0 for the others.",
+                    ),
+                    &["source", "state"],
+                )?,
+                active: IntGaugeVec::new(
+                    opts(
+                        "paperbot_market_data_source_active",
+                        "1 for the live source that served the last poll, 0 for the others.",
+                    ),
+                    &["source"],
+                )?,
+                price_age: GaugeVec::new(
+                    opts(
+                        "paperbot_market_data_price_age_seconds",
+                        "Wall-clock seconds since the symbol's last accepted live price (since the feed started before the first).",
+                    ),
+                    &["symbol"],
+                )?,
+                stale_symbols: IntGaugeVec::new(
+                    opts(
+                        "paperbot_market_data_stale_symbols",
+                        "Symbols whose last accepted live price is older than maxAge.",
+                    ),
+                    &[],
+                )?,
+                degraded: IntGaugeVec::new(
+                    opts(
+                        "paperbot_market_data_degraded",
+                        "1 while a live session trades on a fallback source (not the first of its chain) or has stale symbols.",
+                    ),
+                    &[],
+                )?,
+            },
         };
+        registry.register(Box::new(m.live.requests.clone()))?;
+        registry.register(Box::new(m.live.failures.clone()))?;
+        registry.register(Box::new(m.live.skips.clone()))?;
+        registry.register(Box::new(m.live.rejected.clone()))?;
+        registry.register(Box::new(m.live.state.clone()))?;
+        registry.register(Box::new(m.live.active.clone()))?;
+        registry.register(Box::new(m.live.price_age.clone()))?;
+        registry.register(Box::new(m.live.stale_symbols.clone()))?;
+        registry.register(Box::new(m.live.degraded.clone()))?;
         registry.register(Box::new(m.equity.clone()))?;
         registry.register(Box::new(m.cash.clone()))?;
         registry.register(Box::new(m.realized_pnl.clone()))?;
@@ -453,6 +577,55 @@ impl Metrics {
         }
     }
 
+    /// A live session's fallback chain at `now` (wall clock): the chain's
+    /// counters caught up, source states, the active source, price ages,
+    /// stale symbols and whether `status` is degraded.
+    pub(crate) fn set_market_data(
+        &self,
+        snap: &LiveFeedSnapshot,
+        now: Timestamp,
+        status: &MarketDataStatus,
+    ) {
+        let l = &self.live;
+        for src in &snap.chain.sources {
+            let name = src.name.as_str();
+            catch_up(&l.requests.with_label_values(&[name]), src.http_requests);
+            for (kind, n) in &src.failures {
+                catch_up(&l.failures.with_label_values(&[name, kind]), *n);
+            }
+            for (kind, n) in &src.skipped {
+                catch_up(&l.skips.with_label_values(&[name, kind]), *n);
+            }
+            for (reason, n) in &src.rejected {
+                catch_up(&l.rejected.with_label_values(&[name, reason]), *n);
+            }
+            let state = src.breaker.unwrap_or(LiveBreakerState::Closed);
+            for st in [
+                LiveBreakerState::Closed,
+                LiveBreakerState::Open,
+                LiveBreakerState::HalfOpen,
+            ] {
+                l.state
+                    .with_label_values(&[name, st.as_str()])
+                    .set(i64::from(st == state));
+            }
+            l.active
+                .with_label_values(&[name])
+                .set(i64::from(snap.active_source() == Some(name)));
+        }
+        for age in snap.ages_at(now) {
+            l.price_age
+                .with_label_values(&[age.symbol.as_str()])
+                .set(age.age_ms as f64 / 1000.0);
+        }
+        l.stale_symbols
+            .with_label_values::<&str>(&[])
+            .set(i64::try_from(status.stale_symbols.len()).unwrap_or(i64::MAX));
+        l.degraded
+            .with_label_values::<&str>(&[])
+            .set(i64::from(status.degraded()));
+    }
+
     /// Data age (seconds, 0 before the first candle), the age limit of
     /// readiness (seconds) and readiness.
     pub(super) fn set_freshness(
@@ -585,6 +758,79 @@ mod tests {
         assert_eq!(sample(&registry, series), Some(opened));
         m.set_breakers(&[breaker(BreakerState::HalfOpen)]);
         assert_eq!(sample(&registry, series), Some(0.0));
+    }
+
+    #[test]
+    fn live_chain_series_follow_the_feed_and_only_live_sessions_have_them() {
+        use crate::market::live::{ChainStats, SourceStats};
+        let registry = Registry::new();
+        let symbols = vec!["BTC-USD".to_string(), "ETH-USD".to_string()];
+        let m = Metrics::register(&registry, &labels("bot", &symbols)).unwrap();
+        let names = |r: &Registry| -> Vec<String> {
+            r.gather().iter().map(|f| f.name().to_string()).collect()
+        };
+        assert!(
+            names(&registry)
+                .iter()
+                .all(|n| !n.starts_with("paperbot_market_data_source")
+                    && n != "paperbot_market_data_degraded"),
+            "a session that is not live has no chain series: {:?}",
+            names(&registry)
+        );
+        let source = |name: &str, requests, breaker| SourceStats {
+            name: name.into(),
+            http_requests: requests,
+            breaker: Some(breaker),
+            ..Default::default()
+        };
+        let mut primary = source("gecko", 7, LiveBreakerState::Open);
+        primary.failures.insert("server", 3);
+        primary.skipped.insert("circuit_open", 2);
+        let mut backup = source("binance", 4, LiveBreakerState::Closed);
+        backup.rejected.insert("jump", 1);
+        let snap = LiveFeedSnapshot {
+            chain: ChainStats {
+                active: Some("binance".into()),
+                sources: vec![primary, backup],
+                ..Default::default()
+            },
+            max_age_ms: 60_000,
+            started: Timestamp(0),
+            last_prices: vec![
+                ("BTC-USD".into(), Some(Timestamp(100_000))),
+                ("ETH-USD".into(), Some(Timestamp(30_000))),
+            ],
+        };
+        let now = Timestamp(130_000);
+        let status = crate::service::status::market_data_status(&snap, now);
+        assert_eq!(status.active_source.as_deref(), Some("binance"));
+        assert_eq!(status.preferred_source, "gecko");
+        assert_eq!(status.stale_symbols, ["ETH-USD"]);
+        assert_eq!(
+            (status.sources[0].state, status.sources[0].failures),
+            (paperbot_crds::runtime_api::SourceState::Open, 3)
+        );
+        assert_eq!(status.sources[1].rejected, 1);
+        assert!(status.degraded());
+        m.set_market_data(&snap, now, &status);
+        // Twice: counters catch up, they do not add again.
+        m.set_market_data(&snap, now, &status);
+        let l = "account=\"acct\",session=\"bot\"";
+        for (series, want) in [
+            (format!("paperbot_market_data_source_requests_total{{{l},source=\"gecko\",strategy=\"trend\"}}"), 7.0),
+            ("paperbot_market_data_source_failures_total{account=\"acct\",kind=\"server\",session=\"bot\",source=\"gecko\",strategy=\"trend\"}".to_string(), 3.0),
+            ("paperbot_market_data_rejected_ticks_total{account=\"acct\",reason=\"jump\",session=\"bot\",source=\"binance\",strategy=\"trend\"}".to_string(), 1.0),
+            ("paperbot_market_data_source_skips_total{account=\"acct\",kind=\"circuit_open\",session=\"bot\",source=\"gecko\",strategy=\"trend\"}".to_string(), 2.0),
+            (format!("paperbot_market_data_source_active{{{l},source=\"binance\",strategy=\"trend\"}}"), 1.0),
+            (format!("paperbot_market_data_source_active{{{l},source=\"gecko\",strategy=\"trend\"}}"), 0.0),
+            (format!("paperbot_market_data_source_state{{{l},source=\"gecko\",state=\"open\",strategy=\"trend\"}}"), 1.0),
+            (format!("paperbot_market_data_price_age_seconds{{{l},strategy=\"trend\",symbol=\"ETH-USD\"}}"), 100.0),
+            (format!("paperbot_market_data_price_age_seconds{{{l},strategy=\"trend\",symbol=\"BTC-USD\"}}"), 30.0),
+            (format!("paperbot_market_data_stale_symbols{{{l},strategy=\"trend\"}}"), 1.0),
+            (format!("paperbot_market_data_degraded{{{l},strategy=\"trend\"}}"), 1.0),
+        ] {
+            assert_eq!(sample(&registry, &series), Some(want), "{series}");
+        }
     }
 
     #[test]

@@ -194,6 +194,7 @@ async fn run_inner<L: LedgerStore + Sync + 'static>(
     for w in &prepared.warnings {
         tracing::warn!(session = %plan.name, "{w}");
     }
+    shared.set_live(prepared.feed.live_stats());
     if stop.is_requested() {
         return Ok(ServeOutcome {
             session_id: unfinished.map(|u| u.id),

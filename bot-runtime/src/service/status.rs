@@ -18,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use paperbot_crds::runtime_api::{LedgerHealthStatus, RuntimePhase, RuntimeStatus};
+use paperbot_crds::runtime_api::{
+    LedgerHealthStatus, MarketDataSourceStatus, MarketDataStatus, RuntimePhase, RuntimeStatus,
+    SourceState,
+};
 use rust_decimal::{Decimal, prelude::FromPrimitive};
 use tokio::sync::{broadcast, watch};
 
@@ -26,9 +29,11 @@ use crate::{
     analytics::Analytics,
     engine::EngineState,
     ledger::records::LedgerBatch,
+    market::live::BreakerState as LiveBreakerState,
     runner::{
         LedgerHealth,
         control::{Committed, Inbox, LastCandle, LiveSnapshot, Observer},
+        live::{LiveFeedSnapshot, LiveFeedStats},
     },
     types::Timestamp,
 };
@@ -78,6 +83,8 @@ pub(super) struct Shared {
     ledger_url: Option<String>,
     /// The manifest's strategy revision, reported until a reload brings one.
     manifest_revision: Option<String>,
+    /// A live session's feed (its chain's counters and price times).
+    live: Mutex<Option<LiveFeedStats>>,
 }
 
 impl Shared {
@@ -104,7 +111,29 @@ impl Shared {
             speed,
             ledger_url,
             manifest_revision,
+            live: Mutex::new(None),
         }
+    }
+
+    /// The session's live feed (`None` for replay and simulation): from
+    /// now on the status carries `marketData` and the metrics the chain's
+    /// series.
+    pub fn set_live(&self, live: Option<LiveFeedStats>) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
+    }
+
+    /// `marketData` of a live session, now; also moves its metrics.
+    fn market_data(&self) -> Option<MarketDataStatus> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let snap = live.snapshot();
+        let now = Timestamp::from_datetime(chrono::Utc::now());
+        let status = market_data_status(&snap, now);
+        self.metrics.set_market_data(&snap, now, &status);
+        Some(status)
     }
 
     /// The stage now.
@@ -174,6 +203,9 @@ impl Shared {
             reason: down.then(|| self.ledger_reason()),
         };
         let fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        if !ended && let Some(md) = self.market_data() {
+            s.market_data = Some(md);
+        }
         if !ended {
             s.data_age_seconds = fresh
                 .last_candle
@@ -224,6 +256,40 @@ impl Shared {
                 Stage::Starting | Stage::Running(_) => self.refresh(),
             }
         }
+    }
+}
+
+/// A live session's `marketData` at `now` (wall clock) from its feed's
+/// last poll: the active and preferred sources, each source's breaker
+/// state and counters (failures summed over kinds, rejections over
+/// reasons), and the symbols older than `maxAge`.
+pub(super) fn market_data_status(snap: &LiveFeedSnapshot, now: Timestamp) -> MarketDataStatus {
+    MarketDataStatus {
+        active_source: snap.active_source().map(str::to_string),
+        preferred_source: snap.preferred_source().unwrap_or_default().to_string(),
+        sources: snap
+            .chain
+            .sources
+            .iter()
+            .map(|src| MarketDataSourceStatus {
+                name: src.name.clone(),
+                state: match src.breaker {
+                    None | Some(LiveBreakerState::Closed) => SourceState::Closed,
+                    Some(LiveBreakerState::Open) => SourceState::Open,
+                    Some(LiveBreakerState::HalfOpen) => SourceState::HalfOpen,
+                },
+                requests: src.http_requests,
+                failures: src.failures.values().sum(),
+                rejected: src.rejected.values().sum(),
+            })
+            .collect(),
+        stale_symbols: snap
+            .ages_at(now)
+            .into_iter()
+            .filter(|a| a.stale)
+            .map(|a| a.symbol)
+            .collect(),
+        max_age_seconds: snap.max_age_ms as f64 / 1000.0,
     }
 }
 

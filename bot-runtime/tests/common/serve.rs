@@ -127,6 +127,14 @@ impl Runtime {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// `GET /metrics` on the API port (Prometheus text), which must answer
+    /// 200.
+    pub fn metrics(&self) -> String {
+        let (code, body) = get(self.port, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
     /// Poll `/v1/status` until `f` holds; the last status.
     pub fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let t0 = Instant::now();

@@ -4,6 +4,7 @@
 
 use paperbot_crds::{
     AccountLimits, BotSessionStatus, BreakerState, DecimalString, KillSwitchStatus,
+    SessionMarketDataStatus,
     runtime_api::{RuntimePhase, RuntimeStatus},
 };
 use rust_decimal::Decimal;
@@ -71,6 +72,11 @@ pub fn apply_figures(s: &mut BotSessionStatus, r: &RuntimeStatus) {
     let keep = autopilot.recent_adjustments.len().saturating_sub(10);
     autopilot.recent_adjustments.drain(..keep);
     s.autopilot = Some(autopilot);
+    s.market_data = r.market_data.as_ref().map(|m| SessionMarketDataStatus {
+        active_source: m.active_source.clone(),
+        preferred_source: m.preferred_source.clone(),
+        stale_symbols: m.stale_symbols.clone(),
+    });
     if let Some(g) = r
         .strategy_revision
         .as_deref()
@@ -101,6 +107,43 @@ pub const AUTOPILOT_ADJUSTED: &str = "AutopilotAdjusted";
 pub const SESSION_COMPLETED: &str = "SessionCompleted";
 /// Reason of the Event when the session halts.
 pub const SESSION_HALTED: &str = "SessionHalted";
+
+/// Reason of the Event when a live session's active source changes.
+pub const MARKET_DATA_SOURCE_CHANGED: &str = "MarketDataSourceChanged";
+
+/// Reason of `MarketDataDegraded=True` while symbols are stale.
+pub const STALE_PRICES: &str = "StalePrices";
+/// Reason of `MarketDataDegraded=True` while a fallback source serves.
+pub const FALLBACK_SOURCE: &str = "FallbackSource";
+/// Reason of `MarketDataDegraded=False`.
+pub const PREFERRED_SOURCE: &str = "PreferredSource";
+
+/// The `MarketDataDegraded` condition of a live session: `True` with
+/// reason [`STALE_PRICES`] while symbols are older than `maxAge` (the
+/// `priceFeed` breaker is open), else [`FALLBACK_SOURCE`] while the active
+/// source is not the first of the chain; `False` ([`PREFERRED_SOURCE`])
+/// otherwise. Returns (degraded, reason, message).
+pub fn market_data_condition(m: &SessionMarketDataStatus) -> (bool, &'static str, String) {
+    let serving = match &m.active_source {
+        Some(a) if *a == m.preferred_source => format!("the preferred source {a} serves"),
+        Some(a) => format!(
+            "the fallback source {a} serves (the preferred source {} does not answer or was rejected)",
+            m.preferred_source
+        ),
+        None => "no source answered the last poll".to_string(),
+    };
+    if !m.stale_symbols.is_empty() {
+        let msg = format!(
+            "prices older than maxAge for {}: the priceFeed breaker holds new entries; {serving}",
+            m.stale_symbols.join(", ")
+        );
+        return (true, STALE_PRICES, msg);
+    }
+    match &m.active_source {
+        Some(a) if *a != m.preferred_source => (true, FALLBACK_SOURCE, serving),
+        _ => (false, PREFERRED_SOURCE, serving),
+    }
+}
 
 /// The final figures of a session, for Events and logs.
 pub fn figures(s: &BotSessionStatus) -> String {
@@ -187,6 +230,35 @@ pub fn runtime_events(
                 });
             }
         }
+    }
+    if let (Some(before), Some(now)) = (
+        old.and_then(|o| o.market_data.as_ref()),
+        new.market_data.as_ref(),
+    ) && before.active_source != now.active_source
+    {
+        let from = before.active_source.as_deref().unwrap_or("none");
+        let (warning, note) = match now.active_source.as_deref() {
+            Some(to) if to == now.preferred_source => (
+                false,
+                format!("market data handed back from {from} to the preferred source {to}"),
+            ),
+            Some(to) => (
+                true,
+                format!(
+                    "market data failed over from {from} to {to} (preferred: {})",
+                    now.preferred_source
+                ),
+            ),
+            None => (
+                true,
+                format!("no market-data source answered (last active: {from})"),
+            ),
+        };
+        out.push(EventSpec {
+            warning,
+            reason: MARKET_DATA_SOURCE_CHANGED,
+            note,
+        });
     }
     let old_phase = old.map(|o| o.phase);
     if old_phase != Some(new.phase) {
@@ -402,6 +474,82 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].reason, CIRCUIT_BREAKER_RESET);
         assert!(!ev[0].warning);
+    }
+
+    #[test]
+    fn one_event_per_change_of_the_active_source() {
+        let with = |active: Option<&str>| BotSessionStatus {
+            market_data: Some(SessionMarketDataStatus {
+                active_source: active.map(str::to_string),
+                preferred_source: "gecko".into(),
+                stale_symbols: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        // The first report is no change.
+        assert!(runtime_events(None, &with(Some("gecko")), None).is_empty());
+        assert!(
+            runtime_events(
+                Some(&BotSessionStatus::default()),
+                &with(Some("gecko")),
+                None
+            )
+            .is_empty()
+        );
+        assert!(runtime_events(Some(&with(Some("gecko"))), &with(Some("gecko")), None).is_empty());
+        let ev = runtime_events(Some(&with(Some("gecko"))), &with(Some("binance")), None);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].reason, MARKET_DATA_SOURCE_CHANGED);
+        assert!(ev[0].warning);
+        assert_eq!(
+            ev[0].note,
+            "market data failed over from gecko to binance (preferred: gecko)"
+        );
+        let ev = runtime_events(Some(&with(Some("binance"))), &with(None), None);
+        assert_eq!(
+            (ev[0].warning, ev[0].note.as_str()),
+            (
+                true,
+                "no market-data source answered (last active: binance)"
+            )
+        );
+        let ev = runtime_events(Some(&with(None)), &with(Some("gecko")), None);
+        assert_eq!(
+            (ev[0].warning, ev[0].note.as_str()),
+            (
+                false,
+                "market data handed back from none to the preferred source gecko"
+            )
+        );
+    }
+
+    #[test]
+    fn market_data_condition_names_what_degrades_it() {
+        let md = |active: Option<&str>, stale: &[&str]| SessionMarketDataStatus {
+            active_source: active.map(str::to_string),
+            preferred_source: "gecko".into(),
+            stale_symbols: stale.iter().map(|s| s.to_string()).collect(),
+        };
+        let (d, r, m) = market_data_condition(&md(Some("gecko"), &[]));
+        assert_eq!(
+            (d, r, m.as_str()),
+            (false, PREFERRED_SOURCE, "the preferred source gecko serves")
+        );
+        let (d, r, _) = market_data_condition(&md(None, &[]));
+        assert_eq!(
+            (d, r),
+            (false, PREFERRED_SOURCE),
+            "no answer yet, prices still fresh"
+        );
+        let (d, r, m) = market_data_condition(&md(Some("binance"), &[]));
+        assert_eq!((d, r), (true, FALLBACK_SOURCE));
+        assert!(m.starts_with("the fallback source binance serves"), "{m}");
+        let (d, r, m) = market_data_condition(&md(Some("binance"), &["BTC-USD", "ETH-USD"]));
+        assert_eq!((d, r), (true, STALE_PRICES));
+        assert!(
+            m.starts_with("prices older than maxAge for BTC-USD, ETH-USD"),
+            "{m}"
+        );
     }
 
     #[test]

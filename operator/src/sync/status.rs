@@ -15,6 +15,12 @@
 //! | Halted (its own kill-switch breaker) | Halted | False `Halted` | False | True |
 //! | Failed | Failed | False `RuntimeFailed` | True `RuntimeFailed` | as reported |
 //!
+//! Live sessions also get `MarketDataDegraded` from each report:
+//! `True` `StalePrices` (symbols older than `maxAge`), `True`
+//! `FallbackSource` (the active source is not the first of the chain),
+//! else `False` `PreferredSource`; `Unknown` `RuntimeNotReporting` while the
+//! runtime does not report.
+//!
 //! A phase that only the runtime can end a session with (Completed, Halted,
 //! Stopped, Failed by the runtime) is kept once written, when the runtime
 //! is no longer polled.
@@ -36,7 +42,7 @@ use paperbot_crds::{
     BotSessionStatus, BreakerState, DesiredState, SessionPhase, runtime_api::RuntimePhase,
 };
 
-use super::project::{apply_figures, session_phase_of};
+use super::project::{apply_figures, market_data_condition, session_phase_of};
 use crate::conditions::{
     CIRCUIT_BREAKER_OPEN, ConditionStatus, DEGRADED, PROGRESSING, READY, SessionObservation,
     set_condition,
@@ -46,6 +52,9 @@ use crate::conditions::{
 pub const RUNTIME_NOT_REPORTING: &str = "RuntimeNotReporting";
 /// Reason of `Ready=False` while sessions of the account are held.
 pub const ACCOUNT_KILL_SWITCH: &str = "AccountKillSwitch";
+/// Live sessions: `True` while a fallback source serves or symbols are
+/// stale (see [`market_data_condition`]).
+pub const MARKET_DATA_DEGRADED: &str = "MarketDataDegraded";
 
 fn set(
     s: &mut BotSessionStatus,
@@ -119,6 +128,11 @@ pub fn overlay(
                     None => b.name.clone(),
                 })
                 .collect();
+            if let Some(md) = &s.market_data {
+                let (degraded, reason, msg) = market_data_condition(md);
+                let st = if degraded { True } else { False };
+                set(s, MARKET_DATA_DEGRADED, st, reason, &msg, o, now);
+            }
             if open.is_empty() {
                 let msg = format!("all {} circuit breakers are closed", r.breakers.len());
                 set(s, CIRCUIT_BREAKER_OPEN, False, "AllClosed", &msg, o, now);
@@ -132,6 +146,19 @@ pub fn overlay(
                 Some(e) => format!("the runtime does not report: {e}"),
                 None => "the runtime has not reported yet".to_string(),
             };
+            if obs.is_some_and(|r| r.not_reporting)
+                && s.conditions.iter().any(|c| c.type_ == MARKET_DATA_DEGRADED)
+            {
+                set(
+                    s,
+                    MARKET_DATA_DEGRADED,
+                    Unknown,
+                    RUNTIME_NOT_REPORTING,
+                    &msg,
+                    o,
+                    now,
+                );
+            }
             if !matches!(
                 s.phase,
                 SessionPhase::Completed | SessionPhase::Stopped | SessionPhase::Halted
@@ -389,6 +416,89 @@ mod tests {
             pair("Unknown", RUNTIME_NOT_REPORTING)
         );
         assert_eq!(s.phase, SessionPhase::Running, "from the pods");
+    }
+
+    #[test]
+    fn market_data_degraded_follows_failover_staleness_and_hand_back() {
+        use paperbot_crds::runtime_api::{MarketDataSourceStatus, MarketDataStatus};
+        let live = |active: Option<&str>, stale: &[&str]| {
+            let mut r = status(RuntimePhase::Running);
+            r.market_data = Some(MarketDataStatus {
+                active_source: active.map(str::to_string),
+                preferred_source: "gecko".into(),
+                sources: vec![MarketDataSourceStatus {
+                    name: "gecko".into(),
+                    ..Default::default()
+                }],
+                stale_symbols: stale.iter().map(|s| s.to_string()).collect(),
+                max_age_seconds: 60.0,
+            });
+            r
+        };
+        // Not live: no condition, no marketData.
+        let s =
+            desired_session_status(None, &obs(reporting(status(RuntimePhase::Running))), &at(1));
+        assert!(s.market_data.is_none());
+        assert!(s.conditions.iter().all(|c| c.type_ != MARKET_DATA_DEGRADED));
+        // The preferred source serves: False.
+        let s = desired_session_status(None, &obs(reporting(live(Some("gecko"), &[]))), &at(10));
+        assert_eq!(
+            sr(&s, MARKET_DATA_DEGRADED),
+            pair("False", "PreferredSource")
+        );
+        let md = s.market_data.clone().unwrap();
+        assert_eq!(
+            (md.active_source.as_deref(), md.preferred_source.as_str()),
+            (Some("gecko"), "gecko")
+        );
+        // A fallback serves: True FallbackSource, naming both.
+        let s2 = desired_session_status(
+            Some(&s),
+            &obs(reporting(live(Some("binance"), &[]))),
+            &at(20),
+        );
+        let (st, reason, msg) = cond(&s2, MARKET_DATA_DEGRADED);
+        assert_eq!((st.as_str(), reason.as_str()), ("True", "FallbackSource"));
+        assert!(msg.contains("binance") && msg.contains("gecko"), "{msg}");
+        assert_eq!(sr(&s2, READY), pair("True", "Running"), "still trading");
+        // Stale symbols: True StalePrices, naming them.
+        let s3 = desired_session_status(
+            Some(&s2),
+            &obs(reporting(live(None, &["BTC-USD"]))),
+            &at(30),
+        );
+        let (st, reason, msg) = cond(&s3, MARKET_DATA_DEGRADED);
+        assert_eq!((st.as_str(), reason.as_str()), ("True", "StalePrices"));
+        assert!(msg.contains("BTC-USD"), "{msg}");
+        assert_eq!(s3.market_data.as_ref().unwrap().stale_symbols, ["BTC-USD"]);
+        // The runtime stops reporting: Unknown.
+        let silent = RuntimeObservation {
+            status: Some(live(None, &["BTC-USD"])),
+            failures: 3,
+            last_error: Some("connection refused".into()),
+            not_reporting: true,
+        };
+        let s4 = desired_session_status(Some(&s3), &obs(Some(silent)), &at(40));
+        assert_eq!(
+            sr(&s4, MARKET_DATA_DEGRADED),
+            pair("Unknown", RUNTIME_NOT_REPORTING)
+        );
+        // Handed back: False again, with a new transition time.
+        let s5 = desired_session_status(
+            Some(&s4),
+            &obs(reporting(live(Some("gecko"), &[]))),
+            &at(50),
+        );
+        assert_eq!(
+            sr(&s5, MARKET_DATA_DEGRADED),
+            pair("False", "PreferredSource")
+        );
+        let c = s5
+            .conditions
+            .iter()
+            .find(|c| c.type_ == MARKET_DATA_DEGRADED)
+            .unwrap();
+        assert_eq!(c.last_transition_time, at(50));
     }
 
     #[test]

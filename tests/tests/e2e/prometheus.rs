@@ -7,7 +7,8 @@
 //!   RBAC, leader election on, `/metrics` served as the binary serves it)
 //!   reconciles on the real control plane: one trips a breaker that stays
 //!   open, one trades and lets its autopilot adjust, one runs slowly
-//!   through the whole test;
+//!   through the whole test; a fourth trades live prices from a local
+//!   upstream while its preferred source is unreachable (a fallback serves);
 //! - Prometheus scrapes them every second as the chart's PodMonitor and
 //!   ServiceMonitor would (jobs `bot-runtime` and `paperbot-operator`,
 //!   target labels `namespace` and `pod`, `honor_labels` for the operator)
@@ -181,6 +182,61 @@ fn labels(v: &Value) -> BTreeMap<String, String> {
 /// round trip and keeps it open) and three sessions replaying the
 /// quickstart data (absolute paths: the runtimes run from temporary
 /// directories).
+/// A local upstream shaped like Binance's public `ticker/price` (every
+/// path answers it): BTCUSDT zig-zags by 1 % a second around 100, so the
+/// live session's candles move. Serves until the test's runtime ends.
+async fn live_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port for the fake upstream");
+    let addr = listener.local_addr().expect("local address");
+    let app = axum::Router::new().fallback(|| async {
+        const CYCLE: [u32; 4] = [100, 101, 100, 99];
+        let s = chrono::Utc::now().timestamp().rem_euclid(4) as usize;
+        (
+            [("content-type", "application/json")],
+            format!(
+                r#"[{{"symbol":"BTCUSDT","price":"{}.00000000"}}]"#,
+                CYCLE[s]
+            ),
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// `manifests` plus a live session (`feedy`) whose preferred source
+/// (CoinGecko-shaped, at `dead`: nothing listens) fails, so the fallback
+/// (Binance-shaped, at `upstream`) serves: every market-data series of the
+/// dashboards and of `PaperbotMarketDataDegraded` exists.
+fn manifests_with_live(upstream: &str, dead: &str) -> String {
+    format!(
+        r#"{}---
+apiVersion: paperbot.io/v1alpha1
+kind: BotSession
+metadata: {{name: feedy}}
+spec:
+  accountRef: {{name: desk}}
+  strategyRef: {{name: trend}}
+  allocation: "40000"
+  symbols: [BTC-USD]
+  marketData:
+    source: Live
+    live:
+      interval: 2s
+      pollInterval: 1s
+      maxAge: 30s
+      jumpBandPct: "20"
+      warmUp: Record
+      useSharedFeed: false
+      sources:
+        - {{name: gecko, kind: CoinGecko, requestsPerMinute: 600, baseUrl: "{dead}"}}
+        - {{name: binance, kind: Binance, requestsPerMinute: 600, baseUrl: "{upstream}"}}
+"#,
+        manifests()
+    )
+}
+
 fn manifests() -> String {
     let data = repo().join("examples/data");
     let btc = data.join("BTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv");
@@ -684,8 +740,13 @@ async fn prometheus_scrapes_runtimes_and_operator_and_every_dashboard_and_alert_
     ));
     let op = Operator::run(Arc::new(ctx), &ns).await;
 
-    cp.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &manifests());
-    let sessions = ["tripper", "tuner", "steady"];
+    let upstream = live_upstream().await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    cp.kubectl_stdin_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        &manifests_with_live(&upstream, &dead),
+    );
+    let sessions = ["tripper", "tuner", "steady", "feedy"];
     let runtimes: Vec<(String, Runtime)> = sessions
         .iter()
         .map(|s| (s.to_string(), Runtime::start(cp, &ns, s)))
@@ -714,6 +775,8 @@ async fn prometheus_scrapes_runtimes_and_operator_and_every_dashboard_and_alert_
         "paperbot_session_not_reporting{session=\"steady\"} == 0",
         "sum(paperbot_operator_reconciles_total{result=\"success\"}) > 0",
         "paperbot_operator_leader == 1",
+        "paperbot_market_data_source_active{session=\"feedy\", source=\"binance\"} == 1",
+        "paperbot_market_data_source_failures_total{session=\"feedy\", source=\"gecko\"} > 0",
     ];
     let mut pending: Vec<&str> = ready.to_vec();
     while !pending.is_empty() {
