@@ -85,6 +85,8 @@ pub struct Context {
     pub poller: Arc<crate::sync::Poller>,
     /// Last status write per PaperAccount and StrategyConfig.
     pub(crate) aggregate_writes: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The shared feeds the operator applied ([`crate::feed`]).
+    pub feeds: Arc<crate::feed::FeedState>,
 }
 
 impl Context {
@@ -115,6 +117,7 @@ impl Context {
             )),
             fresh: Arc::default(),
             aggregate_writes: Arc::default(),
+            feeds: Arc::default(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Context {
             stores,
             fresh: Arc::default(),
             aggregate_writes: Arc::default(),
+            feeds: Arc::default(),
             ..self.clone()
         }
     }
