@@ -41,7 +41,11 @@
 //! [`reconcile_namespace`]: it computes the groups of the namespace from the
 //! store, applies each group's objects through the operator's one apply path
 //! ([`crate::controllers::apply_child`]: only what changed is written), and
-//! deletes the feeds of groups that have no session left. Feeds are not
+//! deletes the feeds of groups that have no session left (Events
+//! `SharedFeedDeployed` and `SharedFeedDeleted` on the session whose
+//! reconcile did it; applies are counted in
+//! `paperbot_operator_child_applies_total` as kind `Deployment`, `Service`,
+//! `ConfigMap`). Feeds are not
 //! owned by a session (no owner reference): a feed is shared by the whole
 //! group, and an owner list of every member would be rewritten at each
 //! arrival and departure (a 1000-session group would write a 1000-entry
@@ -76,7 +80,7 @@ use k8s_openapi::apimachinery::pkg::{
     util::intstr::IntOrString,
 };
 use kube::{
-    ResourceExt,
+    Resource, ResourceExt,
     api::{Api, DeleteParams, ListParams},
 };
 use paperbot_crds::{
@@ -612,6 +616,17 @@ pub async fn reconcile_namespace(
         if let Some(o) = r.applied {
             if entry.deployment.is_none() {
                 info!(feed = %name, namespace, sessions = group.sessions.len(), "shared feed deployed");
+                event(
+                    ctx,
+                    current,
+                    "SharedFeedDeployed",
+                    &format!(
+                        "shared market-data feed {name} applied for {} live session(s) on {} symbol(s)",
+                        group.sessions.len(),
+                        group.file.symbols.len()
+                    ),
+                )
+                .await;
             }
             entry.deployment = Some((*o).clone());
         }
@@ -625,8 +640,30 @@ pub async fn reconcile_namespace(
         delete_feed(&client, namespace, &name).await?;
         known.remove(&name);
         info!(feed = %name, namespace, "shared feed deleted: no session uses it");
+        event(
+            ctx,
+            current,
+            "SharedFeedDeleted",
+            &format!("shared market-data feed {name} deleted: no live session uses it any more"),
+        )
+        .await;
     }
     Ok(())
+}
+
+/// A Normal Event about the feeds on `s` (the session whose reconcile
+/// changed them); a failure is logged, never fails the reconcile.
+async fn event(ctx: &Context, s: &BotSession, reason: &str, note: &str) {
+    let ev = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &s.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing event failed");
+    }
 }
 
 /// Delete the Deployment, Service and ConfigMap `name` (absent ones are
