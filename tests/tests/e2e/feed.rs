@@ -95,7 +95,7 @@ fn feeds(cp: &ControlPlane, ns: &str, kind: &str) -> BTreeSet<String> {
 /// once the StatefulSet exists.
 async fn feed_url_of(cp: &ControlPlane, ns: &str, name: &str) -> String {
     let sts = format!("statefulset/{}", child_name(name));
-    eventually(&format!("{sts}"), 60, || {
+    eventually(&sts, 60, || {
         (!jsonpath(cp, ns, &sts, "{.metadata.name}").is_empty()).then_some(())
     })
     .await;
