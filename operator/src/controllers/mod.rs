@@ -2,7 +2,7 @@
 //!
 //! | controller | owns | reads (from the stores) | writes |
 //! |---|---|---|---|
-//! | [`botsession`] | ConfigMap, Secret, Service, StatefulSet per session | its PaperAccount and StrategyConfig, the account's other sessions (funding), its children, pod and ledger claim | finalizer, children (server-side apply), status, Events |
+//! | [`botsession`] | ConfigMap, Secret, Service, StatefulSet per session; with `--shared-feed`, a ConfigMap, Deployment and Service per group of live sessions with the same sources ([`crate::feed`]) | its PaperAccount and StrategyConfig, the account's other sessions (funding), its children, pod and ledger claim; the namespace's live sessions (feed groups) | finalizer, children (server-side apply), feeds (server-side apply, delete), status, Events |
 //! | [`account`] | — | the sessions that reference it | status |
 //! | [`strategy`] | — | the sessions that use it | status |
 //!
