@@ -123,8 +123,10 @@ pub const FINGERPRINT_LEN: usize = 10;
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeedSettings {
     /// Deploy feeds and point runtimes at them; `false`: every live runtime
-    /// polls its sources directly and no feed object is created (existing
-    /// ones are deleted).
+    /// polls its sources directly and the operator does not touch feeds at
+    /// all (feeds left from when it was on stay until deleted by hand:
+    /// `kubectl delete deploy,svc,cm -l
+    /// app.kubernetes.io/component=market-data-feed`).
     pub enabled: bool,
     /// Replicas of each feed Deployment (each replica polls the upstreams on
     /// its own, so more than one multiplies the upstream requests).
@@ -540,6 +542,9 @@ pub async fn reconcile_namespace(
     ctx: &Context,
 ) -> Result<()> {
     let feed_settings = &ctx.settings.feed;
+    // Read the store under the lock, so the last of several concurrent
+    // reconciles decides from the newest view.
+    let mut state = ctx.feeds.inner.lock().await;
     let mut sessions: Vec<Arc<BotSession>> = ctx
         .stores
         .sessions
@@ -557,7 +562,6 @@ pub async fn reconcile_namespace(
     } else {
         BTreeMap::new()
     };
-    let mut state = ctx.feeds.inner.lock().await;
     let known = match state.get_mut(namespace) {
         Some(k) => k,
         None => {
