@@ -448,15 +448,12 @@ mod tests {
     }
 
     fn plan(use_shared_feed: bool) -> LivePlan {
-        LivePlan {
-            interval_ms: 60_000,
-            poll_interval_ms: 10_000,
-            max_age_ms: 60_000,
-            jump_band_pct: dec!(20),
-            warm_up: paperbot_crds::WarmUp::Record,
-            sources: vec![],
-            use_shared_feed,
-        }
+        let spec: paperbot_crds::LiveSpec = serde_yaml::from_str(&format!(
+            "useSharedFeed: {use_shared_feed}\n\
+             sources: [{{name: b, kind: Binance, requestsPerMinute: 60}}]"
+        ))
+        .unwrap();
+        LivePlan::from_spec(&spec)
     }
 
     #[test]
