@@ -3,7 +3,9 @@
 //! controller-manager turns each feed Deployment into a pod on a kwok node):
 //! live sessions with the same sources share one feed, another chain gets
 //! its own, `useSharedFeed: false` gets none, runtime StatefulSets carry
-//! `PAPERBOT_FEED_URL`, and a feed goes with the last session of its group.
+//! `PAPERBOT_FEED_URL`, a changed group rolls its feed, and a feed goes with
+//! the last session of its group (also when that session went while the
+//! operator was down).
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -107,11 +109,8 @@ async fn feed_url_of(cp: &ControlPlane, ns: &str, name: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_sessions_share_a_feed_per_chain_and_it_goes_with_their_last_session() {
-    let cp = control_plane();
-    cp.install_crds();
-    let ns = cp.namespace("e2e-feed");
+/// The operator in-process with the chart's RBAC and `--shared-feed`.
+async fn start_operator(cp: &ControlPlane, ns: &str) -> Operator {
     let user = "operator-feed";
     let id = cp.operator_identity(user);
     let mut ctx = base_context(
@@ -128,7 +127,15 @@ async fn live_sessions_share_a_feed_per_chain_and_it_goes_with_their_last_sessio
         Duration::from_secs(15),
     );
     ctx.settings.feed.enabled = true;
-    let op = Operator::run(std::sync::Arc::new(ctx), &ns).await;
+    Operator::run(std::sync::Arc::new(ctx), ns).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_share_a_feed_per_chain_and_it_goes_with_their_last_session() {
+    let cp = control_plane();
+    cp.install_crds();
+    let ns = cp.namespace("e2e-feed");
+    let op = start_operator(cp, &ns).await;
 
     let manifest = [
         OBJECTS.to_string(),
@@ -244,7 +251,10 @@ async fn live_sessions_share_a_feed_per_chain_and_it_goes_with_their_last_sessio
     })
     .await;
 
-    // The last sessions of the gecko group go: its feed goes, binance's stays.
+    // The last sessions of the gecko group go while the operator is down; a
+    // new operator (which knows no feed yet) finds the feeds by label and
+    // deletes the gecko one; binance's stays.
+    op.stop().await;
     cp.kubectl_ok(&[
         "delete",
         "botsession",
@@ -255,6 +265,7 @@ async fn live_sessions_share_a_feed_per_chain_and_it_goes_with_their_last_sessio
         "e",
         "--wait=false",
     ]);
+    let op = start_operator(cp, &ns).await;
     eventually("the gecko feed deleted", 90, || {
         let left = BTreeSet::from([binance.clone()]);
         (feeds(cp, &ns, "deployments") == left
