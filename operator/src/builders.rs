@@ -57,6 +57,8 @@ pub struct RuntimeSettings {
     pub ledger: LedgerSettings,
     /// Scheduling and pod metadata for every runtime pod (`--runtime-pod-overlay`).
     pub pod_overlay: RuntimePodOverlay,
+    /// The shared market-data feeds of live sessions ([`crate::feed`]).
+    pub feed: crate::feed::FeedSettings,
 }
 
 /// What a cluster admin adds to every runtime pod: where it may run and
@@ -590,7 +592,7 @@ fn runtime_args(ledger: &LedgerStorage) -> Vec<String> {
 /// makes the ledger volume writable by that user; the kubelet changes the
 /// volume's ownership only when its root does not match already
 /// (`OnRootMismatch`), so a large ledger does not slow every pod start.
-fn pod_security_context() -> PodSecurityContext {
+pub(crate) fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUNTIME_UID),
@@ -607,7 +609,7 @@ fn pod_security_context() -> PodSecurityContext {
 
 /// Container-level hardening: no privilege escalation, read-only root
 /// filesystem, every capability dropped, not privileged.
-fn container_security_context() -> SecurityContext {
+pub(crate) fn container_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -645,6 +647,7 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
     }];
     env.extend(input.ledger.env());
     env.extend(live_api_key_env(&input.session.spec));
+    env.extend(crate::feed::feed_env(&input.settings.feed, input.session));
     let mut mounts = vec![mount("config", CONFIG_DIR, true)];
     if input.ledger.is_volume() {
         mounts.push(mount(LEDGER_VOLUME, LEDGER_DIR, false));
@@ -954,6 +957,7 @@ spec:
                 scrape_annotations: false,
                 ledger,
                 pod_overlay: RuntimePodOverlay::default(),
+                feed: crate::feed::FeedSettings::default(),
             },
         }
     }

@@ -59,9 +59,11 @@ pub enum ConfigError {
     /// A request is larger than the matching limit; the API server would
     /// refuse every runtime pod.
     #[error(
-        "--runtime-{resource}-request ({request}) is larger than --runtime-{resource}-limit ({limit})"
+        "--{prefix}-{resource}-request ({request}) is larger than --{prefix}-{resource}-limit ({limit})"
     )]
     RequestAboveLimit {
+        /// `runtime` or `feed`.
+        prefix: &'static str,
         /// `cpu` or `memory`.
         resource: &'static str,
         /// The request as given.
@@ -225,6 +227,34 @@ pub struct OperatorConfig {
     #[arg(long, env = "PAPERBOT_RUNTIME_POD_OVERLAY", value_parser = parse_pod_overlay)]
     pub runtime_pod_overlay: Option<RuntimePodOverlay>,
 
+    /// Deploy one shared market-data feed (`bot-runtime feed`) per group of
+    /// live sessions with the same sources in a namespace, and point their
+    /// runtimes at it (`PAPERBOT_FEED_URL`); `false`: every live runtime
+    /// polls its sources directly (`true`/`false`).
+    #[arg(long, env = "PAPERBOT_SHARED_FEED", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub shared_feed: bool,
+
+    /// Replicas of each shared feed's Deployment (1 to 10; every replica
+    /// polls the upstreams itself, so each one adds its own requests).
+    #[arg(long, env = "PAPERBOT_FEED_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=10))]
+    pub feed_replicas: i32,
+
+    /// CPU request of a feed pod (Kubernetes quantity, cores).
+    #[arg(long, env = "PAPERBOT_FEED_CPU_REQUEST", default_value = "50m", value_parser = parse_quantity)]
+    pub feed_cpu_request: String,
+
+    /// Memory request of a feed pod (Kubernetes quantity, bytes).
+    #[arg(long, env = "PAPERBOT_FEED_MEMORY_REQUEST", default_value = "32Mi", value_parser = parse_quantity)]
+    pub feed_memory_request: String,
+
+    /// CPU limit of a feed pod (Kubernetes quantity, cores).
+    #[arg(long, env = "PAPERBOT_FEED_CPU_LIMIT", default_value = "500m", value_parser = parse_quantity)]
+    pub feed_cpu_limit: String,
+
+    /// Memory limit of a feed pod (Kubernetes quantity, bytes).
+    #[arg(long, env = "PAPERBOT_FEED_MEMORY_LIMIT", default_value = "128Mi", value_parser = parse_quantity)]
+    pub feed_memory_limit: String,
+
     /// Log format; defaults to `json` when KUBERNETES_SERVICE_HOST is set, else `text`.
     /// The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PAPERBOT_LOG_FORMAT", value_enum)]
@@ -241,57 +271,31 @@ impl OperatorConfig {
         if self.runtime_image.trim().is_empty() {
             return Err(ConfigError::EmptyImage);
         }
-        let quantity = |flag: &'static str, value: &str| {
-            quantity_value(value)
-                .map(|v| (Quantity(value.trim().to_owned()), v))
-                .ok_or_else(|| ConfigError::InvalidQuantity {
-                    flag,
-                    value: value.to_owned(),
-                })
-        };
-        let (cpu_request, cpu_request_v) =
-            quantity("runtime-cpu-request", &self.runtime_cpu_request)?;
-        let (memory_request, memory_request_v) =
-            quantity("runtime-memory-request", &self.runtime_memory_request)?;
-        let (cpu_limit, cpu_limit_v) = quantity("runtime-cpu-limit", &self.runtime_cpu_limit)?;
-        let (memory_limit, memory_limit_v) =
-            quantity("runtime-memory-limit", &self.runtime_memory_limit)?;
-        for (resource, request, request_v, limit, limit_v) in [
-            ("cpu", &cpu_request, cpu_request_v, &cpu_limit, cpu_limit_v),
-            (
-                "memory",
-                &memory_request,
-                memory_request_v,
-                &memory_limit,
-                memory_limit_v,
-            ),
-        ] {
-            if request_v > limit_v {
-                return Err(ConfigError::RequestAboveLimit {
-                    resource,
-                    request: request.0.clone(),
-                    limit: limit.0.clone(),
-                });
-            }
-        }
+        let default_resources = requirements(
+            ("runtime-cpu-request", &self.runtime_cpu_request),
+            ("runtime-memory-request", &self.runtime_memory_request),
+            ("runtime-cpu-limit", &self.runtime_cpu_limit),
+            ("runtime-memory-limit", &self.runtime_memory_limit),
+        )?;
+        let feed_resources = requirements(
+            ("feed-cpu-request", &self.feed_cpu_request),
+            ("feed-memory-request", &self.feed_memory_request),
+            ("feed-cpu-limit", &self.feed_cpu_limit),
+            ("feed-memory-limit", &self.feed_memory_limit),
+        )?;
         Ok(RuntimeSettings {
             image: self.runtime_image.trim().to_owned(),
             image_pull_policy: self.runtime_image_pull_policy.clone(),
-            default_resources: ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), cpu_request),
-                    ("memory".to_owned(), memory_request),
-                ])),
-                limits: Some(BTreeMap::from([
-                    ("cpu".to_owned(), cpu_limit),
-                    ("memory".to_owned(), memory_limit),
-                ])),
-                claims: None,
-            },
+            default_resources,
             extra_labels: BTreeMap::new(),
             scrape_annotations: self.runtime_scrape_annotations,
             ledger: self.ledger_settings()?,
             pod_overlay: self.runtime_pod_overlay.clone().unwrap_or_default(),
+            feed: crate::feed::FeedSettings {
+                enabled: self.shared_feed,
+                replicas: self.feed_replicas.clamp(1, 10),
+                resources: feed_resources,
+            },
         })
     }
 
@@ -418,6 +422,63 @@ impl OperatorConfig {
 }
 
 /// `ghcr.io/paperbot/bot-runtime:<crate version>`.
+/// Requests and limits from four `(flag, value)` pairs (CPU request,
+/// memory request, CPU limit, memory limit; flags without the dashes).
+///
+/// # Errors
+/// [`ConfigError::InvalidQuantity`] naming the flag, or
+/// [`ConfigError::RequestAboveLimit`] when a request exceeds its limit.
+fn requirements(
+    cpu_request: (&'static str, &str),
+    memory_request: (&'static str, &str),
+    cpu_limit: (&'static str, &str),
+    memory_limit: (&'static str, &str),
+) -> Result<ResourceRequirements, ConfigError> {
+    let quantity = |(flag, value): (&'static str, &str)| {
+        quantity_value(value)
+            .map(|v| (Quantity(value.trim().to_owned()), v))
+            .ok_or_else(|| ConfigError::InvalidQuantity {
+                flag,
+                value: value.to_owned(),
+            })
+    };
+    let prefix = cpu_request.0.trim_end_matches("-cpu-request");
+    let (cpu_request, cpu_request_v) = quantity(cpu_request)?;
+    let (memory_request, memory_request_v) = quantity(memory_request)?;
+    let (cpu_limit, cpu_limit_v) = quantity(cpu_limit)?;
+    let (memory_limit, memory_limit_v) = quantity(memory_limit)?;
+    for (resource, request, request_v, limit, limit_v) in [
+        ("cpu", &cpu_request, cpu_request_v, &cpu_limit, cpu_limit_v),
+        (
+            "memory",
+            &memory_request,
+            memory_request_v,
+            &memory_limit,
+            memory_limit_v,
+        ),
+    ] {
+        if request_v > limit_v {
+            return Err(ConfigError::RequestAboveLimit {
+                prefix,
+                resource,
+                request: request.0.clone(),
+                limit: limit.0.clone(),
+            });
+        }
+    }
+    Ok(ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), cpu_request),
+            ("memory".to_owned(), memory_request),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_owned(), cpu_limit),
+            ("memory".to_owned(), memory_limit),
+        ])),
+        claims: None,
+    })
+}
+
 fn default_runtime_image() -> String {
     format!("{RUNTIME_IMAGE_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
 }
@@ -738,7 +799,7 @@ mod tests {
             };
             assert_eq!(env, &expected, "--{flag}");
         }
-        assert_eq!(flags.len(), 29);
+        assert_eq!(flags.len(), 35);
     }
 
     #[test]

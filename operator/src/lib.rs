@@ -10,6 +10,7 @@ pub mod config;
 pub mod controllers;
 pub mod drift;
 pub mod error;
+pub mod feed;
 #[cfg(test)]
 pub mod fixtures;
 pub mod leader;

@@ -6,6 +6,8 @@ use paperbot_e2e::{control_plane, repo};
 
 #[path = "e2e/chart.rs"]
 mod chart;
+#[path = "e2e/feed.rs"]
+mod feed;
 #[path = "obs/mod.rs"]
 mod obs;
 #[path = "e2e/operator.rs"]

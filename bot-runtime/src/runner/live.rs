@@ -42,7 +42,7 @@ use crate::{
     config::LivePlan,
     market::live::{
         Binance, ChainConfig, ChainStats, CoinGecko, CoinGeckoPlan, FallbackChain, HttpPolicy,
-        LiveError, LiveSource, PriceTick,
+        LiveError, LiveSource, PriceTick, feed::FeedSource,
     },
     types::{Candle, SymbolId, Timestamp},
 };
@@ -162,7 +162,44 @@ pub(super) fn policy_for(plan: &LivePlan, requests_per_minute: u32) -> HttpPolic
     }
 }
 
-/// Build the fallback chain of `plan` for `symbols`: sources in order, each
+/// Environment variable naming the namespace's shared feed (`bot-runtime
+/// feed`), e.g. `http://paperbot-feed-1a2b3c4d5e.trading.svc:8090`; set by
+/// the operator on runtime pods of live sessions that use the shared feed.
+pub const FEED_URL_ENV: &str = "PAPERBOT_FEED_URL";
+
+/// Name of the shared feed in the chain's counters and logs (`_` is not
+/// allowed in a source name, so it never collides with a configured one).
+pub const FEED_SOURCE_NAME: &str = "shared_feed";
+
+/// The shared-feed source of `plan` when it uses the shared feed
+/// (`useSharedFeed` not `false`) and `url` (the value of [`FEED_URL_ENV`])
+/// is set and not blank; `None` otherwise. Its budget is the largest a
+/// source may have (the feed answers from its cache; it is ours, not an
+/// upstream's), its timeout and breaker follow the poll interval as for the
+/// direct sources, so a dead feed is skipped for five polls and then tried
+/// again (hand-back).
+///
+/// # Errors
+/// [`LiveError::Config`] when `url` is not an `http://` or `https://` URL
+/// with a host (the message names [`FEED_URL_ENV`]).
+pub fn shared_feed(plan: &LivePlan, url: Option<&str>) -> Result<Option<FeedSource>, LiveError> {
+    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    if !plan.use_shared_feed {
+        return Ok(None);
+    }
+    let policy = policy_for(plan, paperbot_crds::MAX_REQUESTS_PER_MINUTE);
+    match FeedSource::new(url, policy) {
+        Ok(f) => Ok(Some(f.with_name(FEED_SOURCE_NAME))),
+        Err(LiveError::Config(m)) => Err(LiveError::Config(format!("{FEED_URL_ENV}: {m}"))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Build the fallback chain of `plan` for `symbols`: the shared feed first
+/// when [`shared_feed`] gives one for [`FEED_URL_ENV`], then the sources in
+/// order, each
 /// source's API key read from the environment variable the plan names
 /// (`PAPERBOT_LIVE_API_KEY_<NAME>`; an empty or unset variable = no key),
 /// `baseUrl` overrides applied. A CoinGecko key is sent as a pro key when the
@@ -173,6 +210,9 @@ pub(super) fn policy_for(plan: &LivePlan, requests_per_minute: u32) -> HttpPolic
 /// [`LiveError::Config`] for bad settings, [`LiveError::Client`].
 pub fn build_chain(plan: &LivePlan, symbols: &[String]) -> Result<FallbackChain, LiveError> {
     let mut sources: Vec<Box<dyn LiveSource>> = Vec::new();
+    if let Some(feed) = shared_feed(plan, std::env::var(FEED_URL_ENV).ok().as_deref())? {
+        sources.push(Box::new(feed));
+    }
     for s in &plan.sources {
         let policy = policy_for(plan, s.requests_per_minute);
         let key = s
@@ -494,6 +534,43 @@ mod tests {
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].open_time, Timestamp(14_000));
         assert!(a.take_closed(Timestamp(30_000)).is_empty());
+    }
+
+    fn plan(use_shared_feed: bool) -> LivePlan {
+        let spec: paperbot_crds::LiveSpec = serde_yaml::from_str(&format!(
+            "useSharedFeed: {use_shared_feed}\n\
+             sources: [{{name: b, kind: Binance, requestsPerMinute: 60}}]"
+        ))
+        .unwrap();
+        LivePlan::from_spec(&spec)
+    }
+
+    #[test]
+    fn the_shared_feed_comes_from_the_url_unless_the_plan_opts_out() {
+        let f = shared_feed(&plan(true), Some(" http://paperbot-feed-ab.ns.svc:8090 "))
+            .unwrap()
+            .expect("a feed source");
+        assert_eq!(f.name(), FEED_SOURCE_NAME);
+        assert_eq!(
+            f.url(&["BTC-USD".into()]),
+            "http://paperbot-feed-ab.ns.svc:8090/v1/prices?symbols=BTC-USD"
+        );
+        assert!(
+            shared_feed(&plan(false), Some("http://f:1"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(shared_feed(&plan(true), None).unwrap().is_none());
+        assert!(shared_feed(&plan(true), Some("  ")).unwrap().is_none());
+        let e = shared_feed(&plan(true), Some("paperbot-feed:8090"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(FEED_URL_ENV) && e.contains("paperbot-feed:8090"),
+            "{e}"
+        );
+        // Opted out: even a bad URL is not read.
+        assert!(shared_feed(&plan(false), Some("bad")).unwrap().is_none());
     }
 
     #[test]

@@ -30,6 +30,11 @@ app.kubernetes.io/name: bot-runtime
 app.kubernetes.io/managed-by: paperbot-operator
 {{- end -}}
 
+{{- define "paperbot.feedSelectorLabels" -}}
+app.kubernetes.io/name: paperbot-feed
+app.kubernetes.io/managed-by: paperbot-operator
+{{- end -}}
+
 {{- define "paperbot.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}{{ default (include "paperbot.fullname" .) .Values.serviceAccount.name }}{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}

@@ -21,6 +21,10 @@
 //!    ([`crate::conditions::desired_session_status`]), written only when it
 //!    differs; Events mark phase changes, problems and reverted drift.
 //!
+//! With `--shared-feed`, steps 4 and [`cleanup`] also bring the namespace's
+//! shared market-data feeds in line with its live sessions
+//! ([`crate::feed::reconcile_namespace`]).
+//!
 //! Deleting a session runs [`cleanup`]: an Event with its final figures,
 //! then the finalizer goes and Kubernetes garbage-collects the children
 //! through their owner references.
@@ -753,6 +757,10 @@ async fn apply(session: Arc<BotSession>, ctx: &Context) -> Result<Action> {
     if applied.written > 0 {
         info!(written = applied.written, "applied children");
     }
+    if ctx.settings.feed.enabled {
+        let ns = s.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+        crate::feed::reconcile_namespace(&ns, &s, ctx).await?;
+    }
     for (kind, name, decision) in &applied.reverted {
         publish(
             ctx,
@@ -946,6 +954,12 @@ pub async fn cleanup(s: &BotSession, ctx: &Context) -> Result<Action> {
         fmt(st.max_drawdown_pct),
     );
     info!(session = %s.name_any(), %figures, "session deleted");
+    if ctx.settings.feed.enabled
+        && let Some(ns) = s.namespace()
+    {
+        // Its feed goes with the last session of its group.
+        crate::feed::reconcile_namespace(&ns, s, ctx).await?;
+    }
     publish(
         ctx,
         s,

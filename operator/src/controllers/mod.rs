@@ -2,7 +2,7 @@
 //!
 //! | controller | owns | reads (from the stores) | writes |
 //! |---|---|---|---|
-//! | [`botsession`] | ConfigMap, Secret, Service, StatefulSet per session | its PaperAccount and StrategyConfig, the account's other sessions (funding), its children, pod and ledger claim | finalizer, children (server-side apply), status, Events |
+//! | [`botsession`] | ConfigMap, Secret, Service, StatefulSet per session; with `--shared-feed`, a ConfigMap, Deployment and Service per group of live sessions with the same sources ([`crate::feed`]) | its PaperAccount and StrategyConfig, the account's other sessions (funding), its children, pod and ledger claim; the namespace's live sessions (feed groups) | finalizer, children (server-side apply), feeds (server-side apply, delete), status, Events |
 //! | [`account`] | — | the sessions that reference it | status |
 //! | [`strategy`] | — | the sessions that use it | status |
 //!
@@ -85,6 +85,8 @@ pub struct Context {
     pub poller: Arc<crate::sync::Poller>,
     /// Last status write per PaperAccount and StrategyConfig.
     pub(crate) aggregate_writes: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The shared feeds the operator applied ([`crate::feed`]).
+    pub feeds: Arc<crate::feed::FeedState>,
 }
 
 impl Context {
@@ -115,6 +117,7 @@ impl Context {
             )),
             fresh: Arc::default(),
             aggregate_writes: Arc::default(),
+            feeds: Arc::default(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Context {
             stores,
             fresh: Arc::default(),
             aggregate_writes: Arc::default(),
+            feeds: Arc::default(),
             ..self.clone()
         }
     }

@@ -516,17 +516,37 @@ fn each_mode_renders_what_it_promises() {
         verbs("persistentvolumeclaims"),
         BTreeSet::from(["list".into(), "patch".into(), "watch".into()])
     );
-    for r in [
-        "configmaps",
-        "services",
-        "secrets",
-        "botsessions",
-        "paperaccounts",
-    ] {
+    for r in ["secrets", "botsessions", "paperaccounts"] {
         assert!(
             !verbs(r).contains("update") && !verbs(r).contains("delete"),
             "{r}: {:?}",
             verbs(r)
+        );
+    }
+    // The shared feeds: applied, listed once, deleted with their last session.
+    for r in ["configmaps", "services"] {
+        assert!(!verbs(r).contains("update"), "{r}: {:?}", verbs(r));
+        assert!(verbs(r).contains("delete"), "{r}: {:?}", verbs(r));
+    }
+    assert_eq!(
+        verbs("deployments"),
+        BTreeSet::from([
+            "create".into(),
+            "delete".into(),
+            "list".into(),
+            "patch".into()
+        ])
+    );
+    let args = args_of(one(&docs, "Deployment"));
+    for flag in [
+        "--shared-feed=true",
+        "--feed-replicas=1",
+        "--feed-cpu-request=50m",
+        "--feed-memory-limit=128Mi",
+    ] {
+        assert!(
+            args.contains(&flag.to_string()),
+            "{flag} missing from {args:?}"
         );
     }
 
@@ -623,6 +643,8 @@ fn each_mode_renders_what_it_promises() {
             "paperbot-system/pb-paperbot".to_string(),
             "paperbot-ci-np-a/pb-paperbot-runtime".to_string(),
             "paperbot-ci-np-b/pb-paperbot-runtime".to_string(),
+            "paperbot-ci-np-a/pb-paperbot-feed".to_string(),
+            "paperbot-ci-np-b/pb-paperbot-feed".to_string(),
         ])
     );
     let runtime_labels = labels("any-session");
@@ -655,12 +677,54 @@ fn each_mode_renders_what_it_promises() {
             BTreeSet::from([i64::from(API_PORT), i64::from(METRICS_PORT)])
         );
         let egress = serde_json::to_string(&p["spec"]["egress"]).unwrap();
-        for needle in ["kube-dns", "cnpg.io/cluster", "203.0.113.0/24", "5432"] {
+        for needle in [
+            "kube-dns",
+            "cnpg.io/cluster",
+            "203.0.113.0/24",
+            "5432",
+            "paperbot-feed",
+            "8090",
+        ] {
             assert!(
                 egress.contains(needle),
                 "runtime egress lacks {needle}: {egress}"
             );
         }
+    }
+    // The feeds: selected by the labels the operator gives them, reached by
+    // runtimes and Prometheus on 8090 only, reaching DNS and market data only.
+    let feed_labels = paperbot_operator::feed::feed_labels("paperbot-feed-0123456789");
+    for p in policies
+        .iter()
+        .filter(|p| p["metadata"]["name"] == "pb-paperbot-feed")
+    {
+        for (k, v) in p["spec"]["podSelector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(
+                feed_labels.get(k).map(String::as_str),
+                v.as_str(),
+                "feed pods carry {k}"
+            );
+        }
+        let ingress = p["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(ingress.len(), 1);
+        assert_eq!(
+            ingress[0]["ports"],
+            json!([{"port": 8090, "protocol": "TCP"}])
+        );
+        let from = serde_json::to_string(&ingress[0]["from"]).unwrap();
+        assert!(
+            from.contains("bot-runtime") && from.contains("prometheus"),
+            "{from}"
+        );
+        let egress = serde_json::to_string(&p["spec"]["egress"]).unwrap();
+        assert!(
+            egress.contains("kube-dns") && egress.contains("203.0.113.0/24"),
+            "{egress}"
+        );
+        assert!(
+            !egress.contains("5432"),
+            "the feed needs no database: {egress}"
+        );
     }
 
     // Database ledger.
