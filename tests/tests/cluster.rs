@@ -6,7 +6,8 @@
 //! `kubectl get paperbot`, and the lifecycle a cluster puts them through: a
 //! runtime killed without warning (`SIGKILL`, as the OOM killer does) and a
 //! runtime pod deleted mid-session (`SIGTERM`), both resumed by their
-//! StatefulSet with nothing lost, `helm upgrade` and `helm uninstall`.
+//! StatefulSet with nothing lost, live sessions sharing the market-data feed
+//! the operator deploys for them, `helm upgrade` and `helm uninstall`.
 //! Both namespaces enforce the `restricted` Pod Security Standard through the
 //! API server's PodSecurity admission.
 //!
@@ -17,6 +18,10 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -333,6 +338,160 @@ fn fills(plane: &RealNodePlane, ns: &str, session: &str) -> Vec<Value> {
     }
 }
 
+/// Live sessions of one source chain: they share one feed.
+const LIVE_SESSIONS: [&str; 3] = ["live-a", "live-b", "live-c"];
+
+/// A CoinGecko-shaped upstream on the host's loopback: every request gets
+/// BTC and ETH at a price that zig-zags with the wall clock (99–103 and
+/// 49.5–51.5 USD, 1 % steps), with `last_updated_at` now; counts requests.
+fn start_price_upstream(rt: &tokio::runtime::Runtime) -> (u16, Arc<AtomicU64>) {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind a loopback port for the fake CoinGecko");
+    let port = listener.local_addr().expect("local address").port();
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            const CYCLE: [u32; 8] = [100, 101, 102, 103, 102, 101, 100, 99];
+            let now = chrono::Utc::now().timestamp();
+            let p = CYCLE[now.rem_euclid(8) as usize];
+            (
+                [("content-type", "application/json")],
+                format!(
+                    r#"{{"bitcoin":{{"usd":{p},"last_updated_at":{now}}},"ethereum":{{"usd":{}.{},"last_updated_at":{now}}}}}"#,
+                    p / 2,
+                    if p % 2 == 0 { "0" } else { "5" }
+                ),
+            )
+        }
+    });
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (port, hits)
+}
+
+/// Three live sessions with the same source chain (a fake CoinGecko on the
+/// host, reached from the pods through the node IP): the operator deploys
+/// one `paperbot-feed-<hash>` for them on the real node, every runtime takes
+/// its prices from it (`status.marketData.activeSource` is `shared_feed`),
+/// the upstream sees about one request per poll interval for the three, and
+/// the feed goes with the last session.
+fn live_sessions_share_one_feed(plane: &RealNodePlane, op_ns: &str) {
+    let net = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the fake upstream");
+    let (port, hits) = start_price_upstream(&net);
+    let upstream = plane.expose_host_port(port);
+    let ns = plane.restricted_namespace("live");
+    let mut m = String::from(
+        "apiVersion: paperbot.io/v1alpha1\nkind: PaperAccount\nmetadata: {name: live-desk}\n\
+         spec: {initialBalance: \"30000\"}\n---\n\
+         apiVersion: paperbot.io/v1alpha1\nkind: StrategyConfig\nmetadata: {name: live-cross}\n\
+         spec:\n  mode: Custom\n  signals:\n    smaCrossover: {fastPeriod: 1, slowPeriod: 2}\n  \
+         risk:\n    fixedQuantity: \"1\"\n    confidenceThreshold: \"0\"\n",
+    );
+    for name in LIVE_SESSIONS {
+        m.push_str(&format!(
+            "---\napiVersion: paperbot.io/v1alpha1\nkind: BotSession\nmetadata: {{name: {name}}}\n\
+             spec:\n  accountRef: {{name: live-desk}}\n  strategyRef: {{name: live-cross}}\n  \
+             allocation: \"10000\"\n  symbols: [BTC-USD, ETH-USD]\n  marketData:\n    source: Live\n    \
+             live:\n      interval: 2s\n      pollInterval: 1s\n      maxAge: 10s\n      warmUp: Record\n      \
+             sources:\n      - {{name: gecko, kind: CoinGecko, requestsPerMinute: 300, \
+             baseUrl: \"http://{upstream}/api/v3\"}}\n"
+        ));
+    }
+    plane.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], &m);
+    let state = || {
+        format!(
+            "{}$ kubectl get deploy,svc,pods -n {ns} -o wide\n{}",
+            cluster_state(plane, op_ns, &ns),
+            plane.kubectl_ok(&["get", "deploy,svc,pods", "-n", &ns, "-o", "wide"])
+        )
+    };
+    for name in LIVE_SESSIONS {
+        wait_for(
+            &format!("live session {name} trades on prices from the shared feed"),
+            Duration::from_secs(180),
+            || {
+                let s = session(plane, &ns, name)?;
+                let source = s.pointer("/status/marketData/activeSource")?.as_str()?;
+                (phase(&s) == "Running" && source == "shared_feed" && trades(&s) > 0).then_some(())
+            },
+            state,
+        );
+    }
+    let feeds = plane.kubectl_ok(&[
+        "get",
+        "deploy",
+        "-n",
+        &ns,
+        "-l",
+        "app.kubernetes.io/component=market-data-feed",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.readyReplicas}{\"\\n\"}{end}",
+    ]);
+    let feeds: Vec<&str> = feeds.lines().collect();
+    assert_eq!(feeds.len(), 1, "one feed for one source chain: {feeds:?}");
+    assert!(feeds[0].ends_with(" 1"), "the feed is ready: {feeds:?}");
+    let feed_node = plane.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        &ns,
+        "-l",
+        "app.kubernetes.io/component=market-data-feed",
+        "-o",
+        "jsonpath={.items[0].spec.nodeName}",
+    ]);
+    assert_eq!(feed_node, plane.node, "the feed runs on the real node");
+    // One poll a second for three sessions: about one upstream request a
+    // second through the feed (three without it).
+    let window = Duration::from_secs(10);
+    let h0 = hits.load(Ordering::SeqCst);
+    sleep(window);
+    let requests = hits.load(Ordering::SeqCst) - h0;
+    println!(
+        "{} live sessions through {}: {requests} upstream requests in {window:?} (poll interval 1 s)\n$ kubectl get paperbot -n {ns}\n{}",
+        LIVE_SESSIONS.len(),
+        feeds[0],
+        plane.kubectl_ok(&["get", "paperbot", "-n", &ns])
+    );
+    assert!(
+        requests <= window.as_secs() + 2,
+        "{requests} upstream requests in {window:?}: the sessions should share the feed's one request per poll\n{}",
+        state()
+    );
+    let feed_name = feeds[0].split_whitespace().next().unwrap_or_default();
+    let logs = plane.kubectl_ok(&["logs", "-n", &ns, &format!("deploy/{feed_name}")]);
+    println!(
+        "$ kubectl logs -n {ns} deploy/{feed_name}   (first 8 lines)\n{}",
+        logs.lines().take(8).collect::<Vec<_>>().join("\n")
+    );
+    plane.kubectl_ok(&["delete", "botsessions", "--all", "-n", &ns, "--wait=true"]);
+    wait_for(
+        "the feed goes with its last session",
+        Duration::from_secs(120),
+        || {
+            let left = plane.kubectl_ok(&[
+                "get",
+                "deploy,svc,configmap",
+                "-n",
+                &ns,
+                "-l",
+                "app.kubernetes.io/component=market-data-feed",
+                "-o",
+                "name",
+            ]);
+            left.trim().is_empty().then_some(())
+        },
+        state,
+    );
+}
+
 #[test]
 fn helm_install_runs_sessions_on_a_real_node_through_crashes_upgrade_and_uninstall() {
     let (operator_image, runtime_image) = build_images();
@@ -347,9 +506,9 @@ fn helm_install_runs_sessions_on_a_real_node_through_crashes_upgrade_and_uninsta
     let op_ns = plane.restricted_namespace("paperbot-system");
     let ns = plane.restricted_namespace("bots");
     let volumes = plane.state.join("ledger-volumes");
-    // Two sessions of the test, and the four of examples/simulated.yaml and
-    // examples/fleet.yaml.
-    provision_ledger_volumes(&plane, &volumes, 7);
+    // Two sessions of the test, the four of examples/simulated.yaml and
+    // examples/fleet.yaml, and the three live ones.
+    provision_ledger_volumes(&plane, &volumes, 7 + LIVE_SESSIONS.len());
     let values_file = plane.state.join("values.yaml");
     std::fs::write(&values_file, values()).expect("writing values.yaml");
     let chart = repo().join("charts/paperbot");
@@ -606,6 +765,9 @@ fn helm_install_runs_sessions_on_a_real_node_through_crashes_upgrade_and_uninsta
         "ledgers equal: {} fills; the interrupted runtime was restarted {restarts_in_place} time(s) in place after SIGKILL and once in a new pod after the deletion",
         a.len()
     );
+
+    // --- live sessions through the shared feed the operator deploys.
+    live_sessions_share_one_feed(&plane, &op_ns);
 
     // --- helm upgrade keeps the CRDs and the sessions.
     let upgraded = helm(&[
