@@ -316,3 +316,38 @@ async fn runtimes_fall_back_when_the_feed_stops_and_hand_back() {
     let status = feed.terminate();
     assert!(status.success(), "feed exit after SIGTERM: {status}");
 }
+
+/// A symbol no source can map (`NOPE-USD`, e.g. from one session with a
+/// typo) does not stop the feed: the real binary starts, serves the other
+/// 9, counts the skipped one in `/metrics` and refuses it with HTTP 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_skips_a_symbol_no_source_can_map_and_serves_the_rest() {
+    let (upstream, hits) = start_upstream().await;
+    let config = feed_config(&upstream, "200ms").replace("symbols: [", "symbols: [NOPE-USD, ");
+    let feed = FeedProcess::start(&config, &[], "127.0.0.1:0");
+    assert_eq!(metric(&feed.url, "paperbot_feed_unmapped_symbols").await, 1);
+    let probe = FeedSource::new(&feed.url, feed_policy()).expect("feed source");
+    let syms = symbols();
+    let mut priced = false;
+    for _ in 0..100 {
+        let q = probe
+            .fetch(&syms, Timestamp(0))
+            .await
+            .expect("the feed answers");
+        if q.iter().all(|q| matches!(q, Quote::Price(_))) {
+            priced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(priced, "the feed never priced the 9 mappable symbols");
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+    let refused = reqwest::get(format!("{}/v1/prices?symbols=BTC-USD,NOPE-USD", feed.url))
+        .await
+        .expect("GET /v1/prices");
+    assert_eq!(refused.status().as_u16(), 400);
+    let body = refused.text().await.expect("body");
+    assert!(body.contains("NOPE-USD"), "{body}");
+    let status = feed.terminate();
+    assert!(status.success(), "feed exit after SIGTERM: {status}");
+}
