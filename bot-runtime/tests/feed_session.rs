@@ -201,6 +201,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
 
+/// Proportional set size of process `pid` in KiB (`Pss` of
+/// `/proc/<pid>/smaps_rollup`: shared pages such as the binary's code
+/// divided among the processes sharing them).
+fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/smaps_rollup: {e}"));
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Pss in /proc/{pid}/smaps_rollup:\n{rollup}"))
+}
+
 /// A counter of the feed's `/metrics` (a line `name value`).
 fn feed_metric(feed: &FeedProcess, name: &str) -> u64 {
     let port: u16 = feed
@@ -415,6 +428,7 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
     let (feed_after, direct_after) = (hits.of(FEED_KEY), hits.of(RUNTIME_KEY));
     let window = w0.elapsed();
     let rss_kib_total: u64 = fleet.iter().map(|(_, rt)| rss_kib(rt.pid())).sum();
+    let pss_kib_total: u64 = fleet.iter().map(|(_, rt)| pss_kib(rt.pid())).sum();
     let feed_rss = rss_kib(feed.pid());
     let feed_requests = feed_after - feed_before;
     let allowed = u64::try_from(window.as_millis() / POLL.as_millis()).unwrap_or(u64::MAX) + 1;
@@ -425,9 +439,12 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
     let client_requests = feed_metric(&feed, "paperbot_feed_client_requests_total");
     println!(
         "fleet: {sessions} sessions started (API up) in {started:.1?}, all with candles after \
-         {all_candles:.1?}; summed RSS {:.0} MiB ({:.1} MiB each), feed {:.1} MiB",
+         {all_candles:.1?}; summed RSS {:.0} MiB ({:.1} MiB each), summed PSS {:.0} MiB \
+         ({:.1} MiB each); feed RSS {:.1} MiB",
         rss_kib_total as f64 / 1024.0,
         rss_kib_total as f64 / 1024.0 / sessions.max(1) as f64,
+        pss_kib_total as f64 / 1024.0,
+        pss_kib_total as f64 / 1024.0 / sessions.max(1) as f64,
         feed_rss as f64 / 1024.0,
     );
     println!(
@@ -469,10 +486,32 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
     let (mut decisions, mut snapshots, mut round_trips) = (0usize, 0usize, 0usize);
     for (db, id) in dbs.iter().zip(&ids) {
         let recs = records(db, id);
+        // Every candle of the session had all 9 prices: each symbol has a
+        // decision at every candle time (but the last, which SIGTERM may
+        // cut between two symbols of the same time).
+        let mut times: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+        for d in &recs.decisions {
+            times
+                .entry(d.symbol.as_str())
+                .or_default()
+                .insert(d.time.millis());
+        }
+        let mut all: BTreeSet<i64> = times.values().flatten().copied().collect();
+        all.pop_last();
+        assert!(
+            !all.is_empty(),
+            "{id} in {} decided on fewer than two candles",
+            db.display()
+        );
         for s in &symbols {
+            let missed: Vec<i64> = times
+                .get(s)
+                .map_or(all.clone(), |t| all.difference(t).copied().collect())
+                .into_iter()
+                .collect();
             assert!(
-                recs.decisions.iter().any(|d| d.symbol == *s),
-                "{id} in {} has no decision on {s}",
+                missed.is_empty(),
+                "{id} in {}: no decision on {s} at candle times {missed:?} (ms)",
                 db.display()
             );
         }
@@ -504,8 +543,8 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
         round_trips += recs.round_trips.len();
     }
     println!(
-        "fleet: {sessions} ledgers: {decisions} decisions (every session on all 9 symbols), \
-         {snapshots} snapshots with the invariant exact, {round_trips} round trips"
+        "fleet: {sessions} ledgers: {decisions} decisions (every session on all 9 symbols at \
+         every candle), {snapshots} snapshots with the invariant exact, {round_trips} round trips"
     );
     let status = feed.terminate();
     assert!(status.success(), "feed exit after SIGTERM: {status}");
