@@ -99,6 +99,23 @@ fn feed_policy() -> HttpPolicy {
     }
 }
 
+/// Ask the feed at `feed_url` for `syms` every 100 ms until it prices them
+/// all (the first request registers them); fails after 100 tries.
+async fn wait_until_priced(feed_url: &str, syms: &[String]) {
+    let probe = FeedSource::new(feed_url, feed_policy()).expect("feed source");
+    for _ in 0..100 {
+        let q = probe
+            .fetch(syms, Timestamp(0))
+            .await
+            .expect("the feed answers");
+        if q.iter().all(|q| matches!(q, Quote::Price(_))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the feed never priced all of {syms:?}");
+}
+
 async fn metric(feed_url: &str, name: &str) -> u64 {
     // reqwest has no built-in TLS provider in this workspace.
     bot_runtime::market::live::tls::install_default_provider();
@@ -129,20 +146,7 @@ async fn hundred_clients_cost_one_upstream_request_per_interval() {
     let syms = symbols();
 
     // Warm-up: the first request registers the symbols; wait for prices.
-    let probe = FeedSource::new(&feed.url, feed_policy()).expect("feed source");
-    let mut warmed = false;
-    for _ in 0..100 {
-        let q = probe
-            .fetch(&syms, Timestamp(0))
-            .await
-            .expect("the feed answers");
-        if q.iter().all(|q| matches!(q, Quote::Price(_))) {
-            warmed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(warmed, "the feed never priced all 9 symbols");
+    wait_until_priced(&feed.url, &syms).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -326,21 +330,7 @@ async fn the_feed_skips_a_symbol_no_source_can_map_and_serves_the_rest() {
     let config = feed_config(&upstream, "200ms").replace("symbols: [", "symbols: [NOPE-USD, ");
     let feed = FeedProcess::start(&config, &[], "127.0.0.1:0");
     assert_eq!(metric(&feed.url, "paperbot_feed_unmapped_symbols").await, 1);
-    let probe = FeedSource::new(&feed.url, feed_policy()).expect("feed source");
-    let syms = symbols();
-    let mut priced = false;
-    for _ in 0..100 {
-        let q = probe
-            .fetch(&syms, Timestamp(0))
-            .await
-            .expect("the feed answers");
-        if q.iter().all(|q| matches!(q, Quote::Price(_))) {
-            priced = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(priced, "the feed never priced the 9 mappable symbols");
+    wait_until_priced(&feed.url, &symbols()).await;
     assert!(hits.load(Ordering::SeqCst) >= 1);
     let refused = reqwest::get(format!("{}/v1/prices?symbols=BTC-USD,NOPE-USD", feed.url))
         .await

@@ -74,7 +74,14 @@ impl Hits {
 /// `tests/fixtures/live/coingecko_simple_price.json`) for the ids of
 /// [`SYMBOLS`] asked for in `ids`, counting requests by their
 /// `x-cg-demo-api-key` header.
-fn start_upstream(rt: &tokio::runtime::Runtime) -> (String, Arc<Hits>) {
+///
+/// Served by the returned tokio runtime (one worker), which must be kept.
+fn start_upstream() -> (tokio::runtime::Runtime, String, Arc<Hits>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind a loopback port for the fake upstream");
@@ -118,7 +125,7 @@ fn start_upstream(rt: &tokio::runtime::Runtime) -> (String, Arc<Hits>) {
         ),
     );
     rt.spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), hits)
+    (rt, format!("http://{addr}"), hits)
 }
 
 /// `feed.yaml` for `symbols` with the `gecko` source at `upstream`, polled
@@ -190,39 +197,22 @@ fn records(path: &Path, id: &str) -> LedgerBatch {
         })
 }
 
-/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+/// A `field` in KiB of process `pid`'s `/proc/<pid>/<file>` (lines such as
+/// `VmRSS:   40000 kB`): `("status", "VmRSS")` is its resident set size,
+/// `("smaps_rollup", "Pss")` its proportional set size (shared pages such as
+/// the binary's code divided among the processes sharing them).
+fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/{file}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
-}
-
-/// Proportional set size of process `pid` in KiB (`Pss` of
-/// `/proc/<pid>/smaps_rollup`: shared pages such as the binary's code
-/// divided among the processes sharing them).
-fn pss_kib(pid: u32) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/smaps_rollup: {e}"));
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Pss in /proc/{pid}/smaps_rollup:\n{rollup}"))
+        .unwrap_or_else(|| panic!("no {field} in {path}:\n{text}"))
 }
 
 /// A counter of the feed's `/metrics` (a line `name value`).
 fn feed_metric(feed: &FeedProcess, name: &str) -> u64 {
-    let port: u16 = feed
-        .listen_addr()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the feed's port");
-    let (code, text) = common::serve::get(port, "/metrics");
+    let (code, text) = common::serve::get(feed.port(), "/metrics");
     assert_eq!(code, 200, "{text}");
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -233,12 +223,7 @@ fn feed_metric(feed: &FeedProcess, name: &str) -> u64 {
 #[test]
 fn a_served_session_trades_through_the_feed_and_polls_directly_while_it_is_down() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let net = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let (upstream, hits) = start_upstream(&net);
+    let (_net, upstream, hits) = start_upstream();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = feed_config(&upstream, &["BTC-USD"]);
     let feed = FeedProcess::start(&config, &[(KEY_ENV, FEED_KEY)], "127.0.0.1:0");
@@ -340,12 +325,7 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
         });
     const WINDOW: Duration = Duration::from_secs(10);
     const POLL: Duration = Duration::from_secs(1);
-    let net = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let (upstream, hits) = start_upstream(&net);
+    let (_net, upstream, hits) = start_upstream();
     let root = tempfile::tempdir().expect("temp dir");
     let symbols: Vec<&str> = SYMBOLS.iter().map(|s| s.0).collect();
     let feed = FeedProcess::start(
@@ -358,12 +338,7 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
     // Ask the feed once so that it has every price before the first runtime
     // polls it (a symbol it never had is answered as pending and polled
     // directly).
-    let feed_port: u16 = feed
-        .listen_addr()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the feed's port");
+    let feed_port = feed.port();
     let query = format!("/v1/prices?symbols={}", symbols.join(","));
     until("the feed pricing all 9 symbols", || {
         let (code, body) = common::serve::get(feed_port, &query);
@@ -427,9 +402,15 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
     std::thread::sleep(WINDOW);
     let (feed_after, direct_after) = (hits.of(FEED_KEY), hits.of(RUNTIME_KEY));
     let window = w0.elapsed();
-    let rss_kib_total: u64 = fleet.iter().map(|(_, rt)| rss_kib(rt.pid())).sum();
-    let pss_kib_total: u64 = fleet.iter().map(|(_, rt)| pss_kib(rt.pid())).sum();
-    let feed_rss = rss_kib(feed.pid());
+    let rss_kib_total: u64 = fleet
+        .iter()
+        .map(|(_, rt)| proc_kib(rt.pid(), "status", "VmRSS"))
+        .sum();
+    let pss_kib_total: u64 = fleet
+        .iter()
+        .map(|(_, rt)| proc_kib(rt.pid(), "smaps_rollup", "Pss"))
+        .sum();
+    let feed_rss = proc_kib(feed.pid(), "status", "VmRSS");
     let feed_requests = feed_after - feed_before;
     let allowed = u64::try_from(window.as_millis() / POLL.as_millis()).unwrap_or(u64::MAX) + 1;
     let served_by_feed = fleet

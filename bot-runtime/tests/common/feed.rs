@@ -74,6 +74,15 @@ impl FeedProcess {
             .to_string()
     }
 
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.listen_addr()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the feed's port")
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
