@@ -632,7 +632,7 @@ fn with_runtime<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> an
 /// SIGINT (requests in flight finish, then it exits 0).
 fn feed(args: FeedArgs) -> anyhow::Result<()> {
     let cfg = bot_runtime::feed::FeedConfig::load(&args.config)?;
-    let (chain, served_by) = bot_runtime::feed::build_chain(&cfg, |k| std::env::var(k).ok())
+    let built = bot_runtime::feed::build_chain(&cfg, |k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("feed config {}: {e}", args.config.display()))?;
     with_runtime(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -640,21 +640,21 @@ fn feed(args: FeedArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
         println!("feed listening on http://{addr}");
-        tracing::info!(%addr, symbols = cfg.symbols.len(), sources = cfg.sources.len(), "feed started");
+        tracing::info!(%addr, symbols = built.served.len(), unmapped = built.unmapped.len(), sources = cfg.sources.len(), "feed started");
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         watch_signals_with(
             Arc::new(StopSignal::new()),
             "finishing requests in flight and exiting...",
             Some(tx),
         );
-        let feed = Arc::new(bot_runtime::feed::Feed::new(
-            cfg.symbols.clone(),
-            cfg.forget_after_polls,
-        ));
+        let feed = Arc::new(
+            bot_runtime::feed::Feed::new(built.served, cfg.forget_after_polls)
+                .with_unmapped(&built.unmapped),
+        );
         bot_runtime::feed::serve(
             feed,
-            chain,
-            served_by,
+            built.chain,
+            built.served_by,
             cfg.poll_interval.get(),
             listener,
             async move {

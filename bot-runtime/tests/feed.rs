@@ -5,9 +5,9 @@
 //! interval and each receives every price; runtimes fall back to their direct
 //! source when the feed stops and hand back when it returns.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,20 +19,8 @@ use bot_runtime::market::live::{
     ChainConfig, CoinGecko, CoinGeckoPlan, FallbackChain, HttpPolicy, LiveSource, Quote,
 };
 use bot_runtime::types::Timestamp;
+use common::feed::{FeedProcess, SYMBOLS};
 use rust_decimal::Decimal;
-
-/// The 9 symbols and their CoinGecko ids (the runtime's built-in table).
-const SYMBOLS: [(&str, &str); 9] = [
-    ("BTC-USD", "bitcoin"),
-    ("ETH-USD", "ethereum"),
-    ("SOL-USD", "solana"),
-    ("BNB-USD", "binancecoin"),
-    ("XRP-USD", "ripple"),
-    ("ADA-USD", "cardano"),
-    ("DOGE-USD", "dogecoin"),
-    ("AVAX-USD", "avalanche-2"),
-    ("DOT-USD", "polkadot"),
-];
 
 fn symbols() -> Vec<String> {
     SYMBOLS.iter().map(|s| s.0.to_string()).collect()
@@ -89,66 +77,15 @@ async fn start_upstream() -> (String, Arc<AtomicU64>) {
     (format!("http://{addr}"), hits)
 }
 
-/// The real `bot-runtime feed` process.
-struct FeedProcess {
-    child: Child,
-    url: String,
-    _config: tempfile::NamedTempFile,
-}
-
-impl FeedProcess {
-    fn start(upstream: &str, poll: &str, listen: &str) -> Self {
-        let config = tempfile::NamedTempFile::new().expect("temp config");
-        let list = symbols().join(", ");
-        std::fs::write(
-            config.path(),
-            format!(
-                "pollInterval: {poll}\nmaxAge: 60s\njumpBandPct: \"20\"\nforgetAfterPolls: 5\n\
-                 symbols: [{list}]\nsources:\n  - {{name: coingecko, kind: CoinGecko, \
-                 requestsPerMinute: 6000, baseUrl: \"{upstream}\"}}\n"
-            ),
-        )
-        .expect("write feed config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bot-runtime"))
-            .args(["feed", "--config"])
-            .arg(config.path())
-            .args(["--listen", listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start bot-runtime feed");
-        let stdout = child.stdout.take().expect("feed stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the feed's listening line");
-        let url = line
-            .trim()
-            .strip_prefix("feed listening on ")
-            .unwrap_or_else(|| panic!("feed did not start: first line {line:?}"))
-            .to_string();
-        Self {
-            child,
-            url,
-            _config: config,
-        }
-    }
-
-    /// SIGTERM, then the exit status (graceful shutdown exits 0).
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
-        // SAFETY: kill(2) on our own child's pid with a valid signal.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "SIGTERM to the feed failed");
-        self.child.wait().expect("wait for the feed")
-    }
-}
-
-impl Drop for FeedProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `feed.yaml` for the 9 symbols with one CoinGecko source at `upstream`,
+/// polled every `poll` (Go duration such as `1s`).
+fn feed_config(upstream: &str, poll: &str) -> String {
+    let list = symbols().join(", ");
+    format!(
+        "pollInterval: {poll}\nmaxAge: 60s\njumpBandPct: \"20\"\nforgetAfterPolls: 5\n\
+         symbols: [{list}]\nsources:\n  - {{name: coingecko, kind: CoinGecko, \
+         requestsPerMinute: 6000, baseUrl: \"{upstream}\"}}\n"
+    )
 }
 
 fn feed_policy() -> HttpPolicy {
@@ -160,6 +97,23 @@ fn feed_policy() -> HttpPolicy {
         breaker_cool_down: Duration::from_millis(300),
         ..HttpPolicy::default()
     }
+}
+
+/// Ask the feed at `feed_url` for `syms` every 100 ms until it prices them
+/// all (the first request registers them); fails after 100 tries.
+async fn wait_until_priced(feed_url: &str, syms: &[String]) {
+    let probe = FeedSource::new(feed_url, feed_policy()).expect("feed source");
+    for _ in 0..100 {
+        let q = probe
+            .fetch(syms, Timestamp(0))
+            .await
+            .expect("the feed answers");
+        if q.iter().all(|q| matches!(q, Quote::Price(_))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the feed never priced all of {syms:?}");
 }
 
 async fn metric(feed_url: &str, name: &str) -> u64 {
@@ -188,24 +142,11 @@ async fn hundred_clients_cost_one_upstream_request_per_interval() {
     const INTERVALS: u32 = 5;
     let interval = Duration::from_secs(1);
     let (upstream, hits) = start_upstream().await;
-    let feed = FeedProcess::start(&upstream, "1s", "127.0.0.1:0");
+    let feed = FeedProcess::start(&feed_config(&upstream, "1s"), &[], "127.0.0.1:0");
     let syms = symbols();
 
     // Warm-up: the first request registers the symbols; wait for prices.
-    let probe = FeedSource::new(&feed.url, feed_policy()).expect("feed source");
-    let mut warmed = false;
-    for _ in 0..100 {
-        let q = probe
-            .fetch(&syms, Timestamp(0))
-            .await
-            .expect("the feed answers");
-        if q.iter().all(|q| matches!(q, Quote::Price(_))) {
-            warmed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(warmed, "the feed never priced all 9 symbols");
+    wait_until_priced(&feed.url, &syms).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -303,12 +244,8 @@ async fn runtimes_fall_back_when_the_feed_stops_and_hand_back() {
     const CHAINS: usize = 5;
     let (feed_upstream, _) = start_upstream().await;
     let (direct_upstream, direct_hits) = start_upstream().await;
-    let feed = FeedProcess::start(&feed_upstream, "200ms", "127.0.0.1:0");
-    let listen = feed
-        .url
-        .strip_prefix("http://")
-        .expect("http url")
-        .to_string();
+    let feed = FeedProcess::start(&feed_config(&feed_upstream, "200ms"), &[], "127.0.0.1:0");
+    let listen = feed.listen_addr();
     let syms = symbols();
     let mut chains: Vec<FallbackChain> = (0..CHAINS)
         .map(|_| {
@@ -367,7 +304,7 @@ async fn runtimes_fall_back_when_the_feed_stops_and_hand_back() {
         );
     }
 
-    let feed = FeedProcess::start(&feed_upstream, "200ms", &listen);
+    let feed = FeedProcess::start(&feed_config(&feed_upstream, "200ms"), &[], &listen);
     poll_until(&mut chains, "feed").await;
     let direct_after = direct_hits.load(Ordering::SeqCst);
     for c in &mut chains {
@@ -380,6 +317,27 @@ async fn runtimes_fall_back_when_the_feed_stops_and_hand_back() {
         direct_after,
         "the direct source was asked although the feed served"
     );
+    let status = feed.terminate();
+    assert!(status.success(), "feed exit after SIGTERM: {status}");
+}
+
+/// A symbol no source can map (`NOPE-USD`, e.g. from one session with a
+/// typo) does not stop the feed: the real binary starts, serves the other
+/// 9, counts the skipped one in `/metrics` and refuses it with HTTP 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_skips_a_symbol_no_source_can_map_and_serves_the_rest() {
+    let (upstream, hits) = start_upstream().await;
+    let config = feed_config(&upstream, "200ms").replace("symbols: [", "symbols: [NOPE-USD, ");
+    let feed = FeedProcess::start(&config, &[], "127.0.0.1:0");
+    assert_eq!(metric(&feed.url, "paperbot_feed_unmapped_symbols").await, 1);
+    wait_until_priced(&feed.url, &symbols()).await;
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+    let refused = reqwest::get(format!("{}/v1/prices?symbols=BTC-USD,NOPE-USD", feed.url))
+        .await
+        .expect("GET /v1/prices");
+    assert_eq!(refused.status().as_u16(), 400);
+    let body = refused.text().await.expect("body");
+    assert!(body.contains("NOPE-USD"), "{body}");
     let status = feed.terminate();
     assert!(status.success(), "feed exit after SIGTERM: {status}");
 }

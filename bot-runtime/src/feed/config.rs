@@ -13,7 +13,16 @@
 //!
 //! API keys come from the environment, as for a runtime:
 //! `PAPERBOT_LIVE_API_KEY_<NAME>` ([`LiveSourceSpec::api_key_env`]).
+//!
+//! A symbol that no source can map (no built-in identifier, no override) is
+//! skipped, not fatal: the feed serves the others, logs the skipped ones and
+//! counts them (`paperbot_feed_unmapped_symbols`), and answers a client
+//! asking for one with HTTP 400. The operator writes the union of a group's
+//! symbols into one `feed.yaml`, so one session with an unknown symbol (which
+//! fails at its own start anyway) must not stop the feed of all the others.
+//! A source that maps only some symbols is asked only for those.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +35,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::market::live::{
-    Binance, ChainConfig, CoinGecko, CoinGeckoPlan, HttpPolicy, LiveError, LiveSource,
+    Binance, ChainConfig, CoinGecko, CoinGeckoPlan, HttpPolicy, LiveError, LiveSource, SourceKind,
+    SymbolMap,
 };
 
 /// The feed's settings (file shape in the module docs).
@@ -46,9 +56,10 @@ pub struct FeedConfig {
     /// (default 3, at least 1).
     #[serde(default = "default_forget")]
     pub forget_after_polls: u32,
-    /// The symbols the feed may serve (session symbols, e.g. `BTC-USD`);
-    /// every source must map each of them (built-in table or its `symbols`
-    /// overrides). A client asking for another one gets HTTP 400.
+    /// The symbols the feed may serve (session symbols, e.g. `BTC-USD`),
+    /// each mapped by a source's built-in table or its `symbols` overrides;
+    /// one that no source maps is skipped ([`FeedConfig::map_symbols`]). A
+    /// client asking for a symbol not served gets HTTP 400.
     pub symbols: Vec<String>,
     /// The upstream fallback chain, most preferred first (1 to 5).
     pub sources: Vec<LiveSourceSpec>,
@@ -153,20 +164,64 @@ impl FeedConfig {
         }
     }
 
-    /// Build the sources, reading API keys with `env` (a variable name →
-    /// its value; `std::env::var` in the binary).
+    /// Which configured symbols each source maps (its `symbols` overrides
+    /// first, then the built-in table).
     ///
     /// # Errors
     ///
-    /// [`LiveError::UnknownSymbol`] for a symbol a source cannot map, or a
-    /// client/key error.
+    /// [`LiveError::Config`] for an empty override value. A symbol no
+    /// source maps is not an error: it is listed in
+    /// [`SymbolPlan::unmapped`].
+    pub fn map_symbols(&self) -> Result<SymbolPlan, LiveError> {
+        let mut plan = SymbolPlan {
+            per_source: vec![Vec::new(); self.sources.len()],
+            ..SymbolPlan::default()
+        };
+        for sym in &self.symbols {
+            if plan.served.contains(sym) || plan.unmapped.contains_key(sym) {
+                continue;
+            }
+            let mut reasons = Vec::new();
+            for (i, src) in self.sources.iter().enumerate() {
+                let kind = match src.kind {
+                    LiveSourceKind::CoinGecko => SourceKind::CoinGecko,
+                    LiveSourceKind::Binance => SourceKind::Binance,
+                };
+                match SymbolMap::new(kind, std::slice::from_ref(sym), &src.symbols) {
+                    Ok(_) => plan.per_source[i].push(sym.clone()),
+                    Err(e @ LiveError::UnknownSymbol { .. }) => {
+                        reasons.push(format!("source {:?}: {e}", src.name));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if plan.per_source.iter().any(|p| p.contains(sym)) {
+                plan.served.push(sym.clone());
+            } else {
+                plan.unmapped.insert(sym.clone(), reasons.join("; "));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Build the sources, each for the symbols `plan` says it maps, reading
+    /// API keys with `env` (a variable name → its value; `std::env::var` in
+    /// the binary).
+    ///
+    /// # Errors
+    ///
+    /// A client/key error ([`LiveError::Config`], [`LiveError::Client`]);
+    /// [`LiveError::UnknownSymbol`] only if `plan` is not this config's.
     pub fn build_sources(
         &self,
+        plan: &SymbolPlan,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Vec<Arc<dyn LiveSource>>, LiveError> {
         self.sources
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
+                let symbols = plan.per_source.get(i).map_or(&[][..], Vec::as_slice);
                 let policy = HttpPolicy {
                     requests_per_minute: s.requests_per_minute,
                     ..HttpPolicy::default()
@@ -185,7 +240,7 @@ impl FeedConfig {
                         };
                         Arc::new(
                             CoinGecko::new(
-                                &self.symbols,
+                                symbols,
                                 &s.symbols,
                                 plan,
                                 s.base_url.as_deref(),
@@ -195,7 +250,7 @@ impl FeedConfig {
                         )
                     }
                     LiveSourceKind::Binance => Arc::new(
-                        Binance::new(&self.symbols, &s.symbols, s.base_url.as_deref(), policy)?
+                        Binance::new(symbols, &s.symbols, s.base_url.as_deref(), policy)?
                             .with_name(s.name.clone()),
                     ),
                 };
@@ -203,4 +258,17 @@ impl FeedConfig {
             })
             .collect()
     }
+}
+
+/// The configured symbols split by whether a source can map them
+/// ([`FeedConfig::map_symbols`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SymbolPlan {
+    /// Symbols at least one source maps, in configuration order: the ones
+    /// the feed serves.
+    pub served: Vec<String>,
+    /// Per source (configuration order), the served symbols it maps.
+    pub per_source: Vec<Vec<String>>,
+    /// Symbol → why no source maps it (each source's error, `; `-joined).
+    pub unmapped: BTreeMap<String, String>,
 }

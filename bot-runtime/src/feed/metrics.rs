@@ -28,6 +28,9 @@ pub struct FeedMetrics {
     /// `paperbot_feed_stale_symbols`: symbols of the union without a price
     /// younger than `maxAge` after the last poll.
     pub stale_symbols: IntGauge,
+    /// `paperbot_feed_unmapped_symbols`: configured symbols no source can
+    /// map, skipped at start (set once).
+    pub unmapped_symbols: IntGauge,
     /// Requests already added to `upstream_requests`, per source.
     counted: Mutex<Vec<u64>>,
 }
@@ -67,6 +70,10 @@ impl FeedMetrics {
                 "paperbot_feed_stale_symbols",
                 "Symbols of the union without a fresh price after the last poll",
             ),
+            unmapped_symbols: gauge(
+                "paperbot_feed_unmapped_symbols",
+                "Configured symbols no source can map, skipped at start",
+            ),
             counted: Mutex::new(Vec::new()),
             registry,
         };
@@ -77,6 +84,7 @@ impl FeedMetrics {
             Box::new(m.clients.clone()),
             Box::new(m.symbols.clone()),
             Box::new(m.stale_symbols.clone()),
+            Box::new(m.unmapped_symbols.clone()),
         ] {
             m.registry
                 .register(c)

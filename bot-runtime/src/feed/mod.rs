@@ -28,7 +28,8 @@
 //!    source (none when the union is empty); accepted prices replace the
 //!    cached ones.
 //! 3. `/metrics` counts upstream requests by source, polls, client requests,
-//!    clients, symbols in the union and stale symbols.
+//!    clients, symbols in the union, stale symbols and configured symbols no
+//!    source can map (skipped at start, see [`FeedConfig::map_symbols`]).
 //!
 //! Routes: `GET /v1/prices`, `/healthz` (the process answers), `/readyz`
 //! (200 once the last poll priced something, or nothing is wanted yet;
@@ -48,7 +49,7 @@ use crate::market::live::{
 };
 use crate::types::Timestamp;
 
-pub use config::{FeedConfig, MIN_FEED_POLL};
+pub use config::{FeedConfig, MIN_FEED_POLL, SymbolPlan};
 pub use metrics::FeedMetrics;
 pub use server::{router, serve};
 
@@ -108,6 +109,18 @@ impl Feed {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Note `unmapped` (configured symbols no source maps, not served) in
+    /// the `paperbot_feed_unmapped_symbols` gauge.
+    pub fn with_unmapped(self, unmapped: &[String]) -> Self {
+        self.metrics.unmapped_symbols.set(gauge(unmapped.len()));
+        self
+    }
+
+    /// The symbols this feed serves, sorted.
+    pub fn served(&self) -> impl Iterator<Item = &str> {
+        self.served.iter().map(String::as_str)
     }
 
     /// The metrics.
@@ -234,16 +247,27 @@ impl ServedBy {
 }
 
 /// A source that notes in a [`ServedBy`] which symbols it returned prices
-/// for; otherwise it is the wrapped source.
+/// for, and is asked only for the symbols it maps (a poll that wants none of
+/// them answers nothing without a request); otherwise it is the wrapped
+/// source.
 pub struct Attributed {
     inner: Arc<dyn LiveSource>,
     served_by: ServedBy,
+    maps: BTreeSet<String>,
 }
 
 impl Attributed {
-    /// Wrap `inner`.
-    pub fn new(inner: Arc<dyn LiveSource>, served_by: ServedBy) -> Self {
-        Self { inner, served_by }
+    /// Wrap `inner`, which maps the symbols `maps`.
+    pub fn new(
+        inner: Arc<dyn LiveSource>,
+        served_by: ServedBy,
+        maps: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            inner,
+            served_by,
+            maps: maps.into_iter().collect(),
+        }
     }
 }
 
@@ -258,7 +282,15 @@ impl LiveSource for Attributed {
         now: Timestamp,
     ) -> SourceFuture<'a, Result<Vec<Quote>, SourceError>> {
         Box::pin(async move {
-            let quotes = self.inner.fetch(symbols, now).await?;
+            let mapped: Vec<String> = symbols
+                .iter()
+                .filter(|s| self.maps.contains(*s))
+                .cloned()
+                .collect();
+            if mapped.is_empty() {
+                return Ok(Vec::new());
+            }
+            let quotes = self.inner.fetch(&mapped, now).await?;
             let mut map = self.served_by.lock();
             for q in &quotes {
                 if let Quote::Price(t) = q {
@@ -282,22 +314,173 @@ impl LiveSource for Attributed {
     }
 }
 
+/// A feed's chain as built from its configuration ([`build_chain`]).
+pub struct FeedChain {
+    /// The fallback chain over the configured sources (wrapped in
+    /// [`Attributed`]), for the served symbols.
+    pub chain: FallbackChain,
+    /// Which source served each symbol of the last poll.
+    pub served_by: ServedBy,
+    /// The symbols served: those at least one source maps, config order.
+    pub served: Vec<String>,
+    /// Configured symbols no source maps (skipped, logged), sorted.
+    pub unmapped: Vec<String>,
+}
+
 /// Build the chain of `config`'s sources (keys read with `env`), wrapped so
-/// that each served price names its source.
+/// that each served price names its source and each source is asked only
+/// for the symbols it maps. Configured symbols that no source maps are
+/// skipped with a warning naming each and why ([`FeedChain::unmapped`]).
 ///
 /// # Errors
 ///
+/// [`LiveError::Config`] when no configured symbol can be mapped by any
+/// source (the message lists why for each) or for an empty override;
 /// [`LiveError`] from building a source or the chain.
 pub fn build_chain(
     config: &FeedConfig,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<(FallbackChain, ServedBy), LiveError> {
+) -> Result<FeedChain, LiveError> {
+    let plan = config.map_symbols()?;
+    for (symbol, why) in &plan.unmapped {
+        tracing::warn!(%symbol, reason = %why, "feed skips a symbol no source can map");
+    }
+    if plan.served.is_empty() {
+        let why: Vec<String> = plan.unmapped.values().cloned().collect();
+        return Err(LiveError::Config(format!(
+            "no source can map any of the symbols {:?}: {}",
+            config.symbols,
+            why.join("; ")
+        )));
+    }
     let served_by = ServedBy::default();
     let sources = config
-        .build_sources(env)?
+        .build_sources(&plan, env)?
         .into_iter()
-        .map(|s| Box::new(Attributed::new(s, served_by.clone())) as Box<dyn LiveSource>)
+        .zip(plan.per_source.iter())
+        .map(|(s, maps)| {
+            Box::new(Attributed::new(s, served_by.clone(), maps.iter().cloned()))
+                as Box<dyn LiveSource>
+        })
         .collect();
-    let chain = FallbackChain::new(sources, config.symbols.clone(), &config.chain_config())?;
-    Ok((chain, served_by))
+    let chain = FallbackChain::new(sources, plan.served.clone(), &config.chain_config())?;
+    Ok(FeedChain {
+        chain,
+        served_by,
+        served: plan.served,
+        unmapped: plan.unmapped.into_keys().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A feed config for `symbols` with a CoinGecko source (no overrides)
+    /// and a Binance source mapping `FOO-USD` by override, both at a
+    /// loopback port nothing listens on.
+    fn config(symbols: &[&str]) -> FeedConfig {
+        let yaml = format!(
+            "pollInterval: 1s\nsymbols: [{}]\nsources:\n  \
+             - {{name: gecko, kind: CoinGecko, requestsPerMinute: 600, baseUrl: \"http://127.0.0.1:1\"}}\n  \
+             - {{name: bn, kind: Binance, requestsPerMinute: 600, baseUrl: \"http://127.0.0.1:1\", \
+             symbols: {{FOO-USD: FOOUSDT}}}}\n",
+            symbols.join(", ")
+        );
+        let cfg: FeedConfig = serde_yaml::from_str(&yaml).expect("feed config parses");
+        cfg.check().expect("feed config is valid");
+        cfg
+    }
+
+    fn client() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 40000))
+    }
+
+    #[test]
+    fn symbols_no_source_maps_are_skipped_and_the_rest_served() {
+        let cfg = config(&["BTC-USD", "NOPE-USD", "FOO-USD", "ZZZ-USD"]);
+        let plan = cfg.map_symbols().expect("mapping");
+        assert_eq!(plan.served, ["BTC-USD", "FOO-USD"]);
+        assert_eq!(
+            plan.per_source,
+            [
+                vec!["BTC-USD".to_string()],
+                vec!["BTC-USD".into(), "FOO-USD".into()]
+            ]
+        );
+        assert_eq!(
+            plan.unmapped.keys().collect::<Vec<_>>(),
+            ["NOPE-USD", "ZZZ-USD"]
+        );
+        let why = &plan.unmapped["NOPE-USD"];
+        assert!(
+            why.contains("source \"gecko\"") && why.contains("source \"bn\""),
+            "{why}"
+        );
+
+        let built = build_chain(&cfg, |_| None).expect("the feed starts without them");
+        assert_eq!(built.served, ["BTC-USD", "FOO-USD"]);
+        assert_eq!(built.unmapped, ["NOPE-USD", "ZZZ-USD"]);
+        assert_eq!(built.chain.symbols(), ["BTC-USD", "FOO-USD"]);
+
+        let feed = Feed::new(built.served, 3).with_unmapped(&built.unmapped);
+        assert_eq!(feed.metrics().unmapped_symbols.get(), 2);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&feed.metrics().registry.gather())
+            .expect("metrics encode");
+        assert!(text.contains("paperbot_feed_unmapped_symbols 2"), "{text}");
+        let p = feed
+            .prices("BTC-USD,FOO-USD", client())
+            .expect("served symbols are answered");
+        assert_eq!(p.pending, ["BTC-USD", "FOO-USD"]);
+        match feed.prices("BTC-USD,NOPE-USD", client()) {
+            Err(RequestError::Unknown { symbol, served }) => {
+                assert_eq!(symbol, "NOPE-USD");
+                assert_eq!(served, "BTC-USD, FOO-USD");
+            }
+            other => panic!("expected NOPE-USD refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_feed_with_no_mappable_symbol_refuses_to_start() {
+        let cfg = config(&["NOPE-USD"]);
+        let Err(e) = build_chain(&cfg, |_| None) else {
+            panic!("a feed with nothing to serve started");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no source can map any of the symbols") && msg.contains("NOPE-USD"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_empty_override_is_still_an_error() {
+        let mut cfg = config(&["BTC-USD"]);
+        cfg.sources[1].symbols.insert("BTC-USD".into(), " ".into());
+        let err = cfg.map_symbols().expect_err("an empty override");
+        assert!(matches!(err, LiveError::Config(_)), "{err:?}");
+    }
+
+    /// A source is asked only for the symbols it maps: a poll of `FOO-USD`
+    /// alone sends nothing to the CoinGecko source (which cannot map it)
+    /// and one request to the Binance source.
+    #[tokio::test]
+    async fn a_source_is_not_asked_for_symbols_it_cannot_map() {
+        crate::market::live::tls::install_default_provider();
+        let cfg = config(&["BTC-USD", "FOO-USD"]);
+        let mut built = build_chain(&cfg, |_| None).expect("chain");
+        built
+            .chain
+            .set_symbols(vec!["FOO-USD".into()])
+            .expect("symbols");
+        let out = built.chain.poll().await;
+        assert!(out.ticks.is_empty(), "nothing listens: {out:?}");
+        let stats = built.chain.stats();
+        assert_eq!(stats.sources[0].http_requests, 0, "{stats:?}");
+        assert!(stats.sources[0].failures.is_empty(), "{stats:?}");
+        assert!(stats.sources[1].http_requests >= 1, "{stats:?}");
+        assert!(!stats.sources[1].failures.is_empty(), "{stats:?}");
+    }
 }

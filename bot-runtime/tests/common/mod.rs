@@ -1,6 +1,7 @@
 //! Helpers shared by the engine integration tests.
 #![allow(dead_code)]
 
+pub mod feed;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

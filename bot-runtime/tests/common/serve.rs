@@ -61,6 +61,18 @@ impl Runtime {
     /// token and `SSL_CERT_FILE` variables of the test's own environment are
     /// removed first). Returns once `/healthz` answers 200.
     pub fn start(dir: &Path, manifest: &Path, ledger_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(dir, manifest, ledger_url, env, &[])
+    }
+
+    /// As [`start`](Self::start), with `args` appended to the `serve`
+    /// command line (e.g. `--snapshot-interval 2s`).
+    pub fn start_with_args(
+        dir: &Path,
+        manifest: &Path,
+        ledger_url: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let port = free_port();
         std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
         let n = std::fs::read_dir(dir).unwrap().count();
@@ -85,6 +97,7 @@ impl Runtime {
             .arg(dir.join("reports"))
             .arg("--token-file")
             .arg(dir.join("token"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -113,6 +126,11 @@ impl Runtime {
     /// Everything the process logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
