@@ -680,14 +680,21 @@ fn runtime_container(input: &BuildInput, child: &str) -> Container {
 /// `marketData.source` is `Live`.
 fn live_api_key_env(spec: &paperbot_crds::BotSessionSpec) -> Vec<EnvVar> {
     let md = &spec.market_data;
-    let Some(live) = md
+    match md
         .live
         .as_ref()
         .filter(|_| md.source == paperbot_crds::MarketDataSource::Live)
-    else {
-        return Vec::new();
-    };
-    live.sources
+    {
+        Some(live) => api_key_env(&live.sources),
+        None => Vec::new(),
+    }
+}
+
+/// One `secretKeyRef` variable per live source with an API key Secret
+/// reference, named [`paperbot_crds::LiveSourceSpec::api_key_env`]
+/// (`PAPERBOT_LIVE_API_KEY_<NAME>`): the runtime's and the shared feed's.
+pub(crate) fn api_key_env(sources: &[paperbot_crds::LiveSourceSpec]) -> Vec<EnvVar> {
+    sources
         .iter()
         .filter_map(|s| {
             let r = s.api_key_secret_ref.as_ref()?;
@@ -707,13 +714,20 @@ fn live_api_key_env(spec: &paperbot_crds::BotSessionSpec) -> Vec<EnvVar> {
         .collect()
 }
 
-/// An HTTP GET probe on the `api` port: every `period` seconds, failing after
-/// `failures` misses in a row, each with a 2 s timeout.
+/// An HTTP GET probe of `path` on the runtime's `api` port (see
+/// [`http_probe_on`]).
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    http_probe_on("api", path, period, failures)
+}
+
+/// An HTTP GET probe of `path` on the container port named `port`: every
+/// `period` seconds, failing after `failures` misses in a row, each with a
+/// 2 s timeout.
+pub(crate) fn http_probe_on(port: &str, path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("api".into()),
+            port: IntOrString::String(port.into()),
             ..Default::default()
         }),
         period_seconds: Some(period),

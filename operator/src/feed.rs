@@ -69,9 +69,9 @@ use std::{
 use k8s_openapi::api::{
     apps::v1::{Deployment, DeploymentSpec},
     core::v1::{
-        ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-        HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector,
-        Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+        ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSpec,
+        PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume,
+        VolumeMount,
     },
 };
 use k8s_openapi::apimachinery::pkg::{
@@ -327,43 +327,6 @@ pub fn feed_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// One `secretKeyRef` variable per source with an API key Secret reference,
-/// named [`LiveSourceSpec::api_key_env`] (as in runtime pods).
-fn api_key_env(sources: &[LiveSourceSpec]) -> Vec<EnvVar> {
-    sources
-        .iter()
-        .filter_map(|s| {
-            let r = s.api_key_secret_ref.as_ref()?;
-            Some(EnvVar {
-                name: s.api_key_env(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: r.name.clone(),
-                        key: r.key.clone(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        })
-        .collect()
-}
-
-fn probe(path: &str, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
-        ..Default::default()
-    }
-}
-
 /// Build the ConfigMap, Deployment and Service of `group` with the runtime
 /// image and extra labels of `runtime` and the replicas and resources of
 /// `feed`.
@@ -412,7 +375,7 @@ pub fn build_feed(
         }),
         ..Default::default()
     };
-    let env = api_key_env(&group.file.sources);
+    let env = crate::builders::api_key_env(&group.file.sources);
     let container = Container {
         name: FEED_CONTAINER.into(),
         image: Some(runtime.image.clone()),
@@ -437,8 +400,8 @@ pub fn build_feed(
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        readiness_probe: Some(probe("/readyz", 5, 3)),
-        liveness_probe: Some(probe("/healthz", 10, 6)),
+        readiness_probe: Some(crate::builders::http_probe_on("http", "/readyz", 5, 3)),
+        liveness_probe: Some(crate::builders::http_probe_on("http", "/healthz", 10, 6)),
         resources: Some(feed.resources.clone()),
         security_context: Some(crate::builders::container_security_context()),
         volume_mounts: Some(vec![
@@ -971,7 +934,9 @@ mod tests {
             Some(crate::builders::pod_security_context())
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
-        let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone()
+        };
         assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
         assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
         assert_eq!(
