@@ -25,10 +25,9 @@ use std::{
 };
 
 use axum::{Router, extract::Query, http::HeaderMap};
-use bot_runtime::ledger::{self, LedgerStore, records::LedgerBatch};
 use common::{
     feed::{FeedProcess, SYMBOLS},
-    serve::{DEADLINE, Runtime},
+    serve::{DEADLINE, Runtime, assert_accounting_exact, records},
 };
 use rust_decimal::Decimal;
 
@@ -172,29 +171,6 @@ fn until(what: &str, f: impl Fn() -> bool) {
         assert!(t0.elapsed() < DEADLINE, "waited in vain for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Every record of session `id` in the SQLite ledger at `path`.
-fn records(path: &Path, id: &str) -> LedgerBatch {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(async {
-            let url = path.display().to_string();
-            let l = ledger::open(&url)
-                .await
-                .unwrap_or_else(|e| panic!("open the ledger {url}: {e}"));
-            let mut all = LedgerBatch::default();
-            l.read_records(id, 4096, &mut |b| {
-                all.append(b);
-                Ok(())
-            })
-            .await
-            .unwrap_or_else(|e| panic!("read the ledger {url}: {e}"));
-            l.close().await;
-            all
-        })
 }
 
 /// A `field` in KiB of process `pid`'s `/proc/<pid>/<file>` (lines such as
@@ -466,7 +442,7 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
     let initial = Decimal::from(100_000);
     let (mut decisions, mut snapshots, mut round_trips) = (0usize, 0usize, 0usize);
     for (db, id) in dbs.iter().zip(&ids) {
-        let recs = records(db, id);
+        let recs = records(&db.display().to_string(), id);
         // Every candle of the session had all 9 prices: each symbol has a
         // decision at every candle time (but the last, which SIGTERM may
         // cut between two symbols of the same time).
@@ -504,21 +480,7 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
                 d.price
             );
         }
-        assert!(!recs.snapshots.is_empty(), "{id} stored no snapshot");
-        for snap in &recs.snapshots {
-            assert_eq!(
-                snap.cash + snap.position_value,
-                snap.equity,
-                "{id} at {}",
-                snap.time
-            );
-            assert_eq!(
-                initial + snap.realized_pnl + snap.unrealized_pnl,
-                snap.equity,
-                "{id} at {}",
-                snap.time
-            );
-        }
+        assert_accounting_exact(id, &recs, initial);
         decisions += recs.decisions.len();
         snapshots += recs.snapshots.len();
         round_trips += recs.round_trips.len();

@@ -27,8 +27,7 @@ use axum::{
     http::{StatusCode, Uri},
     response::IntoResponse,
 };
-use bot_runtime::ledger::{self, LedgerStore, records::LedgerBatch};
-use common::serve::{DEADLINE, Runtime};
+use common::serve::{DEADLINE, Runtime, assert_accounting_exact, records};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -195,25 +194,6 @@ fn klines_body(query: &str) -> String {
 /// The CoinGecko source's API key, as the operator would pass it.
 const KEYS: &[(&str, &str)] = &[("PAPERBOT_LIVE_API_KEY_GECKO", "demo-key")];
 
-fn records(url: &str, id: &str) -> LedgerBatch {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let l = ledger::open(url).await.unwrap();
-            let mut all = LedgerBatch::default();
-            l.read_records(id, 4096, &mut |b| {
-                all.append(b);
-                Ok(())
-            })
-            .await
-            .unwrap();
-            l.close().await;
-            all
-        })
-}
-
 fn breaker<'a>(s: &'a Value, name: &str) -> &'a Value {
     s["breakers"]
         .as_array()
@@ -278,21 +258,48 @@ fn manifest_with(dir: &Path, settings: &str, sources: &str) -> PathBuf {
     path
 }
 
+/// The session `live` of [`manifest`] over a CoinGecko-shaped and a
+/// Binance-shaped upstream, its ledger in a temporary directory.
+struct TwoSources {
+    /// Serves the upstreams; dropped last.
+    _net: tokio::runtime::Runtime,
+    gecko: Arc<Upstream>,
+    binance: Arc<Upstream>,
+    dir: tempfile::TempDir,
+    url: String,
+    manifest: PathBuf,
+}
+
+impl TwoSources {
+    fn start() -> Self {
+        let net = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let gecko = start_upstream(&net, false);
+        let binance = start_upstream(&net, true);
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("ledger.db").display().to_string();
+        let manifest = manifest(dir.path(), &gecko.url, &binance.url);
+        Self {
+            _net: net,
+            gecko,
+            binance,
+            dir,
+            url,
+            manifest,
+        }
+    }
+}
+
 #[test]
 fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
-    let net = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let gecko = start_upstream(&net, false);
-    let binance = start_upstream(&net, true);
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().join("ledger.db").display().to_string();
-    let m = manifest(dir.path(), &gecko.url, &binance.url);
+    let t = TwoSources::start();
+    let (gecko, binance, dir, url, m) = (&t.gecko, &t.binance, &t.dir, &t.url, &t.manifest);
 
     // 1. Trades on candles built from the preferred source's prices.
-    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
+    let rt = Runtime::start(dir.path(), m, url, KEYS);
     let s = rt.wait_for("a live round trip", |s| s["roundTrips"].as_u64() >= Some(1));
     assert_eq!(s["phase"], "Running", "{s:#}");
     assert!(gecko.hits() > 0, "the preferred source was polled");
@@ -467,9 +474,9 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
     // 4. kill -9 mid-run; 12 s later a new process resumes the same session
     // on the wall clock, and the missed time is a recorded data gap.
     rt.kill9();
-    let before = records(&url, &session_id);
+    let before = records(url, &session_id);
     std::thread::sleep(Duration::from_secs(12));
-    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
+    let rt = Runtime::start(dir.path(), m, url, KEYS);
     let s = rt.wait_for("the resumed session to trade live candles", |s| {
         s["sessionId"] == session_id.as_str() && s["candles"].as_u64() > Some(killed_at)
     });
@@ -479,7 +486,7 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
     });
     rt.terminate();
 
-    let recs = records(&url, &session_id);
+    let recs = records(url, &session_id);
     assert!(
         recs.trades.len() >= 2,
         "trades recorded: {}",
@@ -517,23 +524,7 @@ fn live_session_trades_fails_over_records_gaps_and_resumes_after_kill_9() {
         "the breaker recovered: {:?}",
         recs.breaker_events
     );
-    // The accounting invariant, exactly, at every snapshot.
-    assert!(!recs.snapshots.is_empty());
-    let initial = Decimal::from(100_000);
-    for snap in &recs.snapshots {
-        assert_eq!(
-            snap.cash + snap.position_value,
-            snap.equity,
-            "at {}",
-            snap.time
-        );
-        assert_eq!(
-            initial + snap.realized_pnl + snap.unrealized_pnl,
-            snap.equity,
-            "at {}",
-            snap.time
-        );
-    }
+    assert_accounting_exact("live", &recs, Decimal::from(100_000));
     // An interrupted (SIGTERM) serve takes no final snapshot, so the last
     // stored snapshot may predate the last round trips: no sum check here.
     assert!(!recs.round_trips.is_empty(), "round trips recorded");
@@ -630,17 +621,9 @@ fn klines_warm_up_lets_a_new_live_session_decide_on_its_first_candle() {
 /// and no trade was made at a spiked price.
 #[test]
 fn every_upstream_failure_fails_over_and_hands_back_with_the_ledger_exact() {
-    let net = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let gecko = start_upstream(&net, false);
-    let binance = start_upstream(&net, true);
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().join("ledger.db").display().to_string();
-    let m = manifest(dir.path(), &gecko.url, &binance.url);
-    let rt = Runtime::start(dir.path(), &m, &url, KEYS);
+    let t = TwoSources::start();
+    let (gecko, binance, dir, url, m) = (&t.gecko, &t.binance, &t.dir, &t.url, &t.manifest);
+    let rt = Runtime::start(dir.path(), m, url, KEYS);
     let s = rt.wait_for("live candles", |s| s["candles"].as_u64() >= Some(2));
     let session_id = s["sessionId"].as_str().unwrap().to_string();
 
@@ -725,23 +708,8 @@ fn every_upstream_failure_fails_over_and_hands_back_with_the_ledger_exact() {
     });
     rt.terminate();
 
-    let recs = records(&url, &session_id);
-    let initial = Decimal::from(100_000);
-    assert!(!recs.snapshots.is_empty());
-    for snap in &recs.snapshots {
-        assert_eq!(
-            snap.cash + snap.position_value,
-            snap.equity,
-            "at {}",
-            snap.time
-        );
-        assert_eq!(
-            initial + snap.realized_pnl + snap.unrealized_pnl,
-            snap.equity,
-            "at {}",
-            snap.time
-        );
-    }
+    let recs = records(url, &session_id);
+    assert_accounting_exact("live", &recs, Decimal::from(100_000));
     // Prices are 99–103; a spiked one (198–206) must never reach a trade.
     assert!(
         recs.trades

@@ -7,222 +7,20 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::Command,
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use bot_runtime::ledger::{self, LedgerStore, SessionInfo, records::LedgerBatch};
+use bot_runtime::ledger::{self, LedgerStore, SessionInfo};
+use common::serve::{DEADLINE, Runtime, block_on, free_port, read_records, records};
 use paperbot_testkit::PostgresServer;
 use serde_json::{Value, json};
-
-const TOKEN: &str = "s3cret-token";
-
-/// Long enough for a slow, shared machine; nothing here should need it.
-const DEADLINE: Duration = Duration::from_secs(120);
 
 fn postgres() -> &'static PostgresServer {
     static SERVER: OnceLock<PostgresServer> = OnceLock::new();
     SERVER.get_or_init(|| PostgresServer::start().expect("start a PostgreSQL server for the tests"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
-/// One HTTP/1.1 request; returns the status code and the body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the runtime's API");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let body = body.unwrap_or("");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {raw:?}"));
-    (code, rest.to_string())
-}
-
-/// A `bot-runtime serve` process.
-struct Runtime {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Runtime {
-    /// Start `serve` on `manifest` into `ledger_url`, and wait until its API
-    /// answers.
-    fn start(dir: &Path, manifest: &Path, ledger_url: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-        let n = std::fs::read_dir(dir).unwrap().count();
-        let log = dir.join(format!("serve-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_bot-runtime"))
-            .env("RUST_LOG", "info")
-            .env_remove("DATABASE_URL")
-            .env_remove("PAPERBOT_LEDGER")
-            .env_remove("PAPERBOT_API_TOKEN")
-            .arg("serve")
-            .arg("-f")
-            .arg(manifest)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", "none", "--ledger", ledger_url])
-            .arg("--report-dir")
-            .arg(dir.join("reports"))
-            .arg("--token-file")
-            .arg(dir.join("token"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn bot-runtime serve");
-        let mut rt = Self { child, port, log };
-        let t0 = Instant::now();
-        loop {
-            if let Ok(Some(status)) = rt.child.try_wait() {
-                panic!(
-                    "serve exited ({status}) before answering:\n{}",
-                    rt.log_text()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && http(port, "GET", "/healthz", None, None).0 == 200
-            {
-                // Probes are open; the session's routes need its token.
-                let (code, body) = http(port, "GET", "/v1/status", None, None);
-                assert_eq!(code, 401, "{body}");
-                let (code, body) = http(port, "GET", "/v1/status", Some("wrong"), None);
-                assert_eq!(code, 403, "{body}");
-                return rt;
-            }
-            assert!(
-                t0.elapsed() < DEADLINE,
-                "the API never answered:\n{}",
-                rt.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// GET with the token (read routes need it unless `--open-reads`).
-    fn get(&self, path: &str) -> (u16, String) {
-        http(self.port, "GET", path, Some(TOKEN), None)
-    }
-
-    fn status(&self) -> Value {
-        let (code, body) = self.get("/v1/status");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// POST with the token; the answer as JSON.
-    fn post(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let body = body.map(Value::to_string);
-        let (code, text) = http(self.port, "POST", path, Some(TOKEN), body.as_deref());
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Poll the status until `f` holds.
-    fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let t0 = Instant::now();
-        loop {
-            let s = self.status();
-            if f(&s) {
-                return s;
-            }
-            assert!(
-                t0.elapsed() < DEADLINE,
-                "waited in vain for {what}; last status: {s:#}\nlog:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
-    }
-
-    fn wait_exit(&mut self, what: &str) -> ExitStatus {
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t0.elapsed() < DEADLINE,
-                "serve did not exit {what}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM; the process must exit 0.
-    fn terminate(mut self) {
-        self.signal(libc::SIGTERM);
-        let status = self.wait_exit("after SIGTERM");
-        assert!(
-            status.success(),
-            "exit after SIGTERM: {status}\n{}",
-            self.log_text()
-        );
-    }
-
-    /// `kill -9`.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 /// Every stored session of the ledger, newest first.
@@ -233,24 +31,6 @@ fn sessions(url: &str) -> Vec<SessionInfo> {
         l.close().await;
         s
     })
-}
-
-/// Every committed record of session `id`.
-fn records(url: &str, id: &str) -> LedgerBatch {
-    block_on(read_records(url, id))
-}
-
-async fn read_records(url: &str, id: &str) -> LedgerBatch {
-    let l = ledger::open(url).await.unwrap();
-    let mut all = LedgerBatch::default();
-    l.read_records(id, 4096, &mut |b| {
-        all.append(b);
-        Ok(())
-    })
-    .await
-    .unwrap();
-    l.close().await;
-    all
 }
 
 /// `promtool check metrics` finds nothing to say about `text`.
@@ -511,7 +291,7 @@ fn pause_stops_entries_but_a_stop_loss_still_exits_and_survives_a_restart() {
     assert_eq!(stored[0].phase, "Interrupted");
 
     // Restarted as fast as possible: it resumes paused and runs to the end.
-    let rt = Runtime::start(dir.path(), &m, &url, &["--speed", "max"]);
+    let rt = Runtime::start_with_args(dir.path(), &m, &url, &[], &["--speed", "max"]);
     let fin = rt.wait_for("the end", |s| s["phase"] == "Completed");
     assert_eq!(
         count_open(&fin),
@@ -739,7 +519,7 @@ fn reload_keeps_positions_and_cash_and_survives_kill_9_and_resume() {
 
     // Asked to, a resume adopts the manifest's StrategyConfig as a reload
     // (here: back to the first one), and a later resume then takes it.
-    let rt = Runtime::start(dir.path(), &m, &url, &["--adopt-manifest-strategy"]);
+    let rt = Runtime::start_with_args(dir.path(), &m, &url, &[], &["--adopt-manifest-strategy"]);
     let s = rt.wait_for("the resumed session", |s| s["phase"] == "Running");
     assert!(s.get("strategyRevision").is_none(), "{s:#}");
     assert!(
@@ -947,7 +727,7 @@ fn a_ledger_outage_makes_the_runtime_unready_until_the_database_is_back() {
         "outage",
         SIMULATED,
     );
-    let rt = Runtime::start(dir.path(), &m, &url, &["--ledger-retry-timeout", "0s"]);
+    let rt = Runtime::start_with_args(dir.path(), &m, &url, &[], &["--ledger-retry-timeout", "0s"]);
     let up = rt.wait_for("trading", |s| {
         s["ready"] == true && s["candles"].as_u64() >= Some(2)
     });

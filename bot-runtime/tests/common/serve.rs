@@ -7,10 +7,12 @@ use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
+use bot_runtime::ledger::{self, LedgerStore, records::LedgerBatch};
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 /// The bearer token the served API is given.
@@ -26,14 +28,24 @@ pub fn free_port() -> u16 {
         .expect("a free local port")
 }
 
-/// One HTTP/1.1 GET with the token; status code and body.
-pub fn get(port: u16, path: &str) -> (u16, String) {
+/// One HTTP/1.1 request to the runtime's API on `port`, with `token` as the
+/// bearer token when given and `body` as JSON; the status code and the body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the runtime's API");
     s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = String::new();
@@ -45,6 +57,61 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {raw:?}"));
     (code, rest.to_string())
+}
+
+/// One HTTP/1.1 GET with the token; status code and body.
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    http(port, "GET", path, Some(TOKEN), None)
+}
+
+/// Run `f` to completion on a fresh current-thread tokio runtime.
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Every committed record of session `id` in the ledger at `url`.
+pub fn records(url: &str, id: &str) -> LedgerBatch {
+    block_on(read_records(url, id))
+}
+
+/// [`records`], for async tests.
+pub async fn read_records(url: &str, id: &str) -> LedgerBatch {
+    let l = ledger::open(url).await.unwrap();
+    let mut all = LedgerBatch::default();
+    l.read_records(id, 4096, &mut |b| {
+        all.append(b);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    l.close().await;
+    all
+}
+
+/// The accounting invariant, exactly, at every stored snapshot of `recs`
+/// (of an account that started with `initial`): cash + position value =
+/// equity = initial + realized P&L + unrealized P&L. `what` names the
+/// session in the failure message. At least one snapshot is required.
+pub fn assert_accounting_exact(what: &str, recs: &LedgerBatch, initial: Decimal) {
+    assert!(!recs.snapshots.is_empty(), "{what}: no snapshot stored");
+    for snap in &recs.snapshots {
+        assert_eq!(
+            snap.cash + snap.position_value,
+            snap.equity,
+            "{what}: cash + position value at {}",
+            snap.time
+        );
+        assert_eq!(
+            initial + snap.realized_pnl + snap.unrealized_pnl,
+            snap.equity,
+            "{what}: initial + P&L at {}",
+            snap.time
+        );
+    }
 }
 
 /// A `bot-runtime serve` process.
@@ -111,7 +178,14 @@ impl Runtime {
                     rt.log_text()
                 );
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/healthz").0 == 200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(port, "GET", "/healthz", None, None).0 == 200
+            {
+                // Probes are open; the session's routes need its token.
+                let (code, body) = http(port, "GET", "/v1/status", None, None);
+                assert_eq!(code, 401, "{body}");
+                let (code, body) = http(port, "GET", "/v1/status", Some("wrong"), None);
+                assert_eq!(code, 403, "{body}");
                 return rt;
             }
             assert!(
@@ -136,6 +210,22 @@ impl Runtime {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// GET `path` with the token; status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        get(self.port, path)
+    }
+
+    /// POST `body` (JSON) to `path` with the token; the status code and
+    /// the answer as JSON (a JSON string when it is not JSON).
+    pub fn post(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let body = body.map(Value::to_string);
+        let (code, text) = http(self.port, "POST", path, Some(TOKEN), body.as_deref());
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// `GET /v1/status`, which must answer 200.
@@ -192,11 +282,32 @@ impl Runtime {
         self.child.wait().unwrap();
     }
 
+    /// Send signal `sig` to the process.
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+    }
+
+    /// Wait until the process exits (`what` names the wait in a failure).
+    pub fn wait_exit(&mut self, what: &str) -> ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < DEADLINE,
+                "serve did not exit {what}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM; the process must exit successfully.
     pub fn terminate(mut self) {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = self.child.wait().unwrap();
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit("after SIGTERM");
         assert!(
             status.success(),
             "exit after SIGTERM: {status}\n{}",

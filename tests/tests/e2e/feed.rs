@@ -17,7 +17,7 @@ use paperbot_operator::{
     ledger::LedgerSettings,
 };
 
-use crate::operator::{Operator, base_context};
+use crate::operator::{Operator, base_context, eventually};
 
 const OBJECTS: &str = r#"apiVersion: paperbot.io/v1alpha1
 kind: PaperAccount
@@ -61,21 +61,6 @@ spec:
 fn jsonpath(cp: &ControlPlane, ns: &str, what: &str, path: &str) -> String {
     let out = cp.kubectl(&["get", "-n", ns, what, "-o", &format!("jsonpath={path}")]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Poll `f` every 250 ms until it returns Some, failing after `secs`.
-async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Names of the feed objects of `kind` in `ns`.
