@@ -13,20 +13,21 @@ use std::{
     time::Duration,
 };
 
-use paperbot_crds::{MarketDataSource, SignalsSpec};
+use paperbot_crds::{MarketDataSource, ReplayFormat, SignalsSpec};
 
 use crate::{
-    config::SessionPlan,
+    config::{ReplaySource, SessionPlan},
     market::{
         csv::{DataError, FileSummary, scan_candle_file},
         simulated::GbmParams,
+        ticks::scan_trade_file,
     },
     signals::SignalSet,
     types::Timestamp,
 };
 
 /// Validate every replay file of `plan` in full (every row, see
-/// [`scan_candle_file`]), several files at once on up to as many threads as
+/// [`scan_candle_file`] and, for trade files, [`scan_trade_file`]), several files at once on up to as many threads as
 /// the machine has cores.
 ///
 /// Returns one summary per entry of [`SessionPlan::replay`], in the same
@@ -54,7 +55,7 @@ pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataErr
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = files.get(i) else { break };
-                        done.push((i, scan_candle_file(&r.path, r.interval_ms)));
+                        done.push((i, scan_replay_file(r)));
                     }
                     done
                 })
@@ -82,6 +83,25 @@ pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataErr
             })
         })
         .collect()
+}
+
+/// Scan one replay file: a candle file in full ([`scan_candle_file`]), or a
+/// trade file in full with the candles it makes ([`scan_trade_file`]).
+fn scan_replay_file(r: &ReplaySource) -> Result<FileSummary, DataError> {
+    match (r.format, r.interval_ms) {
+        (ReplayFormat::Candles, interval_ms) => scan_candle_file(&r.path, interval_ms),
+        (ReplayFormat::Trades, Some(interval_ms)) => {
+            scan_trade_file(&r.path, interval_ms).map(|s| s.candles)
+        }
+        // The manifest rules require the interval of a trade file.
+        (ReplayFormat::Trades, None) => Err(DataError {
+            file: r.path.clone(),
+            line: 0,
+            reason: "a trade file needs an interval to aggregate its trades into (expected \
+                     e.g. interval: 1m)"
+                .into(),
+        }),
+    }
 }
 
 /// Which token list keeps a symbol from trading.
