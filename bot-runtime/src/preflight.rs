@@ -357,30 +357,45 @@ pub fn warnings(plan: &SessionPlan, scans: &[FileSummary]) -> Vec<Warning> {
     out
 }
 
-/// One replay file as `validate` shows it: path, rows, interval and period.
+/// One replay file as `validate` shows it: path, rows (or, for a trade
+/// file, the candles its trades make), interval and period.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileReport {
     /// The file.
     pub path: PathBuf,
     /// The symbol it holds.
     pub symbol: String,
-    /// What the scan found.
+    /// What the file holds (candles, or trades aggregated into candles).
+    pub format: ReplayFormat,
+    /// What the scan found (for a trade file: the candles its trades make).
     pub summary: FileSummary,
 }
 
 impl fmt::Display for FileReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.summary;
-        write!(
-            f,
-            "{} ({}): {} rows, {} candles, {} to {}",
-            self.path.display(),
-            self.symbol,
-            s.rows,
-            human_ms(s.interval_ms),
-            s.first,
-            s.last
-        )?;
+        match self.format {
+            ReplayFormat::Candles => write!(
+                f,
+                "{} ({}): {} rows, {} candles, {} to {}",
+                self.path.display(),
+                self.symbol,
+                s.rows,
+                human_ms(s.interval_ms),
+                s.first,
+                s.last
+            )?,
+            ReplayFormat::Trades => write!(
+                f,
+                "{} ({}): trades making {} {} candles, {} to {}",
+                self.path.display(),
+                self.symbol,
+                s.rows,
+                human_ms(s.interval_ms),
+                s.first,
+                s.last
+            )?,
+        }
         if s.missing_intervals > 0 {
             write!(f, ", {} missing intervals", s.missing_intervals)?;
         }
@@ -458,6 +473,7 @@ pub fn check(plan: &SessionPlan) -> Result<Preflight, DataError> {
         .map(|(r, s)| FileReport {
             path: r.path.clone(),
             symbol: plan.symbols.get(r.symbol).cloned().unwrap_or_default(),
+            format: r.format,
             summary: *s,
         })
         .collect();
