@@ -427,6 +427,22 @@ fn cli_refuses_a_bad_trade_file_and_leaves_the_output_untouched() {
     );
 }
 
+/// A trade file given as a candle file says how to use it.
+#[test]
+fn a_trade_file_given_as_candles_gets_a_hint() {
+    let e = scan_candle_file(&fixture("trades.csv"), None).unwrap_err();
+    assert_eq!(
+        (e.line, e.reason.as_str()),
+        (
+            1,
+            "header is \"timestamp,price,quantity,side\" (expected exactly \
+             \"timestamp,open,high,low,close,volume\"): this is a trade file; replay it with \
+             format: Trades and an interval, or aggregate it with `bot-runtime data candles \
+             --interval 1m IN OUT`"
+        )
+    );
+}
+
 /// The shared XRP/ETH trades aggregated to 1m are the shared XRP/ETH 1m
 /// candles, value for value (the data README's own check, redone here).
 #[test]
@@ -674,4 +690,90 @@ fn a_bad_trade_file_fails_validate_and_run_before_trading() {
         !tmp.path().join("ledger.db").exists(),
         "nothing was recorded"
     );
+}
+
+mod fuzz {
+    //! No trade file panics the reader: arbitrary rows give `Ok` or an error
+    //! naming the file and a line; what is accepted makes consistent candles.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (1u64..1_000_000, 0u32..8).prop_map(|(m, s)| rust_decimal::Decimal::new(m as i64, s).to_string()),
+            1 => "[0-9]{1,30}(\\.[0-9]{1,30})?",
+            1 => prop_oneof![
+                Just("0"), Just("-1"), Just("NaN"), Just("1e3"), Just(""), Just("+5"),
+                Just("1000000000000000001"), Just("0.0000000000001"), Just("79228162514264337593543950336"),
+            ].prop_map(str::to_string),
+        ]
+    }
+
+    fn time(second: u32) -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => (0u32..1000).prop_map(move |ms| format!(
+                "2024-08-08T23:{:02}:{:02}.{ms:03}Z", second / 60 % 60, second % 60
+            )),
+            1 => prop_oneof![
+                Just("9999-12-31T23:59:59.999Z"), Just("0000-01-01T00:00:00Z"),
+                Just("2024-08-08T23:59:60Z"), Just("2024-08-08T23:00:00.0001Z"),
+                Just("2024-08-08T23:00:00+01:00"), Just("1723161560250"),
+            ].prop_map(str::to_string),
+        ]
+    }
+
+    fn row(second: u32) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            8 => (time(second), number(), number(), prop_oneof![Just("buy"), Just("sell"), Just("BUY"), Just("")])
+                .prop_map(|(t, p, q, s)| format!("{t},{p},{q},{s}").into_bytes()),
+            1 => proptest::collection::vec(number(), 0..7).prop_map(|v| v.join(",").into_bytes()),
+            1 => proptest::collection::vec(any::<u8>(), 0..50),
+        ]
+    }
+
+    fn file() -> impl Strategy<Value = Vec<u8>> {
+        (1usize..20)
+            .prop_flat_map(|n| (0..n as u32).map(|i| row(i * 7)).collect::<Vec<_>>())
+            .prop_map(|rows| {
+                let mut out = TRADE_FILE_HEADER.as_bytes().to_vec();
+                for r in rows {
+                    out.push(b'\n');
+                    out.extend_from_slice(&r);
+                }
+                out
+            })
+    }
+
+    use bot_runtime::market::TRADE_FILE_HEADER;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_trade_file_gives_ok_or_a_located_error(bytes in file(), interval in prop_oneof![Just(1i64), Just(1_000), Just(60_000), Just(86_400_000)]) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("t.csv");
+            fs::write(&p, &bytes).unwrap();
+            match scan_trade_file(&p, interval) {
+                Err(e) => {
+                    prop_assert_eq!(&e.file, &p);
+                    prop_assert!(e.line >= 2 || e.reason.starts_with("no trade rows"), "{}", e);
+                }
+                Ok(s) => {
+                    let trades: Vec<Trade> = TradeReader::open(&p).unwrap().map(Result::unwrap).collect();
+                    let candles = trade_candles(&p, interval);
+                    prop_assert_eq!(s.trades as usize, trades.len());
+                    prop_assert_eq!(s.candles.rows as usize, candles.len());
+                    prop_assert!(candles.len() <= trades.len());
+                    for c in &candles {
+                        prop_assert!(c.low <= c.open.min(c.close) && c.open.max(c.close) <= c.high);
+                        prop_assert_eq!(c.open_time.0.rem_euclid(interval), 0);
+                    }
+                    let volume: rust_decimal::Decimal = trades.iter().map(|t| t.quantity).sum();
+                    let candle_volume: rust_decimal::Decimal = candles.iter().map(|c| c.volume).sum();
+                    prop_assert_eq!(volume, candle_volume);
+                }
+            }
+        }
+    }
 }

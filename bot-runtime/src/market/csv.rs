@@ -296,9 +296,19 @@ pub(crate) struct LineSource {
 }
 
 impl LineSource {
-    /// Open a candle file and check its header.
+    /// Open a candle file and check its header. A trade file's header
+    /// gets a hint on how to use it.
     fn open(path: &Path) -> Result<Self, DataError> {
-        Self::open_as(path, HEADER, "a candle CSV file", "candle rows")
+        Self::open_as(path, HEADER, "a candle CSV file", "candle rows").map_err(|mut e| {
+            let trades = super::ticks::TRADE_FILE_HEADER;
+            if e.line == 1 && e.reason.starts_with(&format!("header is \"{trades}\"")) {
+                e.reason.push_str(
+                    ": this is a trade file; replay it with format: Trades and an interval, or \
+                     aggregate it with `bot-runtime data candles --interval 1m IN OUT`",
+                );
+            }
+            e
+        })
     }
 
     /// Open `path` and check that its first line is exactly `header`
