@@ -12,8 +12,8 @@ use std::{
 
 use paperbot_crds::{
     API_VERSION, BotSession, BotSessionSpec, FieldError, LiveSourceKind, LiveSpec,
-    MarketDataSource, PaperAccount, PaperAccountSpec, StrategyConfig, StrategyConfigSpec,
-    VolumeUnit, WarmUp,
+    MarketDataSource, PaperAccount, PaperAccountSpec, ReplayFormat, StrategyConfig,
+    StrategyConfigSpec, VolumeUnit, WarmUp,
 };
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -166,6 +166,9 @@ pub struct ReplaySource {
     pub interval_ms: Option<i64>,
     /// Unit of the volume column.
     pub volume_unit: VolumeUnit,
+    /// Candles, or trades aggregated into candles of `interval_ms` (then
+    /// always given: the manifest rules require it).
+    pub format: ReplayFormat,
 }
 
 /// Live market data settings of a session (`spec.marketData.live`), in the
@@ -651,6 +654,7 @@ pub fn plan_sessions(m: &Manifests) -> Result<Vec<SessionPlan>, ConfigError> {
                     path,
                     interval_ms: f.interval.map(|i| i.as_millis_i64()),
                     volume_unit: f.volume_unit,
+                    format: f.format,
                 });
             }
         }

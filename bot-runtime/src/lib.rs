@@ -11,6 +11,7 @@ pub mod api;
 pub mod autopilot;
 pub mod breakers;
 pub mod config;
+pub mod data_cli;
 pub mod engine;
 pub mod execution;
 pub mod feed;

@@ -2,7 +2,8 @@
 //! one as a long-lived service with an HTTP API (`serve`, what the
 //! operator's pods run), backtest a strategy on candle files (`backtest`),
 //! check manifests (`validate`),
-//! inspect and close the sessions of a ledger (`sessions`), and regenerate a
+//! inspect and close the sessions of a ledger (`sessions`), aggregate trade
+//! files into candle files (`data candles`), and regenerate a
 //! session's report from the ledger alone (`report`).
 
 use std::{
@@ -23,8 +24,8 @@ use bot_runtime::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use paperbot_crds::{
     BotSessionSpec, DecimalString, DesiredState, DurationString, ExecutionSpec, MarketDataSource,
-    MarketDataSpec, ObjectRef, PaperAccountSpec, ReplayFile, ReplaySpec, SlippageSpec, Speed,
-    StrategyConfig, VolumeUnit,
+    MarketDataSpec, ObjectRef, PaperAccountSpec, ReplayFile, ReplayFormat, ReplaySpec,
+    SlippageSpec, Speed, StrategyConfig, VolumeUnit,
 };
 
 /// paperbot's bot runtime: paper-trade strategies on recorded or simulated markets.
@@ -134,6 +135,11 @@ enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Convert market data files.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Regenerate a session's report directory from the ledger alone.
     Report {
         #[command(flatten)]
@@ -144,6 +150,23 @@ enum Command {
         /// Directory to write the report into (created; files replaced).
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Aggregate a trade file (`timestamp,price,quantity,side`) into a
+    /// candle CSV file (`timestamp,open,high,low,close,volume`): candles on
+    /// the UTC grid of the interval, no candle for an interval without
+    /// trades. OUT is replaced only once the whole input is valid.
+    Candles {
+        /// Candle length, e.g. `1m`, `5m`, `1h`, `1d`.
+        #[arg(long)]
+        interval: DurationString,
+        /// The trade CSV file.
+        input: PathBuf,
+        /// The candle CSV file to write (replaced).
+        output: PathBuf,
     },
 }
 
@@ -441,6 +464,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::Feed(args) => feed(args),
+        Command::Data {
+            command:
+                DataCommand::Candles {
+                    interval,
+                    input,
+                    output,
+                },
+        } => {
+            let written = bot_runtime::data_cli::candles_from_trades(
+                &input,
+                &output,
+                interval.as_millis_i64(),
+            )?;
+            println!("{written}");
+            Ok(())
+        }
         Command::Sessions { ledger, command } => with_runtime(async move {
             let url = ledger.url();
             let mut store = ledger::open(&url).await?;
@@ -567,6 +606,7 @@ fn backtest_plan(
             path: std::path::absolute(&path)?.display().to_string(),
             interval: None,
             volume_unit: unit,
+            format: ReplayFormat::Candles,
         });
     }
     let account = PaperAccountSpec {

@@ -13,20 +13,21 @@ use std::{
     time::Duration,
 };
 
-use paperbot_crds::{MarketDataSource, SignalsSpec};
+use paperbot_crds::{MarketDataSource, ReplayFormat, SignalsSpec};
 
 use crate::{
-    config::SessionPlan,
+    config::{ReplaySource, SessionPlan},
     market::{
         csv::{DataError, FileSummary, scan_candle_file},
         simulated::GbmParams,
+        ticks::scan_trade_file,
     },
     signals::SignalSet,
     types::Timestamp,
 };
 
 /// Validate every replay file of `plan` in full (every row, see
-/// [`scan_candle_file`]), several files at once on up to as many threads as
+/// [`scan_candle_file`] and, for trade files, [`scan_trade_file`]), several files at once on up to as many threads as
 /// the machine has cores.
 ///
 /// Returns one summary per entry of [`SessionPlan::replay`], in the same
@@ -54,7 +55,7 @@ pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataErr
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = files.get(i) else { break };
-                        done.push((i, scan_candle_file(&r.path, r.interval_ms)));
+                        done.push((i, scan_replay_file(r)));
                     }
                     done
                 })
@@ -82,6 +83,25 @@ pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataErr
             })
         })
         .collect()
+}
+
+/// Scan one replay file: a candle file in full ([`scan_candle_file`]), or a
+/// trade file in full with the candles it makes ([`scan_trade_file`]).
+fn scan_replay_file(r: &ReplaySource) -> Result<FileSummary, DataError> {
+    match (r.format, r.interval_ms) {
+        (ReplayFormat::Candles, interval_ms) => scan_candle_file(&r.path, interval_ms),
+        (ReplayFormat::Trades, Some(interval_ms)) => {
+            scan_trade_file(&r.path, interval_ms).map(|s| s.candles)
+        }
+        // The manifest rules require the interval of a trade file.
+        (ReplayFormat::Trades, None) => Err(DataError {
+            file: r.path.clone(),
+            line: 0,
+            reason: "a trade file needs an interval to aggregate its trades into (expected \
+                     e.g. interval: 1m)"
+                .into(),
+        }),
+    }
 }
 
 /// Which token list keeps a symbol from trading.
@@ -337,30 +357,45 @@ pub fn warnings(plan: &SessionPlan, scans: &[FileSummary]) -> Vec<Warning> {
     out
 }
 
-/// One replay file as `validate` shows it: path, rows, interval and period.
+/// One replay file as `validate` shows it: path, rows (or, for a trade
+/// file, the candles its trades make), interval and period.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileReport {
     /// The file.
     pub path: PathBuf,
     /// The symbol it holds.
     pub symbol: String,
-    /// What the scan found.
+    /// What the file holds (candles, or trades aggregated into candles).
+    pub format: ReplayFormat,
+    /// What the scan found (for a trade file: the candles its trades make).
     pub summary: FileSummary,
 }
 
 impl fmt::Display for FileReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.summary;
-        write!(
-            f,
-            "{} ({}): {} rows, {} candles, {} to {}",
-            self.path.display(),
-            self.symbol,
-            s.rows,
-            human_ms(s.interval_ms),
-            s.first,
-            s.last
-        )?;
+        match self.format {
+            ReplayFormat::Candles => write!(
+                f,
+                "{} ({}): {} rows, {} candles, {} to {}",
+                self.path.display(),
+                self.symbol,
+                s.rows,
+                human_ms(s.interval_ms),
+                s.first,
+                s.last
+            )?,
+            ReplayFormat::Trades => write!(
+                f,
+                "{} ({}): trades making {} {} candles, {} to {}",
+                self.path.display(),
+                self.symbol,
+                s.rows,
+                human_ms(s.interval_ms),
+                s.first,
+                s.last
+            )?,
+        }
         if s.missing_intervals > 0 {
             write!(f, ", {} missing intervals", s.missing_intervals)?;
         }
@@ -438,6 +473,7 @@ pub fn check(plan: &SessionPlan) -> Result<Preflight, DataError> {
         .map(|(r, s)| FileReport {
             path: r.path.clone(),
             symbol: plan.symbols.get(r.symbol).cloned().unwrap_or_default(),
+            format: r.format,
             summary: *s,
         })
         .collect();

@@ -369,9 +369,19 @@ pub struct ReplaySpec {
     pub files: Vec<ReplayFile>,
 }
 
-/// One candle file.
+/// One market data file of a symbol: candles, or trades aggregated into
+/// candles of `interval`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!has(self.format) || self.format != 'Trades' || has(self.interval)")
+        .message("marketData.replay.files[].interval is required when format is Trades: expected the candle length to aggregate the trades into, e.g. 1m")
+        .field_path(".interval")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.format) || self.format != 'Trades' || !has(self.volumeUnit) || self.volumeUnit == 'Base'")
+        .message("marketData.replay.files[].volumeUnit must be Base when format is Trades: trade quantities are base-currency units")
+        .field_path(".volumeUnit")
+)]
 pub struct ReplayFile {
     /// Symbol the file holds; must be one of `spec.symbols`.
     #[schemars(length(max = MAX_SYMBOL_LENGTH))]
@@ -383,14 +393,42 @@ pub struct ReplayFile {
         "expected the path of a candle CSV file"
     ))]
     pub path: String,
-    /// Candle length, e.g. `"1m"`; inferred from the first two rows when unset.
+    /// Candle length, e.g. `"1m"`. For `format: Candles` it is inferred
+    /// from the first rows when unset; for `format: Trades` it is required:
+    /// the trades are aggregated into candles of this length on the UTC
+    /// grid (1m candles open at whole minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = schema::nonzero_duration("marketData.replay.files[].interval", "1m"))]
     pub interval: Option<DurationString>,
     /// Unit of the `volume` column: `Base` (default, base-currency units) or
-    /// `Quote` (quote-currency notional).
+    /// `Quote` (quote-currency notional). Must be `Base` for trade files.
     #[serde(default)]
     pub volume_unit: VolumeUnit,
+    /// What the file holds: `Candles` (default,
+    /// `timestamp,open,high,low,close,volume`) or `Trades`
+    /// (`timestamp,price,quantity,side`, aggregated into OHLCV candles of
+    /// `interval`; an interval without trades is a gap, never a candle).
+    #[serde(default, skip_serializing_if = "ReplayFormat::is_candles")]
+    pub format: ReplayFormat,
+}
+
+/// What a replay file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ReplayFormat {
+    /// Candles: `timestamp,open,high,low,close,volume`.
+    #[default]
+    Candles,
+    /// Trades (ticks): `timestamp,price,quantity,side`, aggregated into
+    /// candles of the file's `interval`.
+    Trades,
+}
+
+impl ReplayFormat {
+    /// Whether this is the default, `Candles` (not serialized, so manifests
+    /// and rendered configurations without trade files stay as they were).
+    pub fn is_candles(&self) -> bool {
+        *self == Self::Candles
+    }
 }
 
 /// Unit of a candle file's volume column.
@@ -912,6 +950,22 @@ impl BotSessionSpec {
                 e.push(format!("{file}.interval"), "must be longer than 0s");
             }
             e.duration(&format!("{file}.interval"), f.interval);
+            if f.format == ReplayFormat::Trades {
+                if f.interval.is_none() {
+                    e.push(
+                        format!("{file}.interval"),
+                        "is required when format is Trades: expected the candle length to \
+                         aggregate the trades into, e.g. 1m",
+                    );
+                }
+                if f.volume_unit != VolumeUnit::Base {
+                    e.push(
+                        format!("{file}.volumeUnit"),
+                        "must be Base when format is Trades: trade quantities are \
+                         base-currency units",
+                    );
+                }
+            }
             if in_use && !self.symbols.contains(&f.symbol) {
                 e.push(
                     format!("{file}.symbol"),

@@ -31,6 +31,7 @@ fn crds_and_examples_apply_and_kubectl_shows_them() {
         "simulated.yaml",
         "sma-parity.yaml",
         "live.yaml",
+        "ticks.yaml",
     ] {
         let path = repo().join("examples").join(example);
         cp.kubectl_ok(&["apply", "-n", &ns, "-f", path.to_str().unwrap()]);
@@ -64,13 +65,14 @@ fn crds_and_examples_apply_and_kubectl_shows_them() {
         "botsession.paperbot.io/trend-sim-a",
         "botsession.paperbot.io/quickstart",
         "botsession.paperbot.io/live-btc-eth",
+        "botsession.paperbot.io/ticks",
     ] {
         assert!(listing.contains(name), "{name} missing:\n{listing}");
     }
     // `sc` is also kubectl's short name for StorageClass (the built-in wins), so
     // StrategyConfig has `strat` too.
     let short = cp.kubectl_ok(&["get", "bs,pa,strat", "-n", &ns, "-o", "name"]);
-    assert_eq!(short.lines().count(), 6 + 4 + 6, "{short}");
+    assert_eq!(short.lines().count(), 7 + 5 + 7, "{short}");
     let explain = cp.kubectl_ok(&["explain", "botsession.spec"]);
     println!("$ kubectl explain botsession.spec\n{explain}");
     for field in [

@@ -93,7 +93,7 @@ pub struct DataError {
 }
 
 impl DataError {
-    fn new(file: &Path, line: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, line: u64, reason: impl Into<String>) -> Self {
         Self {
             file: file.to_path_buf(),
             line,
@@ -287,22 +287,42 @@ impl Iterator for CandleReader {
 
 /// Buffered line reader with the header already checked.
 #[derive(Debug)]
-struct LineSource {
-    path: PathBuf,
+pub(crate) struct LineSource {
+    pub(crate) path: PathBuf,
     reader: BufReader<File>,
     buf: Vec<u8>,
     /// Number of the line last returned (1 = header).
-    line: u64,
+    pub(crate) line: u64,
 }
 
 impl LineSource {
-    /// Open and check the header.
+    /// Open a candle file and check its header. A trade file's header
+    /// gets a hint on how to use it.
     fn open(path: &Path) -> Result<Self, DataError> {
+        Self::open_as(path, HEADER, "a candle CSV file", "candle rows").map_err(|mut e| {
+            let trades = super::ticks::TRADE_FILE_HEADER;
+            if e.line == 1 && e.reason.starts_with(&format!("header is \"{trades}\"")) {
+                e.reason.push_str(
+                    ": this is a trade file; replay it with format: Trades and an interval, or \
+                     aggregate it with `bot-runtime data candles --interval 1m IN OUT`",
+                );
+            }
+            e
+        })
+    }
+
+    /// Open `path` and check that its first line is exactly `header`
+    /// (`what`: the kind of file expected, e.g. "a candle CSV file";
+    /// `rows`: what follows the header, e.g. "candle rows"; both for messages).
+    pub(crate) fn open_as(
+        path: &Path,
+        header: &str,
+        what: &str,
+        rows: &str,
+    ) -> Result<Self, DataError> {
         let file = File::open(path).map_err(|e| {
             let reason = match e.kind() {
-                io::ErrorKind::NotFound => {
-                    "file not found (expected a candle CSV file)".to_string()
-                }
+                io::ErrorKind::NotFound => format!("file not found (expected {what})"),
                 _ => format!("cannot open file: {e}"),
             };
             DataError::new(path, 0, reason)
@@ -311,7 +331,7 @@ impl LineSource {
             return Err(DataError::new(
                 path,
                 0,
-                "is a directory (expected a candle CSV file)",
+                format!("is a directory (expected {what})"),
             ));
         }
         let mut src = Self {
@@ -320,29 +340,29 @@ impl LineSource {
             buf: Vec::with_capacity(128),
             line: 0,
         };
-        let header = match src.next_line()? {
+        let found = match src.next_line()? {
             None => {
                 return Err(DataError::new(
                     path,
                     0,
-                    format!("empty file (expected the header \"{HEADER}\" and candle rows)"),
+                    format!("empty file (expected the header \"{header}\" and {rows})"),
                 ));
             }
             Some(h) => h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h),
         };
-        if header != HEADER.as_bytes() {
-            let found = String::from_utf8_lossy(header).into_owned();
+        if found != header.as_bytes() {
+            let found = String::from_utf8_lossy(found).into_owned();
             return Err(DataError::new(
                 path,
                 1,
-                format!("header is {found:?} (expected exactly \"{HEADER}\")"),
+                format!("header is {found:?} (expected exactly \"{header}\")"),
             ));
         }
         Ok(src)
     }
 
     /// The next line without its `\n` / `\r\n`, or `None` at the end.
-    fn next_line(&mut self) -> Result<Option<&[u8]>, DataError> {
+    pub(crate) fn next_line(&mut self) -> Result<Option<&[u8]>, DataError> {
         self.buf.clear();
         let n = self
             .reader

@@ -118,7 +118,7 @@ static POW10: [u128; 29] = {
 /// (1e12), by integer tests on the mantissa `m` and scale `s`: `m >=
 /// 10^(s − 12)` and `m <= 10^(12 + s)`.
 #[inline]
-fn price_in_range(v: Decimal) -> bool {
+pub(crate) fn price_in_range(v: Decimal) -> bool {
     let m = v.mantissa().unsigned_abs();
     let s = v.scale() as usize;
     let low_ok = s <= 12 || m >= POW10[s - 12];

@@ -1,6 +1,6 @@
 //! A session's candle source, validated before anything trades.
 
-use paperbot_crds::{MarketDataSource, WarmUp};
+use paperbot_crds::{MarketDataSource, ReplayFormat, WarmUp};
 
 use crate::{
     config::SessionPlan,
@@ -8,6 +8,7 @@ use crate::{
         csv::{CandleReader, DataError},
         merge::MergedFeed,
         simulated::{GbmParams, GbmSource},
+        ticks::TradeCandles,
     },
     types::{Candle, SymbolId, Timestamp},
 };
@@ -18,7 +19,8 @@ use super::{
 };
 
 /// The candles of a session, in market-time order (symbols of one time
-/// in symbol order), from validated files or a seeded simulation. Both are
+/// in symbol order), from validated candle or trade files or a seeded
+/// simulation. Both are
 /// deterministic, so skipping the first `n` items after a crash lands on
 /// exactly the candle the crashed run would have read next.
 pub struct Feed {
@@ -28,7 +30,7 @@ pub struct Feed {
 }
 
 enum Source {
-    Replay(MergedFeed<CandleReader>),
+    Replay(MergedFeed<ReplayReader>),
     Simulated(GbmSource),
     None,
 }
@@ -40,6 +42,23 @@ impl Iterator for Source {
             Source::Replay(m) => m.next(),
             Source::Simulated(g) => g.next().map(Ok),
             Source::None => None,
+        }
+    }
+}
+
+/// One replay file's candles: read from a candle file, or aggregated from
+/// a trade file.
+enum ReplayReader {
+    Candles(CandleReader),
+    Trades(TradeCandles),
+}
+
+impl Iterator for ReplayReader {
+    type Item = Result<Candle, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ReplayReader::Candles(r) => r.next(),
+            ReplayReader::Trades(r) => r.next(),
         }
     }
 }
@@ -164,11 +183,19 @@ pub fn prepare_with_start(
             let mut total = 0;
             for (r, summary) in plan.replay.iter().zip(scans) {
                 total += summary.rows;
-                readers.push(CandleReader::open(
-                    &r.path,
-                    SymbolId(r.symbol as u16),
-                    summary.interval_ms,
-                )?);
+                let symbol = SymbolId(r.symbol as u16);
+                readers.push(match r.format {
+                    ReplayFormat::Candles => ReplayReader::Candles(CandleReader::open(
+                        &r.path,
+                        symbol,
+                        summary.interval_ms,
+                    )?),
+                    ReplayFormat::Trades => ReplayReader::Trades(TradeCandles::open(
+                        &r.path,
+                        symbol,
+                        summary.interval_ms,
+                    )?),
+                });
             }
             (Source::Replay(MergedFeed::new(readers)), Some(total))
         }
