@@ -363,7 +363,7 @@ fn start_price_upstream(rt: &tokio::runtime::Runtime) -> (u16, Arc<AtomicU64>) {
                 format!(
                     r#"{{"bitcoin":{{"usd":{p},"last_updated_at":{now}}},"ethereum":{{"usd":{}.{},"last_updated_at":{now}}}}}"#,
                     p / 2,
-                    if p % 2 == 0 { "0" } else { "5" }
+                    if p.is_multiple_of(2) { "0" } else { "5" }
                 ),
             )
         }
