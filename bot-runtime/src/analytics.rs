@@ -21,6 +21,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Serialize, Serializer};
 
 use crate::engine::EngineState;
+use crate::figures::{BenchmarkPrices, FigureSet, Figures};
 use crate::ledger::records::{Action, FillStatus, LedgerBatch};
 use crate::types::{MS_PER_DAY, Timestamp};
 
@@ -62,6 +63,26 @@ pub struct Analytics {
     /// Market time covered by the returns in `returns`, ms: the sum over
     /// every return of the time between its two snapshots.
     return_span_ms: i128,
+    /// Benchmark, exposure, durations, breakdowns (see [`crate::figures`]).
+    figures: Figures,
+    identity: SessionIdentity,
+    prices: Option<BenchmarkPrices>,
+}
+
+/// Who a summary is about (copied into [`Summary`]); empty strings when
+/// unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionIdentity {
+    /// Session id (the BotSession name, plus `-N` for a re-run).
+    pub session_id: String,
+    /// BotSession name.
+    pub name: String,
+    /// StrategyConfig name.
+    pub strategy: String,
+    /// Symbols traded, in the session's order.
+    pub symbols: Vec<String>,
+    /// Quote (base) currency of the account, e.g. `USD`.
+    pub currency: String,
 }
 
 /// Online accumulators of simple snapshot-to-snapshot returns (fractions,
@@ -238,6 +259,22 @@ pub struct Summary {
     pub phase: String,
     /// Positions still open at the end.
     pub open_positions: u32,
+    /// Session id (the BotSession name, plus `-N` for a re-run); empty when
+    /// unknown.
+    pub session_id: String,
+    /// BotSession name; empty when unknown.
+    pub session_name: String,
+    /// StrategyConfig name; empty when unknown.
+    pub strategy: String,
+    /// Symbols traded; empty when unknown.
+    pub symbols: Vec<String>,
+    /// Quote currency of every money figure, e.g. `USD`; empty when
+    /// unknown. The period is [`start`](Self::start) to [`end`](Self::end).
+    pub currency: String,
+    /// The trader's figures and breakdowns ([`FigureSet`]), flattened into
+    /// the same JSON object.
+    #[serde(flatten)]
+    pub figures: FigureSet,
 }
 
 fn ser_dec<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
@@ -289,7 +326,22 @@ impl Analytics {
             last_snapshot: None,
             returns: ReturnStats::default(),
             return_span_ms: 0,
+            figures: Figures::default(),
+            identity: SessionIdentity::default(),
+            prices: None,
         }
+    }
+
+    /// Sets who the summary is about.
+    pub fn set_identity(&mut self, identity: SessionIdentity) {
+        self.identity = identity;
+    }
+
+    /// Sets the benchmark's inputs as of the latest committed batch (the
+    /// runner passes them with every batch; a rebuild takes them from the
+    /// checkpoint). Without them the summary has no benchmark.
+    pub fn set_benchmark_prices(&mut self, prices: Option<BenchmarkPrices>) {
+        self.prices = prices;
     }
 
     /// Folds one batch in:
@@ -306,6 +358,7 @@ impl Analytics {
     /// - breaker events: a trip is a change into state `Open`;
     /// - adjustments: counted.
     pub fn on_batch(&mut self, b: &LedgerBatch) {
+        self.figures.on_batch(b);
         for t in &b.trades {
             match t.status {
                 FillStatus::Filled => {
@@ -419,6 +472,23 @@ impl Analytics {
         let rts = Decimal::from(self.round_trips);
         let mut decisions = self.decisions;
         decisions.hold = decisions.hold.max(end.holds);
+        let roi_pct = total_pnl
+            .checked_mul(hundred)
+            .and_then(|p| quotient(p, self.initial_equity))
+            .unwrap_or_default();
+        let id = &self.identity;
+        let figures = self.figures.finish(
+            self.initial_equity,
+            end.equity,
+            end.start,
+            end.now,
+            end.unrealized_pnl,
+            end.max_drawdown_pct,
+            roi_pct,
+            self.prices.as_ref(),
+            crate::report::currency_decimals(&id.currency)
+                .unwrap_or(crate::report::UNKNOWN_CURRENCY_DP),
+        );
         Summary {
             initial_equity: self.initial_equity,
             final_equity: end.equity,
@@ -426,10 +496,7 @@ impl Analytics {
             realized_pnl: end.realized_pnl,
             unrealized_pnl: end.unrealized_pnl,
             total_pnl,
-            roi_pct: total_pnl
-                .checked_mul(hundred)
-                .and_then(|p| quotient(p, self.initial_equity))
-                .unwrap_or_default(),
+            roi_pct,
             fills: self.fills,
             failed_orders: self.failed_orders,
             round_trips: self.round_trips,
@@ -459,6 +526,12 @@ impl Analytics {
             end: end.now,
             phase: phase.to_string(),
             open_positions: end.open_positions,
+            session_id: id.session_id.clone(),
+            session_name: id.name.clone(),
+            strategy: id.strategy.clone(),
+            symbols: id.symbols.clone(),
+            currency: id.currency.clone(),
+            figures,
         }
     }
 }

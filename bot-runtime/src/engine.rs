@@ -837,6 +837,12 @@ impl Engine {
         self.autopilot.params()
     }
 
+    /// The last accepted candle of symbol index `i` (`None` before its
+    /// first, or for an index out of range).
+    pub fn last_candle(&self, i: usize) -> Option<&Candle> {
+        self.syms.get(i).and_then(|s| s.last_candle.as_ref())
+    }
+
     /// The portfolio.
     pub fn portfolio(&self) -> &Portfolio {
         &self.portfolio

@@ -15,6 +15,7 @@ pub mod data_cli;
 pub mod engine;
 pub mod execution;
 pub mod feed;
+pub mod figures;
 pub mod ledger;
 pub mod market;
 pub mod params;

@@ -85,6 +85,18 @@ pub async fn fold<L: LedgerStore>(
         .as_ref()
         .map_or(DEFAULT_SNAPSHOT_INTERVAL_MS, |c| c.snapshot_interval_ms);
     let mut analytics = Analytics::new(info.initial_cash, interval);
+    let benchmark = checkpoint.as_ref().and_then(|c| c.benchmark.clone());
+    analytics.set_identity(crate::analytics::SessionIdentity {
+        session_id: info.id.clone(),
+        name: info.name.clone(),
+        strategy: info.strategy.clone(),
+        symbols: benchmark
+            .as_ref()
+            .map(|b| b.symbols.clone())
+            .unwrap_or_default(),
+        currency: info.base_currency.clone(),
+    });
+    analytics.set_benchmark_prices(benchmark);
     replay_records(ledger, &info.id, &mut analytics, report).await?;
     let state = match &checkpoint {
         Some(cp) => cp.engine.state(),

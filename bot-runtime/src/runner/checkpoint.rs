@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::control::ReloadedStrategy;
 use crate::engine::EngineCheckpoint;
+use crate::figures::BenchmarkPrices;
 use crate::types::Timestamp;
 
 /// Version of the checkpoint format; a runtime refuses a checkpoint of
@@ -39,6 +40,11 @@ pub struct Checkpoint {
     /// (absent otherwise): a resumed session runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<ReloadedStrategy>,
+    /// The report benchmark's inputs (each symbol's first open and last
+    /// close, the fee rate); absent in checkpoints of older runtimes (their
+    /// reports then have no benchmark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<BenchmarkPrices>,
 }
 
 /// A stored checkpoint that cannot be used.

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     engine::{Engine, EngineState, Step},
+    figures::BenchmarkPrices,
     ledger::records::LedgerBatch,
     market::csv::DataError,
     types::Timestamp,
@@ -45,6 +46,8 @@ pub(super) struct Flush {
     pub batch: LedgerBatch,
     pub checkpoint: String,
     pub state: EngineState,
+    /// The benchmark's inputs after the batch (also in the checkpoint).
+    pub benchmark: BenchmarkPrices,
     /// What a serving session publishes with the batch (`None` for `run`).
     pub snapshot: Option<LiveSnapshot>,
     /// Requests this batch carries the change of, with their answers.
@@ -92,6 +95,10 @@ pub(super) struct DriveContext {
     /// Commit the engine's state before the first candle (it was changed at
     /// the start: paused by the manifest, a strategy adopted).
     pub flush_at_start: bool,
+    /// The benchmark's inputs so far (from the checkpoint on a resume):
+    /// each symbol's first accepted candle is added as it comes, the last
+    /// ones at every batch.
+    pub benchmark: BenchmarkPrices,
 }
 
 /// Why the engine thread stopped.
@@ -177,6 +184,8 @@ struct Driver {
     prices: Vec<Option<(Timestamp, Decimal)>>,
     last_candle: Option<LastCandle>,
     latency: Option<prometheus::local::LocalHistogram>,
+    /// Symbols whose first candle the benchmark still lacks.
+    bench_missing: usize,
 }
 
 /// Run the engine over the feed until its end, a halt, a stop request or a
@@ -196,6 +205,7 @@ pub(super) fn drive(
         .and_then(|l| l.decision_latency.as_ref())
         .map(prometheus::Histogram::local);
     let prices = vec![None; engine.symbols().len()];
+    let bench_missing = ctx.benchmark.missing_first();
     let mut d = Driver {
         engine,
         progress,
@@ -208,6 +218,7 @@ pub(super) fn drive(
         prices,
         last_candle: None,
         latency,
+        bench_missing,
     };
     let ending = d.run(&mut feed);
     // A real end takes a final snapshot; an interruption does not, so that
@@ -315,6 +326,15 @@ impl Driver {
             let step = self.engine.on_candle(&c);
             if let (Some(h), Some(t)) = (&self.latency, started) {
                 h.observe(t.elapsed().as_secs_f64());
+            }
+            if self.bench_missing > 0 {
+                // The benchmark buys at each symbol's first accepted candle.
+                let i = c.symbol.idx();
+                if let Some(first) = self.engine.last_candle(i)
+                    && self.ctx.benchmark.set_first(i, first.open_time, first.open)
+                {
+                    self.bench_missing -= 1;
+                }
             }
             self.progress.candles += 1;
             if self.ctx.live.is_some() {
@@ -530,6 +550,11 @@ impl Driver {
     /// when the ledger task has stopped taking batches.
     fn send(&mut self) -> bool {
         let batch = self.engine.take_batch();
+        for i in 0..self.ctx.benchmark.symbols.len() {
+            if let Some(c) = self.engine.last_candle(i) {
+                self.ctx.benchmark.set_last(i, c.close_time(), c.close);
+            }
+        }
         let checkpoint = Checkpoint {
             version: CHECKPOINT_VERSION,
             snapshot_interval_ms: self.ctx.snapshot_interval_ms,
@@ -538,6 +563,7 @@ impl Driver {
             first_open: self.progress.first_open,
             engine: self.engine.checkpoint(),
             strategy: self.ctx.reloaded.clone(),
+            benchmark: Some(self.ctx.benchmark.clone()),
         };
         let checkpoint = match checkpoint.to_json() {
             Ok(text) => text,
@@ -554,6 +580,7 @@ impl Driver {
             batch,
             checkpoint,
             state: self.engine.state(),
+            benchmark: self.ctx.benchmark.clone(),
             snapshot,
             replies: std::mem::take(&mut self.replies),
         };

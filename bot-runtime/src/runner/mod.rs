@@ -273,6 +273,31 @@ pub async fn run_session_live<L: LedgerStore>(
     let dir = opts.report_dir.join(&session_id);
     let mut report = ReportWriter::create(&dir, &session_id)?;
     let mut analytics = Analytics::new(initial, opts.snapshot_interval_ms);
+    analytics.set_identity(crate::analytics::SessionIdentity {
+        session_id: session_id.clone(),
+        name: plan.name.clone(),
+        strategy: plan.strategy_name.clone(),
+        symbols: plan.symbols.clone(),
+        currency: plan.account.base_currency.clone(),
+    });
+    // The benchmark's inputs: from the checkpoint on a resume, else none yet.
+    let benchmark = start
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.benchmark.clone())
+        .unwrap_or_else(|| {
+            crate::figures::BenchmarkPrices::new(
+                plan.symbols.clone(),
+                crate::execution::ExecutionModel::from_spec(
+                    &plan.session.execution,
+                    &plan.volume_units,
+                )
+                .fee_rate(),
+            )
+        });
+    if start.checkpoint.is_some() {
+        analytics.set_benchmark_prices(Some(benchmark.clone()));
+    }
 
     // 2. Rebuild the engine, the feed position and the report from the ledger.
     let (mut engine, progress, last_state) = match &start.checkpoint {
@@ -374,6 +399,7 @@ pub async fn run_session_live<L: LedgerStore>(
         let mut last = last_state;
         for (flush, commit_seconds) in report_rx {
             analytics.on_batch(&flush.batch);
+            analytics.set_benchmark_prices(Some(flush.benchmark.clone()));
             report.write_batch(&flush.batch)?;
             if let (Some(o), Some(snapshot)) = (observer.as_mut(), &flush.snapshot) {
                 o.committed(control::Committed {
@@ -402,6 +428,7 @@ pub async fn run_session_live<L: LedgerStore>(
             reloaded,
             live: live_drive,
             flush_at_start,
+            benchmark,
         };
         tokio::task::spawn_blocking(move || drive::drive(engine, feed, progress, ctx, tx))
     };
