@@ -619,7 +619,10 @@ impl Figures {
             sym.losses += 1;
             reason.losses += 1;
         }
-        self.days.entry(r.exit_time.utc_day()).or_default().round_trips += 1;
+        self.days
+            .entry(r.exit_time.utc_day())
+            .or_default()
+            .round_trips += 1;
     }
 
     fn on_equity(&mut self, t: Timestamp, equity: Decimal) {
@@ -932,4 +935,501 @@ pub struct FigureSet {
     pub by_exit_reason: Vec<ExitReasonRow>,
     /// Per UTC day, in date order (`daily.csv`).
     pub daily: Vec<DayRow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::test_records::{HOUR, T0, snapshot, trade};
+    use crate::ledger::records::{SnapshotRecord, TradeRecord};
+    use crate::types::Side;
+    use rust_decimal_macros::dec;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    fn at(h: i64) -> Timestamp {
+        Timestamp(T0 + h * HOUR)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rt(
+        symbol: &str,
+        entry_h: f64,
+        exit_h: f64,
+        pnl: Decimal,
+        return_pct: Decimal,
+        reason: FillReason,
+    ) -> RoundTrip {
+        RoundTrip {
+            symbol: symbol.into(),
+            entry_time: Timestamp(T0 + (entry_h * HOUR as f64) as i64),
+            entry_price: dec!(100),
+            exit_time: Timestamp(T0 + (exit_h * HOUR as f64) as i64),
+            exit_price: dec!(100),
+            quantity: Decimal::ONE,
+            pnl,
+            fees: Decimal::ZERO,
+            return_pct,
+            exit_reason: reason,
+        }
+    }
+
+    fn fill(
+        symbol: &str,
+        h: i64,
+        side: Side,
+        position_after: Decimal,
+        fee: Decimal,
+    ) -> TradeRecord {
+        let mut t = trade(
+            0,
+            side,
+            FillStatus::Filled,
+            fee,
+            Decimal::ZERO,
+            Decimal::ZERO,
+        );
+        t.symbol = symbol.into();
+        t.time = at(h);
+        t.position_after = position_after;
+        t
+    }
+
+    fn finish_simple(f: &Figures, end_h: i64, final_equity: Decimal) -> FigureSet {
+        f.finish(
+            dec!(1000),
+            final_equity,
+            at(0),
+            at(end_h),
+            Decimal::ZERO,
+            dec!(5),
+            Decimal::ZERO,
+            None,
+            2,
+        )
+    }
+
+    #[test]
+    fn benchmark_two_symbols_with_fees_hand_computed() {
+        // 1000 USD split in two shares of 500, fee 0.1 % on entry and exit.
+        // A: bought at its first open 100 → qty = 500 / (100 × 1.001) =
+        //    4.995004995…; valued at its last close 110 after the exit fee:
+        //    4.995… × 110 × 0.999 = 549.45 / 1.001 = 548.9010989…
+        // B: open 50, close 45: 500 × 45 × 0.999 / (50 × 1.001) = 449.55 /
+        //    1.001 = 449.1008991…
+        // Total 999 / 1.001 = 998.001998001998…: return −0.1998001998… %.
+        let mut p = BenchmarkPrices::new(vec!["A".into(), "B".into()], dec!(0.001));
+        assert!(p.set_first(0, at(0), dec!(100)));
+        assert!(!p.set_first(0, at(1), dec!(999)), "the first open stays");
+        p.set_first(1, at(0), dec!(50));
+        p.set_last(0, at(23), dec!(105));
+        p.set_last(0, at(24), dec!(110));
+        p.set_last(1, at(24), dec!(45));
+        assert_eq!(p.missing_first(), 0);
+        let b = benchmark(&p, dec!(1000), 2).unwrap();
+        assert_eq!(b.final_equity, dec!(998.00));
+        assert_eq!(b.return_pct, dec!(-0.19980020));
+        assert_eq!(b.fee_rate_pct, dec!(0.1));
+        assert_eq!(b.legs[0].final_value, dec!(548.90));
+        assert_eq!(b.legs[1].final_value, dec!(449.10));
+        assert_eq!(b.legs[0].entry_price, Some(dec!(100)));
+        assert_eq!(b.legs[0].exit_price, Some(dec!(110)));
+        assert!((b.legs[0].quantity * dec!(100.1) - dec!(500)).abs() < dec!(0.000000000001));
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["prices"], "first_open_to_last_close");
+        assert_eq!(v["legs"][1]["entry_time"], "2022-01-01T00:00:00Z");
+        assert_eq!(v["legs"][1]["exit_price"], "45");
+
+        // Through the figures: ROI +1 % → excess 1 − (−0.1998002) pp.
+        let f = Figures::default().finish(
+            dec!(1000),
+            dec!(1010),
+            at(0),
+            at(24),
+            Decimal::ZERO,
+            Decimal::ZERO,
+            dec!(1),
+            Some(&p),
+            2,
+        );
+        assert_eq!(f.benchmark_return_pct, Some(dec!(-0.19980020)));
+        assert_eq!(f.excess_return_pct, Some(dec!(1.19980020)));
+    }
+
+    #[test]
+    fn benchmark_one_symbol_no_fee_and_a_symbol_without_prices() {
+        // One symbol, no fee: 1000 at 200 → 5 units, at 250 → 1250: +25 %.
+        let mut p = BenchmarkPrices::new(vec!["A".into()], Decimal::ZERO);
+        p.set_first(0, at(0), dec!(200));
+        p.set_last(0, at(5), dec!(250));
+        let b = benchmark(&p, dec!(1000), 2).unwrap();
+        assert_eq!((b.final_equity, b.return_pct), (dec!(1250), dec!(25)));
+        assert_eq!(b.legs[0].quantity, dec!(5));
+
+        // Two symbols, B never had a candle: A's 500 → 625, B's 500 stays
+        // cash: 1125, +12.5 %.
+        let mut p = BenchmarkPrices::new(vec!["A".into(), "B".into()], Decimal::ZERO);
+        p.set_first(0, at(0), dec!(200));
+        p.set_last(0, at(5), dec!(250));
+        assert_eq!(p.missing_first(), 1);
+        let b = benchmark(&p, dec!(1000), 2).unwrap();
+        assert_eq!((b.final_equity, b.return_pct), (dec!(1125), dec!(12.5)));
+        assert_eq!(b.legs[1].final_value, dec!(500));
+        assert_eq!(b.legs[1].entry_time, None);
+
+        // No symbol or no money: no benchmark.
+        assert!(benchmark(&BenchmarkPrices::default(), dec!(1000), 2).is_none());
+        assert!(benchmark(&p, Decimal::ZERO, 2).is_none());
+        // The checkpoint form round-trips.
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<BenchmarkPrices>(&json).unwrap(), p);
+    }
+
+    /// Seven round trips, P&L 10, −4, −2, 6, −1, −3, −5 (Σ 1).
+    fn seven() -> Vec<RoundTrip> {
+        use FillReason::*;
+        vec![
+            rt("A", 0.0, 2.0, dec!(10), dec!(2), Signal),
+            rt("A", 3.0, 4.0, dec!(-4), dec!(-1), StopLoss),
+            rt("B", 5.0, 8.0, dec!(-2), dec!(-0.5), StopLoss),
+            rt("B", 9.0, 15.0, dec!(6), dec!(1.5), TakeProfit),
+            rt("A", 16.0, 17.0, dec!(-1), dec!(-0.25), MaxHoldTime),
+            rt("A", 18.0, 20.0, dec!(-3), dec!(-0.75), Signal),
+            rt("B", 21.0, 21.5, dec!(-5), dec!(-1.25), TrailingStop),
+        ]
+    }
+
+    #[test]
+    fn round_trip_figures_hand_computed() {
+        let mut f = Figures::default();
+        // Split over two batches: the figures are folded incrementally.
+        let all = seven();
+        f.on_batch(&LedgerBatch {
+            round_trips: all[..3].to_vec(),
+            ..Default::default()
+        });
+        f.on_batch(&LedgerBatch {
+            round_trips: all[3..].to_vec(),
+            ..Default::default()
+        });
+        let s = finish_simple(&f, 24, dec!(1001));
+        // Expectancy: 1 / 7 = 0.142857142… → 8 places; mean return
+        // (2 − 1 − 0.5 + 1.5 − 0.25 − 0.75 − 1.25) / 7 = −0.25 / 7.
+        assert_eq!(s.expectancy, dec!(0.14285714));
+        assert_eq!(s.expectancy_pct, dec!(-0.03571429));
+        // SQN: Σx² = 191, Σ(x − x̄)² = 191 − 7·(1/7)² = 1336/7, sample
+        // variance 1336/42; SQN = √7 · (1/7) / √(1336/42) = 1 / √(7·1336/42).
+        let expected = 1.0 / (7.0f64 * 1336.0 / 42.0).sqrt();
+        assert!(close(s.sqn.unwrap(), expected), "{:?}", s.sqn);
+        // Winners 2 h and 6 h; losers 1, 3, 1, 2, 0.5 h (Σ 7.5 h).
+        assert_eq!(s.avg_win_duration_ms, Some(4 * HOUR));
+        assert_eq!(s.max_win_duration_ms, Some(6 * HOUR));
+        assert_eq!(s.avg_loss_duration_ms, Some(3 * HOUR / 2));
+        assert_eq!(s.max_loss_duration_ms, Some(3 * HOUR));
+        // W L L W L L L: three losses in a row at the end.
+        assert_eq!(s.longest_losing_streak, 3);
+        let best = s.best_round_trip.as_ref().unwrap();
+        let worst = s.worst_round_trip.as_ref().unwrap();
+        assert_eq!((best.pnl, best.symbol.as_str()), (dec!(10), "A"));
+        assert_eq!((worst.pnl, worst.exit_reason), (dec!(-5), "trailing_stop"));
+
+        // Per symbol: A = 10 − 4 − 1 − 3 = 2 (1 win of 4), B = −2 + 6 − 5 =
+        // −1 (1 win of 3).
+        assert_eq!(s.by_symbol.len(), 2);
+        let a = &s.by_symbol[0];
+        assert_eq!(
+            (a.symbol.as_str(), a.round_trips, a.wins, a.losses),
+            ("A", 4, 1, 3)
+        );
+        assert_eq!((a.realized_pnl, a.win_rate_pct), (dec!(2), dec!(25)));
+        let b = &s.by_symbol[1];
+        assert_eq!((b.round_trips, b.realized_pnl), (3, dec!(-1)));
+        assert_eq!(b.win_rate_pct, dec!(33.33333333));
+
+        // Per exit reason, in table order, then still_open.
+        let reasons: Vec<_> = s
+            .by_exit_reason
+            .iter()
+            .map(|r| {
+                (
+                    r.exit_reason.as_str(),
+                    r.round_trips,
+                    r.wins,
+                    r.losses,
+                    r.pnl,
+                )
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("signal", 2, 1, 1, dec!(7)),
+                ("stop_loss", 2, 0, 2, dec!(-6)),
+                ("take_profit", 1, 1, 0, dec!(6)),
+                ("trailing_stop", 1, 0, 1, dec!(-5)),
+                ("max_hold_time", 1, 0, 1, dec!(-1)),
+                ("liquidation", 0, 0, 0, dec!(0)),
+                ("still_open", 0, 0, 0, dec!(0)),
+            ]
+        );
+        assert_eq!(s.by_exit_reason[0].avg_pnl, dec!(3.5));
+        assert_eq!(s.by_exit_reason[0].win_rate_pct, dec!(50));
+        assert_eq!(s.by_exit_reason[1].avg_pnl, dec!(-3));
+    }
+
+    #[test]
+    fn exposure_time_and_still_open_positions() {
+        // A open 1 h–4 h, B open 2 h–5 h: exposed 1 h–5 h = 4 h (overlap
+        // counted once); A again from 8 h, still open at the end (10 h):
+        // 2 h more. 6 h of 10 h = 60 %.
+        let mut f = Figures::default();
+        let mut failed = fill("B", 6, Side::Buy, dec!(1), dec!(9));
+        failed.status = FillStatus::Failed;
+        f.on_batch(&LedgerBatch {
+            trades: vec![
+                fill("A", 1, Side::Buy, dec!(1), dec!(0.5)),
+                fill("B", 2, Side::Buy, dec!(2), dec!(0.25)),
+                fill("A", 4, Side::Sell, dec!(0), dec!(0.5)),
+                fill("B", 5, Side::Sell, dec!(0), dec!(0.25)),
+                failed,
+                fill("A", 8, Side::Buy, dec!(1), dec!(0.5)),
+            ],
+            ..Default::default()
+        });
+        let s = f.finish(
+            dec!(1000),
+            dec!(1000),
+            at(0),
+            at(10),
+            dec!(7.5),
+            Decimal::ZERO,
+            Decimal::ZERO,
+            None,
+            2,
+        );
+        assert_eq!(s.exposure_time_pct, dec!(60));
+        let a = &s.by_symbol[0];
+        assert_eq!((a.fills, a.fees, a.still_open), (3, dec!(1.5), true));
+        let b = &s.by_symbol[1];
+        assert_eq!((b.fills, b.fees, b.still_open), (2, dec!(0.5), false));
+        let open = s.by_exit_reason.last().unwrap();
+        assert_eq!(
+            (open.exit_reason.as_str(), open.round_trips, open.pnl),
+            ("still_open", 1, dec!(7.5))
+        );
+        assert_eq!(open.avg_pnl, dec!(7.5));
+    }
+
+    fn snaps(points: &[(i64, Decimal)]) -> Vec<SnapshotRecord> {
+        points
+            .iter()
+            .map(|(h, e)| snapshot(at(*h), *e, Decimal::ZERO))
+            .collect()
+    }
+
+    #[test]
+    fn drawdown_duration_recovered_and_not() {
+        // Peak 110 at 1 h, below until 111 at 4 h: 3 h, recovered. Then 108,
+        // 109 up to the end at 6 h (final 109): 2 h, shorter.
+        let points = [
+            (0, dec!(100)),
+            (1, dec!(110)),
+            (2, dec!(105)),
+            (3, dec!(100)),
+            (4, dec!(111)),
+            (5, dec!(108)),
+            (6, dec!(109)),
+        ];
+        let mut f = Figures::default();
+        f.on_batch(&LedgerBatch {
+            snapshots: snaps(&points),
+            ..Default::default()
+        });
+        let s = finish_simple(&f, 6, dec!(109));
+        let d = s.max_drawdown_duration.unwrap();
+        assert_eq!(
+            (d.start, d.end, d.duration_ms, d.recovered),
+            (at(1), at(4), 3 * HOUR, true)
+        );
+        // The same, but the run goes on to 10 h and ends at 107, below the
+        // 4 h peak: 4 h → 10 h = 6 h, not recovered, now the longest.
+        let s = finish_simple(&f, 10, dec!(107));
+        let d = s.max_drawdown_duration.unwrap();
+        assert_eq!(
+            (d.start, d.end, d.duration_ms, d.recovered),
+            (at(4), at(10), 6 * HOUR, false)
+        );
+        let v = serde_json::to_value(d).unwrap();
+        assert_eq!(v["start"], "2022-01-01T04:00:00Z");
+        // A final equity back at the peak recovers at the end: 4 h → 8 h.
+        let s = finish_simple(&f, 8, dec!(111));
+        let d = s.max_drawdown_duration.unwrap();
+        assert_eq!((d.start, d.end, d.recovered), (at(4), at(8), true));
+        // Rising equity only: no drawdown.
+        let mut up = Figures::default();
+        up.on_batch(&LedgerBatch {
+            snapshots: snaps(&[(0, dec!(100)), (1, dec!(101))]),
+            ..Default::default()
+        });
+        assert_eq!(finish_simple(&up, 2, dec!(102)).max_drawdown_duration, None);
+    }
+
+    #[test]
+    fn daily_table_best_and_worst_day() {
+        // Initial 1000 on 2022-01-01 00:00. Snapshots: 12:00 1010, Jan 2
+        // 00:00 1020 (closes Jan 1), Jan 2 12:00 990, Jan 3 00:00 1000
+        // (closes Jan 2), Jan 3 06:00 1030; the run ends Jan 3 12:00 at 1040.
+        //   Jan 1: 1000 → 1020, +20, +2 %
+        //   Jan 2: 1020 → 1000, −20, −1.96078431 % (−20/1020)
+        //   Jan 3: 1000 → 1040, +40, +4 %
+        let mut f = Figures::default();
+        f.on_batch(&LedgerBatch {
+            snapshots: snaps(&[
+                (12, dec!(1010)),
+                (24, dec!(1020)),
+                (36, dec!(990)),
+                (48, dec!(1000)),
+                (54, dec!(1030)),
+            ]),
+            trades: vec![fill("A", 34, Side::Buy, dec!(1), dec!(1))],
+            round_trips: vec![rt("A", 34.0, 50.0, dec!(3), dec!(0.3), FillReason::Signal)],
+            ..Default::default()
+        });
+        let s = finish_simple(&f, 60, dec!(1040));
+        let rows: Vec<_> = s
+            .daily
+            .iter()
+            .map(|d| {
+                (
+                    d.date.as_str(),
+                    d.start_equity,
+                    d.end_equity,
+                    d.pnl,
+                    d.return_pct,
+                    d.fills,
+                    d.round_trips,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "2022-01-01",
+                    dec!(1000),
+                    dec!(1020),
+                    dec!(20),
+                    dec!(2),
+                    0,
+                    0
+                ),
+                (
+                    "2022-01-02",
+                    dec!(1020),
+                    dec!(1000),
+                    dec!(-20),
+                    dec!(-1.96078431),
+                    1,
+                    0
+                ),
+                (
+                    "2022-01-03",
+                    dec!(1000),
+                    dec!(1040),
+                    dec!(40),
+                    dec!(4),
+                    0,
+                    1
+                ),
+            ]
+        );
+        assert_eq!(s.best_day.as_ref().unwrap().date, "2022-01-03");
+        assert_eq!(s.worst_day.as_ref().unwrap().date, "2022-01-02");
+    }
+
+    #[test]
+    fn cagr_and_calmar_hand_computed() {
+        // 100 → 121 over 730 days (two 365-day years): √1.21 − 1 = 10 %.
+        let two_years = 2 * DAYS_PER_YEAR * MS_PER_DAY;
+        let c = cagr_pct(dec!(100), dec!(121), two_years).unwrap();
+        assert!(close(c, 10.0), "{c}");
+        // Half a year, 100 → 110: 1.1² − 1 = 21 %.
+        let c = cagr_pct(dec!(100), dec!(110), two_years / 4).unwrap();
+        assert!(close(c, 21.0), "{c}");
+        assert_eq!(cagr_pct(dec!(100), dec!(0), two_years), Some(-100.0));
+        assert_eq!(cagr_pct(dec!(100), dec!(110), 0), None);
+        assert_eq!(cagr_pct(Decimal::ZERO, dec!(110), two_years), None);
+
+        // Through the figures, max drawdown 5 %: Calmar = 10 / 5 = 2.
+        let s = Figures::default().finish(
+            dec!(100),
+            dec!(121),
+            Timestamp(T0),
+            Timestamp(T0 + two_years),
+            Decimal::ZERO,
+            dec!(5),
+            dec!(21),
+            None,
+            2,
+        );
+        assert!(close(s.cagr_pct.unwrap(), 10.0));
+        assert!(close(s.calmar_ratio.unwrap(), 2.0));
+        // No drawdown: no Calmar ratio.
+        let s = Figures::default().finish(
+            dec!(100),
+            dec!(121),
+            Timestamp(T0),
+            Timestamp(T0 + two_years),
+            Decimal::ZERO,
+            Decimal::ZERO,
+            dec!(21),
+            None,
+            2,
+        );
+        assert_eq!(s.calmar_ratio, None);
+    }
+
+    #[test]
+    fn zero_trades() {
+        let mut p = BenchmarkPrices::new(vec!["A".into()], dec!(0.001));
+        p.set_first(0, at(0), dec!(100));
+        p.set_last(0, at(24), dec!(100));
+        let s = Figures::default().finish(
+            dec!(1000),
+            dec!(1000),
+            at(0),
+            at(24),
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Some(&p),
+            2,
+        );
+        assert_eq!(s.exposure_time_pct, Decimal::ZERO);
+        assert_eq!(
+            (s.expectancy, s.expectancy_pct),
+            (Decimal::ZERO, Decimal::ZERO)
+        );
+        assert_eq!(s.sqn, None);
+        assert_eq!(s.avg_win_duration_ms, None);
+        assert_eq!(s.longest_losing_streak, 0);
+        assert!(s.best_round_trip.is_none() && s.worst_round_trip.is_none());
+        assert!(s.by_symbol.is_empty());
+        assert_eq!(s.by_exit_reason.len(), 7);
+        assert!(s.by_exit_reason.iter().all(|r| r.round_trips == 0));
+        assert!(close(s.cagr_pct.unwrap(), 0.0));
+        // Flat price, fee on entry and exit: 1000 × 0.999 / 1.001 =
+        // 998.002 (USD places), −0.1998002 %; the idle strategy beats it.
+        let b = s.benchmark.as_ref().unwrap();
+        assert_eq!(b.final_equity, dec!(998.00));
+        assert_eq!(s.excess_return_pct, Some(dec!(0.19980020)));
+        // One day row: the run's only day, 1000 → 1000.
+        assert_eq!(s.daily.len(), 1);
+        assert_eq!(
+            (s.daily[0].date.as_str(), s.daily[0].pnl),
+            ("2022-01-01", dec!(0))
+        );
+    }
 }

@@ -10,6 +10,9 @@
 //! | `round_trips.csv` | one row per closed position ([`ROUND_TRIPS_HEADER`]); the first six columns are the parity reference format |
 //! | `decisions.csv` | one row per recorded decision ([`DECISIONS_HEADER`]) |
 //! | `summary.json` | the [`Summary`], pretty-printed |
+//! | `by_symbol.csv` | per symbol: round trips, wins, losses, win rate, realized P&L, fees, fills, still open ([`BY_SYMBOL_HEADER`]) |
+//! | `by_exit_reason.csv` | per exit reason (`signal`, `stop_loss`, `take_profit`, `trailing_stop`, `max_hold_time`, `liquidation`, then `still_open`) ([`BY_EXIT_REASON_HEADER`]) |
+//! | `daily.csv` | per UTC day: start/end equity, P&L, return %, fills, round trips ([`DAILY_HEADER`]) |
 //! | `equity.png` | 1200 × 600 PNG: equity over time, drawdown below |
 //!
 //! CSV conventions: times are RFC 3339 UTC with a `Z` suffix (milliseconds
@@ -36,6 +39,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::analytics::Summary;
+pub use crate::figures::{BY_EXIT_REASON_HEADER, BY_SYMBOL_HEADER, DAILY_HEADER};
 use crate::ledger::records::{
     DecisionRecord, FillStatus, LedgerBatch, RoundTrip, SnapshotRecord, TradeRecord,
 };
@@ -138,6 +142,12 @@ pub struct ReportFiles {
     pub decisions_csv: PathBuf,
     /// `equity.png`.
     pub equity_png: PathBuf,
+    /// `by_symbol.csv`.
+    pub by_symbol_csv: PathBuf,
+    /// `by_exit_reason.csv`.
+    pub by_exit_reason_csv: PathBuf,
+    /// `daily.csv`.
+    pub daily_csv: PathBuf,
 }
 
 /// One CSV file being streamed.
@@ -348,12 +358,57 @@ impl ReportWriter {
         Ok(())
     }
 
-    /// Writes summary.json and equity.png, flushes the CSVs; returns the
-    /// paths written.
+    /// Writes summary.json, the breakdown CSVs (by_symbol.csv,
+    /// by_exit_reason.csv, daily.csv) and equity.png, flushes the streamed
+    /// CSVs; returns the paths written.
     pub fn finish(mut self, summary: &Summary) -> Result<ReportFiles, ReportError> {
         self.trades.flush()?;
         self.round_trips.flush()?;
         self.decisions.flush()?;
+
+        let f = &summary.figures;
+        let mut by_symbol = CsvOut::create(self.dir.join("by_symbol.csv"), &BY_SYMBOL_HEADER)?;
+        for r in &f.by_symbol {
+            by_symbol.row([
+                r.symbol.clone(),
+                r.round_trips.to_string(),
+                r.wins.to_string(),
+                r.losses.to_string(),
+                dec(r.win_rate_pct),
+                dec(r.realized_pnl),
+                dec(r.fees),
+                r.fills.to_string(),
+                r.still_open.to_string(),
+            ])?;
+        }
+        by_symbol.flush()?;
+        let mut by_reason =
+            CsvOut::create(self.dir.join("by_exit_reason.csv"), &BY_EXIT_REASON_HEADER)?;
+        for r in &f.by_exit_reason {
+            by_reason.row([
+                r.exit_reason.clone(),
+                r.round_trips.to_string(),
+                r.wins.to_string(),
+                r.losses.to_string(),
+                dec(r.win_rate_pct),
+                dec(r.pnl),
+                dec(r.avg_pnl),
+            ])?;
+        }
+        by_reason.flush()?;
+        let mut daily = CsvOut::create(self.dir.join("daily.csv"), &DAILY_HEADER)?;
+        for r in &f.daily {
+            daily.row([
+                r.date.clone(),
+                dec(r.start_equity),
+                dec(r.end_equity),
+                dec(r.pnl),
+                dec(r.return_pct),
+                r.fills.to_string(),
+                r.round_trips.to_string(),
+            ])?;
+        }
+        daily.flush()?;
 
         let summary_json = self.dir.join("summary.json");
         write_json(&summary_json, summary)?;
@@ -368,6 +423,9 @@ impl ReportWriter {
             round_trips_csv: self.round_trips.path,
             decisions_csv: self.decisions.path,
             equity_png,
+            by_symbol_csv: by_symbol.path,
+            by_exit_reason_csv: by_reason.path,
+            daily_csv: daily.path,
             dir: self.dir,
         })
     }
@@ -392,6 +450,29 @@ fn write_json(path: &Path, summary: &Summary) -> Result<(), ReportError> {
 fn fmt_dp(d: Decimal, dp: u32) -> String {
     let r = d.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     format!("{r:.prec$}", prec = dp as usize)
+}
+
+/// A duration in milliseconds as `1d 2h 3m`, `2h 5m`, `45s` (whole
+/// seconds; largest units first, zero units left out).
+pub fn fmt_duration(ms: i64) -> String {
+    let mut secs = ms.max(0) / 1000;
+    let days = secs / 86_400;
+    secs %= 86_400;
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut parts = Vec::new();
+    if days > 0 {
+        parts.push(format!("{days}d"));
+    }
+    if h > 0 {
+        parts.push(format!("{h}h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m}m"));
+    }
+    if s > 0 || parts.is_empty() {
+        parts.push(format!("{s}s"));
+    }
+    parts.join(" ")
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -457,6 +538,11 @@ pub fn fmt_money(d: Decimal, currency: &str) -> String {
 pub fn summary_table(s: &Summary, currency: &str) -> String {
     let money = |d: Decimal| fmt_money(d, currency);
     let pct = |d: Decimal| format!("{}%", fmt_dp(d, 2));
+    let f = &s.figures;
+    let durations = |avg: Option<i64>, max: Option<i64>| match (avg, max) {
+        (Some(a), Some(m)) => format!("{} / {}", fmt_duration(a), fmt_duration(m)),
+        _ => "n/a".to_owned(),
+    };
     let rows: Vec<(&str, String)> = vec![
         ("Phase", s.phase.clone()),
         ("Period", format!("{} → {}", s.start, s.end)),
@@ -468,7 +554,37 @@ pub fn summary_table(s: &Summary, currency: &str) -> String {
         ("Unrealized P&L", money(s.unrealized_pnl)),
         ("Total P&L", money(s.total_pnl)),
         ("ROI", pct(s.roi_pct)),
+        (
+            "Buy & hold (benchmark)",
+            f.benchmark_return_pct
+                .map_or_else(|| "n/a".to_owned(), |d| pct(d)),
+        ),
+        (
+            "Excess return vs buy & hold",
+            f.excess_return_pct
+                .map_or_else(|| "n/a".to_owned(), |d| format!("{} pp", fmt_dp(d, 2))),
+        ),
+        ("Exposure time", pct(f.exposure_time_pct)),
+        (
+            "CAGR",
+            f.cagr_pct
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}%")),
+        ),
+        ("Calmar ratio", fmt_ratio(f.calmar_ratio)),
         ("Max drawdown", pct(s.max_drawdown_pct)),
+        (
+            "Max drawdown duration",
+            f.max_drawdown_duration.map_or_else(
+                || "n/a".to_owned(),
+                |d| {
+                    format!(
+                        "{}{}",
+                        fmt_duration(d.duration_ms),
+                        if d.recovered { "" } else { " (not recovered)" }
+                    )
+                },
+            ),
+        ),
         ("Sharpe ratio (annualised)", fmt_ratio(s.sharpe_ratio)),
         ("Sortino ratio (annualised)", fmt_ratio(s.sortino_ratio)),
         (
@@ -481,6 +597,17 @@ pub fn summary_table(s: &Summary, currency: &str) -> String {
         ),
         ("Win rate", pct(s.win_rate_pct)),
         ("Avg P&L per round trip", money(s.avg_pnl_per_round_trip)),
+        ("Expectancy per round trip", money(f.expectancy)),
+        ("SQN", fmt_ratio(f.sqn)),
+        (
+            "Avg / max duration, winners",
+            durations(f.avg_win_duration_ms, f.max_win_duration_ms),
+        ),
+        (
+            "Avg / max duration, losers",
+            durations(f.avg_loss_duration_ms, f.max_loss_duration_ms),
+        ),
+        ("Longest losing streak", f.longest_losing_streak.to_string()),
         ("Avg win / avg loss", {
             format!("{} / {}", money(s.avg_win), money(s.avg_loss))
         }),
