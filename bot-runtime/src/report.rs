@@ -1175,6 +1175,134 @@ mod tests {
     }
 
     #[test]
+    fn breakdown_csvs_identity_and_benchmark_in_summary_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ReportWriter::create(dir.path(), "t").unwrap();
+        let mut a = Analytics::new(dec!(10000), HOUR);
+        a.set_identity(crate::analytics::SessionIdentity {
+            session_id: "sma-2".into(),
+            name: "sma".into(),
+            strategy: "sma-10-30".into(),
+            symbols: vec!["BTC-PERP".into(), "ETH-PERP".into()],
+            currency: "USD".into(),
+        });
+        // Benchmark: 5000 per symbol, fee 0.1 %; BTC 100 → 110, ETH 50 → 45:
+        // 10000 × 0.999 / 1.001 × (1.1 + 0.9) / 2 = 9980.01998…, −0.1998002 %.
+        let mut p = crate::figures::BenchmarkPrices::new(
+            vec!["BTC-PERP".into(), "ETH-PERP".into()],
+            dec!(0.001),
+        );
+        p.set_first(0, Timestamp(T0), dec!(100));
+        p.set_first(1, Timestamp(T0), dec!(50));
+        p.set_last(0, Timestamp(T0 + 48 * HOUR), dec!(110));
+        p.set_last(1, Timestamp(T0 + 48 * HOUR), dec!(45));
+        a.set_benchmark_prices(Some(p));
+        let mut win = round_trip(dec!(20));
+        win.exit_time = Timestamp(T0 + 26 * HOUR);
+        let mut loss = round_trip(dec!(-7.5));
+        loss.symbol = "ETH-PERP".into();
+        loss.exit_reason = FillReason::StopLoss;
+        let batch = LedgerBatch {
+            round_trips: vec![win, loss],
+            trades: vec![trade(
+                1,
+                Side::Buy,
+                FillStatus::Filled,
+                dec!(1.25),
+                Decimal::ZERO,
+                Decimal::ZERO,
+            )],
+            ..Default::default()
+        };
+        a.on_batch(&batch);
+        w.write_batch(&batch).unwrap();
+        let summary = a.summary(&end_state(), "Completed");
+        let files = w.finish(&summary).unwrap();
+
+        assert_eq!(
+            read_lines(&files.by_symbol_csv),
+            vec![
+                BY_SYMBOL_HEADER.join(","),
+                "BTC-PERP,1,1,0,100,20,1.25,1,true".to_owned(),
+                "ETH-PERP,1,0,1,0,-7.5,0,0,false".to_owned(),
+            ]
+        );
+        let reasons = read_lines(&files.by_exit_reason_csv);
+        assert_eq!(
+            reasons[0],
+            "exit_reason,round_trips,wins,losses,win_rate_pct,pnl,avg_pnl"
+        );
+        assert_eq!(reasons[1], "signal,1,1,0,100,20,20");
+        assert_eq!(reasons[2], "stop_loss,1,0,1,0,-7.5,-7.5");
+        assert_eq!(reasons[7], "still_open,1,0,0,0,0,0");
+        assert_eq!(reasons.len(), 8);
+        // One trade on Jan 1 (the fill), the win closed on Jan 2; no
+        // snapshot, so equity only moves on the last day (end 48 h = Jan 3
+        // 00:00, which closes Jan 2).
+        assert_eq!(
+            read_lines(&files.daily_csv),
+            vec![
+                "date,start_equity,end_equity,pnl,return_pct,fills,round_trips".to_owned(),
+                "2022-01-01,10000,10000,0,0,1,1".to_owned(),
+                "2022-01-02,10000,10012.5,12.5,0.125,0,1".to_owned(),
+            ]
+        );
+
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&files.summary_json).unwrap()).unwrap();
+        assert_eq!(v["session_id"], "sma-2");
+        assert_eq!(v["session_name"], "sma");
+        assert_eq!(v["strategy"], "sma-10-30");
+        assert_eq!(v["symbols"], serde_json::json!(["BTC-PERP", "ETH-PERP"]));
+        assert_eq!(v["currency"], "USD");
+        assert_eq!(v["start"], "2022-01-01T00:00:00Z");
+        assert_eq!(v["benchmark_return_pct"], "-0.1998002");
+        assert_eq!(v["benchmark"]["final_equity"], "9980.02");
+        // ROI 0.125 % − (−0.1998002 %) = 0.3248002 pp.
+        assert_eq!(v["excess_return_pct"], "0.3248002");
+        assert_eq!(v["expectancy"], "6.25");
+        assert_eq!(v["by_symbol"][1]["realized_pnl"], "-7.5");
+        assert_eq!(v["by_exit_reason"][6]["exit_reason"], "still_open");
+        assert_eq!(v["daily"][1]["end_equity"], "10012.5");
+        assert_eq!(v["best_round_trip"]["pnl"], "20");
+        assert_eq!(v["longest_losing_streak"], 1);
+        assert!(v["cagr_pct"].is_number());
+        // Existing fields are still there, unchanged in form.
+        assert_eq!(v["final_equity"], "10012.5");
+        assert_eq!(v["roi_pct"], "0.125");
+
+        let t = summary_table(&summary, "USD");
+        for (label, value) in [
+            ("Buy & hold (benchmark)", "-0.20%"),
+            ("Excess return vs buy & hold", "0.32 pp"),
+            ("Exposure time", "%"),
+            ("CAGR", "%"),
+            ("Calmar ratio", ""),
+            // √2 × 6.25 / (27.5 / √2) = 12.5 / 27.5 = 0.4545…
+            ("SQN", "0.45"),
+            ("Expectancy per round trip", "6.25"),
+            // The win: entry T0, exit 26 h later.
+            ("Avg / max duration, winners", "1d 2h / 1d 2h"),
+            ("Avg / max duration, losers", "1h / 1h"),
+            ("Longest losing streak", "1"),
+        ] {
+            let row = t
+                .lines()
+                .find(|l| l.contains(label))
+                .unwrap_or_else(|| panic!("no {label} row in\n{t}"));
+            assert!(row.contains(value), "{label}: {value} not in {row}");
+        }
+    }
+
+    #[test]
+    fn durations_read_as_days_hours_minutes() {
+        assert_eq!(fmt_duration(0), "0s");
+        assert_eq!(fmt_duration(45_000), "45s");
+        assert_eq!(fmt_duration(2 * HOUR + 5 * 60_000), "2h 5m");
+        assert_eq!(fmt_duration(26 * HOUR + 60_000 + 1_500), "1d 2h 1m 1s");
+    }
+
+    #[test]
     fn money_follows_the_currency_precision_table() {
         let v = dec!(1234.5678912345);
         assert_eq!(fmt_money(v, "USD"), "1234.57");
