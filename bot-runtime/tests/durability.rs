@@ -240,6 +240,9 @@ fn assert_same_report(a: &Path, b: &Path) {
         "round_trips.csv",
         "decisions.csv",
         "equity.png",
+        "by_symbol.csv",
+        "by_exit_reason.csv",
+        "daily.csv",
     ] {
         let x = std::fs::read(a.join(f)).unwrap_or_else(|e| panic!("{}: {e}", a.join(f).display()));
         let y = std::fs::read(b.join(f)).unwrap_or_else(|e| panic!("{}: {e}", b.join(f).display()));
@@ -668,6 +671,23 @@ fn sessions_commands_and_report_regeneration_work_from_the_ledger_alone() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_same_report(&reports.join("done"), &regenerated);
+    // The regenerated summary has the identity and the benchmark (carried in
+    // the checkpoint), not only the totals.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(regenerated.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["session_id"], "done");
+    assert_eq!(summary["session_name"], "done");
+    assert!(
+        summary["strategy"].as_str().is_some_and(|s| !s.is_empty()),
+        "{summary}"
+    );
+    assert!(
+        summary["symbols"].as_array().is_some_and(|s| !s.is_empty()),
+        "{summary}"
+    );
+    assert!(summary["benchmark_return_pct"].is_string(), "{summary}");
+    assert!(summary["excess_return_pct"].is_string(), "{summary}");
 
     // Close the orphan; it is Stopped, and cannot be closed or resumed again.
     let (ok, closed, err) = sessions(&["close", "orphan"]);
