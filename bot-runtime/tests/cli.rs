@@ -331,6 +331,57 @@ fn backtest_merges_several_files() {
         serde_json::from_str(&std::fs::read_to_string(reports.join("two/summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["bars"], 3887 * 2);
+    // The benchmark, from the files' first open and last close: half the
+    // cash in each symbol, 0.1 % fee on entry and exit.
+    let d = |v: &str| rust_decimal::Decimal::from_str_exact(v).unwrap();
+    let cash = d(summary["initial_equity"].as_str().unwrap());
+    let fee = d("0.001");
+    let mut value = rust_decimal::Decimal::ZERO;
+    for f in [
+        "data/BTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv",
+        "data/LTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv",
+    ] {
+        let body = std::fs::read_to_string(example(f)).unwrap();
+        let rows: Vec<Vec<&str>> = body
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .collect();
+        let (open, close) = (d(rows[0][1]), d(rows[rows.len() - 1][4]));
+        value += cash / rust_decimal::Decimal::TWO / (open * (rust_decimal::Decimal::ONE + fee))
+            * close
+            * (rust_decimal::Decimal::ONE - fee);
+    }
+    let want = ((value - cash) * rust_decimal::Decimal::ONE_HUNDRED / cash)
+        .round_dp_with_strategy(8, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    let got = d(summary["benchmark_return_pct"].as_str().unwrap());
+    assert!(
+        (got - want).abs() <= d("0.00000001"),
+        "benchmark {got} vs {want}"
+    );
+    let roi = d(summary["roi_pct"].as_str().unwrap());
+    assert_eq!(d(summary["excess_return_pct"].as_str().unwrap()), roi - got);
+    assert_eq!(
+        summary["symbols"],
+        serde_json::json!(["BTC-USD", "LTC-USD"])
+    );
+    assert_eq!(summary["session_id"], "two");
+    assert_eq!(summary["currency"], "USD");
+    // Three UTC days of data; one breakdown row per symbol traded; every
+    // exit reason and still_open.
+    let lines = |f: &str| {
+        std::fs::read_to_string(reports.join("two").join(f))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let daily = lines("daily.csv");
+    assert_eq!(daily.len(), 4, "{daily:?}");
+    assert!(daily[1].starts_with("2018-04-04,") && daily[3].starts_with("2018-04-06,"));
+    let by_symbol = lines("by_symbol.csv");
+    assert!(by_symbol[1].starts_with("BTC-USD,") && by_symbol[2].starts_with("LTC-USD,"));
+    assert_eq!(lines("by_exit_reason.csv").len(), 8);
     let trades = std::fs::read_to_string(reports.join("two/trades.csv")).unwrap();
     assert!(trades.contains(",BTC-USD,") && trades.contains(",LTC-USD,"));
     // Each symbol's fills are in time order (across symbols, a stop touched
