@@ -371,7 +371,9 @@ fn reason_index(r: FillReason) -> usize {
 /// Days are cut at 00:00 UTC. A snapshot is taken at a candle's close, so
 /// an equity stamped exactly 00:00 closes the day before (it is assigned to
 /// the day of `time − 1 ms`); a fill or a round trip counts on the UTC day of
-/// its time. Only days with a snapshot, a fill or the run's end appear.
+/// its time. Only days with a snapshot, a fill or the run's end appear, from
+/// the first candle's day on (a snapshot stamped at the very start is the
+/// opening equity).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DayRow {
     /// `YYYY-MM-DD`, UTC.
@@ -766,7 +768,14 @@ impl Figures {
         });
 
         // Per day: the final equity closes the day of the end.
-        let mut days = self.days.clone();
+        // A snapshot stamped at the start itself (00:00 of the first day) is
+        // the opening equity, not the close of the day before: days before
+        // the first candle's day are left out.
+        let mut days: BTreeMap<i64, DayAcc> = self
+            .days
+            .range(start.utc_day()..)
+            .map(|(k, v)| (*k, *v))
+            .collect();
         let end_day = end.0.saturating_sub(1).div_euclid(MS_PER_DAY);
         if days.keys().next_back().is_none_or(|d| *d <= end_day) {
             days.entry(end_day).or_default().end_equity = Some(final_equity);
@@ -1278,7 +1287,8 @@ mod tests {
 
     #[test]
     fn daily_table_best_and_worst_day() {
-        // Initial 1000 on 2022-01-01 00:00. Snapshots: 12:00 1010, Jan 2
+        // Initial 1000 on 2022-01-01 00:00. Snapshots: 00:00 1000 (the
+        // opening equity, not a 2021-12-31 row), 12:00 1010, Jan 2
         // 00:00 1020 (closes Jan 1), Jan 2 12:00 990, Jan 3 00:00 1000
         // (closes Jan 2), Jan 3 06:00 1030; the run ends Jan 3 12:00 at 1040.
         //   Jan 1: 1000 → 1020, +20, +2 %
@@ -1287,6 +1297,7 @@ mod tests {
         let mut f = Figures::default();
         f.on_batch(&LedgerBatch {
             snapshots: snaps(&[
+                (0, dec!(1000)),
                 (12, dec!(1010)),
                 (24, dec!(1020)),
                 (36, dec!(990)),

@@ -280,21 +280,20 @@ pub async fn run_session_live<L: LedgerStore>(
         symbols: plan.symbols.clone(),
         currency: plan.account.base_currency.clone(),
     });
-    // The benchmark's inputs: from the checkpoint on a resume, else none yet.
-    let benchmark = start
-        .checkpoint
-        .as_ref()
-        .and_then(|c| c.benchmark.clone())
-        .unwrap_or_else(|| {
-            crate::figures::BenchmarkPrices::new(
-                plan.symbols.clone(),
-                crate::execution::ExecutionModel::from_spec(
-                    &plan.session.execution,
-                    &plan.volume_units,
-                )
-                .fee_rate(),
+    // The benchmark's inputs: from the checkpoint on a resume (a checkpoint
+    // of an older runtime has none: its first prices are lost, so the
+    // session gets no benchmark rather than a wrong one), else none yet.
+    let benchmark = match &start.checkpoint {
+        Some(c) => c.benchmark.clone().unwrap_or_default(),
+        None => crate::figures::BenchmarkPrices::new(
+            plan.symbols.clone(),
+            crate::execution::ExecutionModel::from_spec(
+                &plan.session.execution,
+                &plan.volume_units,
             )
-        });
+            .fee_rate(),
+        ),
+    };
     if start.checkpoint.is_some() {
         analytics.set_benchmark_prices(Some(benchmark.clone()));
     }
