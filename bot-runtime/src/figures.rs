@@ -289,7 +289,8 @@ pub struct SymbolRow {
     /// `wins / round_trips × 100`, percent 0-100; 0 without a round trip.
     #[serde(serialize_with = "ser_dec")]
     pub win_rate_pct: Decimal,
-    /// Σ round-trip P&L, quote currency (fees included).
+    /// Σ round-trip P&L, quote currency (fees included), rounded half away
+    /// from zero to the currency's places (as all sums in the breakdowns).
     #[serde(serialize_with = "ser_dec")]
     pub realized_pnl: Decimal,
     /// Σ fees of its filled orders, quote currency (including the entry fee
@@ -336,7 +337,8 @@ pub struct ExitReasonRow {
     /// Σ P&L, quote currency; for `still_open`, the unrealized P&L.
     #[serde(serialize_with = "ser_dec")]
     pub pnl: Decimal,
-    /// `pnl / round_trips`, quote currency; 0 without one.
+    /// `pnl / round_trips` (unrounded P&L), quote currency, [`QUOTIENT_DP`]
+    /// places; 0 without one.
     #[serde(serialize_with = "ser_dec")]
     pub avg_pnl: Decimal,
 }
@@ -379,7 +381,9 @@ pub struct DayRow {
     /// `YYYY-MM-DD`, UTC.
     pub date: String,
     /// Equity at the start of the day: the previous row's end equity (the
-    /// initial equity for the first), quote currency.
+    /// initial equity for the first), quote currency, rounded half away from
+    /// zero to the currency's places (so the rows' P&L add up to the
+    /// rounded total).
     #[serde(serialize_with = "ser_dec")]
     pub start_equity: Decimal,
     /// Equity at the last snapshot of the day (the final equity on the last
@@ -735,8 +739,8 @@ impl Figures {
                 losses: a.losses,
                 win_rate_pct: quotient(Decimal::from(a.wins) * hundred, a.round_trips.into())
                     .unwrap_or_default(),
-                realized_pnl: a.pnl,
-                fees: a.fees,
+                realized_pnl: round(a.pnl, money_dp),
+                fees: round(a.fees, money_dp),
                 fills: a.fills,
                 still_open: a.open,
             })
@@ -753,7 +757,7 @@ impl Figures {
                 losses: a.losses,
                 win_rate_pct: quotient(Decimal::from(a.wins) * hundred, a.n.into())
                     .unwrap_or_default(),
-                pnl: a.pnl,
+                pnl: round(a.pnl, money_dp),
                 avg_pnl: quotient(a.pnl, a.n.into()).unwrap_or_default(),
             })
             .collect();
@@ -763,7 +767,7 @@ impl Figures {
             wins: 0,
             losses: 0,
             win_rate_pct: Decimal::ZERO,
-            pnl: unrealized,
+            pnl: round(unrealized, money_dp),
             avg_pnl: quotient(unrealized, self.open_count.into()).unwrap_or_default(),
         });
 
@@ -781,9 +785,9 @@ impl Figures {
             days.entry(end_day).or_default().end_equity = Some(final_equity);
         }
         let mut daily = Vec::with_capacity(days.len());
-        let mut prev = initial;
+        let mut prev = round(initial, money_dp);
         for (day, acc) in &days {
-            let end_equity = acc.end_equity.unwrap_or(prev);
+            let end_equity = round(acc.end_equity.unwrap_or(prev), money_dp);
             let pnl = end_equity.saturating_sub(prev);
             daily.push(DayRow {
                 date: utc_date(*day),
@@ -1358,6 +1362,42 @@ mod tests {
         );
         assert_eq!(s.best_day.as_ref().unwrap().date, "2022-01-03");
         assert_eq!(s.worst_day.as_ref().unwrap().date, "2022-01-02");
+    }
+
+    #[test]
+    fn breakdown_money_is_rounded_to_the_currency_places() {
+        // Equity 1000.005 at the end of the only day: 1000.01 in USD (half
+        // away from zero), exact to the satoshi in BTC (8 places).
+        let mut f = Figures::default();
+        f.on_batch(&LedgerBatch {
+            round_trips: vec![rt(
+                "A",
+                0.0,
+                1.0,
+                dec!(0.005),
+                dec!(0.1),
+                FillReason::Signal,
+            )],
+            ..Default::default()
+        });
+        let usd = finish_simple(&f, 2, dec!(1000.005));
+        assert_eq!(usd.daily[0].end_equity, dec!(1000.01));
+        assert_eq!(usd.daily[0].pnl, dec!(0.01));
+        assert_eq!(usd.by_symbol[0].realized_pnl, dec!(0.01));
+        assert_eq!(usd.by_exit_reason[0].pnl, dec!(0.01));
+        assert_eq!(usd.by_exit_reason[0].avg_pnl, dec!(0.005));
+        let btc = f.finish(
+            dec!(1000),
+            dec!(1000.005),
+            at(0),
+            at(2),
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+            None,
+            8,
+        );
+        assert_eq!(btc.daily[0].pnl, dec!(0.005));
     }
 
     #[test]

@@ -853,6 +853,9 @@ fn run_plans(
             println!("  {}", out.files.round_trips_csv.display());
             println!("  {}", out.files.decisions_csv.display());
             println!("  {}", out.files.equity_png.display());
+            println!("  {}", out.files.by_symbol_csv.display());
+            println!("  {}", out.files.by_exit_reason_csv.display());
+            println!("  {}", out.files.daily_csv.display());
             println!("ledger: {}", ledger::url::redact(ledger_url));
             if out.phase == bot_runtime::ledger::store::INTERRUPTED_PHASE {
                 println!("resume with: the same command and --resume");
