@@ -556,8 +556,7 @@ pub fn summary_table(s: &Summary, currency: &str) -> String {
         ("ROI", pct(s.roi_pct)),
         (
             "Buy & hold (benchmark)",
-            f.benchmark_return_pct
-                .map_or_else(|| "n/a".to_owned(), |d| pct(d)),
+            f.benchmark_return_pct.map_or_else(|| "n/a".to_owned(), pct),
         ),
         (
             "Excess return vs buy & hold",
