@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod api;
 pub mod autopilot;
 pub mod breakers;
+pub mod compare;
 pub mod config;
 pub mod data_cli;
 pub mod engine;

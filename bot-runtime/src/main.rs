@@ -186,6 +186,20 @@ enum SessionsCommand {
         /// The ledger session id.
         id: String,
     },
+    /// Key figures of 2 to 20 sessions side by side (the figures `report`
+    /// gives), plus `compare.csv` and `compare_equity.png` (equity as % of
+    /// initial, one line per session) in --out.
+    Compare {
+        /// Directory for `compare.csv` and `compare_equity.png` (created;
+        /// files replaced).
+        #[arg(long, default_value = "reports/compare")]
+        out: PathBuf,
+        /// Sort the rows by this figure (default: the order given).
+        #[arg(long, value_enum)]
+        sort: Option<bot_runtime::compare::SortBy>,
+        /// Session ids or BotSession names (a name means its newest run).
+        ids: Vec<String>,
+    },
 }
 
 /// Where the ledger is.
@@ -480,6 +494,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{written}");
             Ok(())
         }
+        Command::Sessions {
+            ledger,
+            command: SessionsCommand::Compare { out, sort, ids },
+        } => with_runtime(async move {
+            let url = ledger.url();
+            bot_runtime::compare::check_count(&ids)?;
+            bot_runtime::compare::check_ledger_exists(&url)?;
+            let store = ledger::open(&url).await?;
+            let result = bot_runtime::compare::compare(&store, &ids, sort, &out).await;
+            store.close().await;
+            let written = result?;
+            println!("{}", written.table);
+            println!("wrote {}", written.csv.display());
+            println!("wrote {}", written.png.display());
+            Ok(())
+        }),
         Command::Sessions { ledger, command } => with_runtime(async move {
             let url = ledger.url();
             let mut store = ledger::open(&url).await?;
@@ -489,6 +519,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 SessionsCommand::Close { id } => {
                     sessions_cli::close(&mut store, &id, &bot_runtime::runner::default_writer())
                         .await
+                }
+                // Matched by the arm above (it must not open the ledger first).
+                SessionsCommand::Compare { .. } => {
+                    Err(anyhow::anyhow!("sessions compare is handled on its own"))
                 }
             };
             store.close().await;

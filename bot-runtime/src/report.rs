@@ -77,7 +77,7 @@ pub const CHART_WIDTH: u32 = 1200;
 pub const CHART_HEIGHT: u32 = 600;
 
 /// Font family name under which DejaVu Sans is registered with plotters.
-const FONT_FAMILY: &str = "sans-serif";
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
 
 /// Errors while writing a report.
 #[derive(Debug, thiserror::Error)]
@@ -447,7 +447,7 @@ fn write_json(path: &Path, summary: &Summary) -> Result<(), ReportError> {
 
 /// A Decimal rounded half away from zero to `dp` places, with trailing
 /// zeros kept (display only).
-fn fmt_dp(d: Decimal, dp: u32) -> String {
+pub(crate) fn fmt_dp(d: Decimal, dp: u32) -> String {
     let r = d.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     format!("{r:.prec$}", prec = dp as usize)
 }
@@ -475,7 +475,7 @@ pub fn fmt_duration(ms: i64) -> String {
     parts.join(" ")
 }
 
-fn fmt_ratio(r: Option<f64>) -> String {
+pub(crate) fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
 }
 
@@ -653,7 +653,7 @@ pub fn summary_table(s: &Summary, currency: &str) -> String {
 /// Registers DejaVu Sans (regular and bold, bytes from the `dejavu` crate)
 /// as plotters' `sans-serif` family, once per process, so text renders
 /// without any system font.
-fn ensure_font() -> Result<(), ReportError> {
+pub(crate) fn ensure_font() -> Result<(), ReportError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, dejavu::sans::regular())
