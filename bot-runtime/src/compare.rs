@@ -63,10 +63,14 @@ pub enum SortBy {
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
     /// Fewer than [`MIN_SESSIONS`] or more than [`MAX_SESSIONS`] sessions.
-    #[error("sessions compare takes {MIN_SESSIONS} to {MAX_SESSIONS} session ids or names, got {0}")]
+    #[error(
+        "sessions compare takes {MIN_SESSIONS} to {MAX_SESSIONS} session ids or names, got {0}"
+    )]
     Count(usize),
     /// The same session was named twice.
-    #[error("session {0:?} is named twice (an id and the name of its newest run count as the same)")]
+    #[error(
+        "session {0:?} is named twice (an id and the name of its newest run count as the same)"
+    )]
     Duplicate(String),
     /// No session has this id or BotSession name.
     #[error("no session {wanted:?} in this ledger; known sessions: {known}")]
@@ -79,7 +83,9 @@ pub enum CompareError {
     },
     /// A SQLite ledger file that does not exist (opening would create an
     /// empty one).
-    #[error("cannot open ledger {0}: no such file (expected an existing SQLite ledger file or a PostgreSQL URL)")]
+    #[error(
+        "cannot open ledger {0}: no such file (expected an existing SQLite ledger file or a PostgreSQL URL)"
+    )]
     NoLedgerFile(String),
     /// Reading a session from the ledger failed.
     #[error("reading session {session:?}: {source}")]
@@ -166,9 +172,10 @@ pub fn check_count(wanted: &[String]) -> Result<(), CompareError> {
 
 /// Resolve each of `wanted` to a session: a BotSession name means its newest
 /// run (the ledger lists sessions newest first); otherwise it must be a
-/// session id. (The first run of a re-run session has the name as its id;
-/// a name always means the newest run, so reach earlier runs by their
-/// `NAME-N` ids.)
+/// session id. The first run of a re-run session has the bare name as its
+/// id, which as a name means the newest run, so `NAME-1` (when no session
+/// has that id or name) means the session with id `NAME`; later runs are
+/// `NAME-2`, `NAME-3`, ... as the ledger numbers them.
 ///
 /// # Errors
 /// [`CompareError::Count`], [`CompareError::Unknown`] (listing the known
@@ -185,6 +192,10 @@ pub async fn resolve<L: LedgerStore>(
             .iter()
             .find(|s| &s.name == w)
             .or_else(|| sessions.iter().find(|s| &s.id == w))
+            .or_else(|| {
+                let first = w.strip_suffix("-1")?;
+                sessions.iter().find(|s| s.id == first)
+            })
             .ok_or_else(|| CompareError::Unknown {
                 wanted: w.clone(),
                 known: if sessions.is_empty() {
@@ -456,7 +467,12 @@ pub fn render_png(rows: &[Compared], path: &Path) -> Result<(), CompareError> {
         .collect();
     let all = lines.iter().flat_map(|(_, p)| p.iter());
     let (t0, t1, lo, hi) = all.fold(
-        (None::<DateTime<Utc>>, None::<DateTime<Utc>>, 100.0f64, 100.0f64),
+        (
+            None::<DateTime<Utc>>,
+            None::<DateTime<Utc>>,
+            100.0f64,
+            100.0f64,
+        ),
         |(t0, t1, lo, hi), (t, v)| {
             (
                 Some(t0.map_or(*t, |x| x.min(*t))),
@@ -479,10 +495,7 @@ pub fn render_png(rows: &[Compared], path: &Path) -> Result<(), CompareError> {
 
     let root = BitMapBackend::new(path, (CHART_WIDTH, CHART_HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| chart_err(&e))?;
-    let title = format!(
-        "Equity of {} sessions, % of initial equity",
-        rows.len()
-    );
+    let title = format!("Equity of {} sessions, % of initial equity", rows.len());
     let time_fmt = if (t1 - t0).num_milliseconds() > 3 * 86_400_000 {
         "%Y-%m-%d"
     } else {
