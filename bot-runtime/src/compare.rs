@@ -416,7 +416,7 @@ pub fn write_csv(rows: &[Compared], path: &Path) -> Result<(), CompareError> {
 }
 
 /// Ten distinct line colours (the "tab10" palette of matplotlib/Tableau);
-/// sessions beyond ten reuse them dashed-free in the same order.
+/// sessions beyond ten reuse them in the same order.
 const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -429,6 +429,9 @@ const COLOURS: [RGBColor; 10] = [
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
 ];
+
+/// One point of a session's line: (market time, equity % of initial).
+type ChartPoint = (DateTime<Utc>, f64);
 
 /// Draw `compare_equity.png` at `path`: a [`CHART_WIDTH`] ×
 /// [`CHART_HEIGHT`] PNG with one line per session, equity as percent of the
@@ -446,7 +449,7 @@ pub fn render_png(rows: &[Compared], path: &Path) -> Result<(), CompareError> {
         })
     };
     let hundred = Decimal::ONE_HUNDRED;
-    let lines: Vec<(String, Vec<(DateTime<Utc>, f64)>)> = rows
+    let lines: Vec<(String, Vec<ChartPoint>)> = rows
         .iter()
         .map(|r| {
             let initial = r.summary.initial_equity;
@@ -590,4 +593,45 @@ pub async fn compare<L: LedgerStore>(
         csv,
         png,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_sqlite_file_is_refused_and_other_urls_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("l.db");
+        let missing = file.display().to_string();
+        assert!(matches!(
+            check_ledger_exists(&missing),
+            Err(CompareError::NoLedgerFile(u)) if u == missing
+        ));
+        std::fs::write(&file, b"").unwrap();
+        for url in [
+            missing.clone(),
+            format!("sqlite://{missing}"),
+            format!("sqlite:{missing}?mode=ro"),
+            "sqlite::memory:".into(),
+            "postgres://u:p@127.0.0.1:1/db".into(),
+        ] {
+            assert!(check_ledger_exists(&url).is_ok(), "{url}");
+        }
+        assert!(matches!(
+            check_ledger_exists(&dir.path().display().to_string()),
+            Err(CompareError::NoLedgerFile(_))
+        ));
+    }
+
+    #[test]
+    fn two_to_twenty_sessions_are_accepted() {
+        let ids = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        for n in [0, 1, 21, 40] {
+            assert!(matches!(check_count(&ids(n)), Err(CompareError::Count(m)) if m == n));
+        }
+        for n in [2, 3, 20] {
+            assert!(check_count(&ids(n)).is_ok());
+        }
+    }
 }

@@ -281,17 +281,17 @@ fn compare_two_strategies_equals_their_own_summaries_and_names_mean_the_newest_r
 
     // By name: alpha means alpha-2; sorted by ROI.
     let out_dir = tmp.path().join("cmp");
-    let out = compare(&url, &out_dir, &["--sort", "roi", "beta", "alpha"]);
+    let out = compare(&url, &out_dir, &["--sort", "roi", "alpha", "beta"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let (header, rows) = read_csv(&out_dir.join("compare.csv"));
     assert_eq!(rows.len(), 2);
     let ids: Vec<&str> = rows.iter().map(|r| r.get(0).unwrap()).collect();
-    let mut by_roi = vec![
+    let mut by_roi = [
         ("alpha-2", dec(&a2["roi_pct"])),
         ("beta", dec(&b["roi_pct"])),
     ];
-    by_roi.sort_by(|x, y| y.1.cmp(&x.1));
+    by_roi.sort_by_key(|x| std::cmp::Reverse(x.1));
     assert_eq!(
         ids,
         by_roi.iter().map(|x| x.0).collect::<Vec<_>>(),
