@@ -70,6 +70,8 @@ enum Command {
         #[arg(long)]
         session: Option<String>,
         #[command(flatten)]
+        range: RangeArgs,
+        #[command(flatten)]
         out: OutputArgs,
     },
     /// Serve one BotSession as a long-lived service: trade it on the wall
@@ -119,6 +121,8 @@ enum Command {
         /// Name of the session in the ledger and report.
         #[arg(long, default_value = "backtest")]
         name: String,
+        #[command(flatten)]
+        range: RangeArgs,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -274,6 +278,28 @@ struct ServeArgs {
     /// See `--resume`.
     #[arg(long, hide = true)]
     no_progress: bool,
+}
+
+/// The time range of the replay files to trade.
+#[derive(Args, Debug)]
+struct RangeArgs {
+    /// Trade only candles opening at or after this RFC 3339 UTC time (e.g.
+    /// `2024-01-01T00:00:00Z`); overrides `spec.marketData.replay.from`.
+    #[arg(long)]
+    from: Option<String>,
+    /// Trade only candles opening before this RFC 3339 UTC time (exclusive);
+    /// overrides `spec.marketData.replay.to`.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl RangeArgs {
+    /// Apply the flags to `plan` (a given flag replaces that bound of the
+    /// manifest, an absent one keeps it).
+    fn apply(&self, plan: &mut SessionPlan) -> anyhow::Result<()> {
+        plan.override_range(self.from.as_deref(), self.to.as_deref())
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -452,13 +478,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { file, session, out } => {
+        Command::Run {
+            file,
+            session,
+            range,
+            out,
+        } => {
             let mut plans = config::plan_sessions(&config::load_manifests(&file)?)?;
             if let Some(name) = session {
                 plans.retain(|p| p.name == name);
                 if plans.is_empty() {
                     bail!("{}: no BotSession named {name:?}", file.display());
                 }
+            }
+            for p in &mut plans {
+                range.apply(p)?;
             }
             run_plans(plans, out.options()?, &out.ledger.url(), out.record_holds)
         }
@@ -522,6 +556,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             seed,
             quote_volume,
             name,
+            range,
             out,
         } => {
             let dec = |flag: &str, v: &str| -> anyhow::Result<DecimalString> {
@@ -543,7 +578,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 seed,
                 ..Default::default()
             };
-            let plan = backtest_plan(
+            let mut plan = backtest_plan(
                 &data,
                 &strategy,
                 dec("initial-cash", &initial_cash)?,
@@ -551,6 +586,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 &quote_volume,
                 &name,
             )?;
+            range.apply(&mut plan)?;
             run_plans(
                 vec![plan],
                 out.options()?,
@@ -627,7 +663,11 @@ fn backtest_plan(
         symbols: files.iter().map(|f| f.symbol.clone()).collect(),
         market_data: MarketDataSpec {
             source: MarketDataSource::Replay,
-            replay: Some(ReplaySpec { files }),
+            replay: Some(ReplaySpec {
+                files,
+                from: None,
+                to: None,
+            }),
             simulated: None,
             live: None,
             speed: None,
