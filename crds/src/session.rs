@@ -1010,8 +1010,30 @@ impl BotSessionSpec {
     /// Checks of `marketData.replay`; `in_use` when `source` is `Replay`,
     /// which also requires one file per symbol and no other files.
     fn validate_replay(&self, r: &ReplaySpec, in_use: bool, e: &mut Errors) {
-        if let Err(why) = r.range_ms() {
-            e.push("spec.marketData.replay", why);
+        let mut bounds = [None, None];
+        for (slot, (name, value)) in bounds
+            .iter_mut()
+            .zip([("from", &r.from), ("to", &r.to)])
+        {
+            if let Some(v) = value {
+                match parse_utc_time(&format!("marketData.replay.{name}"), v) {
+                    Ok(ms) => *slot = Some(ms),
+                    Err(why) => e.push(format!("spec.marketData.replay.{name}"), why),
+                }
+            }
+        }
+        if let [Some(from), Some(to)] = bounds
+            && from >= to
+        {
+            e.push(
+                "spec.marketData.replay.from",
+                format!(
+                    "{:?} must be before marketData.replay.to {:?} (from is inclusive, to \
+                     exclusive)",
+                    r.from.as_deref().unwrap_or_default(),
+                    r.to.as_deref().unwrap_or_default()
+                ),
+            );
         }
         let path = "spec.marketData.replay.files";
         if r.files.is_empty() {
