@@ -130,9 +130,10 @@ fn scan_replay_file(r: &ReplaySource, range: TimeRange) -> Result<FileSummary, D
             line: 0,
             reason: format!(
                 "no candle of {} {range}; the file covers {} to {} (candle open times)",
-                r.path
-                    .file_name()
-                    .map_or_else(|| r.path.display().to_string(), |n| n.to_string_lossy().into()),
+                r.path.file_name().map_or_else(
+                    || r.path.display().to_string(),
+                    |n| n.to_string_lossy().into()
+                ),
                 whole.first,
                 whole.last
             ),

@@ -87,7 +87,10 @@ fn manifest(dir: &Path, n: i64, range: &str) -> PathBuf {
             "  desiredState: Running",
             "  desiredState: Running\n  recordHolds: true",
         );
-    assert!(text.contains("recordHolds"), "quickstart.yaml changed shape");
+    assert!(
+        text.contains("recordHolds"),
+        "quickstart.yaml changed shape"
+    );
     let p = dir.join("session.yaml");
     std::fs::write(&p, text).unwrap();
     p
@@ -168,7 +171,10 @@ fn assert_traded_exactly(dir: &Path, from_minute: i64, to_minute: i64) {
         let (n, first, last) = decisions_of(dir, symbol);
         // A decision is made at a candle's close (open + 1 minute) or at
         // its open; either way inside [from, to].
-        assert!(first >= from, "{symbol}: first decision {first} before {from}");
+        assert!(
+            first >= from,
+            "{symbol}: first decision {first} before {from}"
+        );
         assert!(last <= to, "{symbol}: last decision {last} after {to}");
         assert!(
             last < to || n as i64 == to_minute - from_minute,
@@ -209,7 +215,11 @@ fn flags_override_the_manifest_range_bound_by_bound() {
     // Both flags, in a fresh ledger and report directory.
     let tmp2 = tempfile::tempdir().unwrap();
     let m2 = manifest(tmp2.path(), 400, &range);
-    ok(&run(tmp2.path(), &m2, &["--from", &at(10), "--to", &at(390)]));
+    ok(&run(
+        tmp2.path(),
+        &m2,
+        &["--from", &at(10), "--to", &at(390)],
+    ));
     assert_traded_exactly(tmp2.path(), 10, 390);
     // A manifest without a range and only --to.
     let tmp3 = tempfile::tempdir().unwrap();
@@ -260,9 +270,10 @@ fn bad_ranges_are_refused_before_trading() {
     let err = refused(&run(tmp.path(), &m, &["--to", "2024-01-01T02:00:00+02:00"]));
     assert!(err.contains("--to") && err.contains("not in UTC"), "{err}");
     // A manifest range that is out of order: refused with its field.
+    let other = tempfile::tempdir().unwrap();
     let bad = format!("      from: \"{}\"\n      to: \"{}\"\n", at(300), at(100));
-    let mb = manifest(tmp.path(), 400, &bad);
-    let err = refused(&run(tmp.path(), &mb, &[]));
+    let mb = manifest(other.path(), 400, &bad);
+    let err = refused(&run(other.path(), &mb, &[]));
     assert!(
         err.contains("spec.marketData.replay.from") && err.contains("must be before"),
         "{err}"
@@ -321,7 +332,10 @@ fn kill_9_and_resume_with_a_range_equals_an_uninterrupted_run() {
     let reference = tmp.path().join("reference");
     std::fs::create_dir_all(&reference).unwrap();
     ok(&run(&reference, &m, &args));
-    let want = dump(&reference.join("ledger.db").display().to_string(), "quickstart");
+    let want = dump(
+        &reference.join("ledger.db").display().to_string(),
+        "quickstart",
+    );
     // Killed runs, paced so each commits as it goes.
     let crashed = tmp.path().join("crashed");
     std::fs::create_dir_all(&crashed).unwrap();
@@ -353,11 +367,19 @@ fn kill_9_and_resume_with_a_range_equals_an_uninterrupted_run() {
     }
     assert!(kills >= 1, "no run was killed");
     let stdout = ok(&run(&crashed, &m, &[args[0], args[1], "--resume"]));
-    let got = dump(&crashed.join("ledger.db").display().to_string(), "quickstart");
+    assert!(stdout.contains("(resumed)"), "{stdout}");
+    let got = dump(
+        &crashed.join("ledger.db").display().to_string(),
+        "quickstart",
+    );
     assert!(
         got == want,
         "ledger after {kills} kills differs from the uninterrupted run ({} vs {} lines)\n{stdout}",
         got.lines().count(),
+        want.lines().count()
+    );
+    println!(
+        "kill -9 with a range: {kills} kills, {} ledger rows equal",
         want.lines().count()
     );
     // The resumed run traded exactly the range too.

@@ -405,7 +405,9 @@ pub struct ReplaySpec {
 /// A message naming `field`, the value and the expected form.
 pub fn parse_utc_time(field: &str, value: &str) -> Result<i64, String> {
     let t = chrono::DateTime::parse_from_rfc3339(value.trim()).map_err(|e| {
-        format!("{field}: {value:?} is not an RFC 3339 time ({e}; expected e.g. 2024-01-01T00:00:00Z)")
+        format!(
+            "{field}: {value:?} is not an RFC 3339 time ({e}; expected e.g. 2024-01-01T00:00:00Z)"
+        )
     })?;
     if t.offset().local_minus_utc() != 0 {
         return Err(format!(
@@ -1011,10 +1013,7 @@ impl BotSessionSpec {
     /// which also requires one file per symbol and no other files.
     fn validate_replay(&self, r: &ReplaySpec, in_use: bool, e: &mut Errors) {
         let mut bounds = [None, None];
-        for (slot, (name, value)) in bounds
-            .iter_mut()
-            .zip([("from", &r.from), ("to", &r.to)])
-        {
+        for (slot, (name, value)) in bounds.iter_mut().zip([("from", &r.from), ("to", &r.to)]) {
             if let Some(v) = value {
                 match parse_utc_time(&format!("marketData.replay.{name}"), v) {
                     Ok(ms) => *slot = Some(ms),
