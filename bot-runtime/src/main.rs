@@ -453,6 +453,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                                 MarketDataSource::Live => "live",
                             }
                         );
+                        if let Ok(range) = p.replay_range()
+                            && !range.is_full()
+                        {
+                            println!(
+                                "  range: candles opening {range}; the counts below are the \
+                                 candles in it (every row was validated)"
+                            );
+                        }
                         for f in &checked.files {
                             println!("  read {f}");
                         }

@@ -27,8 +27,9 @@ use crate::{
 };
 
 /// Validate every replay file of `plan` in full (every row, see
-/// [`scan_candle_file`] and, for trade files, [`scan_trade_file`]), several files at once on up to as many threads as
-/// the machine has cores.
+/// [`scan_candle_file`](crate::market::csv::scan_candle_file) and, for trade
+/// files, [`scan_trade_file`](crate::market::ticks::scan_trade_file)),
+/// several files at once on up to as many threads as the machine has cores.
 ///
 /// Returns one summary per entry of [`SessionPlan::replay`], in the same
 /// order; an empty list for a simulated source. With a time range
@@ -96,8 +97,8 @@ pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataErr
         .collect()
 }
 
-/// Scan one replay file: a candle file in full ([`scan_candle_file`]), or a
-/// trade file in full with the candles it makes ([`scan_trade_file`]).
+/// Scan one replay file: a candle file in full ([`scan_candle_file`](crate::market::csv::scan_candle_file)), or a
+/// trade file in full with the candles it makes ([`scan_trade_file`](crate::market::ticks::scan_trade_file)).
 /// With a time range, the summary describes the candles in it.
 fn scan_replay_file(r: &ReplaySource, range: TimeRange) -> Result<FileSummary, DataError> {
     let mut selected = InRange::default();

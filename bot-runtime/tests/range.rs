@@ -197,7 +197,12 @@ fn a_range_in_the_manifest_trades_exactly_its_candles() {
     let out = bin().args(["validate", "-f"]).arg(&m).output().unwrap();
     let stdout = ok(&out);
     assert!(
-        stdout.contains("150 rows"),
+        stdout.contains("150 rows")
+            && stdout.contains(&format!(
+                "range: candles opening between {} (inclusive) and {} (exclusive)",
+                at(100),
+                at(250)
+            )),
         "validate counts the candles of the range:\n{stdout}"
     );
     ok(&run(tmp.path(), &m, &[]));

@@ -1093,6 +1093,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn replay_range_takes_rfc3339_utc_in_order() {
+        let spec = |from: Option<&str>, to: Option<&str>| ReplaySpec {
+            files: Vec::new(),
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+        };
+        assert_eq!(spec(None, None).range_ms(), Ok((None, None)));
+        assert_eq!(
+            spec(
+                Some("2024-01-01T00:00:00Z"),
+                Some("2024-01-01T00:01:00.5+00:00")
+            )
+            .range_ms(),
+            Ok((Some(1_704_067_200_000), Some(1_704_067_260_500)))
+        );
+        let e = spec(Some("2024-01-01T00:01:00Z"), Some("2024-01-01T00:01:00Z"))
+            .range_ms()
+            .unwrap_err();
+        assert!(e.contains("must be before"), "{e}");
+        let e = spec(Some("2024-01-01"), None).range_ms().unwrap_err();
+        assert!(
+            e.contains("marketData.replay.from") && e.contains("not an RFC 3339"),
+            "{e}"
+        );
+        let e = spec(None, Some("2024-01-01T02:00:00+02:00"))
+            .range_ms()
+            .unwrap_err();
+        assert!(
+            e.contains("marketData.replay.to") && e.contains("not in UTC"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn speed_reads_max_and_exact_factors_and_refuses_numbers() {
         let s: Speed = serde_yaml::from_str("max").unwrap();
         assert_eq!(s, Speed::Max);
