@@ -390,3 +390,40 @@ fn kill_9_and_resume_with_a_range_equals_an_uninterrupted_run() {
     // The resumed run traded exactly the range too.
     assert_traded_exactly(&crashed, 3_000, n - 2_000);
 }
+
+/// A trade file (`format: Trades`) is cut by the same range: its candles
+/// are aggregated while streaming and only those opening in the range trade.
+#[test]
+fn a_range_applies_to_trade_files_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let range = format!("      from: \"{}\"\n      to: \"{}\"\n", at(60), at(240));
+    let m = manifest(tmp.path(), 300, &range);
+    // Three trades per minute for BTC-USD, replacing its candle file.
+    let mut trades = String::from("timestamp,price,quantity,side\n");
+    for i in 0..300 * 3 {
+        let phase = (i / 3) % 40;
+        let price = 100_000 + if phase < 20 { phase } else { 40 - phase } * 100 + i % 3;
+        let t = Timestamp(T0 + i * 20_000).to_rfc3339();
+        let side = if i % 2 == 0 { "buy" } else { "sell" };
+        trades.push_str(&format!("{t},{price},0.5,{side}\n"));
+    }
+    let path = tmp.path().join("BTC-USD-trades.csv");
+    std::fs::write(&path, trades).unwrap();
+    let btc = tmp.path().join("BTC-USD.csv").display().to_string();
+    let text = std::fs::read_to_string(&m).unwrap().replace(
+        &format!("path: {btc}"),
+        &format!(
+            "path: {}\n          format: Trades\n          interval: 1m",
+            path.display()
+        ),
+    );
+    assert!(text.contains("format: Trades"), "{text}");
+    std::fs::write(&m, text).unwrap();
+    let stdout = ok(&bin().args(["validate", "-f"]).arg(&m).output().unwrap());
+    assert!(
+        stdout.contains("trades making 180 1m candles"),
+        "validate counts the candles of the range:\n{stdout}"
+    );
+    ok(&run(tmp.path(), &m, &[]));
+    assert_traded_exactly(tmp.path(), 60, 240);
+}
