@@ -271,7 +271,107 @@ pub struct SessionPlan {
     pub strategy_revision: Option<String>,
 }
 
+/// The part of the replay files a session trades: candles whose open time
+/// `t` satisfies `from <= t < to` (`None`: unbounded on that side). From
+/// `spec.marketData.replay.from` / `to`, or the `--from` / `--to` flags of
+/// `bot-runtime run` and `backtest`, which override them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// First open time traded, inclusive.
+    pub from: Option<crate::types::Timestamp>,
+    /// Open time where trading stops, exclusive.
+    pub to: Option<crate::types::Timestamp>,
+}
+
+impl TimeRange {
+    /// Whether this selects every candle (neither bound set).
+    pub fn is_full(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    /// Whether a candle opening at `t` is traded.
+    pub fn contains(&self, t: crate::types::Timestamp) -> bool {
+        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|e| t < e)
+    }
+
+    /// Whether every candle opening at or after `t` is past the range.
+    pub fn is_past(&self, t: crate::types::Timestamp) -> bool {
+        self.to.is_some_and(|e| t >= e)
+    }
+}
+
+impl fmt::Display for TimeRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.from, self.to) {
+            (Some(a), Some(b)) => write!(f, "between {a} (inclusive) and {b} (exclusive)"),
+            (Some(a), None) => write!(f, "from {a} on"),
+            (None, Some(b)) => write!(f, "before {b}"),
+            (None, None) => f.write_str("in the whole file"),
+        }
+    }
+}
+
 impl SessionPlan {
+    /// The replayed range (`spec.marketData.replay.from` / `to`); the full
+    /// range for a simulated or live source.
+    ///
+    /// # Errors
+    /// A message when a bound is not RFC 3339 UTC or `from` is not before `to`
+    /// (checked when the plan was made, so only a plan changed since fails).
+    pub fn replay_range(&self) -> Result<TimeRange, String> {
+        let Some(r) = &self.session.market_data.replay else {
+            return Ok(TimeRange::default());
+        };
+        if self.session.market_data.source != MarketDataSource::Replay {
+            return Ok(TimeRange::default());
+        }
+        let (from, to) = r.range_ms()?;
+        Ok(TimeRange {
+            from: from.map(crate::types::Timestamp),
+            to: to.map(crate::types::Timestamp),
+        })
+    }
+
+    /// Override the replayed range with the `--from` / `--to` flags: a
+    /// given flag replaces that bound of `spec.marketData.replay`, an absent
+    /// one keeps the manifest's. The override is part of the recorded
+    /// configuration, so a resume must give the same range.
+    ///
+    /// # Errors
+    /// A message naming the flag when a value is not RFC 3339 UTC, when the
+    /// resulting `from` is not before `to`, or when the session does not
+    /// replay files (a simulated or live source has no range).
+    pub fn override_range(&mut self, from: Option<&str>, to: Option<&str>) -> Result<(), String> {
+        if from.is_none() && to.is_none() {
+            return Ok(());
+        }
+        let replay = match (
+            self.session.market_data.source,
+            self.session.market_data.replay.as_mut(),
+        ) {
+            (MarketDataSource::Replay, Some(r)) => r,
+            _ => {
+                return Err(format!(
+                    "BotSession {:?}: --from/--to select a range of replay files, but its \
+                     marketData.source is {:?}",
+                    self.name, self.session.market_data.source
+                ));
+            }
+        };
+        if let Some(f) = from {
+            paperbot_crds::parse_utc_time("--from", f)?;
+            replay.from = Some(f.trim().to_string());
+        }
+        if let Some(t) = to {
+            paperbot_crds::parse_utc_time("--to", t)?;
+            replay.to = Some(t.trim().to_string());
+        }
+        replay
+            .range_ms()
+            .map(|_| ())
+            .map_err(|e| format!("BotSession {:?} with --from/--to: {e}", self.name))
+    }
+
     /// The resolved configuration as one JSON document (stored in the ledger and
     /// rendered into the operator's ConfigMap later).
     pub fn to_json(&self) -> String {

@@ -70,6 +70,8 @@ enum Command {
         #[arg(long)]
         session: Option<String>,
         #[command(flatten)]
+        range: RangeArgs,
+        #[command(flatten)]
         out: OutputArgs,
     },
     /// Serve one BotSession as a long-lived service: trade it on the wall
@@ -119,6 +121,8 @@ enum Command {
         /// Name of the session in the ledger and report.
         #[arg(long, default_value = "backtest")]
         name: String,
+        #[command(flatten)]
+        range: RangeArgs,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -290,6 +294,28 @@ struct ServeArgs {
     no_progress: bool,
 }
 
+/// The time range of the replay files to trade.
+#[derive(Args, Debug)]
+struct RangeArgs {
+    /// Trade only candles opening at or after this RFC 3339 UTC time (e.g.
+    /// `2024-01-01T00:00:00Z`); overrides `spec.marketData.replay.from`.
+    #[arg(long)]
+    from: Option<String>,
+    /// Trade only candles opening before this RFC 3339 UTC time (exclusive);
+    /// overrides `spec.marketData.replay.to`.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl RangeArgs {
+    /// Apply the flags to `plan` (a given flag replaces that bound of the
+    /// manifest, an absent one keeps it).
+    fn apply(&self, plan: &mut SessionPlan) -> anyhow::Result<()> {
+        plan.override_range(self.from.as_deref(), self.to.as_deref())
+            .map_err(anyhow::Error::msg)
+    }
+}
+
 #[derive(Args, Debug)]
 struct OutputArgs {
     /// Pace replay at this multiple of real time (e.g. 60 = one minute per
@@ -441,6 +467,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                                 MarketDataSource::Live => "live",
                             }
                         );
+                        if let Ok(range) = p.replay_range()
+                            && !range.is_full()
+                        {
+                            println!(
+                                "  range: candles opening {range}; the counts below are the \
+                                 candles in it (every row was validated)"
+                            );
+                        }
                         for f in &checked.files {
                             println!("  read {f}");
                         }
@@ -466,13 +500,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { file, session, out } => {
+        Command::Run {
+            file,
+            session,
+            range,
+            out,
+        } => {
             let mut plans = config::plan_sessions(&config::load_manifests(&file)?)?;
             if let Some(name) = session {
                 plans.retain(|p| p.name == name);
                 if plans.is_empty() {
                     bail!("{}: no BotSession named {name:?}", file.display());
                 }
+            }
+            for p in &mut plans {
+                range.apply(p)?;
             }
             run_plans(plans, out.options()?, &out.ledger.url(), out.record_holds)
         }
@@ -556,6 +598,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             seed,
             quote_volume,
             name,
+            range,
             out,
         } => {
             let dec = |flag: &str, v: &str| -> anyhow::Result<DecimalString> {
@@ -577,7 +620,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 seed,
                 ..Default::default()
             };
-            let plan = backtest_plan(
+            let mut plan = backtest_plan(
                 &data,
                 &strategy,
                 dec("initial-cash", &initial_cash)?,
@@ -585,6 +628,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 &quote_volume,
                 &name,
             )?;
+            range.apply(&mut plan)?;
             run_plans(
                 vec![plan],
                 out.options()?,
@@ -661,7 +705,11 @@ fn backtest_plan(
         symbols: files.iter().map(|f| f.symbol.clone()).collect(),
         market_data: MarketDataSpec {
             source: MarketDataSource::Replay,
-            replay: Some(ReplaySpec { files }),
+            replay: Some(ReplaySpec {
+                files,
+                from: None,
+                to: None,
+            }),
             simulated: None,
             live: None,
             speed: None,

@@ -16,32 +16,44 @@ use std::{
 use paperbot_crds::{MarketDataSource, ReplayFormat, SignalsSpec};
 
 use crate::{
-    config::{ReplaySource, SessionPlan},
+    config::{ReplaySource, SessionPlan, TimeRange},
     market::{
-        csv::{DataError, FileSummary, scan_candle_file},
+        csv::{DataError, FileSummary, scan_candle_file_each},
         simulated::GbmParams,
-        ticks::scan_trade_file,
+        ticks::aggregate_trade_file,
     },
     signals::SignalSet,
     types::Timestamp,
 };
 
 /// Validate every replay file of `plan` in full (every row, see
-/// [`scan_candle_file`] and, for trade files, [`scan_trade_file`]), several files at once on up to as many threads as
-/// the machine has cores.
+/// [`scan_candle_file`](crate::market::csv::scan_candle_file) and, for trade
+/// files, [`scan_trade_file`](crate::market::ticks::scan_trade_file)),
+/// several files at once on up to as many threads as the machine has cores.
 ///
 /// Returns one summary per entry of [`SessionPlan::replay`], in the same
-/// order; an empty list for a simulated source.
+/// order; an empty list for a simulated source. With a time range
+/// ([`SessionPlan::replay_range`]) every row of every file is still
+/// validated, but each summary describes only the candles in the range
+/// (`rows`, `first`, `last`, `missing_intervals` between them): what the
+/// session trades, counts for its progress bar and warnings.
 ///
 /// # Errors
 ///
 /// The [`DataError`] (`file:line: reason`) of the first file, in
-/// `plan.replay` order, that has a problem.
+/// `plan.replay` order, that has a problem; a file with no candle in the
+/// range is one (`no candle of F between … and …; the file covers … to …`),
+/// and so is a range that is not RFC 3339 UTC or not ordered.
 pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataError> {
     let files = &plan.replay;
     if files.is_empty() {
         return Ok(Vec::new());
     }
+    let range = plan.replay_range().map_err(|reason| DataError {
+        file: PathBuf::from(format!("BotSession {:?}", plan.name)),
+        line: 0,
+        reason,
+    })?;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len());
@@ -55,7 +67,7 @@ pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataErr
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = files.get(i) else { break };
-                        done.push((i, scan_replay_file(r)));
+                        done.push((i, scan_replay_file(r, range)));
                     }
                     done
                 })
@@ -85,13 +97,21 @@ pub fn scan_replay_files(plan: &SessionPlan) -> Result<Vec<FileSummary>, DataErr
         .collect()
 }
 
-/// Scan one replay file: a candle file in full ([`scan_candle_file`]), or a
-/// trade file in full with the candles it makes ([`scan_trade_file`]).
-fn scan_replay_file(r: &ReplaySource) -> Result<FileSummary, DataError> {
-    match (r.format, r.interval_ms) {
-        (ReplayFormat::Candles, interval_ms) => scan_candle_file(&r.path, interval_ms),
+/// Scan one replay file: a candle file in full ([`scan_candle_file`](crate::market::csv::scan_candle_file)), or a
+/// trade file in full with the candles it makes ([`scan_trade_file`](crate::market::ticks::scan_trade_file)).
+/// With a time range, the summary describes the candles in it.
+fn scan_replay_file(r: &ReplaySource, range: TimeRange) -> Result<FileSummary, DataError> {
+    let mut selected = InRange::default();
+    let whole = match (r.format, r.interval_ms) {
+        (ReplayFormat::Candles, interval_ms) => {
+            scan_candle_file_each(&r.path, interval_ms, |t| selected.push(range, t))
+        }
         (ReplayFormat::Trades, Some(interval_ms)) => {
-            scan_trade_file(&r.path, interval_ms).map(|s| s.candles)
+            aggregate_trade_file(&r.path, interval_ms, |c| {
+                selected.push(range, c.open_time);
+                Ok::<(), DataError>(())
+            })
+            .map(|s| s.candles)
         }
         // The manifest rules require the interval of a trade file.
         (ReplayFormat::Trades, None) => Err(DataError {
@@ -101,6 +121,50 @@ fn scan_replay_file(r: &ReplaySource) -> Result<FileSummary, DataError> {
                      e.g. interval: 1m)"
                 .into(),
         }),
+    }?;
+    if range.is_full() {
+        return Ok(whole);
+    }
+    let (Some(first), Some(last)) = (selected.first, selected.last) else {
+        return Err(DataError {
+            file: r.path.clone(),
+            line: 0,
+            reason: format!(
+                "no candle of {} {range}; the file covers {} to {} (candle open times)",
+                r.path.file_name().map_or_else(
+                    || r.path.display().to_string(),
+                    |n| n.to_string_lossy().into()
+                ),
+                whole.first,
+                whole.last
+            ),
+        });
+    };
+    let span = u64::try_from((last.0 - first.0) / whole.interval_ms.max(1)).unwrap_or(0) + 1;
+    Ok(FileSummary {
+        rows: selected.rows,
+        first,
+        last,
+        interval_ms: whole.interval_ms,
+        missing_intervals: span.saturating_sub(selected.rows),
+    })
+}
+
+/// The candles of one file inside a time range, counted during the scan.
+#[derive(Default)]
+struct InRange {
+    rows: u64,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+impl InRange {
+    fn push(&mut self, range: TimeRange, t: Timestamp) {
+        if range.contains(t) {
+            self.rows += 1;
+            self.first.get_or_insert(t);
+            self.last = Some(t);
+        }
     }
 }
 

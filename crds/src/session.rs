@@ -354,9 +354,21 @@ pub enum MarketDataSource {
     Live,
 }
 
+/// An RFC 3339 UTC time (`Z` or a zero offset), as a CEL/RE2 pattern.
+const RFC3339_UTC_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-]00:00)$";
+
+/// Longest `replay.from` / `replay.to` string.
+const MAX_TIME_LENGTH: u32 = 40;
+
 /// Recorded candles to replay.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!has(self.from) || !has(self.to) || timestamp(self.from) < timestamp(self.to)")
+        .message("marketData.replay.from must be before marketData.replay.to: expected from < to (from is inclusive, to exclusive)")
+        .field_path(".from")
+)]
 pub struct ReplaySpec {
     /// One candle file per symbol (format: `timestamp,open,high,low,close,volume`
     /// with RFC 3339 UTC open times). Several files are merged by timestamp.
@@ -367,6 +379,74 @@ pub struct ReplaySpec {
         "expected at least one candle file"
     ))]
     pub files: Vec<ReplayFile>,
+    /// First candle open time to replay, inclusive: RFC 3339 UTC, e.g.
+    /// `2024-01-01T00:00:00Z`. Unset: from the start of every file. Applies
+    /// to every file (candle and trade files alike); the files are still
+    /// validated in full. `bot-runtime run --from` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_TIME_LENGTH))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{RFC3339_UTC_PATTERN}')"))
+        .message("marketData.replay.from must be an RFC 3339 UTC time, e.g. 2024-01-01T00:00:00Z"))]
+    pub from: Option<String>,
+    /// End of the replayed range, exclusive (candles opening at or after
+    /// it are not replayed): RFC 3339 UTC. Unset: to the end of every file.
+    /// Must be after `from`. `bot-runtime run --to` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_TIME_LENGTH))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{RFC3339_UTC_PATTERN}')"))
+        .message("marketData.replay.to must be an RFC 3339 UTC time, e.g. 2024-02-01T00:00:00Z"))]
+    pub to: Option<String>,
+}
+
+/// Parse a `replay.from` / `replay.to` value: RFC 3339 with a UTC offset
+/// (`Z` or `+00:00`), as milliseconds since the Unix epoch.
+///
+/// # Errors
+/// A message naming `field`, the value and the expected form.
+pub fn parse_utc_time(field: &str, value: &str) -> Result<i64, String> {
+    let t = chrono::DateTime::parse_from_rfc3339(value.trim()).map_err(|e| {
+        format!(
+            "{field}: {value:?} is not an RFC 3339 time ({e}; expected e.g. 2024-01-01T00:00:00Z)"
+        )
+    })?;
+    if t.offset().local_minus_utc() != 0 {
+        return Err(format!(
+            "{field}: {value:?} is not in UTC (expected a Z or +00:00 offset, e.g. 2024-01-01T00:00:00Z)"
+        ));
+    }
+    Ok(t.timestamp_millis())
+}
+
+impl ReplaySpec {
+    /// The selected range as `(from, to)` milliseconds since the Unix epoch
+    /// (`from` inclusive, `to` exclusive on candle open times; `None`
+    /// unbounded).
+    ///
+    /// # Errors
+    /// A message when a bound is not RFC 3339 UTC, or `from` is not before `to`.
+    pub fn range_ms(&self) -> Result<(Option<i64>, Option<i64>), String> {
+        let from = self
+            .from
+            .as_deref()
+            .map(|v| parse_utc_time("marketData.replay.from", v))
+            .transpose()?;
+        let to = self
+            .to
+            .as_deref()
+            .map(|v| parse_utc_time("marketData.replay.to", v))
+            .transpose()?;
+        if let (Some(f), Some(t)) = (from, to)
+            && f >= t
+        {
+            return Err(format!(
+                "marketData.replay.from {:?} must be before marketData.replay.to {:?} (from is \
+                 inclusive, to exclusive)",
+                self.from.as_deref().unwrap_or_default(),
+                self.to.as_deref().unwrap_or_default()
+            ));
+        }
+        Ok((from, to))
+    }
 }
 
 /// One market data file of a symbol: candles, or trades aggregated into
@@ -932,6 +1012,28 @@ impl BotSessionSpec {
     /// Checks of `marketData.replay`; `in_use` when `source` is `Replay`,
     /// which also requires one file per symbol and no other files.
     fn validate_replay(&self, r: &ReplaySpec, in_use: bool, e: &mut Errors) {
+        let mut bounds = [None, None];
+        for (slot, (name, value)) in bounds.iter_mut().zip([("from", &r.from), ("to", &r.to)]) {
+            if let Some(v) = value {
+                match parse_utc_time(&format!("marketData.replay.{name}"), v) {
+                    Ok(ms) => *slot = Some(ms),
+                    Err(why) => e.push(format!("spec.marketData.replay.{name}"), why),
+                }
+            }
+        }
+        if let [Some(from), Some(to)] = bounds
+            && from >= to
+        {
+            e.push(
+                "spec.marketData.replay.from",
+                format!(
+                    "{:?} must be before marketData.replay.to {:?} (from is inclusive, to \
+                     exclusive)",
+                    r.from.as_deref().unwrap_or_default(),
+                    r.to.as_deref().unwrap_or_default()
+                ),
+            );
+        }
         let path = "spec.marketData.replay.files";
         if r.files.is_empty() {
             e.push(path, "must list at least one candle file");
@@ -989,6 +1091,40 @@ impl BotSessionSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_range_takes_rfc3339_utc_in_order() {
+        let spec = |from: Option<&str>, to: Option<&str>| ReplaySpec {
+            files: Vec::new(),
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+        };
+        assert_eq!(spec(None, None).range_ms(), Ok((None, None)));
+        assert_eq!(
+            spec(
+                Some("2024-01-01T00:00:00Z"),
+                Some("2024-01-01T00:01:00.5+00:00")
+            )
+            .range_ms(),
+            Ok((Some(1_704_067_200_000), Some(1_704_067_260_500)))
+        );
+        let e = spec(Some("2024-01-01T00:01:00Z"), Some("2024-01-01T00:01:00Z"))
+            .range_ms()
+            .unwrap_err();
+        assert!(e.contains("must be before"), "{e}");
+        let e = spec(Some("2024-01-01"), None).range_ms().unwrap_err();
+        assert!(
+            e.contains("marketData.replay.from") && e.contains("not an RFC 3339"),
+            "{e}"
+        );
+        let e = spec(None, Some("2024-01-01T02:00:00+02:00"))
+            .range_ms()
+            .unwrap_err();
+        assert!(
+            e.contains("marketData.replay.to") && e.contains("not in UTC"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn speed_reads_max_and_exact_factors_and_refuses_numbers() {

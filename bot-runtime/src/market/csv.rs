@@ -132,6 +132,21 @@ pub struct FileSummary {
 /// breaks a rule listed in the [module docs](self), the given interval is not
 /// positive, or the interval is not given and the file has fewer than 2 rows.
 pub fn scan_candle_file(path: &Path, interval_ms: Option<i64>) -> Result<FileSummary, DataError> {
+    scan_candle_file_each(path, interval_ms, |_| {})
+}
+
+/// [`scan_candle_file`], calling `each` with the open time of every valid
+/// row in file order (the preflight counts the rows of a time range with it
+/// in the same pass).
+///
+/// # Errors
+///
+/// As [`scan_candle_file`].
+pub fn scan_candle_file_each(
+    path: &Path,
+    interval_ms: Option<i64>,
+    mut each: impl FnMut(Timestamp),
+) -> Result<FileSummary, DataError> {
     let interval = match interval_ms {
         Some(i) if i <= 0 => {
             return Err(DataError::new(
@@ -155,6 +170,7 @@ pub fn scan_candle_file(path: &Path, interval_ms: Option<i64>) -> Result<FileSum
         missing += seq
             .push(row.open_time, src.line)
             .map_err(|reason| DataError::new(path, src.line, reason))?;
+        each(row.open_time);
         rows += 1;
     }
     let (Some(first), Some((last, _))) = (seq.first, seq.prev) else {

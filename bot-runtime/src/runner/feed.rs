@@ -3,7 +3,7 @@
 use paperbot_crds::{MarketDataSource, ReplayFormat, WarmUp};
 
 use crate::{
-    config::SessionPlan,
+    config::{SessionPlan, TimeRange},
     market::{
         csv::{CandleReader, DataError},
         merge::MergedFeed,
@@ -30,7 +30,7 @@ pub struct Feed {
 }
 
 enum Source {
-    Replay(MergedFeed<ReplayReader>),
+    Replay(MergedFeed<RangedReader>),
     Simulated(GbmSource),
     None,
 }
@@ -53,12 +53,40 @@ enum ReplayReader {
     Trades(TradeCandles),
 }
 
-impl Iterator for ReplayReader {
-    type Item = Result<Candle, DataError>;
-    fn next(&mut self) -> Option<Self::Item> {
+impl ReplayReader {
+    fn next_any(&mut self) -> Option<Result<Candle, DataError>> {
         match self {
             ReplayReader::Candles(r) => r.next(),
             ReplayReader::Trades(r) => r.next(),
+        }
+    }
+}
+
+/// One replay file's candles inside the session's time range, filtered
+/// while streaming: candles opening before `from` are read (and checked)
+/// and dropped, and the file is not read past the first candle opening at
+/// or after `to` (the preflight validated those rows already).
+struct RangedReader {
+    inner: ReplayReader,
+    range: TimeRange,
+    done: bool,
+}
+
+impl Iterator for RangedReader {
+    type Item = Result<Candle, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.inner.next_any() {
+                Some(Ok(c)) if self.range.is_past(c.open_time) => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Ok(c)) if !self.range.contains(c.open_time) => {}
+                other => return other,
+            }
         }
     }
 }
@@ -179,12 +207,13 @@ pub fn prepare_with_start(
                 .iter()
                 .map(ToString::to_string)
                 .collect();
+            let range = plan.replay_range().map_err(RunError::Other)?;
             let mut readers = Vec::new();
             let mut total = 0;
             for (r, summary) in plan.replay.iter().zip(scans) {
                 total += summary.rows;
                 let symbol = SymbolId(r.symbol as u16);
-                readers.push(match r.format {
+                let inner = match r.format {
                     ReplayFormat::Candles => ReplayReader::Candles(CandleReader::open(
                         &r.path,
                         symbol,
@@ -195,6 +224,11 @@ pub fn prepare_with_start(
                         symbol,
                         summary.interval_ms,
                     )?),
+                };
+                readers.push(RangedReader {
+                    inner,
+                    range,
+                    done: false,
                 });
             }
             (Source::Replay(MergedFeed::new(readers)), Some(total))
