@@ -14,12 +14,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bot_runtime::ledger::{self, LedgerStore, records::LedgerBatch};
+use bot_runtime::ledger::{self, LedgerStore};
 use paperbot_testkit::PostgresServer;
 use rand::{RngExt as _, SeedableRng as _};
 use rust_decimal::Decimal;
 
-use common::example;
+use common::{
+    example,
+    serve::{block_on, dump, records},
+};
 
 /// One PostgreSQL server for every test of this binary (a database each).
 fn postgres() -> &'static PostgresServer {
@@ -138,47 +141,12 @@ fn run_to_end(cmd: &mut Command) -> String {
     text(&out.stdout)
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// The canonical dump of one session (see `LedgerStore::dump_session`).
-fn dump(url: &str, id: &str) -> String {
-    block_on(async {
-        let l = ledger::open(url).await.expect("open ledger");
-        let d = l.dump_session(id).await.expect("dump");
-        l.close().await;
-        d
-    })
-}
-
 fn session_info(url: &str, id: &str) -> ledger::SessionInfo {
     block_on(async {
         let l = ledger::open(url).await.expect("open ledger");
         let s = l.session(id).await.expect("read").expect("session stored");
         l.close().await;
         s
-    })
-}
-
-/// Every committed record of a session, in one batch.
-fn records(url: &str, id: &str) -> LedgerBatch {
-    block_on(async {
-        let l = ledger::open(url).await.expect("open ledger");
-        let mut all = LedgerBatch::default();
-        let mut sink = |b: LedgerBatch| {
-            all.append(b);
-            Ok(())
-        };
-        l.read_records(id, 1000, &mut sink)
-            .await
-            .expect("read records");
-        l.close().await;
-        all
     })
 }
 

@@ -15,7 +15,10 @@ use bot_runtime::{
     types::Timestamp,
 };
 
-use common::example;
+use common::{
+    example,
+    serve::{block_on, dump},
+};
 
 /// 2024-01-01T00:00:00Z, ms.
 const T0: i64 = 1_704_067_200_000;
@@ -304,23 +307,6 @@ fn bad_ranges_are_refused_before_trading() {
         s
     });
     assert!(sessions.is_empty(), "{sessions:?}");
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn dump(url: &str, id: &str) -> String {
-    block_on(async {
-        let l = ledger::open(url).await.expect("open ledger");
-        let d = l.dump_session(id).await.expect("dump");
-        l.close().await;
-        d
-    })
 }
 
 /// kill -9 while a ranged session runs, several times, then resume: the

@@ -73,6 +73,17 @@ pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         .block_on(f)
 }
 
+/// The canonical dump of session `id` in the ledger at `url` (see
+/// `LedgerStore::dump_session`).
+pub fn dump(url: &str, id: &str) -> String {
+    block_on(async {
+        let l = ledger::open(url).await.expect("open ledger");
+        let d = l.dump_session(id).await.expect("dump");
+        l.close().await;
+        d
+    })
+}
+
 /// Every committed record of session `id` in the ledger at `url`.
 pub fn records(url: &str, id: &str) -> LedgerBatch {
     block_on(read_records(url, id))
