@@ -117,22 +117,52 @@ fn trades(s: &Value) -> u64 {
 /// What a user looks at when something is off: sessions, pods, events and
 /// the operator's last log lines.
 fn cluster_state(plane: &RealNodePlane, op_ns: &str, ns: &str) -> String {
-    let mut s = String::new();
+    // The node's disk first: a DiskPressure eviction storm (one evicted
+    // operator pod after another) otherwise drowns every other line.
+    let df = Command::new("df")
+        .args(["-h", "/"])
+        .arg(&plane.state)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("df: {e}\n"));
+    let mut s = format!("$ df -h / {}\n{df}\n", plane.state.display());
     for args in [
+        vec![
+            "get",
+            "nodes",
+            "-o",
+            "custom-columns=NODE:.metadata.name,PRESSURE:.status.conditions[?(@.status==\"True\")].type",
+        ],
         vec!["get", "paperbot", "-n", ns, "-o", "wide"],
-        vec!["get", "pods,pvc", "-A", "-o", "wide"],
+        vec![
+            "get",
+            "pods,pvc",
+            "-A",
+            "-o",
+            "wide",
+            "--field-selector=status.phase!=Failed",
+        ],
         vec!["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
         vec!["get", "events", "-n", op_ns, "--sort-by=.lastTimestamp"],
         vec!["logs", "-n", op_ns, "deploy/paperbot", "--tail=40"],
         vec!["logs", "-n", ns, "interrupted-runtime-0", "--tail=20"],
     ] {
         let out = plane.kubectl(&args);
-        s.push_str(&format!(
-            "$ kubectl {}\n{}{}\n",
-            args.join(" "),
+        let text = format!(
+            "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        ));
+        );
+        // The last 60 lines of each: the newest events and log lines.
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = &lines[lines.len().saturating_sub(60)..];
+        let cut = lines.len() - kept.len();
+        s.push_str(&format!("$ kubectl {}\n", args.join(" ")));
+        if cut > 0 {
+            s.push_str(&format!("({cut} earlier lines left out)\n"));
+        }
+        s.push_str(&kept.join("\n"));
+        s.push_str("\n\n");
     }
     s
 }
