@@ -9,6 +9,19 @@
 //! | `trades.csv` | one row per fill or failed order ([`TRADES_HEADER`]) |
 //! | `round_trips.csv` | one row per closed position ([`ROUND_TRIPS_HEADER`]); the first six columns are the parity reference format |
 //! | `decisions.csv` | one row per recorded decision ([`DECISIONS_HEADER`]) |
+//!
+//! The three are linked by stable ids, the same in a resumed run, a report
+//! rebuilt from the ledger and an uninterrupted run:
+//!
+//! - a decision's `seq` (decisions.csv) is a fill's `decision_seq`
+//!   (trades.csv; 0 for automatic exits: stop-loss, take-profit, trailing
+//!   stop, max hold time, liquidation);
+//! - a position is named by `position_id`, the `seq` of the fill that opened
+//!   it; every fill of that position carries it in trades.csv (a failed
+//!   order on a flat symbol has none), and its round trip carries it in
+//!   round_trips.csv with `exit_fill_seq` (the closing fill's `seq`),
+//!   `entry_decision_seq` and `exit_decision_seq` (empty for an automatic
+//!   exit).
 //! | `summary.json` | the [`Summary`], pretty-printed |
 //! | `by_symbol.csv` | per symbol: round trips, wins, losses, win rate, realized P&L, fees, fills, still open ([`BY_SYMBOL_HEADER`]) |
 //! | `by_exit_reason.csv` | per exit reason (`signal`, `stop_loss`, `take_profit`, `trailing_stop`, `max_hold_time`, `liquidation`, then `still_open`) ([`BY_EXIT_REASON_HEADER`]) |
@@ -25,6 +38,7 @@
 //! [`MAX_CHART_POINTS`] of them (older points are thinned by half whenever the
 //! cap is reached).
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -45,13 +59,35 @@ use crate::ledger::records::{
 };
 use crate::types::Timestamp;
 
-/// Header of `trades.csv`.
-pub const TRADES_HEADER: [&str; 18] = TradeRecord::COLUMNS;
+/// Header of `trades.csv`: the ledger's trade columns
+/// ([`TradeRecord::COLUMNS`]) then `position_id` (see the module docs).
+pub const TRADES_HEADER: [&str; 19] = [
+    "seq",
+    "decision_seq",
+    "time",
+    "symbol",
+    "side",
+    "quantity",
+    "reference_price",
+    "fill_price",
+    "fee",
+    "gas",
+    "slippage_cost",
+    "latency_ms",
+    "realized_pnl",
+    "reason",
+    "status",
+    "cash_after",
+    "position_after",
+    "cost_basis_after",
+    "position_id",
+];
 
 /// Header of `round_trips.csv`. The first six columns are exactly those of
 /// the parity reference trades file
 /// (`entry_time,entry_price,exit_time,exit_price,quantity,pnl`).
-pub const ROUND_TRIPS_HEADER: [&str; 10] = [
+/// The last four link it to trades.csv and decisions.csv (module docs).
+pub const ROUND_TRIPS_HEADER: [&str; 14] = [
     "entry_time",
     "entry_price",
     "exit_time",
@@ -62,6 +98,10 @@ pub const ROUND_TRIPS_HEADER: [&str; 10] = [
     "fees",
     "return_pct",
     "exit_reason",
+    "position_id",
+    "exit_fill_seq",
+    "entry_decision_seq",
+    "exit_decision_seq",
 ];
 
 /// Header of `decisions.csv`.
@@ -246,6 +286,7 @@ pub struct ReportWriter {
     round_trips: CsvOut,
     decisions: CsvOut,
     chart: ChartPoints,
+    positions: PositionIds,
 }
 
 fn dec(d: Decimal) -> String {
@@ -263,7 +304,7 @@ fn status_str(s: FillStatus) -> &'static str {
     }
 }
 
-fn trade_row(t: &TradeRecord) -> [String; 18] {
+fn trade_row(t: &TradeRecord, position_id: Option<u64>) -> [String; 19] {
     [
         t.seq.to_string(),
         t.decision_seq.to_string(),
@@ -283,10 +324,18 @@ fn trade_row(t: &TradeRecord) -> [String; 18] {
         dec(t.cash_after),
         dec(t.position_after),
         dec(t.cost_basis_after),
+        opt_seq(position_id),
     ]
 }
 
-fn round_trip_row(r: &RoundTrip) -> [String; 10] {
+/// A sequence number, or an empty field for none (or 0, "no decision").
+fn opt_seq(seq: Option<u64>) -> String {
+    seq.filter(|&s| s != 0)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+fn round_trip_row(r: &RoundTrip, link: Option<ClosedPosition>) -> [String; 14] {
     [
         r.entry_time.to_rfc3339(),
         dec(r.entry_price),
@@ -298,7 +347,71 @@ fn round_trip_row(r: &RoundTrip) -> [String; 10] {
         dec(r.fees),
         dec(r.return_pct),
         r.exit_reason.as_str().to_owned(),
+        opt_seq(link.map(|l| l.position_id)),
+        opt_seq(link.map(|l| l.exit_fill_seq)),
+        opt_seq(link.map(|l| l.entry_decision_seq)),
+        opt_seq(link.map(|l| l.exit_decision_seq)),
     ]
+}
+
+/// The ids of an open position: its opening fill's `seq` and decision.
+#[derive(Clone, Copy, Debug)]
+struct OpenPosition {
+    position_id: u64,
+    entry_decision_seq: u64,
+}
+
+/// The ids of a closed position, waiting for its round-trip row.
+#[derive(Clone, Copy, Debug)]
+struct ClosedPosition {
+    position_id: u64,
+    exit_fill_seq: u64,
+    entry_decision_seq: u64,
+    exit_decision_seq: u64,
+}
+
+/// Follows positions through the fills to give every fill and round trip
+/// its `position_id` (module docs). A batch's fills precede its round trips
+/// (the engine closes a position with a fill, then records the round trip),
+/// so closed positions wait per symbol, in closing order, for their rows.
+#[derive(Debug, Default)]
+struct PositionIds {
+    open: HashMap<String, OpenPosition>,
+    closed: HashMap<String, VecDeque<ClosedPosition>>,
+}
+
+impl PositionIds {
+    /// The `position_id` of fill `t`, updating the open positions.
+    fn on_trade(&mut self, t: &TradeRecord) -> Option<u64> {
+        let open = self.open.get(&t.symbol).copied();
+        if t.status != FillStatus::Filled {
+            return open.map(|p| p.position_id);
+        }
+        let pos = open.unwrap_or(OpenPosition {
+            position_id: t.seq,
+            entry_decision_seq: t.decision_seq,
+        });
+        if t.position_after.is_zero() {
+            self.open.remove(&t.symbol);
+            self.closed
+                .entry(t.symbol.clone())
+                .or_default()
+                .push_back(ClosedPosition {
+                    position_id: pos.position_id,
+                    exit_fill_seq: t.seq,
+                    entry_decision_seq: pos.entry_decision_seq,
+                    exit_decision_seq: t.decision_seq,
+                });
+        } else if open.is_none() {
+            self.open.insert(t.symbol.clone(), pos);
+        }
+        Some(pos.position_id)
+    }
+
+    /// The ids of round trip `r`: the oldest closed position of its symbol.
+    fn on_round_trip(&mut self, r: &RoundTrip) -> Option<ClosedPosition> {
+        self.closed.get_mut(&r.symbol)?.pop_front()
+    }
 }
 
 fn decision_row(d: &DecisionRecord) -> [String; 11] {
@@ -337,6 +450,7 @@ impl ReportWriter {
             round_trips: CsvOut::create(dir.join("round_trips.csv"), &ROUND_TRIPS_HEADER)?,
             decisions: CsvOut::create(dir.join("decisions.csv"), &DECISIONS_HEADER)?,
             chart: ChartPoints::new(),
+            positions: PositionIds::default(),
         })
     }
 
@@ -344,10 +458,12 @@ impl ReportWriter {
     /// (time, equity, drawdown %) points for the chart.
     pub fn write_batch(&mut self, b: &LedgerBatch) -> Result<(), ReportError> {
         for t in &b.trades {
-            self.trades.row(trade_row(t))?;
+            let position_id = self.positions.on_trade(t);
+            self.trades.row(trade_row(t, position_id))?;
         }
         for r in &b.round_trips {
-            self.round_trips.row(round_trip_row(r))?;
+            let link = self.positions.on_round_trip(r);
+            self.round_trips.row(round_trip_row(r, link))?;
         }
         for d in &b.decisions {
             self.decisions.row(decision_row(d))?;
@@ -931,15 +1047,17 @@ mod tests {
             trades[0],
             "seq,decision_seq,time,symbol,side,quantity,reference_price,fill_price,fee,gas,\
              slippage_cost,latency_ms,realized_pnl,reason,status,cash_after,position_after,\
-             cost_basis_after"
+             cost_basis_after,position_id"
         );
         assert_eq!(
             trades[1],
             "1,1,2022-01-01T01:15:00.250Z,BTC-PERP,buy,0.1,46752,46752,1.87008,0.1,0.4675,250,\
-             0,signal,filled,1000,0.1,4675"
+             0,signal,filled,1000,0.1,4675,1"
         );
+        // A failed order in an open position carries the position's id.
         assert!(
-            trades[2].contains(",sell,") && trades[2].ends_with(",stop_loss,failed,1000,0.1,4675")
+            trades[2].contains(",sell,")
+                && trades[2].ends_with(",stop_loss,failed,1000,0.1,4675,1")
         );
         assert_eq!(trades.len(), 3);
 
@@ -997,13 +1115,77 @@ mod tests {
         assert!(lines[0].starts_with(&format!("{reference_header},")));
         assert_eq!(
             lines[0],
-            "entry_time,entry_price,exit_time,exit_price,quantity,pnl,symbol,fees,return_pct,exit_reason"
+            "entry_time,entry_price,exit_time,exit_price,quantity,pnl,symbol,fees,return_pct,\
+             exit_reason,position_id,exit_fill_seq,entry_decision_seq,exit_decision_seq"
         );
+        // No fills in this report: the round trip links to none.
         assert_eq!(
             lines[1],
             "2022-01-01T01:15:00Z,46752,2022-01-01T01:43:00Z,46748,0.1,-0.4,\
-             BTC-PERP,0.5,-0.0085557,take_profit"
+             BTC-PERP,0.5,-0.0085557,take_profit,,,,"
         );
+    }
+
+    /// Positions opened in one order and closed in another, across batches,
+    /// with a failed order on a flat symbol and an automatic exit: each fill
+    /// and round trip gets the id of its position's opening fill.
+    #[test]
+    fn position_ids_link_fills_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ReportWriter::create(dir.path(), "test").unwrap();
+        let fill = |seq: u64, decision_seq: u64, symbol: &str, side: Side, after: Decimal| {
+            let mut t = trade(seq, side, FillStatus::Filled, dec!(0), dec!(0), dec!(0));
+            t.decision_seq = decision_seq;
+            t.symbol = symbol.into();
+            t.position_after = after;
+            t
+        };
+        let rt = |symbol: &str| {
+            let mut r = round_trip(dec!(1));
+            r.symbol = symbol.into();
+            r
+        };
+        let mut failed = trade(3, Side::Buy, FillStatus::Failed, dec!(0), dec!(0), dec!(0));
+        failed.symbol = "SOL-USD".into();
+        w.write_batch(&LedgerBatch {
+            trades: vec![
+                fill(1, 10, "BTC-USD", Side::Buy, dec!(1)),
+                fill(2, 11, "ETH-USD", Side::Buy, dec!(2)),
+                failed,
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        w.write_batch(&LedgerBatch {
+            trades: vec![
+                // ETH closes first, by a stop-loss (no decision).
+                fill(4, 0, "ETH-USD", Side::Sell, dec!(0)),
+                fill(5, 12, "BTC-USD", Side::Sell, dec!(0.5)),
+                fill(6, 13, "BTC-USD", Side::Sell, dec!(0)),
+                // BTC reopens in the same batch.
+                fill(7, 14, "BTC-USD", Side::Buy, dec!(1)),
+            ],
+            round_trips: vec![rt("ETH-USD"), rt("BTC-USD")],
+            ..Default::default()
+        })
+        .unwrap();
+        let files = w
+            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state(), "Completed"))
+            .unwrap();
+        let last = |line: &str, n: usize| {
+            let f: Vec<&str> = line.split(',').collect();
+            f[f.len() - n..].join(",")
+        };
+        let trades: Vec<String> = read_lines(&files.trades_csv)[1..]
+            .iter()
+            .map(|l| format!("{}:{}", &l[..1], last(l, 1)))
+            .collect();
+        assert_eq!(trades, ["1:1", "2:2", "3:", "4:2", "5:1", "6:1", "7:7"]);
+        let rts: Vec<String> = read_lines(&files.round_trips_csv)[1..]
+            .iter()
+            .map(|l| last(l, 4))
+            .collect();
+        assert_eq!(rts, ["2,4,11,", "1,6,10,13"]);
     }
 
     #[test]

@@ -400,6 +400,88 @@ fn backtest_merges_several_files() {
             "{sym} fills out of order"
         );
     }
+    assert_ids_link_round_trips_fills_and_decisions(&reports.join("two"));
+}
+
+/// Rows of a report CSV as header-keyed maps.
+fn csv_maps(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+    r.records()
+        .map(|row| {
+            header
+                .iter()
+                .cloned()
+                .zip(row.unwrap().iter().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+/// The report's stable ids: every round trip names its opening and closing
+/// fills (same symbol, times and exit price) and the decisions behind them;
+/// every fill of a position carries its id; automatic exits name no decision.
+fn assert_ids_link_round_trips_fills_and_decisions(dir: &Path) {
+    let trades = csv_maps(&dir.join("trades.csv"));
+    let decisions = csv_maps(&dir.join("decisions.csv"));
+    let round_trips = csv_maps(&dir.join("round_trips.csv"));
+    let fill = |seq: &str| {
+        trades
+            .iter()
+            .find(|t| t["seq"] == seq)
+            .unwrap_or_else(|| panic!("no fill with seq {seq}"))
+    };
+    let decision = |seq: &str| {
+        decisions
+            .iter()
+            .find(|d| d["seq"] == seq)
+            .unwrap_or_else(|| panic!("no decision with seq {seq}"))
+    };
+    assert!(round_trips.len() > 4, "{}", round_trips.len());
+    let mut automatic = 0;
+    for rt in &round_trips {
+        let entry = fill(&rt["position_id"]);
+        let exit = fill(&rt["exit_fill_seq"]);
+        for f in [entry, exit] {
+            assert_eq!(f["symbol"], rt["symbol"]);
+            assert_eq!(f["position_id"], rt["position_id"]);
+            assert_eq!(f["status"], "filled");
+        }
+        assert_eq!(
+            (entry["side"].as_str(), exit["side"].as_str()),
+            ("buy", "sell")
+        );
+        assert_eq!(entry["time"], rt["entry_time"]);
+        assert_eq!(exit["time"], rt["exit_time"]);
+        assert_eq!(exit["fill_price"], rt["exit_price"]);
+        assert_eq!(exit["position_after"], "0");
+        assert_eq!(exit["reason"], rt["exit_reason"]);
+        assert_eq!(entry["decision_seq"], rt["entry_decision_seq"]);
+        let d = decision(&rt["entry_decision_seq"]);
+        assert_eq!(
+            (d["action"].as_str(), d["symbol"].as_str()),
+            ("buy", rt["symbol"].as_str())
+        );
+        if rt["exit_reason"] == "signal" {
+            let d = decision(&rt["exit_decision_seq"]);
+            assert_eq!(d["action"], "sell");
+            assert_eq!(exit["decision_seq"], rt["exit_decision_seq"]);
+        } else {
+            automatic += 1;
+            assert_eq!(rt["exit_decision_seq"], "", "{rt:?}");
+            assert_eq!(exit["decision_seq"], "0");
+        }
+    }
+    assert!(automatic > 0, "no automatic exit to check");
+    // Every filled fill belongs to a position; ids are unique per round trip.
+    for t in trades.iter().filter(|t| t["status"] == "filled") {
+        assert!(!t["position_id"].is_empty(), "{t:?}");
+    }
+    let ids: std::collections::HashSet<&str> = round_trips
+        .iter()
+        .map(|r| r["position_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), round_trips.len());
 }
 
 /// Ctrl-C (SIGINT) stops a run cleanly: the last batch is committed, the
