@@ -9,9 +9,15 @@
 //! | `trades.csv` | one row per fill or failed order ([`TRADES_HEADER`]) |
 //! | `round_trips.csv` | one row per closed position ([`ROUND_TRIPS_HEADER`]); the first six columns are the parity reference format |
 //! | `decisions.csv` | one row per recorded decision ([`DECISIONS_HEADER`]) |
+//! | `summary.json` | the [`Summary`], pretty-printed |
+//! | `by_symbol.csv` | per symbol: round trips, wins, losses, win rate, realized P&L, fees, fills, still open ([`BY_SYMBOL_HEADER`]) |
+//! | `by_exit_reason.csv` | per exit reason (`signal`, `stop_loss`, `take_profit`, `trailing_stop`, `max_hold_time`, `liquidation`, then `still_open`) ([`BY_EXIT_REASON_HEADER`]) |
+//! | `daily.csv` | per UTC day: start/end equity, P&L, return %, fills, round trips ([`DAILY_HEADER`]) |
+//! | `equity.png` | 1200 × 600 PNG: equity over time, drawdown below |
 //!
-//! The three are linked by stable ids, the same in a resumed run, a report
-//! rebuilt from the ledger and an uninterrupted run:
+//! `trades.csv`, `round_trips.csv` and `decisions.csv` are linked by stable
+//! ids, the same in a resumed run, a report rebuilt from the ledger and an
+//! uninterrupted run:
 //!
 //! - a decision's `seq` (decisions.csv) is a fill's `decision_seq`
 //!   (trades.csv; 0 for automatic exits: stop-loss, take-profit, trailing
@@ -22,11 +28,6 @@
 //!   round_trips.csv with `exit_fill_seq` (the closing fill's `seq`),
 //!   `entry_decision_seq` and `exit_decision_seq` (empty for an automatic
 //!   exit).
-//! | `summary.json` | the [`Summary`], pretty-printed |
-//! | `by_symbol.csv` | per symbol: round trips, wins, losses, win rate, realized P&L, fees, fills, still open ([`BY_SYMBOL_HEADER`]) |
-//! | `by_exit_reason.csv` | per exit reason (`signal`, `stop_loss`, `take_profit`, `trailing_stop`, `max_hold_time`, `liquidation`, then `still_open`) ([`BY_EXIT_REASON_HEADER`]) |
-//! | `daily.csv` | per UTC day: start/end equity, P&L, return %, fills, round trips ([`DAILY_HEADER`]) |
-//! | `equity.png` | 1200 × 600 PNG: equity over time, drawdown below |
 //!
 //! CSV conventions: times are RFC 3339 UTC with a `Z` suffix (milliseconds
 //! only when non-zero), decimals are written normalized (`46752`, `-0.4`),
