@@ -7,15 +7,88 @@
 //! the report of a resumed session back in line with the ledger before it
 //! continues; `bot-runtime report` uses it to regenerate a report directory.
 
+use std::future::Future;
 use std::path::Path;
 
 use crate::{
     analytics::{Analytics, Summary},
     engine::EngineState,
-    ledger::{LedgerError, LedgerStore, SessionInfo},
+    ledger::{LedgerError, LedgerStore, SessionInfo, query::LedgerReader, records::LedgerBatch},
     report::{ReportError, ReportFiles, ReportWriter},
     runner::{Checkpoint, RunError},
 };
+
+/// What a report is folded from: a session's row, its last checkpoint and
+/// its committed records. Every [`LedgerStore`] is one (the CLI's `report`,
+/// the runner on resume); so is a read-only [`LedgerReader`] (the runtime's
+/// `GET /v1/report/{file}`, which reads beside the session's writer).
+pub trait RecordSource {
+    /// The session `id`, `None` when the ledger has none.
+    fn source_session(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<SessionInfo>, LedgerError>> + Send;
+    /// The last committed checkpoint (JSON text) of session `id`.
+    fn source_checkpoint(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
+    /// Feed every committed record of `id` to `sink`, in ledger order, at
+    /// most `chunk` records per kind and call (as
+    /// [`LedgerStore::read_records`]).
+    fn source_records(
+        &self,
+        id: &str,
+        chunk: usize,
+        sink: &mut (dyn FnMut(LedgerBatch) -> Result<(), LedgerError> + Send),
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+}
+
+impl<L: LedgerStore> RecordSource for L {
+    fn source_session(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<SessionInfo>, LedgerError>> + Send {
+        self.session(id)
+    }
+    fn source_checkpoint(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send {
+        self.checkpoint(id)
+    }
+    fn source_records(
+        &self,
+        id: &str,
+        chunk: usize,
+        sink: &mut (dyn FnMut(LedgerBatch) -> Result<(), LedgerError> + Send),
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        self.read_records(id, chunk, sink)
+    }
+}
+
+impl RecordSource for LedgerReader {
+    fn source_session(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<SessionInfo>, LedgerError>> + Send {
+        self.session(id)
+    }
+    fn source_checkpoint(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send {
+        self.checkpoint(id)
+    }
+    fn source_records(
+        &self,
+        id: &str,
+        chunk: usize,
+        sink: &mut (dyn FnMut(LedgerBatch) -> Result<(), LedgerError> + Send),
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        self.read_records(id, chunk, sink)
+    }
+}
 
 /// Records read from the ledger per kind and call.
 const READ_CHUNK: usize = 4096;
@@ -26,7 +99,7 @@ const READ_CHUNK: usize = 4096;
 /// # Errors
 /// [`RunError::Ledger`] for a read failure, [`RunError::Report`] when a
 /// report file cannot be written.
-pub async fn replay_records<L: LedgerStore>(
+pub async fn replay_records<L: RecordSource>(
     ledger: &L,
     id: &str,
     analytics: &mut Analytics,
@@ -43,7 +116,7 @@ pub async fn replay_records<L: LedgerStore>(
         }
         Ok(())
     };
-    let read = ledger.read_records(id, READ_CHUNK, &mut sink).await;
+    let read = ledger.source_records(id, READ_CHUNK, &mut sink).await;
     if let Some(e) = report_error {
         return Err(RunError::Report(e));
     }
@@ -68,7 +141,7 @@ pub struct Folded {
 /// # Errors
 /// [`RunError::Resume`] when the checkpoint is unreadable, and read or
 /// write failures.
-pub async fn fold<L: LedgerStore>(
+pub async fn fold<L: RecordSource>(
     ledger: &L,
     info: &SessionInfo,
     checkpoint: Option<&str>,
@@ -129,18 +202,18 @@ pub struct Regenerated {
 /// [`LedgerError::UnknownSession`] (as [`RunError::Ledger`]) when the ledger
 /// has no such session, [`RunError::Resume`] when its checkpoint is
 /// unreadable, and read or write failures.
-pub async fn regenerate_report<L: LedgerStore>(
+pub async fn regenerate_report<L: RecordSource>(
     ledger: &L,
     id: &str,
     out: &Path,
 ) -> Result<Regenerated, RunError> {
     let info = ledger
-        .session(id)
+        .source_session(id)
         .await?
         .ok_or_else(|| LedgerError::UnknownSession {
             session_id: id.to_owned(),
         })?;
-    let checkpoint = ledger.checkpoint(id).await?;
+    let checkpoint = ledger.source_checkpoint(id).await?;
     let mut report = ReportWriter::create(out, &info.id)?;
     let folded = fold(ledger, &info, checkpoint.as_deref(), Some(&mut report)).await?;
     let summary = folded.analytics.summary(&folded.state, &info.phase);

@@ -608,7 +608,51 @@ fn completed_replay_in_postgres_is_served_again_after_a_restart() {
         (gauge - equity).abs() <= equity * 1e-12,
         "the equity gauge {gauge} is the status's {equity} (rebuilt from the ledger)"
     );
+    assert_report_is_served(&rt, &url, "quickstart", dir.path());
     rt.terminate();
+}
+
+/// `GET /v1/report/{file}` serves the files `bot-runtime report` writes from
+/// the same ledger, byte for byte, and refuses what is not a report file.
+fn assert_report_is_served(rt: &Runtime, url: &str, session: &str, dir: &Path) {
+    let out = dir.join("cli-report");
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_bot-runtime"))
+        .args(["report", "--ledger", url, "--session", session, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    for file in [
+        "summary.json",
+        "trades.csv",
+        "round_trips.csv",
+        "decisions.csv",
+        "by_symbol.csv",
+        "by_exit_reason.csv",
+        "daily.csv",
+    ] {
+        let (code, body) = rt.get(&format!("/v1/report/{file}"));
+        assert_eq!(code, 200, "{file}: {body}");
+        let want = std::fs::read_to_string(out.join(file)).unwrap();
+        assert_eq!(body, want, "{file} served = {file} of `bot-runtime report`");
+    }
+    for (path, code, says) in [
+        ("/v1/report/nope.csv", 404, "it has by_exit_reason.csv"),
+        ("/v1/report/..%2Fpaperbot.db", 404, "not a report file"),
+        ("/v1/report/.hidden.csv", 404, "not a report file"),
+        ("/v1/report/summary.txt", 404, "not a report file"),
+        ("/v1/report/summary.json?x=1", 400, "x"),
+    ] {
+        let (got, body) = rt.get(path);
+        assert_eq!(got, code, "{path}: {body}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
+    let (code, body) = common::serve::http(rt.port, "GET", "/v1/report/summary.json", None, None);
+    assert_eq!(code, 401, "reads need the token here: {body}");
 }
 
 /// In process: the event stream carries the committed fills (exactly the

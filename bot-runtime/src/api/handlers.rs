@@ -484,3 +484,96 @@ mod tests {
         assert!(not_ready_reason(&s).contains("unreachable: connection refused"));
     }
 }
+
+/// Most report files built at once by `GET /v1/report/{file}`: one; further
+/// requests wait their turn (each regenerates the whole report).
+pub(crate) const REPORT_BUILDS: usize = 1;
+
+/// The content type of report file `name`, `None` when `name` is not the
+/// name of a report file: letters, digits, `_`, `-` and one `.` before a
+/// known extension (`html`, `json`, `csv`, `png`), at most 128 bytes. So no
+/// path (`/`, `..`) ever reaches the file system.
+pub(crate) fn report_content_type(name: &str) -> Option<&'static str> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let stem_ok = !stem.is_empty()
+        && name.len() <= 128
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !stem_ok {
+        return None;
+    }
+    match ext {
+        "html" => Some("text/html; charset=utf-8"),
+        "json" => Some("application/json"),
+        "csv" => Some("text/csv; charset=utf-8"),
+        "png" => Some("image/png"),
+        _ => None,
+    }
+}
+
+/// `GET /v1/report/{file}`: one file of the session's report, regenerated
+/// from the committed ledger for this request (so it is current while the
+/// session runs, and the same as `bot-runtime report` would write).
+pub(crate) async fn report_file(
+    State(app): State<AppState>,
+    file: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, HttpError> {
+    query_pairs(raw.as_deref(), &[])?;
+    let Path(file) = file
+        .map_err(|e| HttpError::bad_request("file", format!("{e}: expected a report file name")))?;
+    let expected = "expected a report file name such as report.html, summary.json, \
+                    trades.csv or equity.png";
+    let content_type = report_content_type(&file).ok_or_else(|| {
+        HttpError::not_found(format!("{file:?} is not a report file: {expected}"))
+    })?;
+    let id = session_id(&app)?;
+    let _turn = app
+        .report_builds
+        .acquire()
+        .await
+        .map_err(|_| HttpError::unavailable("the server is shutting down"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("paperbot-api-report-")
+        .tempdir()
+        .map_err(|e| HttpError::internal(format!("cannot create a temporary directory: {e}")))?;
+    let out = dir.path().to_path_buf();
+    let ledger = app.ledger.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current()
+            .block_on(crate::rebuild::regenerate_report(&ledger, &id, &out))
+    })
+    .await
+    .map_err(|e| HttpError::internal(format!("the report build stopped: {e}")))?;
+    match built {
+        Ok(_) => {}
+        Err(crate::runner::RunError::Ledger(e)) => return Err(e.into()),
+        Err(e) => return Err(HttpError::internal(format!("cannot build the report: {e}"))),
+    }
+    let body = match std::fs::read(dir.path().join(&file)) {
+        Ok(body) => body,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut files: Vec<String> = std::fs::read_dir(dir.path())
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            return Err(HttpError::not_found(format!(
+                "the report has no file {file:?}; it has {}",
+                files.join(", ")
+            )));
+        }
+        Err(e) => return Err(HttpError::internal(format!("cannot read {file}: {e}"))),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}

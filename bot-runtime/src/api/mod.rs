@@ -125,6 +125,9 @@ pub(crate) struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// The number of permits of `streams`.
     pub max_streams: usize,
+    /// One permit per report build that may run at once
+    /// ([`handlers::REPORT_BUILDS`]).
+    pub report_builds: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's router for `handle` (for tests: [`serve`] adds the listeners
@@ -154,6 +157,7 @@ fn build(handle: SessionHandle, opts: &ApiOptions, shutdown: Arc<watch::Sender<b
         shutdown,
         streams: Arc::new(tokio::sync::Semaphore::new(opts.max_event_streams)),
         max_streams: opts.max_event_streams,
+        report_builds: Arc::new(tokio::sync::Semaphore::new(handlers::REPORT_BUILDS)),
     };
     let mut sink = routes::RouterSink {
         router: Router::new(),

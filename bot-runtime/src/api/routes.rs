@@ -207,6 +207,31 @@ pub(crate) fn declare<R: RouteSink>(r: &mut R) {
         .describe("By `id`; `from`/`to` filter the adjustment's market time.")
         .ok::<Page<Adjustment>>("One page."),
     );
+    r.route(
+        "/v1/report/{file}",
+        handlers::report_file,
+        Operation::get("session", "One file of the session's report")
+            .describe(
+                "The report `bot-runtime report` writes, regenerated from the committed ledger \
+                 for this request (current while the session runs): `report.html` (one \
+                 self-contained page with every table and chart), `summary.json`, \
+                 `trades.csv`, `round_trips.csv`, `decisions.csv`, `by_symbol.csv`, \
+                 `by_exit_reason.csv`, `daily.csv`, `equity.png` and the charts. One report is \
+                 built at a time; other requests wait.",
+            )
+            .access(Access::Read)
+            .path_param("file", "The file name, e.g. `report.html`.")
+            .ok_text(
+                "text/html",
+                "The file, typed by its extension: `text/html`, `application/json`, `text/csv` \
+                 or `image/png`.",
+            )
+            .error(
+                404,
+                "Not a report file; `message` lists the report's files.",
+            )
+            .unavailable(),
+    );
     let control = |summary, description| {
         Operation::post("control", summary)
             .describe(description)

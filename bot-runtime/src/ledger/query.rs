@@ -192,6 +192,48 @@ impl LedgerReader {
         }
     }
 
+    /// Session `id`'s row, `None` when the ledger has none.
+    ///
+    /// # Errors
+    /// [`LedgerError::Database`] on database failures.
+    pub async fn session(&self, id: &str) -> Result<Option<super::SessionInfo>, LedgerError> {
+        let state = match self {
+            Self::Sqlite(p) => super::read::session_state(p, id).await?,
+            Self::Postgres(p) => super::read::session_state(p, id).await?,
+        };
+        Ok(state.map(|s| s.info))
+    }
+
+    /// Session `id`'s last committed checkpoint (JSON text).
+    ///
+    /// # Errors
+    /// [`LedgerError::Database`] on database failures.
+    pub async fn checkpoint(&self, id: &str) -> Result<Option<String>, LedgerError> {
+        let state = match self {
+            Self::Sqlite(p) => super::read::session_state(p, id).await?,
+            Self::Postgres(p) => super::read::session_state(p, id).await?,
+        };
+        Ok(state.and_then(|s| s.checkpoint))
+    }
+
+    /// Every committed record of session `id`, in ledger order, as
+    /// [`LedgerStore::read_records`](super::LedgerStore::read_records).
+    ///
+    /// # Errors
+    /// [`LedgerError::Database`] or a decode error; an error of `sink` stops
+    /// the read and is returned.
+    pub async fn read_records(
+        &self,
+        id: &str,
+        chunk: usize,
+        sink: &mut (dyn FnMut(super::records::LedgerBatch) -> Result<(), LedgerError> + Send),
+    ) -> Result<(), LedgerError> {
+        match self {
+            Self::Sqlite(p) => super::read::read_records(p, id, chunk, sink).await,
+            Self::Postgres(p) => super::read::read_records(p, id, chunk, sink).await,
+        }
+    }
+
     /// `"SQLite"` or `"PostgreSQL"`.
     pub fn backend(&self) -> &'static str {
         match self {
