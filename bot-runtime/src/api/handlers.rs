@@ -422,69 +422,6 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpEr
     Ok(value)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use paperbot_crds::runtime_api::{LedgerHealthStatus, RuntimePhase};
-
-    #[test]
-    fn config_errors_name_the_field() {
-        let e =
-            decode_json::<ConfigUpdate>(br#"{"strategy":{"signals":{}},"bogus":1}"#).unwrap_err();
-        assert_eq!(e.body.field.as_deref(), Some("bogus"), "{:?}", e.body);
-        let e = decode_json::<ConfigUpdate>(br#"{"strategy":{"intelLevel":"x","signals":{}}}"#)
-            .unwrap_err();
-        assert_eq!(e.body.field.as_deref(), Some("strategy.intelLevel"));
-        let e = decode_json::<ConfigUpdate>(b"{\"strategy\":").unwrap_err();
-        assert!(e.body.message.starts_with("malformed JSON"), "{:?}", e.body);
-        let e =
-            decode_json::<ConfigUpdate>(br#"{"strategy":{"signals":{"rsi":{}}}} {}"#).unwrap_err();
-        assert!(e.body.message.starts_with("malformed JSON"), "{:?}", e.body);
-        let e = decode_json::<ConfigUpdate>(b"  ").unwrap_err();
-        assert!(e.body.message.contains("empty"));
-    }
-
-    #[test]
-    fn out_of_range_strategies_are_refused_before_the_session_sees_them() {
-        let u: ConfigUpdate =
-            decode_json(br#"{"strategy":{"intelLevel":11,"signals":{"rsi":{}}},"revision":"7"}"#)
-                .unwrap();
-        let e = check_config(&u).unwrap_err();
-        assert_eq!(e.body.field.as_deref(), Some("strategy.intelLevel"));
-        assert!(
-            e.body.message.contains("expected 1 to 10"),
-            "{}",
-            e.body.message
-        );
-        let mut u: ConfigUpdate = decode_json(br#"{"strategy":{"signals":{"rsi":{}}}}"#).unwrap();
-        assert!(check_config(&u).is_ok());
-        u.revision = Some("x".repeat(64));
-        assert_eq!(
-            check_config(&u).unwrap_err().body.field.as_deref(),
-            Some("revision")
-        );
-    }
-
-    #[test]
-    fn not_ready_reasons() {
-        let mut s = RuntimeStatus {
-            phase: RuntimePhase::Running,
-            ledger: LedgerHealthStatus {
-                reachable: true,
-                reason: None,
-            },
-            data_age_seconds: Some(95.2),
-            ..Default::default()
-        };
-        assert!(not_ready_reason(&s).contains("stale (last candle 95 s ago)"));
-        s.ledger = LedgerHealthStatus {
-            reachable: false,
-            reason: Some("connection refused".into()),
-        };
-        assert!(not_ready_reason(&s).contains("unreachable: connection refused"));
-    }
-}
-
 /// Most report files built at once by `GET /v1/report/{file}`: one; further
 /// requests wait their turn (each regenerates the whole report).
 pub(crate) const REPORT_BUILDS: usize = 1;
@@ -576,4 +513,89 @@ pub(crate) async fn report_file(
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paperbot_crds::runtime_api::{LedgerHealthStatus, RuntimePhase};
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let e =
+            decode_json::<ConfigUpdate>(br#"{"strategy":{"signals":{}},"bogus":1}"#).unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("bogus"), "{:?}", e.body);
+        let e = decode_json::<ConfigUpdate>(br#"{"strategy":{"intelLevel":"x","signals":{}}}"#)
+            .unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("strategy.intelLevel"));
+        let e = decode_json::<ConfigUpdate>(b"{\"strategy\":").unwrap_err();
+        assert!(e.body.message.starts_with("malformed JSON"), "{:?}", e.body);
+        let e =
+            decode_json::<ConfigUpdate>(br#"{"strategy":{"signals":{"rsi":{}}}} {}"#).unwrap_err();
+        assert!(e.body.message.starts_with("malformed JSON"), "{:?}", e.body);
+        let e = decode_json::<ConfigUpdate>(b"  ").unwrap_err();
+        assert!(e.body.message.contains("empty"));
+    }
+
+    #[test]
+    fn out_of_range_strategies_are_refused_before_the_session_sees_them() {
+        let u: ConfigUpdate =
+            decode_json(br#"{"strategy":{"intelLevel":11,"signals":{"rsi":{}}},"revision":"7"}"#)
+                .unwrap();
+        let e = check_config(&u).unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("strategy.intelLevel"));
+        assert!(
+            e.body.message.contains("expected 1 to 10"),
+            "{}",
+            e.body.message
+        );
+        let mut u: ConfigUpdate = decode_json(br#"{"strategy":{"signals":{"rsi":{}}}}"#).unwrap();
+        assert!(check_config(&u).is_ok());
+        u.revision = Some("x".repeat(64));
+        assert_eq!(
+            check_config(&u).unwrap_err().body.field.as_deref(),
+            Some("revision")
+        );
+    }
+
+    #[test]
+    fn not_ready_reasons() {
+        let mut s = RuntimeStatus {
+            phase: RuntimePhase::Running,
+            ledger: LedgerHealthStatus {
+                reachable: true,
+                reason: None,
+            },
+            data_age_seconds: Some(95.2),
+            ..Default::default()
+        };
+        assert!(not_ready_reason(&s).contains("stale (last candle 95 s ago)"));
+        s.ledger = LedgerHealthStatus {
+            reachable: false,
+            reason: Some("connection refused".into()),
+        };
+        assert!(not_ready_reason(&s).contains("unreachable: connection refused"));
+    }
+
+    #[test]
+    fn report_file_names_are_plain_names_with_known_extensions() {
+        for (name, want) in [
+            ("report.html", Some("text/html; charset=utf-8")),
+            ("summary.json", Some("application/json")),
+            ("by_exit_reason.csv", Some("text/csv; charset=utf-8")),
+            ("price_BTC-USD.png", Some("image/png")),
+            ("../paperbot.db", None),
+            ("a/b.csv", None),
+            (".csv", None),
+            ("summary.json.bak", None),
+            ("trades.CSV", None),
+            ("summary", None),
+            ("", None),
+        ] {
+            assert_eq!(report_content_type(name), want, "{name:?}");
+        }
+        let long = format!("{}.csv", "a".repeat(125));
+        assert_eq!(report_content_type(&long), None);
+        assert!(report_content_type(&format!("{}.csv", "a".repeat(124))).is_some());
+    }
 }
