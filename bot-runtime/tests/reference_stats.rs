@@ -185,7 +185,7 @@ fn round_trips(csv: &str) -> Vec<RoundTrip> {
         .collect()
 }
 
-/// Closes of a candle file, exact (for the buy-and-hold conventions).
+/// Opens and closes of a candle file, exact (for the buy-and-hold conventions).
 fn candle_prices(path: &std::path::Path) -> (Vec<Decimal>, Vec<Decimal>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut opens = Vec::new();
@@ -468,4 +468,33 @@ fn report_figures_agree_with_backtesting_py() {
     let theirs_ms = (s("Max. Drawdown Duration") * 1000.0) as i64;
     let expected = theirs_ms;
     assert_eq!(our_ms, expected, "max drawdown duration: {ddp}");
+
+    // For the reader (`-- --nocapture`): the figures side by side.
+    let f = |k: &str| ours[k].to_string();
+    for (name, ours, theirs) in [
+        ("return %", f("roi_pct"), "Return [%]"),
+        ("max drawdown %", f("max_drawdown_pct"), "Max. Drawdown [%]"),
+        ("win rate %", f("win_rate_pct"), "Win Rate [%]"),
+        ("expectancy %", f("expectancy_pct"), "Expectancy [%]"),
+        ("SQN", f("sqn"), "SQN"),
+        ("exposure %", f("exposure_time_pct"), "Exposure Time [%]"),
+        (
+            "buy & hold %",
+            f("benchmark_return_pct"),
+            "Buy & Hold Return [%]",
+        ),
+        ("CAGR %", f("cagr_pct"), "CAGR [%]"),
+        ("Calmar", f("calmar_ratio"), "Calmar Ratio"),
+        ("Sharpe (not compared)", f("sharpe_ratio"), "Sharpe Ratio"),
+        (
+            "Sortino (not compared)",
+            f("sortino_ratio"),
+            "Sortino Ratio",
+        ),
+    ] {
+        eprintln!(
+            "{name:<24} ours {ours:<24} backtesting.py {}",
+            stats[theirs]
+        );
+    }
 }
