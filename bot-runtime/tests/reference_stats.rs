@@ -52,7 +52,7 @@ use std::{path::PathBuf, process::Command, str::FromStr};
 
 use chrono::DateTime;
 use common::*;
-use rust_decimal::{Decimal, prelude::ToPrimitive};
+use rust_decimal::{Decimal, RoundingStrategy, prelude::ToPrimitive};
 use serde_json::Value;
 
 const MINUTE_MS: i64 = 60_000;
@@ -302,7 +302,8 @@ fn report_figures_agree_with_backtesting_py() {
     // mean of the recorded returns, which are rounded to 4 places (percent),
     // so it is within half a unit of that 4th place of the exact mean.
     let n = Decimal::from(rts.len() as u64);
-    let mean_recorded = (rts.iter().map(|r| r.return_pct).sum::<Decimal>() / n).round_dp(8);
+    let mean_recorded = (rts.iter().map(|r| r.return_pct).sum::<Decimal>() / n)
+        .round_dp_with_strategy(QUOTIENT_DP as u32, RoundingStrategy::MidpointAwayFromZero);
     assert_eq!(
         o("expectancy_pct"),
         mean_recorded,
