@@ -15,8 +15,10 @@
 //!
 //! Where a figure is also in backtesting.py's `backtesting/_stats.py`
 //! (`compute_stats`), its doc comment says whether the definition is the
-//! same and, if not, how it differs. Money is [`Decimal`]; statistics that
-//! need powers or square roots (CAGR, Calmar, SQN) are `f64` and say so.
+//! same and, if not, how it differs; `tests/reference_stats.rs` checks them
+//! against backtesting.py 0.6.6 itself on the parity run. Money is
+//! [`Decimal`]; statistics that need powers or square roots (CAGR, Calmar,
+//! SQN) are `f64` and say so.
 
 use std::collections::BTreeMap;
 
@@ -130,9 +132,12 @@ pub struct BenchmarkLeg {
 /// f))`), and is valued at its **last candle's close** after paying the fee
 /// again on the exit (`value = quantity × close × (1 − f)`). A symbol that
 /// never had a candle keeps its share as cash. No slippage, gas or lot
-/// sizes. backtesting.py's "Buy & Hold Return [%]" is the single-asset,
-/// fee-free `(last close − first close) / first close × 100`; ours equals it
-/// for one symbol with fee 0 when bought at the first close instead.
+/// sizes. backtesting.py 0.6.6's "Buy & Hold Return [%]" is the
+/// single-asset, fee-free `(last close − c₀) / c₀ × 100` where c₀ is the
+/// close of its first *trading* bar (the first bar after the strategy's
+/// indicators warm up, e.g. the 30th bar for an SMA(30)), not the data's
+/// first open; ours equals it for one symbol with fee 0 bought at that
+/// close instead (checked in `tests/reference_stats.rs`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Benchmark {
     /// Always `"first_open_to_last_close"`.
@@ -857,10 +862,14 @@ impl Figures {
 /// Compound annual growth rate, percent, f64:
 /// `((final / initial)^(1 / years) − 1) × 100`, `years = span_ms /
 /// (365 × 86,400,000)` — the session's calendar span (first candle's open to
-/// the latest market time), 365-day years as crypto trades every day. Same
-/// formula as backtesting.py's "CAGR [%]" (which takes 365-day years when
-/// the data has weekends, 252 otherwise). `None` when the span is ≤ 0, the
-/// initial equity ≤ 0 or the final equity < 0; −100 when the final equity is 0.
+/// the latest market time), 365-day years as crypto trades every day. The
+/// formula of backtesting.py 0.6.6's "CAGR [%]", which takes years of 365.25
+/// days over the span from the first to the last bar's *open* time (one bar
+/// shorter than ours); on a 31-day month of minutes the two differ by
+/// 0.013 points at −20.4 % (checked in `tests/reference_stats.rs`).
+/// (The 365-or-252-day choice of backtesting.py is for its "Return (Ann.)",
+/// not its CAGR.) `None` when the span is ≤ 0, the initial equity ≤ 0 or
+/// the final equity < 0; −100 when the final equity is 0.
 pub fn cagr_pct(initial: Decimal, final_equity: Decimal, span_ms: i64) -> Option<f64> {
     if span_ms <= 0 || initial <= Decimal::ZERO || final_equity < Decimal::ZERO {
         return None;
@@ -889,8 +898,13 @@ pub struct FigureSet {
     /// position (from each position's opening fill to its closing fill, or
     /// to the end when still open; overlapping positions count once) over
     /// the session's span (first candle's open to the latest market time).
-    /// backtesting.py's "Exposure Time [%]" counts bars with a position
-    /// over all bars — the same on regular candles; ours is time-weighted.
+    /// backtesting.py 0.6.6's "Exposure Time [%]" counts the bars from each
+    /// *closed* trade's entry bar to its exit bar **inclusive** over all
+    /// bars: with next-open fills that is one bar more per trade than the
+    /// time held, and a position still open at the end is not counted. On
+    /// the parity run (934 round trips on 44,640 minutes, one position open
+    /// for the last 3 minutes) theirs is 2.09 points higher than ours, exactly
+    /// (934 − 3) / 44,640 × 100 (checked in `tests/reference_stats.rs`).
     #[serde(serialize_with = "ser_dec")]
     pub exposure_time_pct: Decimal,
     /// See [`cagr_pct`]; percent, f64.
@@ -906,8 +920,11 @@ pub struct FigureSet {
     /// [`expectancy_pct`](Self::expectancy_pct).
     #[serde(serialize_with = "ser_dec")]
     pub expectancy: Decimal,
-    /// Mean round-trip return, percent (backtesting.py's "Expectancy [%]");
-    /// 0 without a round trip.
+    /// Mean round-trip return, percent (backtesting.py's "Expectancy [%]",
+    /// the arithmetic mean of trade returns); 0 without a round trip. The
+    /// mean of the recorded `return_pct`s, which the engine rounds to 4
+    /// places, so within 0.00005 of the mean of exact returns (4e-7 away
+    /// from backtesting.py's on the parity run).
     #[serde(serialize_with = "ser_dec")]
     pub expectancy_pct: Decimal,
     /// System Quality Number (Van Tharp): √n × mean(P&L) / sample standard
@@ -915,7 +932,9 @@ pub struct FigureSet {
     /// "SQN". `None` with fewer than 2 round trips or zero deviation.
     pub sqn: Option<f64>,
     /// Mean duration of winning round trips (exit − entry), milliseconds
-    /// (rounded); `None` without a win.
+    /// (rounded); `None` without a win. backtesting.py's "Avg. Trade
+    /// Duration" and "Max. Trade Duration" are over all trades (no split by
+    /// outcome), exit − entry time too, rounded *up* to the data's period.
     pub avg_win_duration_ms: Option<i64>,
     /// Longest winning round trip, milliseconds.
     pub max_win_duration_ms: Option<i64>,
@@ -926,8 +945,12 @@ pub struct FigureSet {
     /// The longest drawdown period (peak to recovery, or to the end when
     /// not recovered), from the snapshots' equity (so to the snapshot
     /// interval's precision) and the final equity; the first of equal
-    /// lengths. As backtesting.py's "Max. Drawdown Duration" (peak to the
-    /// next point at the peak again). `None` without a drawdown.
+    /// lengths. As backtesting.py's "Max. Drawdown Duration" (the last bar
+    /// at the peak to the next bar back at it, or to the last bar): theirs
+    /// stamps bars by their open, ours snapshots by the candle's close, so
+    /// both ends move by one bar and the lengths are equal with 1-bar
+    /// snapshots (checked in `tests/reference_stats.rs`). `None` without a
+    /// drawdown.
     pub max_drawdown_duration: Option<DrawdownPeriod>,
     /// Most consecutive losing round trips (P&L < 0), in exit order; a
     /// round trip with P&L ≥ 0 ends a streak.
