@@ -1196,3 +1196,289 @@ pub fn render_price(chart: &PriceChart<'_>, path: &Path) -> Result<Vec<(i32, i32
     root.present().map_err(|e| chart_err(&e))?;
     Ok(tips)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::test_records::*;
+    use crate::ledger::records::{BreakerEventRecord, FillReason};
+    use crate::types::{Side, SymbolId};
+    use rust_decimal_macros::dec;
+
+    fn candle(symbol: u16, open_ms: i64, interval_ms: i64, close: Decimal) -> Candle {
+        Candle {
+            symbol: SymbolId(symbol),
+            open_time: Timestamp(open_ms),
+            interval_ms,
+            open: close,
+            high: close + dec!(1),
+            low: close - dec!(1),
+            close,
+            volume: dec!(1),
+        }
+    }
+
+    /// RGB of pixel (x, y) of a decoded RGB(A) PNG.
+    fn decode(path: &Path) -> (u32, u32, Vec<[u8; 3]>) {
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+        let mut r = dec.read_info().unwrap();
+        let mut buf = vec![0; r.output_buffer_size()];
+        let info = r.next_frame(&mut buf).unwrap();
+        let step = match info.color_type {
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            other => panic!("unexpected colour type {other:?}"),
+        };
+        let px = buf[..info.buffer_size()]
+            .chunks(step)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect();
+        (info.width, info.height, px)
+    }
+
+    #[test]
+    fn a_million_candles_stay_within_the_bucket_cap() {
+        let mut m = MarketSeries::new(vec!["BTC-USD".into()]);
+        let n: i64 = 1_000_000;
+        for i in 0..n {
+            // A saw-tooth price: 100 … 199.
+            let p = Decimal::from(100 + i % 100);
+            m.observe(&candle(0, i * 60_000, 60_000, p));
+            if i % 100_000 == 0 {
+                assert!(m.get("BTC-USD").unwrap().buckets().len() <= MAX_PRICE_BUCKETS);
+            }
+        }
+        let s = m.get("BTC-USD").unwrap();
+        let b = s.buckets();
+        assert!(b.len() <= MAX_PRICE_BUCKETS, "{}", b.len());
+        assert!(b.len() > MAX_PRICE_BUCKETS / 2, "{}", b.len());
+        // Widths doubled from 1 minute: 1,000,000 / 2000 → 512 minutes.
+        assert_eq!(s.width_ms(), 512 * 60_000);
+        assert_eq!(b[0].start, Timestamp(0));
+        assert_eq!(b[0].open, dec!(100));
+        assert_eq!(b[0].low, dec!(99));
+        assert_eq!(b[0].high, dec!(200));
+        let last = b.last().unwrap();
+        assert_eq!(last.close, Decimal::from(100 + (n - 1) % 100));
+        assert_eq!(last.last_time, Timestamp(n * 60_000));
+        assert!(b.windows(2).all(|w| w[0].start < w[1].start));
+        assert!(m.gaps().is_empty(), "regular candles leave no gap");
+    }
+
+    #[test]
+    fn gaps_are_steps_over_one_and_a_half_intervals_and_bounded() {
+        let mut m = MarketSeries::new(vec!["A".into(), "B".into()]);
+        let min = 60_000;
+        // A: minutes 0, 1, 2, then 5 (no candle for 3 and 4: a gap from
+        // the close of 2 to the open of 5), 6; B: the same times.
+        for t in [0, 1, 2, 5, 6] {
+            m.observe(&candle(0, t * min, min, dec!(10)));
+            m.observe(&candle(1, t * min, min, dec!(20)));
+        }
+        assert_eq!(m.gaps(), vec![(3 * min, 5 * min)]);
+        // Exactly 1.5 intervals is not a gap; more is.
+        let mut m = MarketSeries::new(vec!["A".into()]);
+        m.observe(&candle(0, 0, 2 * min, dec!(1)));
+        m.observe(&candle(0, 3 * min, 2 * min, dec!(1)));
+        assert!(m.gaps().is_empty());
+        m.observe(&candle(0, 6 * min + 1, 2 * min, dec!(1)));
+        assert_eq!(m.gaps(), vec![(5 * min, 6 * min + 1)]);
+
+        // 10,000 gaps: at most MAX_BANDS spans, covering the first to the last.
+        let mut m = MarketSeries::new(vec!["A".into()]);
+        for i in 0..10_000 {
+            m.observe(&candle(0, i * 3 * min, min, dec!(1)));
+        }
+        let g = m.gaps();
+        assert!(g.len() <= MAX_BANDS, "{}", g.len());
+        assert_eq!(g[0].0, min);
+        assert_eq!(g.last().unwrap().1, 9_999 * 3 * min);
+    }
+
+    #[test]
+    fn fills_become_entry_and_exit_markers_at_their_prices() {
+        let mut r = ChartRecords::new();
+        r.set_risk_levels(Some(dec!(2)), Some(dec!(5)));
+        let mut buy = trade(1, Side::Buy, FillStatus::Filled, dec!(0), dec!(0), dec!(0));
+        buy.fill_price = dec!(100.5);
+        buy.position_after = dec!(1);
+        let mut sell = trade(2, Side::Sell, FillStatus::Filled, dec!(0), dec!(0), dec!(0));
+        sell.fill_price = dec!(99);
+        sell.position_after = dec!(0);
+        sell.realized_pnl = dec!(-1.5);
+        let mut failed = trade(3, Side::Buy, FillStatus::Failed, dec!(0), dec!(0), dec!(0));
+        failed.position_after = dec!(0);
+        let mut buy2 = trade(4, Side::Buy, FillStatus::Filled, dec!(0), dec!(0), dec!(0));
+        buy2.fill_price = dec!(98);
+        buy2.position_after = dec!(1);
+        let mut sell2 = trade(5, Side::Sell, FillStatus::Filled, dec!(0), dec!(0), dec!(0));
+        sell2.fill_price = dec!(103);
+        sell2.position_after = dec!(0);
+        sell2.realized_pnl = dec!(5);
+        let mut rt = round_trip(dec!(-1.5));
+        rt.entry_price = dec!(100);
+        rt.exit_reason = FillReason::StopLoss;
+        r.on_batch(&LedgerBatch {
+            trades: vec![
+                buy.clone(),
+                sell.clone(),
+                failed,
+                buy2.clone(),
+                sell2.clone(),
+            ],
+            round_trips: vec![rt],
+            breaker_events: vec![
+                BreakerEventRecord {
+                    time: Timestamp(T0),
+                    breaker: "priceFeed".into(),
+                    from_state: "Closed".into(),
+                    to_state: "Open".into(),
+                    reason: "gap".into(),
+                },
+                BreakerEventRecord {
+                    time: Timestamp(T0 + HOUR),
+                    breaker: "priceFeed".into(),
+                    from_state: "Open".into(),
+                    to_state: "HalfOpen".into(),
+                    reason: "cooldown".into(),
+                },
+                BreakerEventRecord {
+                    time: Timestamp(T0 + 2 * HOUR),
+                    breaker: "dailyLoss".into(),
+                    from_state: "Closed".into(),
+                    to_state: "Open".into(),
+                    reason: "loss".into(),
+                },
+            ],
+            ..Default::default()
+        });
+        let m = r.markers("BTC-PERP");
+        assert_eq!(
+            m.iter()
+                .map(|m| (m.time, m.price, m.kind))
+                .collect::<Vec<_>>(),
+            vec![
+                (buy.time, dec!(100.5), MarkerKind::Entry),
+                (sell.time, dec!(99), MarkerKind::ExitLoss),
+                (buy2.time, dec!(98), MarkerKind::Entry),
+                (sell2.time, dec!(103), MarkerKind::ExitWin),
+            ]
+        );
+        let l = r.levels("BTC-PERP");
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].stop_loss, Some(dec!(98)));
+        assert_eq!(l[0].take_profit, Some(dec!(105)));
+        // One span closed by the half-open, one still open at the end.
+        assert_eq!(
+            r.breaker_spans(Timestamp(T0 + 5 * HOUR)),
+            vec![(T0, T0 + HOUR), (T0 + 2 * HOUR, T0 + 5 * HOUR)]
+        );
+        // The recorded prices: the four fills.
+        let s = r.recorded_prices().get("BTC-PERP").unwrap();
+        assert_eq!(s.buckets().first().unwrap().open, dec!(100.5));
+        assert_eq!(s.buckets().last().unwrap().close, dec!(103));
+    }
+
+    #[test]
+    fn price_chart_markers_sit_at_the_fill_prices_in_the_png() {
+        let dir = tempfile::tempdir().unwrap();
+        // A BTC-quoted pair around 0.09: 100 five-minute candles.
+        let mut m = MarketSeries::new(vec!["ETH-BTC".into()]);
+        let min5 = 300_000;
+        for i in 0..100i64 {
+            let p = dec!(0.09) + Decimal::new(i % 20, 4);
+            m.observe(&Candle {
+                symbol: SymbolId(0),
+                open_time: Timestamp(T0 + i * min5),
+                interval_ms: min5,
+                open: p,
+                high: p + dec!(0.0002),
+                low: p - dec!(0.0002),
+                close: p,
+                volume: dec!(1),
+            });
+        }
+        let markers = [
+            Marker {
+                time: Timestamp(T0 + 20 * min5),
+                price: dec!(0.0905),
+                kind: MarkerKind::Entry,
+            },
+            Marker {
+                time: Timestamp(T0 + 50 * min5),
+                price: dec!(0.0915),
+                kind: MarkerKind::ExitLoss,
+            },
+            Marker {
+                time: Timestamp(T0 + 80 * min5),
+                price: dec!(0.0910),
+                kind: MarkerKind::ExitWin,
+            },
+        ];
+        let path = dir.path().join("price_ETH-BTC.png");
+        let tips = render_price(
+            &PriceChart {
+                symbol: "ETH-BTC",
+                subtitle: "test",
+                series: m.get("ETH-BTC").unwrap(),
+                markers: &markers,
+                levels: &[],
+                gap_spans: &[],
+            },
+            &path,
+        )
+        .unwrap();
+        let (w, h, px) = decode(&path);
+        assert_eq!((w, h), (PRICE_CHART_WIDTH, PRICE_CHART_HEIGHT));
+        let at = |x: i32, y: i32| px[(y as u32 * w + x as u32) as usize];
+        // Each marker's body is drawn right at its tip: ▲ below, ▼ above.
+        let (g, r) = ([GREEN.0, GREEN.1, GREEN.2], [RED.0, RED.1, RED.2]);
+        assert_eq!(at(tips[0].0, tips[0].1 + 6), g, "entry ▲ at {:?}", tips[0]);
+        assert_eq!(
+            at(tips[1].0, tips[1].1 - 6),
+            r,
+            "losing exit ▼ at {:?}",
+            tips[1]
+        );
+        assert_eq!(
+            at(tips[2].0, tips[2].1 - 6),
+            g,
+            "winning exit ▼ at {:?}",
+            tips[2]
+        );
+        // The tips' rows are linear in the fill price (higher price, higher
+        // on the chart): 0.0905 → 0.0915 is twice 0.0905 → 0.0910.
+        let (y0, y1, y2) = (tips[0].1, tips[1].1, tips[2].1);
+        assert!(y1 < y2 && y2 < y0, "{tips:?}");
+        assert!(((y0 - y1) - 2 * (y0 - y2)).abs() <= 1, "{tips:?}");
+        // And their columns in time: 20 → 50 → 80 candles, equal steps.
+        assert!(((tips[1].0 - tips[0].0) - (tips[2].0 - tips[1].0)).abs() <= 1);
+    }
+
+    #[test]
+    fn recorded_prices_and_symbols_sanitized() {
+        let mut m = MarketSeries::default();
+        m.observe_price("X/Y", Timestamp(0), dec!(1));
+        m.observe_price("X/Y", Timestamp(30_000), dec!(3));
+        m.observe_price("X/Y", Timestamp(60_000), dec!(2));
+        let b = m.get("X/Y").unwrap().buckets();
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            (b[0].open, b[0].high, b[0].low, b[0].close),
+            (dec!(1), dec!(3), dec!(1), dec!(3))
+        );
+        assert_eq!(
+            m.get("X/Y").unwrap().close_at(Timestamp(45_000)),
+            Some(dec!(3))
+        );
+        assert_eq!(m.get("X/Y").unwrap().close_at(Timestamp(-1)), None);
+        assert_eq!(sanitize_symbol("X/Y"), "X_Y");
+        assert_eq!(sanitize_symbol("BTC-USD"), "BTC-USD");
+        assert_eq!(sanitize_symbol("../.."), ".._..");
+        assert_eq!(sanitize_symbol(".."), "_");
+        assert_eq!(sanitize_symbol(""), "_");
+        // Labels keep enough places for a pair quoted in BTC.
+        assert!(label_decimals(0.09 - 0.085) >= 4);
+        assert_eq!(label_decimals(20_000.0), 0);
+    }
+}

@@ -263,3 +263,54 @@ pub fn write_report_html(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::Analytics;
+    use crate::analytics::test_records::*;
+    use crate::ledger::records::LedgerBatch;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn markup_in_names_is_escaped_and_every_chart_is_embedded() {
+        let mut a = Analytics::new(dec!(10000), HOUR);
+        a.set_identity(crate::analytics::SessionIdentity {
+            session_id: "<script>alert(1)</script>".into(),
+            name: "<script>".into(),
+            strategy: "a&b".into(),
+            symbols: vec!["<b>X</b>".into()],
+            currency: "USD".into(),
+        });
+        let mut rt = round_trip(dec!(5));
+        rt.symbol = "<img src=x onerror=alert(1)>".into();
+        a.on_batch(&LedgerBatch {
+            round_trips: vec![rt],
+            ..Default::default()
+        });
+        let s = a.summary(
+            &crate::runner::initial_state(dec!(10000), Some(crate::types::Timestamp(T0))),
+            "Completed",
+        );
+        let (title, subtitle) = crate::report::chart_titles(&s, "fallback");
+        let charts = vec![
+            ("Equity \"quoted\" <x>".to_owned(), vec![1u8, 2, 3]),
+            ("Price: <b>X</b>".to_owned(), vec![4u8, 5]),
+        ];
+        let html = report_html(&s, &title, &subtitle, &charts);
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+        assert!(!html.contains("<img src=x"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; · a&amp;b"));
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(html.contains("alt=\"Equity &quot;quoted&quot; &lt;x&gt;\""));
+        // base64 of [1, 2, 3] is AQID, of [4, 5] BAU=.
+        assert!(html.contains("src=\"data:image/png;base64,AQID\""));
+        assert!(html.contains("src=\"data:image/png;base64,BAU=\""));
+        assert_eq!(html.matches("<img ").count(), 2);
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        for caption in ["Summary", "By symbol", "By exit reason", "Daily (UTC)"] {
+            assert!(html.contains(&format!("<caption>{caption}")), "{caption}");
+        }
+    }
+}
