@@ -1045,9 +1045,18 @@ pub fn render_price(chart: &PriceChart<'_>, path: &Path) -> Result<Vec<(i32, i32
                 .flat_map(|l| [l.entry.millis(), l.exit.millis()]),
         );
     let (tmin, tmax) = times.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    // The close line's range is the closes' (a one-tick wick far below,
+    // which the line does not show, would otherwise squash it).
+    let candles = buckets.len() <= MAX_CANDLES_DRAWN;
     let prices = buckets
         .iter()
-        .flat_map(|b| [f(b.low), f(b.high)])
+        .flat_map(|b| {
+            if candles {
+                [f(b.low), f(b.high)]
+            } else {
+                [f(b.close), f(b.open)]
+            }
+        })
         .chain(chart.markers.iter().map(|m| f(m.price)))
         .chain(
             chart
@@ -1124,7 +1133,7 @@ pub fn render_price(chart: &PriceChart<'_>, path: &Path) -> Result<Vec<(i32, i32
         .map_err(|e| chart_err(&e))?;
     }
 
-    if buckets.len() <= MAX_CANDLES_DRAWN {
+    if candles {
         let plot_w = c.plotting_area().dim_in_pixel().0 as f64;
         let span = (tmax - tmin).max(1) as f64;
         let body = ((plot_w * width as f64 / span) * 0.7).clamp(1.0, 14.0) as u32;

@@ -13,7 +13,9 @@
 //! | `by_symbol.csv` | per symbol: round trips, wins, losses, win rate, realized P&L, fees, fills, still open ([`BY_SYMBOL_HEADER`]) |
 //! | `by_exit_reason.csv` | per exit reason (`signal`, `stop_loss`, `take_profit`, `trailing_stop`, `max_hold_time`, `liquidation`, then `still_open`) ([`BY_EXIT_REASON_HEADER`]) |
 //! | `daily.csv` | per UTC day: start/end equity, P&L, return %, fills, round trips ([`DAILY_HEADER`]) |
-//! | `equity.png` | 1200 × 600 PNG: equity over time, drawdown below |
+//! | `equity.png` | 1200 × 600 PNG: equity and buy-and-hold over time, breaker-open periods and data gaps shaded, drawdown below |
+//! | `price_<SYMBOL>.png` | 1200 × 600 PNG per symbol: candles or close line, fill markers, stop levels ([`crate::charts`]) |
+//! | `report.html` | everything above in one self-contained HTML file ([`crate::html`]) |
 //!
 //! CSV conventions: times are RFC 3339 UTC with a `Z` suffix (milliseconds
 //! only when non-zero), decimals are written normalized (`46752`, `-0.4`),

@@ -223,6 +223,9 @@ fn assert_html(dir: &Path, charts: usize) -> String {
     html
 }
 
+/// name, currency, (symbol, file)s, data-gap limit, whether it trades.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a Path)>, &'a str, bool);
+
 #[test]
 fn charts_render_for_1m_5m_1h_4h_and_1d_data() {
     let tmp = tempfile::tempdir().unwrap();
@@ -234,8 +237,7 @@ fn charts_render_for_1m_5m_1h_4h_and_1d_data() {
     let h4b = slice(d, "ETH-USDT_4h_binance_2023-12-30_2024-03-22.csv", 500);
     let d1 = daily_from_hourly(d, "BTC-USD_1h_alpaca_2021.csv");
 
-    // name, currency, files, data-gap limit, expect fills
-    let cases: Vec<(&str, &str, Vec<(&str, &Path)>, &str, bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("one-minute", "USD", vec![("BTC-USD", &m1)], "10m", true),
         ("btc-quoted", "BTC", vec![("ETH-BTC", &m5)], "30m", true),
         ("hourly", "USD", vec![("BTC-USD", &h1)], "6h", true),
