@@ -473,14 +473,27 @@ impl ChartRecords {
 
     /// Folds a committed batch in.
     pub fn on_batch(&mut self, b: &LedgerBatch) {
-        for d in &b.decisions {
-            self.recorded.observe_price(&d.symbol, d.time, d.price);
+        // Decisions and fills in time order (a stable sort: a decision
+        // before the fill it caused at the same time).
+        let mut prices: Vec<(Timestamp, &str, Decimal)> = b
+            .decisions
+            .iter()
+            .map(|d| (d.time, d.symbol.as_str(), d.price))
+            .chain(
+                b.trades
+                    .iter()
+                    .filter(|t| t.status == FillStatus::Filled)
+                    .map(|t| (t.time, t.symbol.as_str(), t.fill_price)),
+            )
+            .collect();
+        prices.sort_by_key(|p| p.0);
+        for (time, symbol, price) in prices {
+            self.recorded.observe_price(symbol, time, price);
         }
         for t in &b.trades {
             if t.status != FillStatus::Filled {
                 continue;
             }
-            self.recorded.observe_price(&t.symbol, t.time, t.fill_price);
             let before = self
                 .positions
                 .insert(t.symbol.clone(), t.position_after)
@@ -977,6 +990,9 @@ pub struct PriceChart<'a> {
     pub levels: &'a [Level],
     /// Spans (ms) with no market data.
     pub gap_spans: &'a [(i64, i64)],
+    /// The prices are recorded decision / fill prices, not candles: drawn
+    /// as a line with a dot per bucket, never as candles.
+    pub recorded: bool,
 }
 
 /// Draws a [`PRICE_CHART_WIDTH`] × [`PRICE_CHART_HEIGHT`] price chart at
@@ -1001,7 +1017,9 @@ pub fn render_price(chart: &PriceChart<'_>, path: &Path) -> Result<Vec<(i32, i32
         BitMapBackend::new(path, (PRICE_CHART_WIDTH, PRICE_CHART_HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| chart_err(&e))?;
     let buckets = chart.series.buckets();
-    let mut legend = vec![if buckets.len() <= MAX_CANDLES_DRAWN {
+    let mut legend = vec![if chart.recorded {
+        ("recorded price", Swatch::Line(BLUE))
+    } else if buckets.len() <= MAX_CANDLES_DRAWN {
         ("candles (up / down)", Swatch::Fill(GREEN.mix(1.0)))
     } else {
         ("close", Swatch::Line(BLUE))
@@ -1047,7 +1065,7 @@ pub fn render_price(chart: &PriceChart<'_>, path: &Path) -> Result<Vec<(i32, i32
     let (tmin, tmax) = times.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
     // The close line's range is the closes' (a one-tick wick far below,
     // which the line does not show, would otherwise squash it).
-    let candles = buckets.len() <= MAX_CANDLES_DRAWN;
+    let candles = !chart.recorded && buckets.len() <= MAX_CANDLES_DRAWN;
     let prices = buckets
         .iter()
         .flat_map(|b| {
@@ -1159,6 +1177,16 @@ pub fn render_price(chart: &PriceChart<'_>, path: &Path) -> Result<Vec<(i32, i32
             BLUE.stroke_width(1),
         ))
         .map_err(|e| chart_err(&e))?;
+        if chart.recorded {
+            c.draw_series(buckets.iter().filter_map(|b| {
+                Some(Circle::new(
+                    (dt(b.last_time.millis()), f(b.close)?),
+                    2,
+                    BLUE.filled(),
+                ))
+            }))
+            .map_err(|e| chart_err(&e))?;
+        }
     }
 
     let level_lines = |pick: fn(&Level) -> Option<Decimal>| {
@@ -1433,6 +1461,7 @@ mod tests {
                 markers: &markers,
                 levels: &[],
                 gap_spans: &[],
+                recorded: false,
             },
             &path,
         )

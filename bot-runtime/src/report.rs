@@ -562,6 +562,7 @@ impl ReportWriter {
                     markers: self.records.markers(symbol),
                     levels: self.records.levels(symbol),
                     gap_spans: &gaps,
+                    recorded: !from_candles,
                 },
                 &path,
             )?;
