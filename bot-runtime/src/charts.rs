@@ -35,9 +35,11 @@ use crate::types::{Candle, Timestamp};
 pub const MAX_PRICE_BUCKETS: usize = 2000;
 /// Most shaded spans kept per kind (data gaps, breaker-open periods).
 pub const MAX_BANDS: usize = 256;
-/// Most fill markers kept per symbol (beyond that every second one is
-/// dropped and from then on only every `stride`-th fill is kept).
-pub const MAX_MARKERS: usize = 4096;
+/// Most entry markers and most exit markers kept per symbol (beyond that
+/// every second one of that kind is dropped and from then on only every
+/// `stride`-th fill of that kind is kept; entries and exits are thinned
+/// apart so both stay visible).
+pub const MAX_MARKERS: usize = 1024;
 /// Most round trips per symbol whose stop-loss / take-profit levels are kept.
 pub const MAX_LEVELS: usize = 1024;
 /// The price chart draws candles up to this many buckets, a close line above.
@@ -426,7 +428,8 @@ impl<T> Thinned<T> {
 /// and a price series from recorded prices.
 #[derive(Clone, Debug)]
 pub struct ChartRecords {
-    markers: BTreeMap<String, Thinned<Marker>>,
+    /// Per symbol: entries, exits.
+    markers: BTreeMap<String, [Thinned<Marker>; 2]>,
     positions: BTreeMap<String, Decimal>,
     levels: BTreeMap<String, Thinned<Level>>,
     open_breakers: BTreeSet<String>,
@@ -505,14 +508,15 @@ impl ChartRecords {
             } else {
                 MarkerKind::ExitWin
             };
-            self.markers
+            let lists = self
+                .markers
                 .entry(t.symbol.clone())
-                .or_insert_with(|| Thinned::new(MAX_MARKERS))
-                .push(Marker {
-                    time: t.time,
-                    price: t.fill_price,
-                    kind,
-                });
+                .or_insert_with(|| [Thinned::new(MAX_MARKERS), Thinned::new(MAX_MARKERS)]);
+            lists[usize::from(kind != MarkerKind::Entry)].push(Marker {
+                time: t.time,
+                price: t.fill_price,
+                kind,
+            });
         }
         if self.stop_loss_pct.is_some() || self.take_profit_pct.is_some() {
             let hundred = Decimal::ONE_HUNDRED;
@@ -548,9 +552,22 @@ impl ChartRecords {
         }
     }
 
-    /// Fill markers of `symbol`, in time order.
-    pub fn markers(&self, symbol: &str) -> &[Marker] {
-        self.markers.get(symbol).map_or(&[], |m| &m.items)
+    /// Fill markers of `symbol` kept (entries and exits), in time order.
+    pub fn markers(&self, symbol: &str) -> Vec<Marker> {
+        let mut v: Vec<Marker> = self
+            .markers
+            .get(symbol)
+            .map(|[e, x]| e.items.iter().chain(&x.items).copied().collect())
+            .unwrap_or_default();
+        v.sort_by_key(|m| m.time);
+        v
+    }
+
+    /// `(kept, seen)`: how many of `symbol`'s fills have a marker.
+    pub fn marker_counts(&self, symbol: &str) -> (usize, u64) {
+        self.markers.get(symbol).map_or((0, 0), |[e, x]| {
+            (e.items.len() + x.items.len(), e.seen + x.seen)
+        })
     }
 
     /// Stop levels of `symbol`'s round trips.
@@ -1417,6 +1434,33 @@ mod tests {
     }
 
     #[test]
+    fn markers_are_bounded_and_keep_entries_and_exits() {
+        // 20,000 alternating entries and exits: thinning every second marker
+        // of one list would keep only entries.
+        let mut r = ChartRecords::new();
+        let mut trades = Vec::new();
+        for i in 0..20_000u64 {
+            let mut t = trade(i, Side::Buy, FillStatus::Filled, dec!(0), dec!(0), dec!(0));
+            t.position_after = if i % 2 == 0 { dec!(1) } else { dec!(0) };
+            // Every third exit loses.
+            t.realized_pnl = if (i / 2) % 3 == 0 { dec!(-1) } else { dec!(1) };
+            trades.push(t);
+        }
+        r.on_batch(&LedgerBatch {
+            trades,
+            ..Default::default()
+        });
+        let m = r.markers("BTC-PERP");
+        let (kept, seen) = r.marker_counts("BTC-PERP");
+        assert_eq!((kept, seen), (m.len(), 20_000));
+        assert!(m.len() <= 2 * MAX_MARKERS, "{}", m.len());
+        let count = |k: MarkerKind| m.iter().filter(|x| x.kind == k).count();
+        assert!(count(MarkerKind::Entry) >= MAX_MARKERS / 2);
+        assert!(count(MarkerKind::ExitWin) > 0 && count(MarkerKind::ExitLoss) > 0);
+        assert!(m.windows(2).all(|w| w[0].time <= w[1].time));
+    }
+
+    #[test]
     fn price_chart_markers_sit_at_the_fill_prices_in_the_png() {
         let dir = tempfile::tempdir().unwrap();
         // A BTC-quoted pair around 0.09: 100 five-minute candles.
@@ -1491,6 +1535,46 @@ mod tests {
         assert!(((y0 - y1) - 2 * (y0 - y2)).abs() <= 1, "{tips:?}");
         // And their columns in time: 20 → 50 → 80 candles, equal steps.
         assert!(((tips[1].0 - tips[0].0) - (tips[2].0 - tips[1].0)).abs() <= 1);
+    }
+
+    #[test]
+    fn benchmark_line_ends_at_the_benchmark_final_equity() {
+        // Two symbols, 5000 each, fee 0.1 %: A 100 → 110, B 50 → 45 (the
+        // figures.rs hand-computed case: final equity 9980.02).
+        let h = HOUR;
+        let mut m = MarketSeries::new(vec!["A".into(), "B".into()]);
+        let mut p = crate::figures::BenchmarkPrices::new(vec!["A".into(), "B".into()], dec!(0.001));
+        for i in 0..48i64 {
+            let a = dec!(100) + Decimal::from(i) * dec!(10) / dec!(47);
+            let b = dec!(50) - Decimal::from(i) * dec!(5) / dec!(47);
+            let (ca, cb) = (
+                Candle {
+                    open: dec!(100),
+                    ..candle(0, T0 + i * h, h, a)
+                },
+                Candle {
+                    open: dec!(50),
+                    ..candle(1, T0 + i * h, h, b)
+                },
+            );
+            if i == 0 {
+                p.set_first(0, ca.open_time, ca.open);
+                p.set_first(1, cb.open_time, cb.open);
+            }
+            p.set_last(0, ca.close_time(), ca.close);
+            p.set_last(1, cb.close_time(), cb.close);
+            m.observe(&ca);
+            m.observe(&cb);
+        }
+        let b = crate::figures::benchmark(&p, dec!(10000), 2).unwrap();
+        assert_eq!(b.final_equity, dec!(9980.02));
+        let times = [Timestamp(T0 - h), Timestamp(T0 + h), Timestamp(T0 + 48 * h)];
+        let line = benchmark_equity(&times, &m, &b, dec!(10000));
+        // Before the first candle closes: the cash.
+        assert_eq!(line[0].1, 10000.0);
+        // At the end: the benchmark's final equity.
+        assert!((line[2].1 - 9980.02).abs() < 0.01, "{line:?}");
+        assert!(line[1].1 < 10000.0 && line[1].1 > 9970.0, "{line:?}");
     }
 
     #[test]

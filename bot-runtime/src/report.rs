@@ -544,8 +544,14 @@ impl ReportWriter {
             } else {
                 "prices from recorded decisions and fills (no candles)".to_owned()
             };
+            let (kept, seen) = self.records.marker_counts(symbol);
+            let thinned = if (kept as u64) < seen {
+                format!(" · {kept} of {seen} fills marked")
+            } else {
+                String::new()
+            };
             let subtitle = format!(
-                "{} · {} → {} UTC · {source}",
+                "{} · {} → {} UTC · {source}{thinned}",
                 if summary.session_id.is_empty() {
                     &self.title
                 } else {
@@ -559,7 +565,7 @@ impl ReportWriter {
                     symbol,
                     subtitle: &subtitle,
                     series: market.get(symbol).unwrap_or(&empty),
-                    markers: self.records.markers(symbol),
+                    markers: &self.records.markers(symbol),
                     levels: self.records.levels(symbol),
                     gap_spans: &gaps,
                     recorded: !from_candles,
