@@ -154,6 +154,12 @@ enum Command {
         /// Directory to write the report into (created; files replaced).
         #[arg(long)]
         out: PathBuf,
+        /// The session's candle files, as `PATH` (symbol from the file name
+        /// up to the first `_`) or `SYMBOL=PATH`, for the price charts and
+        /// the benchmark line; without them those draw the recorded
+        /// decision and fill prices.
+        #[arg(long = "data", num_args = 1..)]
+        data: Vec<String>,
     },
 }
 
@@ -574,9 +580,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             ledger,
             session,
             out,
+            data,
         } => with_runtime(async move {
+            let files = data
+                .iter()
+                .map(|d| symbol_and_path(d))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let store = ledger::open(&ledger.url()).await?;
-            let result = bot_runtime::rebuild::regenerate_report(&store, &session, &out).await;
+            let result =
+                bot_runtime::rebuild::regenerate_report(&store, &session, &out, &files).await;
             store.close().await;
             let r = result?;
             println!("{}", summary_table(&r.summary, &r.currency));
@@ -639,6 +651,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A `--data` value: `SYMBOL=PATH`, or `PATH` whose file name up to the
+/// first `_` is the symbol (`BTC-USD_1m_….csv` → `BTC-USD`).
+fn symbol_and_path(d: &str) -> anyhow::Result<(String, PathBuf)> {
+    Ok(match d.split_once('=') {
+        Some((s, p)) => (s.to_string(), PathBuf::from(p)),
+        None => {
+            let stem = Path::new(d)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .with_context(|| format!("--data {d}: not a file path"))?;
+            (
+                stem.split('_').next().unwrap_or(stem).to_string(),
+                PathBuf::from(d),
+            )
+        }
+    })
+}
 /// Build a session from `backtest` flags, validated like a manifest.
 fn backtest_plan(
     data: &[String],
@@ -661,19 +690,7 @@ fn backtest_plan(
         .object;
     let mut files = Vec::new();
     for d in data {
-        let (symbol, path) = match d.split_once('=') {
-            Some((s, p)) => (s.to_string(), p.to_string()),
-            None => {
-                let stem = Path::new(d)
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .with_context(|| format!("--data {d}: not a file path"))?;
-                (
-                    stem.split('_').next().unwrap_or(stem).to_string(),
-                    d.clone(),
-                )
-            }
-        };
+        let (symbol, path) = symbol_and_path(d)?;
         let unit = if quote_volume.contains(&symbol) {
             VolumeUnit::Quote
         } else {

@@ -274,3 +274,65 @@ fn charts_render_for_1m_5m_1h_4h_and_1d_data() {
         assert!(html.contains(&format!("<h1>{name}")), "{name}: title");
     }
 }
+
+#[test]
+fn a_report_rebuilt_with_the_candle_files_has_the_same_charts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let btc = slice(d, "BTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv", 1200);
+    let ltc = slice(d, "LTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv", 1200);
+    let m = manifest(
+        d,
+        "rebuilt",
+        "USD",
+        &[("BTC-USD", &btc), ("LTC-USD", &ltc)],
+        "10m",
+    );
+    let dir = run(d, &m, "rebuilt");
+    assert!(summary(&dir)["fills"].as_u64().unwrap() > 0);
+    let report = |out: &Path, data: &[String]| {
+        let mut cmd = bin();
+        cmd.args(["report", "--session", "rebuilt", "--out"])
+            .arg(out)
+            .arg("--ledger")
+            .arg(d.join("rebuilt.db"));
+        if !data.is_empty() {
+            cmd.arg("--data").args(data);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    let with = d.join("with-data");
+    report(
+        &with,
+        &[
+            format!("BTC-USD={}", btc.display()),
+            format!("LTC-USD={}", ltc.display()),
+        ],
+    );
+    let without = d.join("without-data");
+    report(&without, &[]);
+    for f in [
+        "equity.png",
+        "price_BTC-USD.png",
+        "price_LTC-USD.png",
+        "report.html",
+        "summary.json",
+        "trades.csv",
+    ] {
+        let run = std::fs::read(dir.join(f)).unwrap();
+        assert!(
+            run == std::fs::read(with.join(f)).unwrap(),
+            "{f}: the run's and the one rebuilt with --data differ"
+        );
+    }
+    // Without the candles the price charts draw the recorded prices.
+    for f in ["price_BTC-USD.png", "price_LTC-USD.png"] {
+        assert_drawn(&without.join(f));
+        assert!(std::fs::read(dir.join(f)).unwrap() != std::fs::read(without.join(f)).unwrap());
+    }
+    assert_eq!(
+        std::fs::read(dir.join("summary.json")).unwrap(),
+        std::fs::read(without.join("summary.json")).unwrap()
+    );
+}
