@@ -154,6 +154,12 @@ enum Command {
         /// Directory to write the report into (created; files replaced).
         #[arg(long)]
         out: PathBuf,
+        /// The session's candle files, as `PATH` (symbol from the file name
+        /// up to the first `_`) or `SYMBOL=PATH`, for the price charts and
+        /// the benchmark line; without them those draw the recorded
+        /// decision and fill prices.
+        #[arg(long = "data", num_args = 1..)]
+        data: Vec<String>,
     },
 }
 
@@ -574,9 +580,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             ledger,
             session,
             out,
+            data,
         } => with_runtime(async move {
+            let files = data
+                .iter()
+                .map(|d| symbol_and_path(d))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let store = ledger::open(&ledger.url()).await?;
-            let result = bot_runtime::rebuild::regenerate_report(&store, &session, &out).await;
+            let result =
+                bot_runtime::rebuild::regenerate_report(&store, &session, &out, &files).await;
             store.close().await;
             let r = result?;
             println!("{}", summary_table(&r.summary, &r.currency));
@@ -639,6 +651,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A `--data` value: `SYMBOL=PATH`, or `PATH` whose file name up to the
+/// first `_` is the symbol (`BTC-USD_1m_….csv` → `BTC-USD`).
+fn symbol_and_path(d: &str) -> anyhow::Result<(String, PathBuf)> {
+    Ok(match d.split_once('=') {
+        Some((s, p)) => (s.to_string(), PathBuf::from(p)),
+        None => {
+            let stem = Path::new(d)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .with_context(|| format!("--data {d}: not a file path"))?;
+            (
+                stem.split('_').next().unwrap_or(stem).to_string(),
+                PathBuf::from(d),
+            )
+        }
+    })
+}
 /// Build a session from `backtest` flags, validated like a manifest.
 fn backtest_plan(
     data: &[String],
@@ -661,19 +690,7 @@ fn backtest_plan(
         .object;
     let mut files = Vec::new();
     for d in data {
-        let (symbol, path) = match d.split_once('=') {
-            Some((s, p)) => (s.to_string(), p.to_string()),
-            None => {
-                let stem = Path::new(d)
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .with_context(|| format!("--data {d}: not a file path"))?;
-                (
-                    stem.split('_').next().unwrap_or(stem).to_string(),
-                    d.clone(),
-                )
-            }
-        };
+        let (symbol, path) = symbol_and_path(d)?;
         let unit = if quote_volume.contains(&symbol) {
             VolumeUnit::Quote
         } else {
@@ -1015,6 +1032,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let (listen, open_reads) = (args.listen, args.open_reads);
+    // A replay of candle files gives the API's report the same price charts
+    // as the run's own report.
+    let report_data: Vec<(String, PathBuf)> = if plan.live.is_none()
+        && plan
+            .replay
+            .iter()
+            .all(|r| r.format == paperbot_crds::ReplayFormat::Candles)
+    {
+        plan.replay
+            .iter()
+            .filter_map(|r| Some((plan.symbols.get(r.symbol)?.clone(), r.path.clone())))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let ledger_url = args.ledger.url();
     with_runtime(async move {
         let stop = Arc::new(StopSignal::new());
@@ -1037,6 +1069,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api.metrics_listen = metrics_listen;
         api.token = token;
         api.open_reads = open_reads;
+        api.report_data = report_data;
         let opts = bot_runtime::service::ServeOptions {
             run,
             speed,

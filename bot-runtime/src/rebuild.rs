@@ -8,14 +8,17 @@
 //! continues; `bot-runtime report` uses it to regenerate a report directory.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{
     analytics::{Analytics, Summary},
+    charts::MarketSeries,
     engine::EngineState,
     ledger::{LedgerError, LedgerStore, SessionInfo, query::LedgerReader, records::LedgerBatch},
+    market::csv::{CandleReader, scan_candle_file},
     report::{ReportError, ReportFiles, ReportWriter},
     runner::{Checkpoint, RunError},
+    types::SymbolId,
 };
 
 /// What a report is folded from: a session's row, its last checkpoint and
@@ -197,15 +200,21 @@ pub struct Regenerated {
 ///
 /// The snapshot interval and the engine's end figures come from the last
 /// checkpoint; a session that committed no batch reports its starting cash.
+/// `data` — (symbol, candle file) pairs, may be empty — gives the price
+/// charts and the benchmark line the candles of the session's period
+/// ([`market_from_files`]); without them they draw the recorded decision
+/// and fill prices.
 ///
 /// # Errors
 /// [`LedgerError::UnknownSession`] (as [`RunError::Ledger`]) when the ledger
 /// has no such session, [`RunError::Resume`] when its checkpoint is
-/// unreadable, and read or write failures.
+/// unreadable, [`RunError::Data`] for a bad candle file, and read or write
+/// failures.
 pub async fn regenerate_report<L: RecordSource>(
     ledger: &L,
     id: &str,
     out: &Path,
+    data: &[(String, PathBuf)],
 ) -> Result<Regenerated, RunError> {
     let info = ledger
         .source_session(id)
@@ -215,12 +224,60 @@ pub async fn regenerate_report<L: RecordSource>(
         })?;
     let checkpoint = ledger.source_checkpoint(id).await?;
     let mut report = ReportWriter::create(out, &info.id)?;
+    // The stop levels on the price charts: the strategy's stop-loss and
+    // take-profit distances the session started with, as the run drew them.
+    if let Some(t) = serde_json::from_str::<serde_json::Value>(&info.config_json)
+        .ok()
+        .and_then(|v| {
+            serde_json::from_value::<crate::params::TunableParams>(
+                v["effective"]["tunable"].clone(),
+            )
+            .ok()
+        })
+    {
+        report.set_risk_levels(t.stop_loss_pct, t.take_profit_pct);
+    }
     let folded = fold(ledger, &info, checkpoint.as_deref(), Some(&mut report)).await?;
     let summary = folded.analytics.summary(&folded.state, &info.phase);
+    if !data.is_empty() {
+        let data = data.to_vec();
+        let (start, end) = (summary.start, summary.end);
+        let market = tokio::task::spawn_blocking(move || market_from_files(&data, start, end))
+            .await
+            .map_err(|e| RunError::Other(format!("candle reader thread failed: {e}")))??;
+        report.set_market(market);
+    }
     let files = report.finish(&summary)?;
     Ok(Regenerated {
         files,
         summary,
         currency: info.base_currency,
     })
+}
+
+/// The price series of the candles in `files` ((symbol, path) pairs, in
+/// symbol order) that a session from `start` to `end` traded: every candle
+/// opening at or after `start` and closing at or before `end`, each file read
+/// in order (the interval inferred as the run infers it).
+///
+/// # Errors
+/// [`RunError::Data`] naming the file and line of the first bad row.
+pub fn market_from_files(
+    files: &[(String, PathBuf)],
+    start: crate::types::Timestamp,
+    end: crate::types::Timestamp,
+) -> Result<MarketSeries, RunError> {
+    let mut market = MarketSeries::new(files.iter().map(|f| f.0.clone()).collect());
+    for (i, (_, path)) in files.iter().enumerate() {
+        let scan = scan_candle_file(path, None)?;
+        let id = u16::try_from(i)
+            .map_err(|_| RunError::Other(format!("more than {} candle files", u16::MAX)))?;
+        for c in CandleReader::open(path, SymbolId(id), scan.interval_ms)? {
+            let c = c?;
+            if c.open_time >= start && c.close_time() <= end {
+                market.observe(&c);
+            }
+        }
+    }
+    Ok(market)
 }

@@ -13,7 +13,9 @@
 //! | `by_symbol.csv` | per symbol: round trips, wins, losses, win rate, realized P&L, fees, fills, still open ([`BY_SYMBOL_HEADER`]) |
 //! | `by_exit_reason.csv` | per exit reason (`signal`, `stop_loss`, `take_profit`, `trailing_stop`, `max_hold_time`, `liquidation`, then `still_open`) ([`BY_EXIT_REASON_HEADER`]) |
 //! | `daily.csv` | per UTC day: start/end equity, P&L, return %, fills, round trips ([`DAILY_HEADER`]) |
-//! | `equity.png` | 1200 × 600 PNG: equity over time, drawdown below |
+//! | `equity.png` | 1200 × 600 PNG: equity and buy-and-hold over time, breaker-open periods and data gaps shaded, drawdown below |
+//! | `price_<SYMBOL>.png` | 1200 × 600 PNG per symbol: candles or close line, fill markers, stop levels ([`crate::charts`]) |
+//! | `report.html` | everything above in one self-contained HTML file ([`crate::html`]) |
 //!
 //! `trades.csv`, `round_trips.csv` and `decisions.csv` are linked by stable
 //! ids, the same in a resumed run, a report rebuilt from the ledger and an
@@ -45,20 +47,21 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Utc};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
-use plotters::prelude::*;
 use plotters::style::FontStyle;
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 
 use crate::analytics::Summary;
+use crate::charts::{
+    ChartRecords, EquityOverlay, MarketSeries, PriceChart, benchmark_equity, render_equity,
+    render_price, sanitize_symbol,
+};
 pub use crate::figures::{BY_EXIT_REASON_HEADER, BY_SYMBOL_HEADER, DAILY_HEADER};
 use crate::ledger::records::{
     DecisionRecord, FillStatus, LedgerBatch, RoundTrip, SnapshotRecord, TradeRecord,
 };
-use crate::types::Timestamp;
+use crate::types::{Candle, Timestamp};
 
 /// Header of `trades.csv`: the ledger's trade columns
 /// ([`TradeRecord::COLUMNS`]) then `position_id` (see the module docs).
@@ -189,6 +192,11 @@ pub struct ReportFiles {
     pub by_exit_reason_csv: PathBuf,
     /// `daily.csv`.
     pub daily_csv: PathBuf,
+    /// `price_<SYMBOL>.png`, one per symbol with prices or fills, in symbol
+    /// order.
+    pub price_pngs: Vec<PathBuf>,
+    /// `report.html`: every table and chart in one self-contained file.
+    pub report_html: PathBuf,
 }
 
 /// One CSV file being streamed.
@@ -288,6 +296,8 @@ pub struct ReportWriter {
     decisions: CsvOut,
     chart: ChartPoints,
     positions: PositionIds,
+    records: ChartRecords,
+    market: MarketSeries,
 }
 
 fn dec(d: Decimal) -> String {
@@ -452,6 +462,8 @@ impl ReportWriter {
             decisions: CsvOut::create(dir.join("decisions.csv"), &DECISIONS_HEADER)?,
             chart: ChartPoints::new(),
             positions: PositionIds::default(),
+            records: ChartRecords::new(),
+            market: MarketSeries::default(),
         })
     }
 
@@ -472,7 +484,40 @@ impl ReportWriter {
         for s in &b.snapshots {
             self.chart.push(chart_point(s));
         }
+        self.records.on_batch(b);
         Ok(())
+    }
+
+    /// Folds a traded candle into the bounded price series of the price
+    /// charts (at most [`crate::charts::MAX_PRICE_BUCKETS`] buckets per
+    /// symbol) and the data-gap spans. Symbol names come from
+    /// [`Self::set_symbols`] (else `symbol-N`).
+    pub fn observe_candle(&mut self, c: &Candle) {
+        self.market.observe(c);
+    }
+
+    /// Names the symbols by index for [`Self::observe_candle`]; clears the
+    /// prices observed so far.
+    pub fn set_symbols(&mut self, symbols: Vec<String>) {
+        self.market = MarketSeries::new(symbols);
+    }
+
+    /// Replaces the observed prices with `market` (the runner folds candles
+    /// on its engine thread and hands the series over before
+    /// [`Self::finish`]).
+    pub fn set_market(&mut self, market: MarketSeries) {
+        self.market = market;
+    }
+
+    /// The stop-loss / take-profit distances (percent 0–100, the strategy's
+    /// `stopLossPct` / `takeProfitPct`) the price charts apply to each
+    /// round trip's entry price; call before the first batch.
+    pub fn set_risk_levels(
+        &mut self,
+        stop_loss_pct: Option<Decimal>,
+        take_profit_pct: Option<Decimal>,
+    ) {
+        self.records.set_risk_levels(stop_loss_pct, take_profit_pct);
     }
 
     /// Writes summary.json, the breakdown CSVs (by_symbol.csv,
@@ -531,8 +576,41 @@ impl ReportWriter {
         write_json(&summary_json, summary)?;
 
         let equity_png = self.dir.join("equity.png");
-        let points = self.chart.into_points();
-        render_equity_png(&points, &equity_png, &self.title)?;
+        let points = std::mem::replace(&mut self.chart, ChartPoints::new()).into_points();
+        let (title, subtitle) = chart_titles(summary, &self.title);
+        // Without candles (a report rebuilt from a ledger) the prices are
+        // the recorded decision and fill prices.
+        let from_candles = !self.market.is_empty();
+        let market = if from_candles {
+            &self.market
+        } else {
+            self.records.recorded_prices()
+        };
+        let times: Vec<Timestamp> = points.iter().map(|p| p.0).collect();
+        let overlay = EquityOverlay {
+            subtitle: subtitle.clone(),
+            benchmark: f
+                .benchmark
+                .as_ref()
+                .map(|b| benchmark_equity(&times, market, b, summary.initial_equity))
+                .unwrap_or_default(),
+            breaker_spans: self.records.breaker_spans(summary.end),
+            gap_spans: self.market.gaps(),
+            currency: summary.currency.trim().to_owned(),
+        };
+        render_equity(&points, &overlay, &equity_png, &title)?;
+
+        let price_pngs = self.render_prices(summary, market, from_candles)?;
+        let report_html = self.dir.join("report.html");
+        let mut charts = vec![("Equity and drawdown".to_owned(), equity_png.clone())];
+        for p in &price_pngs {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().trim_start_matches("price_").to_owned())
+                .unwrap_or_default();
+            charts.push((format!("Price: {name}"), p.clone()));
+        }
+        crate::html::write_report_html(&report_html, summary, &title, &subtitle, &charts)?;
 
         Ok(ReportFiles {
             summary_json,
@@ -543,9 +621,109 @@ impl ReportWriter {
             by_symbol_csv: by_symbol.path,
             by_exit_reason_csv: by_reason.path,
             daily_csv: daily.path,
+            price_pngs,
+            report_html,
             dir: self.dir,
         })
     }
+
+    /// One `price_<SYMBOL>.png` per symbol with prices or fills.
+    fn render_prices(
+        &self,
+        summary: &Summary,
+        market: &MarketSeries,
+        from_candles: bool,
+    ) -> Result<Vec<PathBuf>, ReportError> {
+        let mut symbols: Vec<&str> = market.symbols().map(|(s, _)| s).collect();
+        for s in self.records.marked_symbols() {
+            if !symbols.contains(&s) {
+                symbols.push(s);
+            }
+        }
+        let empty = crate::charts::OhlcSeries::default();
+        let gaps = if from_candles {
+            self.market.gaps()
+        } else {
+            Vec::new()
+        };
+        let mut used = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for symbol in symbols {
+            let mut stem = sanitize_symbol(symbol);
+            let mut n = 2;
+            while !used.insert(stem.clone()) {
+                stem = format!("{}-{n}", sanitize_symbol(symbol));
+                n += 1;
+            }
+            let path = self.dir.join(format!("price_{stem}.png"));
+            let source = if from_candles {
+                "candles traded".to_owned()
+            } else {
+                "prices from recorded decisions and fills (no candles)".to_owned()
+            };
+            let (kept, seen) = self.records.marker_counts(symbol);
+            let thinned = if (kept as u64) < seen {
+                format!(" · {kept} of {seen} fills marked")
+            } else {
+                String::new()
+            };
+            let subtitle = format!(
+                "{} · {} → {} UTC · {source}{thinned}",
+                if summary.session_id.is_empty() {
+                    &self.title
+                } else {
+                    &summary.session_id
+                },
+                summary.start.to_datetime().format("%Y-%m-%d %H:%M"),
+                summary.end.to_datetime().format("%Y-%m-%d %H:%M"),
+            );
+            render_price(
+                &PriceChart {
+                    symbol,
+                    subtitle: &subtitle,
+                    series: market.get(symbol).unwrap_or(&empty),
+                    markers: &self.records.markers(symbol),
+                    levels: self.records.levels(symbol),
+                    gap_spans: &gaps,
+                    recorded: !from_candles,
+                },
+                &path,
+            )?;
+            out.push(path);
+        }
+        Ok(out)
+    }
+}
+
+/// The equity chart's title ("session · strategy · period UTC") and
+/// subtitle ("return X % vs buy-and-hold Y %"); `fallback` names the
+/// session when the summary has no identity.
+pub fn chart_titles(summary: &Summary, fallback: &str) -> (String, String) {
+    let name = if summary.session_id.is_empty() {
+        fallback
+    } else {
+        &summary.session_id
+    };
+    let mut title = name.to_owned();
+    if !summary.strategy.is_empty() {
+        title.push_str(" · ");
+        title.push_str(&summary.strategy);
+    }
+    let (a, b) = (summary.start.to_datetime(), summary.end.to_datetime());
+    title.push_str(&format!(
+        " · {} → {} UTC",
+        a.format("%Y-%m-%d"),
+        b.format("%Y-%m-%d")
+    ));
+    let bench = summary
+        .figures
+        .benchmark_return_pct
+        .map_or_else(|| "n/a".to_owned(), |d| format!("{} %", fmt_dp(d, 2)));
+    let subtitle = format!(
+        "return {} % vs buy-and-hold {bench}",
+        fmt_dp(summary.roi_pct, 2)
+    );
+    (title, subtitle)
 }
 
 fn write_json(path: &Path, summary: &Summary) -> Result<(), ReportError> {
@@ -653,6 +831,27 @@ pub fn fmt_money(d: Decimal, currency: &str) -> String {
 /// unknown up to 8); percentages with 2 places and a `%` sign, ratios with 2
 /// (`n/a` when absent); the exact values are in `summary.json`.
 pub fn summary_table(s: &Summary, currency: &str) -> String {
+    let rows = summary_rows(s, currency);
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .force_no_tty()
+        .set_header(vec![
+            "Metric".to_owned(),
+            format!("Value (money in {})", currency.trim()),
+        ]);
+    for (label, value) in rows {
+        table.add_row(vec![label.to_owned(), value]);
+    }
+    if let Some(col) = table.column_mut(1) {
+        col.set_cell_alignment(CellAlignment::Right);
+    }
+    table.to_string()
+}
+
+/// The rows of [`summary_table`] as (label, formatted value), in table order
+/// (also the HTML report's summary table).
+pub fn summary_rows(s: &Summary, currency: &str) -> Vec<(&'static str, String)> {
     let money = |d: Decimal| fmt_money(d, currency);
     let pct = |d: Decimal| format!("{}%", fmt_dp(d, 2));
     let f = &s.figures;
@@ -660,7 +859,7 @@ pub fn summary_table(s: &Summary, currency: &str) -> String {
         (Some(a), Some(m)) => format!("{} / {}", fmt_duration(a), fmt_duration(m)),
         _ => "n/a".to_owned(),
     };
-    let rows: Vec<(&str, String)> = vec![
+    vec![
         ("Phase", s.phase.clone()),
         ("Period", format!("{} → {}", s.start, s.end)),
         ("Bars", s.bars.to_string()),
@@ -749,22 +948,7 @@ pub fn summary_table(s: &Summary, currency: &str) -> String {
             ),
         ),
         ("Open positions", s.open_positions.to_string()),
-    ];
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .force_no_tty()
-        .set_header(vec![
-            "Metric".to_owned(),
-            format!("Value (money in {})", currency.trim()),
-        ]);
-    for (label, value) in rows {
-        table.add_row(vec![label.to_owned(), value]);
-    }
-    if let Some(col) = table.column_mut(1) {
-        col.set_cell_alignment(CellAlignment::Right);
-    }
-    table.to_string()
+    ]
 }
 
 /// Registers DejaVu Sans (regular and bold, bytes from the `dejavu` crate)
@@ -781,167 +965,24 @@ pub(crate) fn ensure_font() -> Result<(), ReportError> {
     if ok { Ok(()) } else { Err(ReportError::Font) }
 }
 
-fn to_dt(t: Timestamp) -> DateTime<Utc> {
-    t.to_datetime()
-}
-
-/// `[lo, hi]` widened by 5% of the span (or by 1% of the value, at least
-/// 1, when flat) so a line never sits on the frame.
-fn padded(lo: f64, hi: f64) -> (f64, f64) {
-    let span = hi - lo;
-    let pad = if span > 0.0 {
-        span * 0.05
-    } else {
-        (hi.abs() * 0.01).max(1.0)
-    };
-    (lo - pad, hi + pad)
-}
-
-/// Draws the equity chart as a [`CHART_WIDTH`] × [`CHART_HEIGHT`] PNG at
-/// `path` (which should end in `.png`; the encoder is chosen by extension).
+/// Draws the equity chart alone (no benchmark line, no shaded spans, no
+/// subtitle) as a [`CHART_WIDTH`] × [`CHART_HEIGHT`] PNG at `path`; see
+/// [`crate::charts::render_equity`] for the layout and the point shape
+/// (time, equity in quote currency, drawdown percent 0-100).
 ///
-/// Each point is (time, equity in quote currency, drawdown from the equity
-/// peak in percent 0-100). Upper panel: equity over time (UTC dates on the
-/// x axis). Lower panel: drawdown as a red area below 0 %. With fewer than
-/// two points at distinct times the PNG holds the title and a note instead.
-/// Values are converted to f64 for plotting only.
+/// # Errors
+/// [`ReportError::Chart`] naming `path`, [`ReportError::Font`].
 pub fn render_equity_png(
     points: &[(Timestamp, Decimal, Decimal)],
     path: &Path,
     title: &str,
 ) -> Result<(), ReportError> {
-    ensure_font()?;
-    let chart_err = |e: &dyn std::fmt::Display| ReportError::Chart {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-
-    let root = BitMapBackend::new(path, (CHART_WIDTH, CHART_HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| chart_err(&e))?;
-    let title_style = TextStyle::from((FONT_FAMILY, 26).into_font()).color(&BLACK);
-    // The ab_glyph renderer draws text about half its size above the
-    // requested position, so leave room above the title.
-    let area = root
-        .margin(14, 0, 0, 0)
-        .titled(title, title_style)
-        .map_err(|e| chart_err(&e))?;
-
-    let pts: Vec<(DateTime<Utc>, f64, f64)> = points
-        .iter()
-        .filter_map(|(t, e, d)| Some((to_dt(*t), e.to_f64()?, -d.to_f64()?.abs())))
-        .collect();
-    let (t0, t1) = match (pts.first(), pts.last()) {
-        (Some(a), Some(b)) if b.0 > a.0 => (a.0, b.0),
-        _ => {
-            let note = format!(
-                "Not enough snapshots to draw an equity curve ({} point{}).",
-                pts.len(),
-                if pts.len() == 1 { "" } else { "s" }
-            );
-            let style = TextStyle::from((FONT_FAMILY, 22).into_font())
-                .color(&BLACK)
-                .pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Center,
-                ));
-            let (w, h) = area.dim_in_pixel();
-            area.draw_text(&note, &style, (w as i32 / 2, h as i32 / 2))
-                .map_err(|e| chart_err(&e))?;
-            if let Some((t, equity, _)) = points.first() {
-                let detail = format!("Equity {} at {t}", fmt_dp(*equity, 2));
-                area.draw_text(&detail, &style, (w as i32 / 2, h as i32 / 2 + 36))
-                    .map_err(|e| chart_err(&e))?;
-            }
-            return root.present().map_err(|e| chart_err(&e));
-        }
-    };
-
-    let (emin, emax) = pts
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-            (lo.min(p.1), hi.max(p.1))
-        });
-    let (ey0, ey1) = padded(emin, emax);
-    // Whole units when the range is wide enough, cents otherwise.
-    let y_dp = if ey1 - ey0 >= 20.0 { 0 } else { 2 };
-    let dmin = pts.iter().fold(0.0f64, |lo, p| lo.min(p.2));
-    let dlo = if dmin < 0.0 { dmin * 1.1 } else { -1.0 };
-
-    let span_ms = (t1 - t0).num_milliseconds();
-    let time_fmt = if span_ms > 3 * 86_400_000 {
-        "%Y-%m-%d"
-    } else {
-        "%m-%d %H:%M"
-    };
-    let x_fmt = |t: &DateTime<Utc>| t.format(time_fmt).to_string();
-    let label_font = (FONT_FAMILY, 15).into_font();
-    let desc_font = (FONT_FAMILY, 17).into_font();
-
-    let (upper, lower) = area.split_vertically(area.dim_in_pixel().1 * 62 / 100);
-
-    let mut eq = ChartBuilder::on(&upper)
-        .margin_left(10)
-        .margin_right(30)
-        .margin_top(10)
-        .x_label_area_size(30)
-        .y_label_area_size(95)
-        .build_cartesian_2d(t0..t1, ey0..ey1)
-        .map_err(|e| chart_err(&e))?;
-    eq.configure_mesh()
-        .x_labels(8)
-        .y_labels(6)
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&|v| format!("{v:.y_dp$}"))
-        .y_desc("Equity (quote)")
-        .label_style(label_font.clone())
-        .axis_desc_style(desc_font.clone())
-        .max_light_lines(4)
-        .light_line_style(RGBColor(238, 238, 238))
-        .draw()
-        .map_err(|e| chart_err(&e))?;
-    let blue = RGBColor(31, 119, 180);
-    eq.draw_series(AreaSeries::new(
-        pts.iter().map(|p| (p.0, p.1)),
-        ey0,
-        blue.mix(0.12),
-    ))
-    .map_err(|e| chart_err(&e))?;
-    eq.draw_series(LineSeries::new(
-        pts.iter().map(|p| (p.0, p.1)),
-        blue.stroke_width(2),
-    ))
-    .map_err(|e| chart_err(&e))?;
-
-    let mut dd = ChartBuilder::on(&lower)
-        .margin_left(10)
-        .margin_right(30)
-        .margin_top(5)
-        .margin_bottom(5)
-        .x_label_area_size(45)
-        .y_label_area_size(95)
-        .build_cartesian_2d(t0..t1, dlo..0.0)
-        .map_err(|e| chart_err(&e))?;
-    dd.configure_mesh()
-        .x_labels(8)
-        .y_labels(4)
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&|v| format!("{v:.1}%"))
-        .x_desc("Time (UTC)")
-        .y_desc("Drawdown")
-        .label_style(label_font)
-        .axis_desc_style(desc_font)
-        .max_light_lines(4)
-        .light_line_style(RGBColor(238, 238, 238))
-        .draw()
-        .map_err(|e| chart_err(&e))?;
-    let red = RGBColor(214, 39, 40);
-    dd.draw_series(
-        AreaSeries::new(pts.iter().map(|p| (p.0, p.2)), 0.0, red.mix(0.35))
-            .border_style(red.stroke_width(1)),
+    crate::charts::render_equity(
+        points,
+        &crate::charts::EquityOverlay::default(),
+        path,
+        title,
     )
-    .map_err(|e| chart_err(&e))?;
-
-    root.present().map_err(|e| chart_err(&e))
 }
 
 #[cfg(test)]

@@ -608,17 +608,27 @@ fn completed_replay_in_postgres_is_served_again_after_a_restart() {
         (gauge - equity).abs() <= equity * 1e-12,
         "the equity gauge {gauge} is the status's {equity} (rebuilt from the ledger)"
     );
-    assert_report_is_served(&rt, &url, "quickstart", dir.path());
+    let candles = ["BTC-USD", "LTC-USD"].map(|s| {
+        format!(
+            "{s}={}/{s}_1m_coinbase_2018-04-04_2018-04-06.csv",
+            data.display()
+        )
+    });
+    assert_report_is_served(&rt, &url, "quickstart", dir.path(), &candles);
     rt.terminate();
 }
 
-/// `GET /v1/report/{file}` serves the files `bot-runtime report` writes from
-/// the same ledger, byte for byte, and refuses what is not a report file.
-fn assert_report_is_served(rt: &Runtime, url: &str, session: &str, dir: &Path) {
+/// `GET /v1/report/{file}` serves the files `bot-runtime report --data
+/// <the session's candle files>` writes from the same ledger, byte for byte
+/// (report.html with its embedded charts too), and refuses what is not a
+/// report file.
+fn assert_report_is_served(rt: &Runtime, url: &str, session: &str, dir: &Path, data: &[String]) {
     let out = dir.join("cli-report");
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_bot-runtime"))
         .args(["report", "--ledger", url, "--session", session, "--out"])
         .arg(&out)
+        .arg("--data")
+        .args(data)
         .output()
         .unwrap();
     assert!(
@@ -627,6 +637,7 @@ fn assert_report_is_served(rt: &Runtime, url: &str, session: &str, dir: &Path) {
         String::from_utf8_lossy(&cli.stderr)
     );
     for file in [
+        "report.html",
         "summary.json",
         "trades.csv",
         "round_trips.csv",

@@ -477,9 +477,10 @@ pub(crate) async fn report_file(
         .map_err(|e| HttpError::internal(format!("cannot create a temporary directory: {e}")))?;
     let out = dir.path().to_path_buf();
     let ledger = app.ledger.clone();
+    let data = app.report_data.clone();
     let built = tokio::task::spawn_blocking(move || {
         tokio::runtime::Handle::current()
-            .block_on(crate::rebuild::regenerate_report(&ledger, &id, &out))
+            .block_on(crate::rebuild::regenerate_report(&ledger, &id, &out, &data))
     })
     .await
     .map_err(|e| HttpError::internal(format!("the report build stopped: {e}")))?;

@@ -90,6 +90,10 @@ pub struct ApiOptions {
     /// Event streams (`GET /v1/events`) open at once; one more is answered
     /// 503 (each holds a connection and a subscription).
     pub max_event_streams: usize,
+    /// The session's candle files as (symbol, path) pairs, for the price
+    /// charts of `GET /v1/report/{file}` (as `bot-runtime report --data`);
+    /// empty (a live session, or trade files) draws the recorded prices.
+    pub report_data: Vec<(String, std::path::PathBuf)>,
 }
 
 impl ApiOptions {
@@ -105,6 +109,7 @@ impl ApiOptions {
             body_limit: DEFAULT_BODY_LIMIT,
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            report_data: Vec::new(),
         }
     }
 }
@@ -128,6 +133,8 @@ pub(crate) struct AppState {
     /// One permit per report build that may run at once
     /// ([`handlers::REPORT_BUILDS`]).
     pub report_builds: Arc<tokio::sync::Semaphore>,
+    /// [`ApiOptions::report_data`].
+    pub report_data: Arc<Vec<(String, std::path::PathBuf)>>,
 }
 
 /// The API's router for `handle` (for tests: [`serve`] adds the listeners
@@ -158,6 +165,7 @@ fn build(handle: SessionHandle, opts: &ApiOptions, shutdown: Arc<watch::Sender<b
         streams: Arc::new(tokio::sync::Semaphore::new(opts.max_event_streams)),
         max_streams: opts.max_event_streams,
         report_builds: Arc::new(tokio::sync::Semaphore::new(handlers::REPORT_BUILDS)),
+        report_data: Arc::new(opts.report_data.clone()),
     };
     let mut sink = routes::RouterSink {
         router: Router::new(),

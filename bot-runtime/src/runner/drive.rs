@@ -99,6 +99,9 @@ pub(super) struct DriveContext {
     /// each symbol's first accepted candle is added as it comes, the last
     /// ones at every batch.
     pub benchmark: BenchmarkPrices,
+    /// Every candle traded, folded for the report's price charts (bounded;
+    /// on a resume it already holds the skipped candles).
+    pub market: crate::charts::MarketSeries,
 }
 
 /// Why the engine thread stopped.
@@ -196,7 +199,7 @@ pub(super) fn drive(
     progress: Progress,
     ctx: DriveContext,
     tx: mpsc::Sender<Flush>,
-) -> Ending {
+) -> (Ending, crate::charts::MarketSeries) {
     let bar = progress_bar(&ctx);
     bar.set_position(progress.candles);
     let latency = ctx
@@ -229,7 +232,7 @@ pub(super) fn drive(
     d.send();
     d.bar.set_position(d.progress.candles);
     d.bar.finish_and_clear();
-    ending
+    (ending, std::mem::take(&mut d.ctx.market))
 }
 
 impl Driver {
@@ -322,6 +325,7 @@ impl Driver {
                 }
             }
             self.progress.feed_items += 1;
+            self.ctx.market.observe(&c);
             let started = self.latency.is_some().then(Instant::now);
             let step = self.engine.on_candle(&c);
             if let (Some(h), Some(t)) = (&self.latency, started) {

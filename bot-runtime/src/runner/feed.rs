@@ -142,13 +142,17 @@ impl Feed {
     ///
     /// A live feed skips nothing: it continues on the wall clock, and the
     /// time the session was down is a data gap the engine measures.
-    pub fn skip_items(&mut self, n: u64) -> Result<(), RunError> {
+    pub fn skip_items(
+        &mut self,
+        n: u64,
+        market: &mut crate::charts::MarketSeries,
+    ) -> Result<(), RunError> {
         if self.live.is_some() {
             return Ok(());
         }
         for i in 0..n {
             match self.inner.next() {
-                Some(Ok(_)) => {}
+                Some(Ok(c)) => market.observe(&c),
                 Some(Err(e)) => return Err(RunError::Data(e)),
                 None => {
                     return Err(RunError::Other(format!(

@@ -272,6 +272,11 @@ pub async fn run_session_live<L: LedgerStore>(
     let initial = cfg.initial_cash;
     let dir = opts.report_dir.join(&session_id);
     let mut report = ReportWriter::create(&dir, &session_id)?;
+    report.set_risk_levels(
+        cfg.params.tunable.stop_loss_pct,
+        cfg.params.tunable.take_profit_pct,
+    );
+    let mut market = crate::charts::MarketSeries::new(plan.symbols.clone());
     let mut analytics = Analytics::new(initial, opts.snapshot_interval_ms);
     analytics.set_identity(crate::analytics::SessionIdentity {
         session_id: session_id.clone(),
@@ -305,17 +310,22 @@ pub async fn run_session_live<L: LedgerStore>(
             // The feed skips the candles already traded on a blocking thread
             // while the report is rebuilt from the ledger.
             let n = cp.feed_items;
+            // The skipped candles go into the price charts' series, so a
+            // resumed run's charts equal an uninterrupted run's.
+            let mut skipped_market = std::mem::take(&mut market);
             let skipping = tokio::task::spawn_blocking(move || {
                 let t0 = std::time::Instant::now();
-                feed.skip_items(n).map(|()| (feed, t0.elapsed()))
+                feed.skip_items(n, &mut skipped_market)
+                    .map(|()| (feed, skipped_market, t0.elapsed()))
             });
             let t0 = std::time::Instant::now();
             rebuild::replay_records(ledger, &session_id, &mut analytics, Some(&mut report)).await?;
             let rebuilt = t0.elapsed();
-            let (skipped_feed, skipped) = skipping
+            let (skipped_feed, skipped_market, skipped) = skipping
                 .await
                 .map_err(|e| RunError::Other(format!("feed skip thread failed: {e}")))??;
             feed = skipped_feed;
+            market = skipped_market;
             let state = cp.engine.state();
             let engine = Engine::restore(cfg, cp.engine.clone()).map_err(|e| RunError::Resume {
                 session_id: session_id.clone(),
@@ -428,6 +438,7 @@ pub async fn run_session_live<L: LedgerStore>(
             live: live_drive,
             flush_at_start,
             benchmark,
+            market,
         };
         tokio::task::spawn_blocking(move || drive::drive(engine, feed, progress, ctx, tx))
     };
@@ -464,12 +475,13 @@ pub async fn run_session_live<L: LedgerStore>(
     }
     drop(rx); // the engine thread sees a closed channel and ends
     drop(report_tx);
-    let ending: Ending = engine_task
+    let (ending, market): (Ending, _) = engine_task
         .await
         .map_err(|e| RunError::Other(format!("engine thread failed: {e}")))?;
-    let (analytics, report, last_state) = report_thread
+    let (analytics, mut report, last_state) = report_thread
         .join()
         .map_err(|_| RunError::Other("report thread panicked".into()))??;
+    report.set_market(market);
 
     // 4. Close the session in the ledger as its end says, then the report.
     let committed = last_state.unwrap_or_else(|| initial_state(initial, first_open));
