@@ -99,8 +99,8 @@ enum Command {
     },
     /// Backtest every combination of a grid of strategy parameter values on
     /// the same candles (read once) on all cores, without a ledger; print
-    /// the variants ranked by --metric and write `sweep.csv` (every variant)
-    /// and `best.yaml` (the best as a StrategyConfig manifest) into --out.
+    /// the variants ranked by --metric and write `sweep.csv` (every variant),
+    /// `summaries.jsonl` (every variant's full summary) and `best.yaml` (the best as a StrategyConfig manifest) into --out.
     /// Each variant's figures equal those of `backtest` with its strategy.
     Sweep {
         #[command(flatten)]
@@ -120,7 +120,8 @@ enum Command {
         /// Worker threads (default: the available parallelism).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         jobs: Option<u16>,
-        /// Directory for `sweep.csv` and `best.yaml` (created; files replaced).
+        /// Directory for `sweep.csv`, `summaries.jsonl` and `best.yaml`
+        /// (created; files replaced).
         #[arg(long, default_value = "reports/sweep")]
         out: PathBuf,
         /// Rows of the ranked table printed (all are in sweep.csv).

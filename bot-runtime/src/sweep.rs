@@ -63,6 +63,9 @@ use crate::{
 pub const MAX_VARIANTS: usize = 10_000;
 /// Name of the CSV file of every variant, written into `--out`.
 pub const CSV_FILE: &str = "sweep.csv";
+/// Name of the JSON-lines file of every variant's full summary (the
+/// `summary.json` of a `backtest` run), written into `--out`.
+pub const SUMMARIES_FILE: &str = "summaries.jsonl";
 /// Name of the best variant's StrategyConfig manifest, written into `--out`.
 pub const BEST_FILE: &str = "best.yaml";
 /// Longest object name Kubernetes accepts (a DNS-1123 subdomain).
@@ -924,16 +927,49 @@ pub fn best_manifest(best: &VariantResult, metric: SortBy) -> anyhow::Result<Str
     Ok(out)
 }
 
+/// Write `summaries.jsonl` to `path`: one JSON object per variant in grid
+/// order, `{"variant": N (1-based), "values": {path: value, …}, "summary":
+/// {…} or null, "error": reason or null}`, the summary exactly as a
+/// `backtest` run's `summary.json` has it.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_summaries(results: &[VariantResult], path: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let file =
+        std::fs::File::create(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for v in results {
+        let values: serde_json::Map<String, serde_json::Value> = v
+            .values
+            .iter()
+            .map(|(p, x)| (p.clone(), serde_json::Value::String(x.clone())))
+            .collect();
+        let line = serde_json::json!({
+            "variant": v.index + 1,
+            "values": values,
+            "summary": v.summary,
+            "error": v.error,
+        });
+        serde_json::to_writer(&mut w, &line)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Files a sweep wrote.
 #[derive(Debug)]
 pub struct Written {
     /// `sweep.csv`.
     pub csv: PathBuf,
+    /// `summaries.jsonl`.
+    pub summaries: PathBuf,
     /// `best.yaml` (`None` when no variant has figures).
     pub best: Option<PathBuf>,
 }
 
-/// Write `sweep.csv` and `best.yaml` into `dir` (created).
+/// Write `sweep.csv`, `summaries.jsonl` and `best.yaml` into `dir` (created).
 ///
 /// # Errors
 /// A file or the directory cannot be written.
@@ -947,6 +983,8 @@ pub fn write_outputs(
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
     let csv = dir.join(CSV_FILE);
     write_csv(grid, results, ranked, &csv)?;
+    let summaries = dir.join(SUMMARIES_FILE);
+    write_summaries(results, &summaries)?;
     let best = match ranked.first() {
         Some(&i) => {
             let p = dir.join(BEST_FILE);
@@ -956,7 +994,11 @@ pub fn write_outputs(
         }
         None => None,
     };
-    Ok(Written { csv, best })
+    Ok(Written {
+        csv,
+        summaries,
+        best,
+    })
 }
 
 /// What `bot-runtime sweep` was asked.
@@ -1080,6 +1122,7 @@ pub fn run(args: SweepArgs<'_>) -> anyhow::Result<()> {
     }
     let written = write_outputs(args.out, &grid, &results, &ranked, args.metric)?;
     println!("wrote {}", written.csv.display());
+    println!("wrote {}", written.summaries.display());
     if let Some(b) = written.best {
         println!("wrote {}", b.display());
     }
