@@ -160,6 +160,9 @@ impl Grid {
     /// for one path, a bad range); [`GridError::TooLarge`].
     pub fn parse(text: &str) -> Result<Self, GridError> {
         let syntax = |m: String| GridError::Syntax(m);
+        if text.trim().is_empty() {
+            return Err(syntax("empty: expected path=values,...".into()));
+        }
         let mut raw: Vec<(String, Vec<String>)> = Vec::new();
         for piece in text.split(',') {
             let piece = piece.trim();
@@ -189,9 +192,6 @@ impl Grid {
                     }
                 },
             }
-        }
-        if raw.is_empty() || (raw.len() == 1 && raw[0].0.is_empty()) {
-            return Err(syntax("empty: expected path=values,...".into()));
         }
         let mut axes = Vec::new();
         for (path, tokens) in raw {
