@@ -696,7 +696,7 @@ fn run_one(
             })
             .map_err(|e| match e {
                 crate::runner::control::ControlError::BadRequest { message, .. } => {
-                    message.replace("strategy.", "").to_string()
+                    message.replace("strategy.", "")
                 }
                 other => other.to_string(),
             })
@@ -850,7 +850,11 @@ pub fn write_csv(
     let d = |d: Decimal| d.normalize().to_string();
     let od = |x: Option<Decimal>| x.map(d).unwrap_or_default();
     let of = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
-    let unranked = (0..results.len()).filter(|i| !ranked.contains(i));
+    let mut is_ranked = vec![false; results.len()];
+    for &i in ranked {
+        is_ranked[i] = true;
+    }
+    let unranked = (0..results.len()).filter(|&i| !is_ranked[i]);
     for (rank, i) in ranked
         .iter()
         .copied()

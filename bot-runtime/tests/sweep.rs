@@ -303,7 +303,7 @@ fn best_yaml_is_a_valid_strategy_config_that_backtests_to_the_rank_1_figures() {
     let single = backtest(dir.path(), &out.join("best.yaml"), "best");
     let ranked = summaries(&out)
         .into_iter()
-        .find(|l| l["variant"].to_string() == variant)
+        .find(|l| l["variant"].as_u64().map(|n| n.to_string()).as_deref() == Some(variant))
         .unwrap();
     assert_eq!(figures(ranked["summary"].clone()), figures(single));
 }
