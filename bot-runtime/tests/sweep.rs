@@ -127,10 +127,15 @@ fn table_of(stdout: &str) -> String {
 
 /// `summary.json` of a `backtest` run with `strategy` (same flags as the sweep).
 fn backtest(dir: &Path, strategy: &Path, tag: &str) -> Value {
+    backtest_with(dir, strategy, tag, &common_flags())
+}
+
+/// [`backtest`] with the data and execution flags `flags`.
+fn backtest_with(dir: &Path, strategy: &Path, tag: &str, flags: &[String]) -> Value {
     let reports = dir.join(format!("reports-{tag}"));
     let o = bin()
         .arg("backtest")
-        .args(common_flags())
+        .args(flags)
         .arg("--strategy")
         .arg(strategy)
         .args(["--no-progress", "--ledger"])
@@ -263,6 +268,99 @@ fn every_variant_equals_a_single_backtest_of_its_strategy_file() {
         compared += 1;
     }
     assert_eq!(compared, 4);
+}
+
+/// Breakers, RSI, take-profit, order failures, latency and market impact:
+/// every variant still equals its single backtest (own RNG per run, same
+/// seed), the breaker trips included.
+#[test]
+fn variants_with_breakers_and_failing_orders_equal_single_backtests() {
+    const BASE2: &str = "\
+apiVersion: paperbot.io/v1alpha1
+kind: StrategyConfig
+metadata:
+  name: breakers
+spec:
+  mode: Aggressive
+  signals:
+    smaCrossover: {fastPeriod: 5, slowPeriod: 20}
+    rsi: {period: 14, oversold: \"30\", overbought: \"70\"}
+  risk:
+    maxPositionSizePct: \"20\"
+    confidenceThreshold: \"0\"
+  circuitBreakers:
+    maxConsecutiveLosses: 3
+    cooldown: 30m
+";
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("breakers.yaml");
+    std::fs::write(&base, BASE2).unwrap();
+    let flags: Vec<String> = [
+        "--data".to_string(),
+        shared_data("BTC-USD_1m_coinbase_2018-04-04_2018-04-06.csv")
+            .display()
+            .to_string(),
+    ]
+    .into_iter()
+    .chain(
+        [
+            "--fee-rate-pct",
+            "0.1",
+            "--impact-pct",
+            "1",
+            "--latency",
+            "90s",
+            "--failure-rate-pct",
+            "5",
+            "--seed",
+            "7",
+        ]
+        .map(String::from),
+    )
+    .collect();
+    let out = dir.path().join("out");
+    let o = bin()
+        .arg("sweep")
+        .args(&flags)
+        .arg("--strategy")
+        .arg(&base)
+        .args([
+            "--grid",
+            "circuitBreakers.maxConsecutiveLosses=2,5,risk.takeProfitPct=0.3,1",
+            "--jobs",
+            "2",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("bot-runtime starts");
+    assert!(o.status.success(), "sweep failed: {}", text(&o.stderr));
+    let lines = summaries(&out);
+    assert_eq!(lines.len(), 4);
+    let base_doc: serde_yaml::Value = serde_yaml::from_str(BASE2).unwrap();
+    let mut trips = 0;
+    let mut failed = 0;
+    for (k, line) in lines.iter().enumerate() {
+        let losses: u64 = line["values"]["circuitBreakers.maxConsecutiveLosses"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let tp = line["values"]["risk.takeProfitPct"].as_str().unwrap();
+        let mut doc = base_doc.clone();
+        doc["spec"]["circuitBreakers"]["maxConsecutiveLosses"] = losses.into();
+        doc["spec"]["risk"]["takeProfitPct"] = tp.into();
+        let file = dir.path().join(format!("b-{k}.yaml"));
+        std::fs::write(&file, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        let single = backtest_with(dir.path(), &file, &format!("b{k}"), &flags);
+        let swept = line["summary"].clone();
+        trips += swept["breaker_trips"].as_u64().unwrap();
+        failed += swept["failed_orders"].as_u64().unwrap();
+        assert_eq!(figures(swept), figures(single), "variant {}", k + 1);
+    }
+    assert!(trips > 0, "the breakers tripped in some variant");
+    assert!(failed > 0, "some orders failed");
 }
 
 #[test]
