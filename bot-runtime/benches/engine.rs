@@ -40,7 +40,7 @@ use rust_decimal::Decimal;
 
 mod common;
 
-use common::{million_candle_file, repo};
+use common::{million_candle_file, repo, run_measured};
 
 fn parity_config(symbols: usize) -> EngineConfig {
     let strategy = std::fs::read_to_string(repo().join("examples/sma-parity.yaml")).unwrap();
@@ -127,25 +127,6 @@ fn tick_latency() {
         q(0.99),
         lat.last().copied().unwrap_or(Duration::ZERO)
     );
-}
-
-/// Wall time and peak RSS (KiB) of a child process.
-fn run_measured(cmd: &mut Command) -> (f64, i64) {
-    let t = Instant::now();
-    let mut child = cmd.spawn().expect("spawn bot-runtime");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid out-pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(r, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "bot-runtime failed"
-    );
-    let _ = child.try_wait();
-    (secs, usage.ru_maxrss)
 }
 
 fn whole_process(file: &Path) {

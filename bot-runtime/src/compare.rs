@@ -256,7 +256,13 @@ pub async fn load<L: LedgerStore>(ledger: &L, info: SessionInfo) -> Result<Compa
 
 /// Sort `rows` by `by` (stable: ties keep the order given).
 pub fn sort(rows: &mut [Compared], by: SortBy) {
-    // Higher is better for every key but drawdown; `None` sorts last.
+    rows.sort_by(|a, b| order(&a.summary, &b.summary, by));
+}
+
+/// How two summaries rank by `by`: `Less` when `a` ranks first. Higher is
+/// better for every key but drawdown (smaller first); an absent figure
+/// (`n/a`) ranks last. Shared by `sessions compare` and `sweep`.
+pub fn order(a: &Summary, b: &Summary, by: SortBy) -> std::cmp::Ordering {
     fn desc<T: PartialOrd>(a: Option<T>, b: Option<T>) -> std::cmp::Ordering {
         match (a, b) {
             (Some(a), Some(b)) => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
@@ -265,20 +271,17 @@ pub fn sort(rows: &mut [Compared], by: SortBy) {
             (None, None) => std::cmp::Ordering::Equal,
         }
     }
-    rows.sort_by(|a, b| {
-        let (a, b) = (&a.summary, &b.summary);
-        match by {
-            SortBy::Roi => desc(Some(a.roi_pct), Some(b.roi_pct)),
-            SortBy::Excess => desc(a.figures.excess_return_pct, b.figures.excess_return_pct),
-            SortBy::Sharpe => desc(a.sharpe_ratio, b.sharpe_ratio),
-            SortBy::Sortino => desc(a.sortino_ratio, b.sortino_ratio),
-            SortBy::Drawdown => a.max_drawdown_pct.cmp(&b.max_drawdown_pct),
-            SortBy::ProfitFactor => desc(a.profit_factor, b.profit_factor),
-            SortBy::WinRate => desc(Some(a.win_rate_pct), Some(b.win_rate_pct)),
-            SortBy::Realized => desc(Some(a.realized_pnl), Some(b.realized_pnl)),
-            SortBy::Trades => desc(Some(a.round_trips), Some(b.round_trips)),
-        }
-    });
+    match by {
+        SortBy::Roi => desc(Some(a.roi_pct), Some(b.roi_pct)),
+        SortBy::Excess => desc(a.figures.excess_return_pct, b.figures.excess_return_pct),
+        SortBy::Sharpe => desc(a.sharpe_ratio, b.sharpe_ratio),
+        SortBy::Sortino => desc(a.sortino_ratio, b.sortino_ratio),
+        SortBy::Drawdown => a.max_drawdown_pct.cmp(&b.max_drawdown_pct),
+        SortBy::ProfitFactor => desc(a.profit_factor, b.profit_factor),
+        SortBy::WinRate => desc(Some(a.win_rate_pct), Some(b.win_rate_pct)),
+        SortBy::Realized => desc(Some(a.realized_pnl), Some(b.realized_pnl)),
+        SortBy::Trades => desc(Some(a.round_trips), Some(b.round_trips)),
+    }
 }
 
 /// Column headers of the table and of `compare.csv` (after `session`).

@@ -30,4 +30,5 @@ pub mod runner;
 pub mod service;
 pub mod sessions_cli;
 pub mod signals;
+pub mod sweep;
 pub mod types;

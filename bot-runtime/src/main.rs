@@ -19,7 +19,7 @@ use bot_runtime::{
     preflight,
     report::summary_table,
     runner::{RetryPolicy, RunOptions, StopSignal, prepare, prepare_with_start, run_session},
-    sessions_cli,
+    sessions_cli, sweep,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use paperbot_crds::{
@@ -87,37 +87,8 @@ enum Command {
     Feed(FeedArgs),
     /// Backtest one strategy on one or more candle files.
     Backtest {
-        /// Candle CSV, as `PATH` (symbol taken from the file name up to the first `_`)
-        /// or `SYMBOL=PATH`. Repeat for several symbols; they are merged by time.
-        #[arg(long = "data", required = true, num_args = 1..)]
-        data: Vec<String>,
-        /// A YAML file holding a StrategyConfig (other documents in it are ignored).
-        #[arg(long)]
-        strategy: PathBuf,
-        /// Starting cash, quote currency.
-        #[arg(long, default_value = "100000")]
-        initial_cash: String,
-        /// Fee, percent of notional.
-        #[arg(long, default_value = "0")]
-        fee_rate_pct: String,
-        /// Fixed slippage, basis points.
-        #[arg(long, default_value = "0")]
-        slippage_bps: String,
-        /// Market-impact slippage at full candle participation, percent.
-        #[arg(long, default_value = "0")]
-        impact_pct: String,
-        /// Decision-to-fill latency, e.g. `250ms`.
-        #[arg(long, default_value = "0s")]
-        latency: String,
-        /// Probability that an order fails, percent.
-        #[arg(long, default_value = "0")]
-        failure_rate_pct: String,
-        /// Seed of the execution RNG.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Symbols whose volume column is quote-currency notional (default: base units).
-        #[arg(long, value_delimiter = ',')]
-        quote_volume: Vec<String>,
+        #[command(flatten)]
+        exec: BacktestArgs,
         /// Name of the session in the ledger and report.
         #[arg(long, default_value = "backtest")]
         name: String,
@@ -125,6 +96,45 @@ enum Command {
         range: RangeArgs,
         #[command(flatten)]
         out: OutputArgs,
+    },
+    /// Backtest every combination of a grid of strategy parameter values on
+    /// the same candles (read once) on all cores, without a ledger; print
+    /// the variants ranked by --metric and write `sweep.csv` (every variant),
+    /// `summaries.jsonl` (every variant's full summary) and `best.yaml` (the best as a StrategyConfig manifest) into --out.
+    /// Each variant's figures equal those of `backtest` with its strategy.
+    Sweep {
+        #[command(flatten)]
+        exec: BacktestArgs,
+        /// The grid: comma-separated `path=values` items, a path being the
+        /// StrategyConfig spec's camelCase field path, values a list
+        /// (`1,2,3`) and/or ranges `start..end:step` (inclusive, exact
+        /// decimals), e.g.
+        /// `signals.smaCrossover.fastPeriod=5..20:5,risk.stopLossPct=1,2,3`.
+        /// At most 10,000 variants.
+        #[arg(long)]
+        grid: String,
+        /// Rank by this figure (descending; drawdown ascending); ties keep
+        /// grid order.
+        #[arg(long, value_enum, default_value = "roi")]
+        metric: bot_runtime::compare::SortBy,
+        /// Worker threads (default: the available parallelism).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        jobs: Option<u16>,
+        /// Directory for `sweep.csv`, `summaries.jsonl` and `best.yaml`
+        /// (created; files replaced).
+        #[arg(long, default_value = "reports/sweep")]
+        out: PathBuf,
+        /// Rows of the ranked table printed (all are in sweep.csv).
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Market time between performance snapshots, e.g. `1h` (as `backtest`).
+        #[arg(long, default_value = "1h")]
+        snapshot_interval: String,
+        /// Hide the progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        #[command(flatten)]
+        range: RangeArgs,
     },
     /// Check a manifest file without running it.
     Validate {
@@ -298,6 +308,76 @@ struct ServeArgs {
     /// See `--resume`.
     #[arg(long, hide = true)]
     no_progress: bool,
+}
+
+/// The inputs and execution model of `backtest` (and `sweep`).
+#[derive(Args, Debug)]
+struct BacktestArgs {
+    /// Candle CSV, as `PATH` (symbol taken from the file name up to the first `_`)
+    /// or `SYMBOL=PATH`. Repeat for several symbols; they are merged by time.
+    #[arg(long = "data", required = true, num_args = 1..)]
+    data: Vec<String>,
+    /// A YAML file holding a StrategyConfig (other documents in it are ignored).
+    #[arg(long)]
+    strategy: PathBuf,
+    /// Starting cash, quote currency.
+    #[arg(long, default_value = "100000")]
+    initial_cash: String,
+    /// Fee, percent of notional.
+    #[arg(long, default_value = "0")]
+    fee_rate_pct: String,
+    /// Fixed slippage, basis points.
+    #[arg(long, default_value = "0")]
+    slippage_bps: String,
+    /// Market-impact slippage at full candle participation, percent.
+    #[arg(long, default_value = "0")]
+    impact_pct: String,
+    /// Decision-to-fill latency, e.g. `250ms`.
+    #[arg(long, default_value = "0s")]
+    latency: String,
+    /// Probability that an order fails, percent.
+    #[arg(long, default_value = "0")]
+    failure_rate_pct: String,
+    /// Seed of the execution RNG.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Symbols whose volume column is quote-currency notional (default: base units).
+    #[arg(long, value_delimiter = ',')]
+    quote_volume: Vec<String>,
+}
+
+impl BacktestArgs {
+    /// The session these flags describe, named `name`, validated like a
+    /// manifest.
+    fn plan(&self, name: &str) -> anyhow::Result<SessionPlan> {
+        let dec = |flag: &str, v: &str| -> anyhow::Result<DecimalString> {
+            v.parse()
+                .map_err(|e: String| anyhow::anyhow!("--{flag}: {e}"))
+        };
+        let execution = ExecutionSpec {
+            fee_rate_pct: Some(dec("fee-rate-pct", &self.fee_rate_pct)?),
+            slippage: Some(SlippageSpec {
+                base_bps: Some(dec("slippage-bps", &self.slippage_bps)?),
+                impact_pct: Some(dec("impact-pct", &self.impact_pct)?),
+            }),
+            latency: Some(
+                self.latency
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--latency: {e}"))?,
+            ),
+            failure_rate_pct: Some(dec("failure-rate-pct", &self.failure_rate_pct)?),
+            seed: self.seed,
+            ..Default::default()
+        };
+        backtest_plan(
+            &self.data,
+            &self.strategy,
+            dec("initial-cash", &self.initial_cash)?,
+            execution,
+            &self.quote_volume,
+            name,
+        )
+    }
 }
 
 /// The time range of the replay files to trade.
@@ -599,47 +679,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Backtest {
-            data,
-            strategy,
-            initial_cash,
-            fee_rate_pct,
-            slippage_bps,
-            impact_pct,
-            latency,
-            failure_rate_pct,
-            seed,
-            quote_volume,
+            exec,
             name,
             range,
             out,
         } => {
-            let dec = |flag: &str, v: &str| -> anyhow::Result<DecimalString> {
-                v.parse()
-                    .map_err(|e: String| anyhow::anyhow!("--{flag}: {e}"))
-            };
-            let execution = ExecutionSpec {
-                fee_rate_pct: Some(dec("fee-rate-pct", &fee_rate_pct)?),
-                slippage: Some(SlippageSpec {
-                    base_bps: Some(dec("slippage-bps", &slippage_bps)?),
-                    impact_pct: Some(dec("impact-pct", &impact_pct)?),
-                }),
-                latency: Some(
-                    latency
-                        .parse()
-                        .map_err(|e: String| anyhow::anyhow!("--latency: {e}"))?,
-                ),
-                failure_rate_pct: Some(dec("failure-rate-pct", &failure_rate_pct)?),
-                seed,
-                ..Default::default()
-            };
-            let mut plan = backtest_plan(
-                &data,
-                &strategy,
-                dec("initial-cash", &initial_cash)?,
-                execution,
-                &quote_volume,
-                &name,
-            )?;
+            let mut plan = exec.plan(&name)?;
             range.apply(&mut plan)?;
             run_plans(
                 vec![plan],
@@ -647,6 +692,49 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 &out.ledger.url(),
                 out.record_holds,
             )
+        }
+        Command::Sweep {
+            exec,
+            grid,
+            metric,
+            jobs,
+            out,
+            top,
+            snapshot_interval,
+            no_progress,
+            range,
+        } => {
+            let mut plan = exec.plan("sweep")?;
+            range.apply(&mut plan)?;
+            let snapshot: DurationString = snapshot_interval
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--snapshot-interval: {e}"))?;
+            let strategy = config::load_manifests(&exec.strategy)?
+                .strategies
+                .into_iter()
+                .next()
+                .map(|s| s.object)
+                .with_context(|| {
+                    format!(
+                        "{}: no StrategyConfig document found",
+                        exec.strategy.display()
+                    )
+                })?;
+            let jobs = jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                usize::from,
+            );
+            sweep::run(sweep::SweepArgs {
+                plan,
+                strategy,
+                grid: &grid,
+                metric,
+                jobs,
+                out: &out,
+                top,
+                snapshot_interval_ms: snapshot.as_millis_i64().max(1),
+                progress: !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            })
         }
     }
 }

@@ -4,6 +4,8 @@
 use std::{
     io::{BufRead, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
 };
 
 use bot_runtime::types::Timestamp;
@@ -52,4 +54,23 @@ pub fn million_candle_file() -> PathBuf {
     drop(w);
     std::fs::rename(&tmp, &out).unwrap();
     out
+}
+
+/// Wall time and peak RSS (KiB) of a child process.
+pub fn run_measured(cmd: &mut Command) -> (f64, i64) {
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("spawn bot-runtime");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(r, pid, "wait4 failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "bot-runtime failed"
+    );
+    let _ = child.try_wait();
+    (secs, usage.ru_maxrss)
 }
