@@ -1012,6 +1012,21 @@ pub struct PriceChart<'a> {
     pub recorded: bool,
 }
 
+/// The quote currency a symbol's prices are in, for the price axis: the
+/// last `-` part after dropping a `PERP` suffix (`BTC-USD` → `USD`,
+/// `ETH-BTC` → `BTC`, `BTC-USDT-PERP` → `USDT`); `quote` when the symbol
+/// does not say (`BTC-PERP`, `BTCUSD`).
+pub fn quote_currency(symbol: &str) -> &str {
+    let mut parts: Vec<&str> = symbol.split('-').collect();
+    if parts.last().is_some_and(|p| p.eq_ignore_ascii_case("PERP")) {
+        parts.pop();
+    }
+    match parts.as_slice() {
+        [_, .., quote] if !quote.is_empty() => quote,
+        _ => "quote",
+    }
+}
+
 /// Draws a [`PRICE_CHART_WIDTH`] × [`PRICE_CHART_HEIGHT`] price chart at
 /// `path`: candles (green up, red down) when the series has at most
 /// [`MAX_CANDLES_DRAWN`] buckets, else the close line; entries as green ▲
@@ -1144,7 +1159,7 @@ pub fn render_price(chart: &PriceChart<'_>, path: &Path) -> Result<Vec<(i32, i32
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&|v| format!("{v:.y_dp$}"))
         .x_desc("Time (UTC)")
-        .y_desc("Price (quote)")
+        .y_desc(format!("Price ({})", quote_currency(chart.symbol)))
         .label_style((FONT_FAMILY, 15))
         .axis_desc_style((FONT_FAMILY, 17))
         .max_light_lines(4)
@@ -1602,5 +1617,19 @@ mod tests {
         // Labels keep enough places for a pair quoted in BTC.
         assert!(label_decimals(0.09 - 0.085) >= 4);
         assert_eq!(label_decimals(20_000.0), 0);
+    }
+
+    #[test]
+    fn the_price_axis_names_the_quote_currency() {
+        for (symbol, quote) in [
+            ("BTC-USD", "USD"),
+            ("ETH-BTC", "BTC"),
+            ("BTC-USDT-PERP", "USDT"),
+            ("BTC-PERP", "quote"),
+            ("BTCUSD", "quote"),
+            ("BTC-", "quote"),
+        ] {
+            assert_eq!(quote_currency(symbol), quote, "{symbol}");
+        }
     }
 }
