@@ -382,13 +382,19 @@ struct ClosedPosition {
 }
 
 /// Follows positions through the fills to give every fill and round trip
-/// its `position_id` (module docs). A batch's fills precede its round trips
-/// (the engine closes a position with a fill, then records the round trip),
-/// so closed positions wait per symbol, in closing order, for their rows.
+/// its `position_id` (module docs). The k-th round trip of a symbol is the
+/// k-th position of that symbol to close. In the engine's batches the
+/// closing fill comes first; a ledger read in chunks per record kind
+/// ([`crate::ledger::LedgerStore::read_records`]) may deliver a round trip
+/// before its closing fill, so round-trip rows wait, in order, until their
+/// position has closed: the rows, and their order, are the same either way.
 #[derive(Debug, Default)]
 struct PositionIds {
     open: HashMap<String, OpenPosition>,
+    /// Closed positions whose round trip has not arrived, per symbol.
     closed: HashMap<String, VecDeque<ClosedPosition>>,
+    /// Round trips waiting for their position to close, in arrival order.
+    waiting: VecDeque<RoundTrip>,
 }
 
 impl PositionIds {
@@ -419,9 +425,33 @@ impl PositionIds {
         Some(pos.position_id)
     }
 
-    /// The ids of round trip `r`: the oldest closed position of its symbol.
-    fn on_round_trip(&mut self, r: &RoundTrip) -> Option<ClosedPosition> {
-        self.closed.get_mut(&r.symbol)?.pop_front()
+    /// Round trips whose rows can be written now, with their ids, in
+    /// arrival order: `r` (when given) joins the waiting ones, and the
+    /// oldest waiting ones whose position has closed come out. `flush`
+    /// also releases the rest, without ids (a ledger whose round trips
+    /// outnumber its closing fills, which the engine never writes).
+    fn ready(
+        &mut self,
+        r: Option<&RoundTrip>,
+        flush: bool,
+    ) -> Vec<(RoundTrip, Option<ClosedPosition>)> {
+        if let Some(r) = r {
+            self.waiting.push_back(r.clone());
+        }
+        let mut out = Vec::new();
+        while let Some(front) = self.waiting.front() {
+            let link = self
+                .closed
+                .get_mut(&front.symbol)
+                .and_then(VecDeque::pop_front);
+            if link.is_none() && !flush {
+                break;
+            }
+            if let Some(r) = self.waiting.pop_front() {
+                out.push((r, link));
+            }
+        }
+        out
     }
 }
 
@@ -474,9 +504,15 @@ impl ReportWriter {
             let position_id = self.positions.on_trade(t);
             self.trades.row(trade_row(t, position_id))?;
         }
+        // Fills closed in this batch release round trips waiting from an
+        // earlier one.
+        for (r, link) in self.positions.ready(None, false) {
+            self.round_trips.row(round_trip_row(&r, link))?;
+        }
         for r in &b.round_trips {
-            let link = self.positions.on_round_trip(r);
-            self.round_trips.row(round_trip_row(r, link))?;
+            for (r, link) in self.positions.ready(Some(r), false) {
+                self.round_trips.row(round_trip_row(&r, link))?;
+            }
         }
         for d in &b.decisions {
             self.decisions.row(decision_row(d))?;
@@ -524,6 +560,9 @@ impl ReportWriter {
     /// by_exit_reason.csv, daily.csv) and equity.png, flushes the streamed
     /// CSVs; returns the paths written.
     pub fn finish(mut self, summary: &Summary) -> Result<ReportFiles, ReportError> {
+        for (r, link) in self.positions.ready(None, true) {
+            self.round_trips.row(round_trip_row(&r, link))?;
+        }
         self.trades.flush()?;
         self.round_trips.flush()?;
         self.decisions.flush()?;
@@ -1228,6 +1267,67 @@ mod tests {
             .map(|l| last(l, 4))
             .collect();
         assert_eq!(rts, ["2,4,11,", "1,6,10,13"]);
+
+        // The same records as a chunked ledger read may deliver them: both
+        // round trips before any fill, then the fills in two chunks. Same
+        // rows, same order.
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut w = ReportWriter::create(dir2.path(), "test").unwrap();
+        let mut failed = trade(3, Side::Buy, FillStatus::Failed, dec!(0), dec!(0), dec!(0));
+        failed.symbol = "SOL-USD".into();
+        for b in [
+            LedgerBatch {
+                round_trips: vec![rt("ETH-USD"), rt("BTC-USD")],
+                ..Default::default()
+            },
+            LedgerBatch {
+                trades: vec![
+                    fill(1, 10, "BTC-USD", Side::Buy, dec!(1)),
+                    fill(2, 11, "ETH-USD", Side::Buy, dec!(2)),
+                    failed,
+                    fill(4, 0, "ETH-USD", Side::Sell, dec!(0)),
+                ],
+                ..Default::default()
+            },
+            LedgerBatch {
+                trades: vec![
+                    fill(5, 12, "BTC-USD", Side::Sell, dec!(0.5)),
+                    fill(6, 13, "BTC-USD", Side::Sell, dec!(0)),
+                    fill(7, 14, "BTC-USD", Side::Buy, dec!(1)),
+                ],
+                ..Default::default()
+            },
+        ] {
+            w.write_batch(&b).unwrap();
+        }
+        let chunked = w
+            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state(), "Completed"))
+            .unwrap();
+        for (a, b) in [
+            (&files.round_trips_csv, &chunked.round_trips_csv),
+            (&files.trades_csv, &chunked.trades_csv),
+        ] {
+            assert_eq!(read_lines(a), read_lines(b));
+        }
+    }
+
+    /// A round trip whose closing fill never comes (not something the
+    /// engine writes) is still written, without ids, by `finish`.
+    #[test]
+    fn a_round_trip_without_its_fills_is_written_without_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ReportWriter::create(dir.path(), "test").unwrap();
+        w.write_batch(&LedgerBatch {
+            round_trips: vec![round_trip(dec!(1))],
+            ..Default::default()
+        })
+        .unwrap();
+        let files = w
+            .finish(&Analytics::new(dec!(10000), HOUR).summary(&end_state(), "Completed"))
+            .unwrap();
+        let lines = read_lines(&files.round_trips_csv);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].ends_with(",,,,"), "{}", lines[1]);
     }
 
     #[test]
