@@ -8,22 +8,9 @@ mod common;
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
-    process::Command,
 };
 
-use common::{example, shared_data};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("PAPERBOT_LEDGER");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{bin, example, shared_data, text};
 
 /// The first `rows` data rows of shared file `name`, copied into `dir`.
 fn slice(dir: &Path, name: &str, rows: usize) -> PathBuf {

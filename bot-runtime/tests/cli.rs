@@ -10,18 +10,8 @@ use std::{
 
 use common::*;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("bot-runtime starts")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn outputs(dir: &Path) -> (PathBuf, PathBuf) {

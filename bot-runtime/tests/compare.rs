@@ -8,7 +8,7 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
     sync::OnceLock,
 };
 
@@ -16,23 +16,11 @@ use bot_runtime::report::{CHART_HEIGHT, CHART_WIDTH};
 use paperbot_testkit::PostgresServer;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use common::example;
+use common::{bin, example, text};
 
 fn postgres() -> &'static PostgresServer {
     static SERVER: OnceLock<PostgresServer> = OnceLock::new();
     SERVER.get_or_init(|| PostgresServer::start().expect("start a PostgreSQL server for the tests"))
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("PAPERBOT_LEDGER");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The quickstart session named `name`, with strategy `strategy` (the

@@ -20,26 +20,15 @@ use rand::{RngExt as _, SeedableRng as _};
 use rust_decimal::Decimal;
 
 use common::{
-    example,
+    bin, example,
     serve::{block_on, dump, records},
+    text,
 };
 
 /// One PostgreSQL server for every test of this binary (a database each).
 fn postgres() -> &'static PostgresServer {
     static SERVER: OnceLock<PostgresServer> = OnceLock::new();
     SERVER.get_or_init(|| PostgresServer::start().expect("start a PostgreSQL server for the tests"))
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("PAPERBOT_LEDGER");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The quickstart session with every cost and every source of randomness on

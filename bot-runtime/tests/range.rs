@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Output, Stdio},
     time::Duration,
 };
 
@@ -16,25 +16,14 @@ use bot_runtime::{
 };
 
 use common::{
-    example,
+    bin, example,
     serve::{block_on, dump},
+    text,
 };
 
 /// 2024-01-01T00:00:00Z, ms.
 const T0: i64 = 1_704_067_200_000;
 const MINUTE: i64 = 60_000;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("PAPERBOT_LEDGER");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn at(minute: i64) -> String {
     Timestamp(T0 + minute * MINUTE).to_rfc3339()

@@ -10,13 +10,13 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
 };
 
 use paperbot_crds::StrategyConfig;
 use serde_json::Value;
 
-use common::shared_data;
+use common::{bin, shared_data, text};
 
 const BASE: &str = "\
 apiVersion: paperbot.io/v1alpha1
@@ -36,18 +36,6 @@ spec:
 
 /// fastPeriod 5, 10, 30 (30 = slowPeriod: invalid) × stopLossPct 0.5, 1.5.
 const GRID: &str = "signals.smaCrossover.fastPeriod=5,10,30,risk.stopLossPct=0.5..1.5:1";
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("PAPERBOT_LEDGER");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Two symbols over the same two days, a time range, fees and slippage:
 /// flags given identically to `sweep` and `backtest`.

@@ -10,18 +10,10 @@ use std::{
     process::{Command, Output},
 };
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use common::{bin, text};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("bot-runtime starts")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {

@@ -5,6 +5,7 @@ pub mod feed;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use bot_runtime::{
     config::{SessionPlan, parse_manifests, plan_sessions},
@@ -13,6 +14,22 @@ use bot_runtime::{
     market::csv::{CandleReader, scan_candle_file},
     types::{Candle, SymbolId},
 };
+
+/// The `bot-runtime` binary under test, logging warnings only, with no
+/// ledger taken from the environment (`DATABASE_URL`, `PAPERBOT_LEDGER`), so
+/// every test names its own ledger.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bot-runtime"));
+    c.env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("PAPERBOT_LEDGER");
+    c
+}
+
+/// A process's output as text (invalid UTF-8 replaced).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
 
 /// A file of the shared market data set (`../shared/data/market` beside the
 /// repository). Panics — failing the test, never skipping it — when missing.
