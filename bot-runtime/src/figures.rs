@@ -321,6 +321,25 @@ pub const BY_SYMBOL_HEADER: [&str; 9] = [
     "still_open",
 ];
 
+impl SymbolRow {
+    /// The row's cells in [`BY_SYMBOL_HEADER`] order: amounts of money
+    /// through `money` (exact in the CSV, the currency's places in the
+    /// HTML report), other decimals normalized.
+    pub fn cells(&self, money: impl Fn(Decimal) -> String) -> [String; 9] {
+        [
+            self.symbol.clone(),
+            self.round_trips.to_string(),
+            self.wins.to_string(),
+            self.losses.to_string(),
+            self.win_rate_pct.normalize().to_string(),
+            money(self.realized_pnl),
+            money(self.fees),
+            self.fills.to_string(),
+            self.still_open.to_string(),
+        ]
+    }
+}
+
 /// One row of `by_exit_reason.csv` / `summary.json`'s `by_exit_reason`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ExitReasonRow {
@@ -358,6 +377,22 @@ pub const BY_EXIT_REASON_HEADER: [&str; 7] = [
     "pnl",
     "avg_pnl",
 ];
+
+impl ExitReasonRow {
+    /// The row's cells in [`BY_EXIT_REASON_HEADER`] order (money as in
+    /// [`SymbolRow::cells`]).
+    pub fn cells(&self, money: impl Fn(Decimal) -> String) -> [String; 7] {
+        [
+            self.exit_reason.clone(),
+            self.round_trips.to_string(),
+            self.wins.to_string(),
+            self.losses.to_string(),
+            self.win_rate_pct.normalize().to_string(),
+            money(self.pnl),
+            money(self.avg_pnl),
+        ]
+    }
+}
 
 /// The exit reasons in their table order (then `still_open`).
 pub const EXIT_REASONS: [FillReason; 6] = [
@@ -417,6 +452,22 @@ pub const DAILY_HEADER: [&str; 7] = [
     "fills",
     "round_trips",
 ];
+
+impl DayRow {
+    /// The row's cells in [`DAILY_HEADER`] order (money as in
+    /// [`SymbolRow::cells`]).
+    pub fn cells(&self, money: impl Fn(Decimal) -> String) -> [String; 7] {
+        [
+            self.date.clone(),
+            money(self.start_equity),
+            money(self.end_equity),
+            money(self.pnl),
+            self.return_pct.normalize().to_string(),
+            self.fills.to_string(),
+            self.round_trips.to_string(),
+        ]
+    }
+}
 
 /// The longest drawdown period.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]

@@ -135,19 +135,7 @@ pub fn report_html(
     let rows: Vec<Vec<String>> = f
         .by_symbol
         .iter()
-        .map(|r| {
-            vec![
-                r.symbol.clone(),
-                r.round_trips.to_string(),
-                r.wins.to_string(),
-                r.losses.to_string(),
-                dec(r.win_rate_pct),
-                money(r.realized_pnl),
-                money(r.fees),
-                r.fills.to_string(),
-                r.still_open.to_string(),
-            ]
-        })
+        .map(|r| r.cells(money).to_vec())
         .collect();
     table(
         &mut out,
@@ -168,17 +156,7 @@ pub fn report_html(
     let rows: Vec<Vec<String>> = f
         .by_exit_reason
         .iter()
-        .map(|r| {
-            vec![
-                r.exit_reason.clone(),
-                r.round_trips.to_string(),
-                r.wins.to_string(),
-                r.losses.to_string(),
-                dec(r.win_rate_pct),
-                money(r.pnl),
-                money(r.avg_pnl),
-            ]
-        })
+        .map(|r| r.cells(money).to_vec())
         .collect();
     table(
         &mut out,
@@ -194,21 +172,7 @@ pub fn report_html(
         ],
         &rows,
     );
-    let rows: Vec<Vec<String>> = f
-        .daily
-        .iter()
-        .map(|r| {
-            vec![
-                r.date.clone(),
-                money(r.start_equity),
-                money(r.end_equity),
-                money(r.pnl),
-                dec(r.return_pct),
-                r.fills.to_string(),
-                r.round_trips.to_string(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = f.daily.iter().map(|r| r.cells(money).to_vec()).collect();
     table(
         &mut out,
         "Daily (UTC)",

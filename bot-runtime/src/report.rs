@@ -65,27 +65,16 @@ use crate::types::{Candle, Timestamp};
 
 /// Header of `trades.csv`: the ledger's trade columns
 /// ([`TradeRecord::COLUMNS`]) then `position_id` (see the module docs).
-pub const TRADES_HEADER: [&str; 19] = [
-    "seq",
-    "decision_seq",
-    "time",
-    "symbol",
-    "side",
-    "quantity",
-    "reference_price",
-    "fill_price",
-    "fee",
-    "gas",
-    "slippage_cost",
-    "latency_ms",
-    "realized_pnl",
-    "reason",
-    "status",
-    "cash_after",
-    "position_after",
-    "cost_basis_after",
-    "position_id",
-];
+pub const TRADES_HEADER: [&str; 19] = {
+    let mut header = [""; 19];
+    let mut i = 0;
+    while i < TradeRecord::COLUMNS.len() {
+        header[i] = TradeRecord::COLUMNS[i];
+        i += 1;
+    }
+    header[18] = "position_id";
+    header
+};
 
 /// Header of `round_trips.csv`. The first six columns are exactly those of
 /// the parity reference trades file
@@ -570,44 +559,18 @@ impl ReportWriter {
         let f = &summary.figures;
         let mut by_symbol = CsvOut::create(self.dir.join("by_symbol.csv"), &BY_SYMBOL_HEADER)?;
         for r in &f.by_symbol {
-            by_symbol.row([
-                r.symbol.clone(),
-                r.round_trips.to_string(),
-                r.wins.to_string(),
-                r.losses.to_string(),
-                dec(r.win_rate_pct),
-                dec(r.realized_pnl),
-                dec(r.fees),
-                r.fills.to_string(),
-                r.still_open.to_string(),
-            ])?;
+            by_symbol.row(r.cells(dec))?;
         }
         by_symbol.flush()?;
         let mut by_reason =
             CsvOut::create(self.dir.join("by_exit_reason.csv"), &BY_EXIT_REASON_HEADER)?;
         for r in &f.by_exit_reason {
-            by_reason.row([
-                r.exit_reason.clone(),
-                r.round_trips.to_string(),
-                r.wins.to_string(),
-                r.losses.to_string(),
-                dec(r.win_rate_pct),
-                dec(r.pnl),
-                dec(r.avg_pnl),
-            ])?;
+            by_reason.row(r.cells(dec))?;
         }
         by_reason.flush()?;
         let mut daily = CsvOut::create(self.dir.join("daily.csv"), &DAILY_HEADER)?;
         for r in &f.daily {
-            daily.row([
-                r.date.clone(),
-                dec(r.start_equity),
-                dec(r.end_equity),
-                dec(r.pnl),
-                dec(r.return_pct),
-                r.fills.to_string(),
-                r.round_trips.to_string(),
-            ])?;
+            daily.row(r.cells(dec))?;
         }
         daily.flush()?;
 
