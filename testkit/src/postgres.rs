@@ -180,6 +180,11 @@ impl PostgresServer {
 
     /// Terminate every client connection to database `db` (as a network cut
     /// or a server-side kill would); returns how many were terminated.
+    /// Waits (up to 10 s per backend) until each backend has exited, so the
+    /// session-level locks it held are released when this returns: without
+    /// the wait, a test that takes over a lock right after the cut races
+    /// the dying backend. Needs PostgreSQL 13 or later (the two-argument
+    /// `pg_terminate_backend`).
     ///
     /// # Errors
     /// If `psql` fails.
@@ -187,7 +192,7 @@ impl PostgresServer {
         let out = self.psql(
             "postgres",
             &format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
                  WHERE datname = '{}' AND pid <> pg_backend_pid()",
                 db.replace('\'', "''")
             ),

@@ -12,6 +12,16 @@ use super::suite::{uninterrupted, workload, write_rest_and_finish};
 use crate::ledger::sample::{Gen, end, session};
 use crate::ledger::{self, Ledger, LedgerError, LedgerStore, PgLedger};
 
+/// SQL condition keeping the `pg_locks` rows of the test's own database.
+/// The test server is shared by every test in the binary, and `pg_locks`
+/// lists the advisory locks of all its databases, so an unscoped count
+/// races with whichever other tests are holding session locks.
+macro_rules! this_database {
+    () => {
+        "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    };
+}
+
 fn pg(l: &Ledger) -> &PgLedger {
     match l {
         Ledger::Postgres(l) => l,
@@ -46,7 +56,10 @@ async fn concurrent_opens_apply_the_schema_once() {
     // No migration lock outlives the migrations.
     let held = fixture::scalar(
         &ledgers[0],
-        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        concat!(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND ",
+            this_database!()
+        ),
     )
     .await;
     assert_eq!(held, 0);
@@ -76,15 +89,21 @@ async fn decimals_are_numeric_with_their_scale() {
     // The session holds its advisory lock on a connection of its own.
     let locks = fixture::scalar(
         &l,
-        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND pid <> pg_backend_pid()",
+        concat!(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND pid <> pg_backend_pid() AND ",
+            this_database!()
+        ),
     )
     .await;
     assert_eq!(locks, 1);
     l.finish_session(&end(dec!(1))).await.unwrap();
     let locks = fixture::scalar(
         &l,
-        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'",
+        concat!(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND ",
+            this_database!()
+        ),
     )
     .await;
     assert_eq!(locks, 0, "finishing releases the lock");
