@@ -99,6 +99,23 @@ impl PostgresServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(settings: &[&str]) -> Result<Self, FixtureError> {
+        Self::start_inner(settings, None)
+    }
+
+    /// As [`start`](Self::start), with TLS on (`ssl=on`): the server
+    /// presents certificate chain `cert_pem` (PEM, leaf first) with private
+    /// key `key_pem` (PEM). Clients may still connect without TLS, as with
+    /// PostgreSQL's default `pg_hba.conf` (`host`, not `hostssl`), so a test
+    /// can check which one a client chose (`pg_stat_ssl`).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start); the files cannot be written; the server
+    /// refuses the certificate or key (its log's tail in the error).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<Self, FixtureError> {
+        Self::start_inner(&[], Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(settings: &[&str], tls: Option<(&str, &str)>) -> Result<Self, FixtureError> {
         let install = Installation::find()?;
         let root = fresh_dir()?;
         let mut server = Self {
@@ -109,6 +126,9 @@ impl PostgresServer {
             running: None,
         };
         server.init()?;
+        if let Some((cert, key)) = tls {
+            server.write_tls_files(cert, key)?;
+        }
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port()?;
@@ -301,6 +321,31 @@ impl PostgresServer {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Write `server.crt` and `server.key` into the data directory (0600,
+    /// owned by the server's user, as PostgreSQL requires of the key) and
+    /// turn `ssl` on.
+    fn write_tls_files(&mut self, cert_pem: &str, key_pem: &str) -> Result<(), FixtureError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = self.data_dir().join(name);
+            let io = |what: &str, source| FixtureError::Io {
+                what: format!("{what} {}", path.display()),
+                source,
+            };
+            std::fs::write(&path, pem).map_err(|e| io("write", e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io("chmod 0600", e))?;
+            self.install.hand_over(&path)?;
+        }
+        // Relative paths are read from the data directory.
+        self.settings.extend([
+            "ssl=on".to_owned(),
+            "ssl_cert_file=server.crt".to_owned(),
+            "ssl_key_file=server.key".to_owned(),
+        ]);
         Ok(())
     }
 

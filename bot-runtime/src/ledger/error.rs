@@ -207,7 +207,10 @@ impl LedgerError {
     ///   lock past the busy timeout), `SQLITE_FULL` (disk full: may clear),
     ///   `SQLITE_IOERR` (any extended I/O error code).
     ///
-    /// Not transient: constraint violations, fencing and lock refusals
+    /// Not transient: a TLS handshake refused by a check (an untrusted or
+    /// mismatched server certificate, `sslmode=require` against a server
+    /// without TLS: see [`tls_rejection`]), constraint violations, fencing
+    /// and lock refusals
     /// ([`Fenced`](Self::Fenced), [`LeaseHeld`](Self::LeaseHeld): another
     /// writer owns the session), corrupt rows, invalid URLs or arguments,
     /// schema migration conflicts — retrying cannot change them.
@@ -228,7 +231,8 @@ impl LedgerError {
 /// See [`LedgerError::is_transient`].
 pub(crate) fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(io) => tls_rejection(io).is_none(),
+        sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => match db.code() {
             Some(code)
                 if db
@@ -247,6 +251,30 @@ pub(crate) fn sqlx_is_transient(e: &sqlx::Error) -> bool {
             _ => false,
         },
         _ => false,
+    }
+}
+
+/// The TLS check that refused a handshake, when `e` is one: sqlx reports a
+/// certificate the client does not trust (rustls' `InvalidCertificate`,
+/// an alert from the server, ...) as an I/O error carrying the
+/// [`rustls::Error`]. Retrying meets the same certificate, so such errors
+/// are configuration errors, not transient ones.
+pub(crate) fn tls_rejection(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// The text of a connection failure `e` for [`LedgerError::Connect`], with
+/// the URL's password scrubbed; a TLS refusal says so and names the
+/// settings that decide it.
+pub(crate) fn connect_reason(e: &sqlx::Error, url: &str) -> String {
+    let text = super::url::scrub(&e.to_string(), url);
+    match e {
+        sqlx::Error::Io(io) if tls_rejection(io).is_some() => format!(
+            "TLS handshake refused: {text} (the server's certificate must be trusted: \
+             sslrootcert=PATH in the URL, or the system trust store / SSL_CERT_FILE; \
+             sslmode=require encrypts without verifying)"
+        ),
+        _ => text,
     }
 }
 
@@ -296,6 +324,30 @@ mod tests {
         for code in ["1555", "11", "8", "1", "x"] {
             assert!(!sqlite_code_is_transient(code), "{code}");
         }
+    }
+
+    #[test]
+    fn a_refused_tls_handshake_is_a_configuration_error() {
+        let refused = || {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ))
+        };
+        assert!(!sqlx_is_transient(&refused()));
+        let url = "postgres://u:hunter2@db/x?sslmode=verify-full";
+        let reason = connect_reason(&refused(), url);
+        assert!(
+            reason.starts_with("TLS handshake refused: ") && reason.contains("UnknownIssuer"),
+            "{reason}"
+        );
+        // Any other I/O error keeps its text and stays transient.
+        let reset = sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset by peer",
+        ));
+        assert!(sqlx_is_transient(&reset));
+        assert_eq!(connect_reason(&reset, url), reset.to_string());
     }
 
     #[test]

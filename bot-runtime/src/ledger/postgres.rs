@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::LedgerError;
 use super::advisory::AdvisoryLock;
-use super::error::sqlx_is_transient;
+use super::error::{connect_reason, sqlx_is_transient};
 use super::url::{redact, scrub};
 use super::writer::Writer;
 
@@ -61,7 +61,7 @@ impl PgLedger {
             .statement_cache_capacity(256);
         let connect_error = |e: sqlx::Error| LedgerError::Connect {
             url: redact(url),
-            reason: scrub(&e.to_string(), url),
+            reason: connect_reason(&e, url),
             transient: sqlx_is_transient(&e),
         };
         // A one-connection pool of its own: closing it ends the session, so

@@ -27,7 +27,7 @@ use sqlx::{Pool, Postgres, Sqlite};
 use super::bind::Args;
 use super::decode::{self, Cursor};
 use super::dialect::Dialect;
-use super::error::sqlx_is_transient;
+use super::error::{connect_reason, sqlx_is_transient};
 use super::records::{
     AdjustmentOutcomeRecord, AdjustmentRecord, BreakerEventRecord, DecisionRecord, RoundTrip,
     TradeRecord,
@@ -132,7 +132,7 @@ impl LedgerReader {
     pub async fn open(url: &str) -> Result<Self, LedgerError> {
         let connect_error = |e: sqlx::Error| LedgerError::Connect {
             url: redact(url),
-            reason: scrub(&e.to_string(), url),
+            reason: connect_reason(&e, url),
             transient: sqlx_is_transient(&e),
         };
         match ledger_url::backend(url) {

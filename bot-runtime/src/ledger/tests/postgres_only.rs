@@ -263,3 +263,120 @@ async fn errors_never_show_the_password() {
         assert_eq!(err.is_transient(), transient, "{url}: {text}");
     }
 }
+
+/// A test CA (PEM) and a server certificate chain and key (PEM) signed by
+/// it for `127.0.0.1`, the address the test servers listen on.
+fn tls_identity() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let name = format!("paperbot test CA {}", N.fetch_add(1, Ordering::Relaxed));
+    ca.distinguished_name.push(DnType::CommonName, name);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        key.serialize_pem(),
+    )
+}
+
+/// The error that refuses to open `url`.
+async fn refused(url: &str) -> LedgerError {
+    match ledger::open(url).await {
+        Ok(_) => panic!("{url} opened; expected a refusal"),
+        Err(e) => e,
+    }
+}
+
+/// Client connections to the test's database: (those without TLS, all of
+/// them), counted in one statement (the pool may open a connection
+/// between two). Covers the ledger's pool and its lock connection; server
+/// processes such as an autovacuum worker are not clients.
+async fn tls_connections(l: &Ledger) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE s.ssl IS NOT TRUE), COUNT(*) \
+         FROM pg_stat_activity a LEFT JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.datname = current_database() AND a.backend_type = 'client backend'",
+    )
+    .fetch_one(pg(l).pool())
+    .await
+    .unwrap()
+}
+
+/// TLS to the database, as managed PostgreSQL services and CloudNativePG
+/// expect: `sslmode=verify-full` with the server's CA runs a whole session
+/// over TLS (the lock connection too); a server certificate from another
+/// CA, or `sslmode=require` against a server without TLS, is refused at
+/// open with an error naming TLS, not retried as transient;
+/// `sslmode=disable` still connects in plain text.
+#[tokio::test]
+async fn tls_is_used_and_verified_as_the_url_asks() {
+    let (ca_pem, chain_pem, key_pem) = tls_identity();
+    let server = PostgresServer::start_tls(&chain_pem, &key_pem).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let verified = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server.create_database("tls").unwrap(),
+        ca.display()
+    );
+
+    let mut l = open(&verified).await;
+    l.start_session(&session("tls"), "w").await.unwrap();
+    l.write_batch(&Gen::default().batch(3, 3, 1, 1), "c1")
+        .await
+        .unwrap();
+    let (without_tls, all) = tls_connections(&l).await;
+    assert!(all >= 2, "the pool and the lock connection: {all}");
+    assert_eq!(
+        without_tls, 0,
+        "every one of the {all} connections uses TLS"
+    );
+    l.finish_session(&end(dec!(1))).await.unwrap();
+    assert_eq!(l.session("tls").await.unwrap().unwrap().trades, 3);
+    l.close().await;
+
+    // A certificate this CA did not sign.
+    let (other_ca, _, _) = tls_identity();
+    let other = dir.path().join("other.crt");
+    std::fs::write(&other, other_ca).unwrap();
+    let wrong = verified.replace(&ca.display().to_string(), &other.display().to_string());
+    let err = refused(&wrong).await;
+    let text = err.to_string();
+    assert!(
+        text.contains("TLS handshake refused") && text.contains("sslrootcert"),
+        "{text}"
+    );
+    assert!(
+        !err.is_transient(),
+        "a certificate does not change on retry: {text}"
+    );
+
+    // TLS required of a server without it.
+    let plain = format!(
+        "{}?sslmode=require",
+        Postgres::server().create_database("tls_required").unwrap()
+    );
+    let err = refused(&plain).await;
+    let text = err.to_string();
+    assert!(text.contains("TLS") && !err.is_transient(), "{text}");
+
+    // Plain text when asked for.
+    let url = format!("{}?sslmode=disable", server.url_for("tls"));
+    let l = open(&url).await;
+    let tls = fixture::scalar(
+        &l,
+        "SELECT COUNT(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+    )
+    .await;
+    assert_eq!(tls, 0, "sslmode=disable connects in plain text");
+    l.close().await;
+}
