@@ -55,6 +55,7 @@ use crate::{
     config::SessionPlan,
     engine::{Engine, EngineConfig, Step},
     figures::BenchmarkPrices,
+    market::csv::FileSummary,
     report::{fmt_dp, fmt_ratio},
     types::Candle,
 };
@@ -605,6 +606,36 @@ pub fn run_in_memory(
     (summary, phase.to_string(), failure)
 }
 
+/// Most variants whose own warnings `sweep` prints; the rest are counted.
+pub const MAX_WARNED_VARIANTS: usize = 20;
+
+/// The pre-run warnings ([`crate::preflight::warnings`]) of variant
+/// `result` that the base strategy does not have: e.g. a `slowPeriod`
+/// longer than the data, or a `maxDataGap` below the candle interval, which
+/// explain a variant that never trades. `base` is the planned session,
+/// `scans` its replay files' summaries, `base_warnings` the base's warnings
+/// as printed. Empty for a variant that failed validation.
+pub fn variant_warnings(
+    base: &SessionPlan,
+    scans: &[FileSummary],
+    result: &VariantResult,
+    base_warnings: &[String],
+) -> Vec<String> {
+    let Some(sc) = &result.strategy else {
+        return Vec::new();
+    };
+    // Planned under the base's name, so a warning naming the strategy reads
+    // the same as the base's and is not repeated for every variant.
+    let Ok(plan) = crate::runner::control::reload_plan(base, &sc.spec, None) else {
+        return Vec::new();
+    };
+    crate::preflight::warnings(&plan, scans)
+        .iter()
+        .map(ToString::to_string)
+        .filter(|w| !base_warnings.contains(w))
+        .collect()
+}
+
 /// How to report progress while the variants run.
 pub trait Progress: Sync {
     /// One more variant is done (`done` of `total`).
@@ -669,6 +700,15 @@ pub fn run_grid(
             })
         })
         .collect()
+}
+
+/// `path=value, path=value` of a variant's varied fields.
+fn listed(values: &[(String, String)]) -> String {
+    values
+        .iter()
+        .map(|(p, v)| format!("{p}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn owned(v: Vec<(&str, &str)>) -> Vec<(String, String)> {
@@ -1062,7 +1102,13 @@ pub fn run(args: SweepArgs<'_>) -> anyhow::Result<()> {
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
     }
-    let crate::runner::PreparedSession { plan, feed, .. } = prepared;
+    let crate::runner::PreparedSession {
+        plan,
+        feed,
+        warnings: base_warnings,
+        scans,
+        ..
+    } = prepared;
     let candles: Vec<Candle> = feed.collect::<Result<_, _>>()?;
     let total = grid.len();
     eprintln!(
@@ -1095,16 +1141,34 @@ pub fn run(args: SweepArgs<'_>) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     for r in results.iter().filter(|r| r.summary.is_none()) {
-        let values = r
-            .values
-            .iter()
-            .map(|(p, v)| format!("{p}={v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         eprintln!(
-            "skipped variant {} ({values}): {}",
+            "skipped variant {} ({}): {}",
             r.index + 1,
+            listed(&r.values),
             r.error.as_deref().unwrap_or("no figures")
+        );
+    }
+    let mut warned = 0;
+    for r in &results {
+        let warnings = variant_warnings(&plan, &scans, r, &base_warnings);
+        if warnings.is_empty() {
+            continue;
+        }
+        warned += 1;
+        if warned <= MAX_WARNED_VARIANTS {
+            for w in warnings {
+                eprintln!(
+                    "warning: variant {} ({}): {w}",
+                    r.index + 1,
+                    listed(&r.values)
+                );
+            }
+        }
+    }
+    if warned > MAX_WARNED_VARIANTS {
+        eprintln!(
+            "warning: {} more variant(s) have warnings of their own",
+            warned - MAX_WARNED_VARIANTS
         );
     }
     let ranked = rank(&results, args.metric);

@@ -425,3 +425,44 @@ fn bad_grids_are_refused_and_write_nothing() {
         assert!(!out.exists(), "{grid}: wrote {}", out.display());
     }
 }
+
+/// A variant that can never trade as intended says why before the table:
+/// `slowPeriod` 5000 needs more candles than the files hold, so that
+/// variant gets the pre-run warning `backtest` would print for its
+/// strategy, naming the variant and its values; the base's own settings
+/// warn nobody, and the variant still runs (with no trades).
+#[test]
+fn variants_that_can_never_trade_are_warned_about_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = sweep(
+        dir.path(),
+        "signals.smaCrossover.slowPeriod=30,5000",
+        &["--out", out.to_str().unwrap()],
+    );
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "one per symbol: {stderr}");
+    for (w, symbol) in warnings.iter().zip(["BTC-USD", "LTC-USD"]) {
+        assert!(
+            w.starts_with("warning: variant 2 (signals.smaCrossover.slowPeriod=5000): ")
+                && w.contains(&format!("symbol \"{symbol}\" has "))
+                && w.contains("needs 5001 closes"),
+            "{w}"
+        );
+    }
+    let summaries = summaries(&out);
+    assert_eq!(summaries.len(), 2, "both variants ran");
+    let trades: Vec<u64> = summaries
+        .iter()
+        .map(|s| s["summary"]["round_trips"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert!(
+        trades[0] > 0 && trades[1] == 0,
+        "round trips per variant: {trades:?}"
+    );
+}

@@ -177,6 +177,10 @@ pub struct PreparedSession {
     /// Configurations that can never trade as the user intends (printed
     /// before trading).
     pub warnings: Vec<String>,
+    /// What the scan of each replay file found, in `plan.replay` order
+    /// (empty for other sources): for checking other strategies on the
+    /// same data ([`crate::preflight::warnings`]).
+    pub scans: Vec<crate::market::csv::FileSummary>,
 }
 
 /// Validate every input of a session (every replay file in full, in
@@ -203,6 +207,7 @@ pub fn prepare_with_start(
     simulated_start: Option<Timestamp>,
 ) -> Result<PreparedSession, RunError> {
     let mut warnings = Vec::new();
+    let mut scanned = Vec::new();
     let mut live = None;
     let (source, total) = match plan.session.market_data.source {
         MarketDataSource::Replay => {
@@ -211,6 +216,7 @@ pub fn prepare_with_start(
                 .iter()
                 .map(ToString::to_string)
                 .collect();
+            scanned.clone_from(&scans);
             let range = plan.replay_range().map_err(RunError::Other)?;
             let mut readers = Vec::new();
             let mut total = 0;
@@ -278,5 +284,6 @@ pub fn prepare_with_start(
         },
         total,
         warnings,
+        scans: scanned,
     })
 }
