@@ -22,6 +22,7 @@ use bot_runtime::{
     sessions_cli, sweep,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use paperbot_crds::schema::MAX_CURRENCY_LENGTH;
 use paperbot_crds::{
     BotSessionSpec, DecimalString, DesiredState, DurationString, ExecutionSpec, MarketDataSource,
     MarketDataSpec, ObjectRef, PaperAccountSpec, ReplayFile, ReplayFormat, ReplaySpec,
@@ -320,9 +321,14 @@ struct BacktestArgs {
     /// A YAML file holding a StrategyConfig (other documents in it are ignored).
     #[arg(long)]
     strategy: PathBuf,
-    /// Starting cash, quote currency.
+    /// Starting cash, in `--currency`.
     #[arg(long, default_value = "100000")]
     initial_cash: String,
+    /// Currency of the cash and of every money figure (the account's
+    /// `baseCurrency`): the quote currency of the pairs traded, e.g. `BTC`
+    /// for `ETH-BTC`. It sets the report's labels and decimal places.
+    #[arg(long, default_value = "USD")]
+    currency: String,
     /// Fee, percent of notional.
     #[arg(long, default_value = "0")]
     fee_rate_pct: String,
@@ -369,9 +375,18 @@ impl BacktestArgs {
             seed: self.seed,
             ..Default::default()
         };
+        let currency = self.currency.trim();
+        if currency.is_empty() || currency.chars().count() > MAX_CURRENCY_LENGTH {
+            anyhow::bail!(
+                "--currency {:?}: expected a currency code of 1 to {MAX_CURRENCY_LENGTH} \
+                 characters, such as USD or BTC",
+                self.currency
+            );
+        }
         backtest_plan(
             &self.data,
             &self.strategy,
+            currency,
             dec("initial-cash", &self.initial_cash)?,
             execution,
             &self.quote_volume,
@@ -760,6 +775,7 @@ fn symbol_and_path(d: &str) -> anyhow::Result<(String, PathBuf)> {
 fn backtest_plan(
     data: &[String],
     strategy_file: &Path,
+    currency: &str,
     initial_cash: DecimalString,
     execution: ExecutionSpec,
     quote_volume: &[String],
@@ -793,7 +809,7 @@ fn backtest_plan(
         });
     }
     let account = PaperAccountSpec {
-        base_currency: "USD".into(),
+        base_currency: currency.into(),
         initial_balance: initial_cash,
         limits: None,
         ledger: None,

@@ -562,3 +562,54 @@ fn every_example_manifest_is_valid() {
         dir.display()
     );
 }
+
+/// `backtest --currency BTC` counts the money of an ETH-BTC backtest in BTC:
+/// `summary.json` and the printed summary say BTC, and money is shown to
+/// the satoshi (8 places) rather than rounded to USD cents. A blank or
+/// over-long code is refused naming the flag, before anything runs.
+#[test]
+fn backtest_counts_money_in_the_currency_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, reports) = outputs(tmp.path());
+    let backtest = |currency: &str, name: &str| {
+        bin()
+            .args(["backtest", "--data"])
+            .arg(format!(
+                "ETH-BTC={}",
+                common::shared_data("ETH-BTC_5m_bittrex_2018-01-10_2018-01-30.csv").display()
+            ))
+            .arg("--strategy")
+            .arg(example("sma-parity.yaml"))
+            .args(["--initial-cash", "2.5", "--fee-rate-pct", "0.25"])
+            .args(["--currency", currency, "--name", name, "--ledger"])
+            .arg(&db)
+            .arg("--report-dir")
+            .arg(&reports)
+            .output()
+            .unwrap()
+    };
+    let out = backtest("BTC", "eth-btc");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.join("eth-btc/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["currency"], "BTC");
+    assert_eq!(summary["initial_equity"], "2.5");
+    assert!(summary["fills"].as_u64().unwrap() > 0, "it trades");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("BTC") && stdout.contains("2.50000000"),
+        "the summary in BTC to 8 places:\n{stdout}"
+    );
+    for bad in ["", "   ", "ABCDEFGHIJKLMNOPQ"] {
+        let out = backtest(bad, "bad");
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("--currency") && err.contains("expected a currency code"),
+            "{bad:?}: {err}"
+        );
+        assert!(!reports.join("bad").exists(), "nothing ran for {bad:?}");
+    }
+}
