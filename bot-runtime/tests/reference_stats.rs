@@ -94,7 +94,7 @@ fn backtesting_py(data: &std::path::Path) -> Value {
         out.status.success(),
         "{} failed:\n{}",
         script.display(),
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
     assert_eq!(
@@ -221,11 +221,7 @@ fn report_figures_agree_with_backtesting_py() {
         .arg(&reports)
         .output()
         .expect("bot-runtime starts");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let dir = reports.join("backtest");
     let ours: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();

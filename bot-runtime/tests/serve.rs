@@ -631,11 +631,7 @@ fn assert_report_is_served(rt: &Runtime, url: &str, session: &str, dir: &Path, d
         .args(data)
         .output()
         .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
+    assert!(cli.status.success(), "{}", common::text(&cli.stderr));
     for file in [
         "report.html",
         "summary.json",
