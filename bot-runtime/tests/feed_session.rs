@@ -327,7 +327,7 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
         ("PAPERBOT_FEED_URL", feed.url.as_str()),
     ];
     let t0 = Instant::now();
-    let fleet: Vec<(PathBuf, Runtime)> = std::thread::scope(|scope| {
+    let mut fleet: Vec<(PathBuf, Runtime)> = std::thread::scope(|scope| {
         let starters: Vec<_> = (0..sessions)
             .collect::<Vec<_>>()
             .chunks(sessions.div_ceil(10).max(1))
@@ -378,6 +378,12 @@ fn a_hundred_served_sessions_cost_one_upstream_request_per_poll_interval() {
     std::thread::sleep(WINDOW);
     let (feed_after, direct_after) = (hits.of(FEED_KEY), hits.of(RUNTIME_KEY));
     let window = w0.elapsed();
+    // Every runtime is still serving: one that ended shows its log.
+    for (i, (_, rt)) in fleet.iter_mut().enumerate() {
+        if let Ok(Some(status)) = rt.child_status() {
+            panic!("runtime {i} exited ({status}):\n{}", rt.log_text());
+        }
+    }
     let rss_kib_total: u64 = fleet
         .iter()
         .map(|(_, rt)| proc_kib(rt.pid(), "status", "VmRSS"))

@@ -14,7 +14,7 @@ use std::{
 };
 
 use bot_runtime::ledger::{self, LedgerStore, SessionInfo};
-use common::serve::{DEADLINE, Runtime, block_on, free_port, read_records, records};
+use common::serve::{DEADLINE, Runtime, block_on, read_records, records};
 use paperbot_testkit::PostgresServer;
 use serde_json::{Value, json};
 
@@ -483,8 +483,13 @@ fn reload_keeps_positions_and_cash_and_survives_kill_9_and_resume() {
     // The manifest without the reload no longer matches: refused, exit 1.
     let out = Command::new(env!("CARGO_BIN_EXE_bot-runtime"))
         .env_remove("DATABASE_URL")
-        .args(["serve", "--metrics-listen", "none", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .args([
+            "serve",
+            "--metrics-listen",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("-f")
         .arg(&m)
         .args(["--ledger", &url])

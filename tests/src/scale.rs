@@ -403,12 +403,16 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// A free loopback port (for the operator's metrics server).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// The address of the operator's metrics server from its text log (the
+/// line `serving /metrics, /healthz and /readyz addr=HOST:PORT`). The
+/// operator is started on port 0 so that no port picked here can be taken
+/// by another process before the operator binds it.
+pub fn logged_metrics_addr(log: &str) -> Option<String> {
+    log.lines().find_map(|l| {
+        let addr = l.split_once("/readyz addr=")?.1.split_whitespace().next()?;
+        addr.parse::<std::net::SocketAddr>().ok()?;
+        Some(addr.to_string())
+    })
 }
 
 /// The state of one run between phases.
@@ -513,7 +517,6 @@ spec:
     pub fn start_operator(&mut self) {
         assert!(self.operator.is_none(), "the operator already runs");
         self.starts += 1;
-        let addr = format!("127.0.0.1:{}", free_port());
         let log = self
             .opts
             .log_dir
@@ -526,7 +529,7 @@ spec:
                 &self.ns,
                 "--leader-election=false",
                 "--metrics-addr",
-                &addr,
+                "127.0.0.1:0",
                 "--log-format",
                 "text",
                 "--runtime-image",
@@ -550,13 +553,23 @@ spec:
                     self.opts.operator_bin.display()
                 )
             });
-        let op = OperatorProcess {
+        let mut op = OperatorProcess {
             child,
-            metrics_addr: addr,
+            metrics_addr: String::new(),
         };
         self.sampler.watch("operator", op.pid());
         let deadline = Instant::now() + Duration::from_secs(120);
-        while http_get(&op.metrics_addr, "/readyz").is_none() {
+        loop {
+            if let Ok(Some(status)) = op.child.try_wait() {
+                panic!("the operator exited ({status}); log: {}", log.display());
+            }
+            if op.metrics_addr.is_empty() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                op.metrics_addr = logged_metrics_addr(&text).unwrap_or_default();
+            }
+            if !op.metrics_addr.is_empty() && http_get(&op.metrics_addr, "/readyz").is_some() {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "the operator did not become ready within 120 s; log: {}",

@@ -5,7 +5,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -20,12 +20,21 @@ pub const TOKEN: &str = "live-token";
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
+/// The port of the first `API listening addr=HOST:PORT` line of a text
+/// log. The runtime is started on port 0 and reports the port it bound: a
+/// port picked by the test and released before the runtime binds it can be
+/// taken meanwhile by another test's process (two runtimes started in
+/// parallel were once given the same one, and the test then spoke to the
+/// wrong process).
+pub fn logged_api_port(log: &str) -> Option<u16> {
+    log.lines().find_map(|l| {
+        let addr = l
+            .split_once("API listening addr=")?
+            .1
+            .split_whitespace()
+            .next()?;
+        addr.rsplit_once(':')?.1.parse().ok()
+    })
 }
 
 /// One HTTP/1.1 request to the runtime's API on `port`, with `token` as the
@@ -151,7 +160,6 @@ impl Runtime {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Self {
-        let port = free_port();
         std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
         let n = std::fs::read_dir(dir).unwrap().count();
         let log = dir.join(format!("serve-{n}.log"));
@@ -169,7 +177,7 @@ impl Runtime {
             .arg("serve")
             .arg("-f")
             .arg(manifest)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0"])
             .args(["--metrics-listen", "none", "--ledger", ledger_url])
             .arg("--report-dir")
             .arg(dir.join("reports"))
@@ -180,7 +188,11 @@ impl Runtime {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn bot-runtime serve");
-        let mut rt = Self { child, port, log };
+        let mut rt = Self {
+            child,
+            port: 0,
+            log,
+        };
         let t0 = Instant::now();
         loop {
             if let Ok(Some(status)) = rt.child.try_wait() {
@@ -189,7 +201,12 @@ impl Runtime {
                     rt.log_text()
                 );
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok()
+            if rt.port == 0 {
+                rt.port = logged_api_port(&rt.log_text()).unwrap_or(0);
+            }
+            let port = rt.port;
+            if port != 0
+                && TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && http(port, "GET", "/healthz", None, None).0 == 200
             {
                 // Probes are open; the session's routes need its token.
@@ -216,6 +233,12 @@ impl Runtime {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status once the process has exited (`Ok(None)` while it
+    /// runs).
+    pub fn child_status(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
     }
 
     /// Whether the process is still running.

@@ -1225,10 +1225,6 @@ impl Replica {
     /// credentials, leader election on the release's Lease in the release
     /// namespace, watching `ns`.
     fn start(name: &str, id: &paperbot_e2e::Identity, lease: &str, ns: &str) -> Replica {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let logs = repo().join(format!("target/e2e-{name}-{}.log", std::process::id()));
         let log = std::fs::File::create(&logs).expect("operator log file");
         let child = std::process::Command::new(paperbot_e2e::scale::operator_binary(false))
@@ -1243,17 +1239,36 @@ impl Replica {
                 "--leader-election=true",
                 "--log-format=text",
                 "--runtime-image=ghcr.io/paperbot/bot-runtime:e2e",
-                &format!("--metrics-addr=127.0.0.1:{port}"),
+                // Port 0, read back from the log: a port picked here could be
+                // taken by another process before the operator binds it.
+                "--metrics-addr=127.0.0.1:0",
             ])
             .stdout(log.try_clone().expect("log file handle"))
             .stderr(log)
             .spawn()
             .expect("starting paperbot-operator");
-        Replica {
+        let mut replica = Replica {
             name: name.to_string(),
             child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
+            base: String::new(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let addr = loop {
+            let text = std::fs::read_to_string(&logs).unwrap_or_default();
+            if let Some(addr) = paperbot_e2e::scale::logged_metrics_addr(&text) {
+                break addr;
+            }
+            if let Ok(Some(status)) = replica.child.try_wait() {
+                panic!("operator {name} exited ({status}):\n{text}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operator {name} never logged its metrics address:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        replica.base = format!("http://{addr}");
+        replica
     }
 
     /// `/readyz` status code (0 when it does not answer) and the value of

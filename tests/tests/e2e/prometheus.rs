@@ -68,42 +68,60 @@ struct Prometheus {
 impl Prometheus {
     /// Start Prometheus with `config` (YAML) in a temporary directory and
     /// wait until it is ready.
+    ///
+    /// Prometheus cannot be told to bind port 0 and report it, so the port
+    /// is picked here; should another process take it before Prometheus
+    /// binds it, Prometheus exits and is started again on another port.
     fn start(config: &str) -> Prometheus {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let mut dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("prometheus.yml");
         std::fs::write(&file, config).unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the prometheus server is needed for this test ({e}): apt-get install \
-                     prometheus (Debian/Ubuntu)"
-                )
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+            let child = Command::new("prometheus")
+                .arg(format!("--config.file={}", file.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the prometheus server is needed for this test ({e}): apt-get install \
+                         prometheus (Debian/Ubuntu)"
+                    )
+                });
+            let mut p = Prometheus {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+                dir,
+            };
+            let ready = wait_for("Prometheus ready or exited", 60, || {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    return Some(Err(status));
+                }
+                let out = Command::new("curl")
+                    .args(["-sf", &format!("{}/-/ready", p.url)])
+                    .output()
+                    .ok()?;
+                out.status.success().then_some(Ok(()))
             });
-        let p = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        wait_for("Prometheus ready", 60, || {
-            let out = Command::new("curl")
-                .args(["-sf", &format!("{}/-/ready", p.url)])
-                .output()
-                .ok()?;
-            out.status.success().then_some(())
-        });
-        p
+            match ready {
+                Ok(()) => return p,
+                Err(status) if attempt < 3 && p.log().contains("address already in use") => {
+                    println!("Prometheus: port {port} was taken ({status}); another port");
+                    dir = std::mem::replace(&mut p.dir, tempfile::tempdir().expect("temp dir"));
+                }
+                Err(status) => panic!("Prometheus exited ({status}):\n{}", p.log()),
+            }
+        }
     }
 
     fn log(&self) -> String {

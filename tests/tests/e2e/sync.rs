@@ -140,12 +140,12 @@ impl Runtime {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("session.yaml"), &config).unwrap();
         std::fs::write(dir.path().join("api-token"), &token).unwrap();
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("runtime.log")).unwrap();
-        let child = Command::new(runtime_binary())
+        // Port 0: the runtime binds a free port and logs it (a port picked
+        // here and released could be taken by another process first).
+        let mut child = Command::new(runtime_binary())
             .current_dir(dir.path())
-            .args(["serve", "-f", "session.yaml", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
+            .args(["serve", "-f", "session.yaml", "--listen", "127.0.0.1:0"])
             .args([
                 "--metrics-listen",
                 "127.0.0.1:0",
@@ -160,6 +160,31 @@ impl Runtime {
             .stderr(log)
             .spawn()
             .expect("starting bot-runtime serve");
+        let log_path = dir.path().join("runtime.log");
+        let port = wait_for(
+            &format!("{ns}/{session}: the runtime's API address"),
+            60,
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{ns}/{session}: bot-runtime serve exited ({status}):\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                std::fs::read_to_string(&log_path)
+                    .ok()?
+                    .lines()
+                    .find_map(|l| {
+                        let addr = l.split_once("API listening addr=")?.1;
+                        addr.split_whitespace()
+                            .next()?
+                            .rsplit_once(':')?
+                            .1
+                            .parse::<u16>()
+                            .ok()
+                    })
+            },
+        );
         println!("{ns}/{session}: bot-runtime serve on 127.0.0.1:{port}");
         let rt = Runtime { child, port, dir };
         cp.kubectl_ok(&[
