@@ -16,10 +16,12 @@
 #![warn(missing_docs)]
 
 mod install;
+mod logged;
 mod postgres;
 mod promtool;
 mod supervisor;
 
 pub use install::Installation;
+pub use logged::logged_addr;
 pub use postgres::{FixtureError, PostgresServer};
 pub use promtool::{assert_promtool_clean, promtool_findings};

@@ -403,16 +403,12 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The address of the operator's metrics server from its text log (the
-/// line `serving /metrics, /healthz and /readyz addr=HOST:PORT`). The
-/// operator is started on port 0 so that no port picked here can be taken
-/// by another process before the operator binds it.
+/// The address of the operator's metrics server from its log (the line
+/// `serving /metrics, /healthz and /readyz addr=HOST:PORT`). The operator
+/// is started on port 0 so that no port picked here can be taken by another
+/// process before the operator binds it.
 pub fn logged_metrics_addr(log: &str) -> Option<String> {
-    log.lines().find_map(|l| {
-        let addr = l.split_once("/readyz addr=")?.1.split_whitespace().next()?;
-        addr.parse::<std::net::SocketAddr>().ok()?;
-        Some(addr.to_string())
-    })
+    paperbot_testkit::logged_addr(log, "/readyz").map(|a| a.to_string())
 }
 
 /// The state of one run between phases.

@@ -20,23 +20,6 @@ pub const TOKEN: &str = "live-token";
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The port of the first `API listening addr=HOST:PORT` line of a text
-/// log. The runtime is started on port 0 and reports the port it bound: a
-/// port picked by the test and released before the runtime binds it can be
-/// taken meanwhile by another test's process (two runtimes started in
-/// parallel were once given the same one, and the test then spoke to the
-/// wrong process).
-pub fn logged_api_port(log: &str) -> Option<u16> {
-    log.lines().find_map(|l| {
-        let addr = l
-            .split_once("API listening addr=")?
-            .1
-            .split_whitespace()
-            .next()?;
-        addr.rsplit_once(':')?.1.parse().ok()
-    })
-}
-
 /// One HTTP/1.1 request to the runtime's API on `port`, with `token` as the
 /// bearer token when given and `body` as JSON; the status code and the body.
 pub fn http(
@@ -202,7 +185,10 @@ impl Runtime {
                 );
             }
             if rt.port == 0 {
-                rt.port = logged_api_port(&rt.log_text()).unwrap_or(0);
+                // Port 0: the runtime binds a free port and logs it (see
+                // `paperbot_testkit::logged_addr`).
+                rt.port = paperbot_testkit::logged_addr(&rt.log_text(), "API listening")
+                    .map_or(0, |a| a.port());
             }
             let port = rt.port;
             if port != 0

@@ -171,18 +171,8 @@ impl Runtime {
                         std::fs::read_to_string(&log_path).unwrap_or_default()
                     );
                 }
-                std::fs::read_to_string(&log_path)
-                    .ok()?
-                    .lines()
-                    .find_map(|l| {
-                        let addr = l.split_once("API listening addr=")?.1;
-                        addr.split_whitespace()
-                            .next()?
-                            .rsplit_once(':')?
-                            .1
-                            .parse::<u16>()
-                            .ok()
-                    })
+                let log = std::fs::read_to_string(&log_path).ok()?;
+                paperbot_testkit::logged_addr(&log, "API listening").map(|a| a.port())
             },
         );
         println!("{ns}/{session}: bot-runtime serve on 127.0.0.1:{port}");
