@@ -21,6 +21,10 @@ use super::lock::SessionLock;
 /// (transient) I/O failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the explicit unlock on release may take; past it the lock is
+/// left to the connection's end (a broken network, say).
+const UNLOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Advisory lock of one session on a dedicated connection.
 #[derive(Debug)]
 pub(crate) struct AdvisoryLock {
@@ -90,10 +94,24 @@ impl SessionLock for AdvisoryLock {
     }
 
     async fn release(&mut self) {
-        self.key = None;
-        if let Some(conn) = self.conn.take() {
-            // Ending the session releases its advisory locks; if the
-            // connection is already broken the server has released them.
+        let key = self.key.take();
+        if let Some(mut conn) = self.conn.take() {
+            // Unlock explicitly first: the server has released the lock when
+            // this answer arrives. Ending the connection alone releases it
+            // too, but only once the server's backend has processed the
+            // goodbye and exited, a moment after `close` returns, so a
+            // writer taking over right away could still be refused. If the
+            // connection is broken, the server has released the lock
+            // already and the error is of no consequence.
+            if let Some(key) = key {
+                let _ = tokio::time::timeout(
+                    UNLOCK_TIMEOUT,
+                    sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(key)
+                        .execute(&mut conn),
+                )
+                .await;
+            }
             let _ = conn.close().await;
         }
     }

@@ -195,6 +195,62 @@ async fn a_writer_whose_lock_connection_was_cut_and_taken_over_is_fenced() {
     b.close().await;
 }
 
+/// A writer that lets go of a session (here by recording it interrupted)
+/// has released its lock when the call returns: no advisory lock is left,
+/// and another writer resumes it at once, every time. (Closing the lock connection alone released the
+/// lock only when the server's backend had exited, a moment later, and a
+/// writer taking over at once was now and then refused.)
+#[tokio::test]
+async fn a_session_let_go_can_be_resumed_at_once_by_another_writer() {
+    let db = "l_handover";
+    let url = Postgres::server().create_database(db).unwrap();
+    let id = "handover";
+    let mut g = Gen::default();
+    let mut writers = [open(&url).await, open(&url).await];
+    writers[0]
+        .start_session(&session(id), "runtime 0")
+        .await
+        .unwrap();
+    writers[0]
+        .write_batch(&g.batch(1, 1, 1, 1), "w0")
+        .await
+        .unwrap();
+    writers[0].interrupt_session(g.time()).await.unwrap();
+    const HANDOVERS: usize = 40;
+    for n in 1..=HANDOVERS {
+        let w = &mut writers[n % 2];
+        let point = w
+            .resume_session(id, &format!("runtime {n}"))
+            .await
+            .unwrap_or_else(|e| panic!("handover {n}: {e:?}"));
+        assert_eq!(
+            point.checkpoint.as_deref(),
+            Some(format!("w{}", n - 1).as_str())
+        );
+        w.write_batch(&g.batch(1, 1, 1, 1), &format!("w{n}"))
+            .await
+            .unwrap();
+        w.interrupt_session(g.time()).await.unwrap();
+        let held = fixture::scalar(
+            w,
+            concat!(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND ",
+                this_database!()
+            ),
+        )
+        .await;
+        assert_eq!(
+            held, 0,
+            "handover {n}: the lock is still held after the call returned"
+        );
+    }
+    let info = writers[0].session(id).await.unwrap().unwrap();
+    assert_eq!(info.batches, HANDOVERS as u64 + 1);
+    for w in writers {
+        w.close().await;
+    }
+}
+
 /// A cut lock connection without a takeover: the writer takes its lock
 /// back before the next write and carries on.
 #[tokio::test]
