@@ -22,6 +22,6 @@ mod promtool;
 mod supervisor;
 
 pub use install::Installation;
-pub use logged::logged_addr;
+pub use logged::{logged_addr, wait_for_logged_addr};
 pub use postgres::{FixtureError, PostgresServer};
 pub use promtool::{assert_promtool_clean, promtool_findings};

@@ -403,14 +403,6 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The address of the operator's metrics server from its log (the line
-/// `serving /metrics, /healthz and /readyz addr=HOST:PORT`). The operator
-/// is started on port 0 so that no port picked here can be taken by another
-/// process before the operator binds it.
-pub fn logged_metrics_addr(log: &str) -> Option<String> {
-    paperbot_testkit::logged_addr(log, "/readyz").map(|a| a.to_string())
-}
-
 /// The state of one run between phases.
 pub struct ScaleRun {
     /// The control plane.
@@ -519,7 +511,7 @@ spec:
             .join(format!("operator-{}-{}.log", self.ns, self.starts));
         let log_file = std::fs::File::create(&log).expect("creating the operator log");
         let err_file = log_file.try_clone().expect("cloning the log handle");
-        let child = Command::new(&self.opts.operator_bin)
+        let mut child = Command::new(&self.opts.operator_bin)
             .args([
                 "--namespaces",
                 &self.ns,
@@ -549,23 +541,22 @@ spec:
                     self.opts.operator_bin.display()
                 )
             });
-        let mut op = OperatorProcess {
+        // Port 0, read back from the log: a port picked here could be taken
+        // by another process before the operator binds it.
+        let addr = paperbot_testkit::wait_for_logged_addr(
+            &mut child,
+            &log,
+            "/readyz",
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| panic!("the operator {e}"));
+        let op = OperatorProcess {
             child,
-            metrics_addr: String::new(),
+            metrics_addr: addr.to_string(),
         };
         self.sampler.watch("operator", op.pid());
         let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(Some(status)) = op.child.try_wait() {
-                panic!("the operator exited ({status}); log: {}", log.display());
-            }
-            if op.metrics_addr.is_empty() {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                op.metrics_addr = logged_metrics_addr(&text).unwrap_or_default();
-            }
-            if !op.metrics_addr.is_empty() && http_get(&op.metrics_addr, "/readyz").is_some() {
-                break;
-            }
+        while http_get(&op.metrics_addr, "/readyz").is_none() {
             assert!(
                 Instant::now() < deadline,
                 "the operator did not become ready within 120 s; log: {}",

@@ -156,7 +156,7 @@ impl Runtime {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
+        let mut child = cmd
             .arg("serve")
             .arg("-f")
             .arg(manifest)
@@ -171,11 +171,15 @@ impl Runtime {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn bot-runtime serve");
+        let addr =
+            paperbot_testkit::wait_for_logged_addr(&mut child, &log, "API listening", DEADLINE)
+                .unwrap_or_else(|e| panic!("serve: {e}"));
         let mut rt = Self {
             child,
-            port: 0,
+            port: addr.port(),
             log,
         };
+        let port = rt.port;
         let t0 = Instant::now();
         loop {
             if let Ok(Some(status)) = rt.child.try_wait() {
@@ -184,15 +188,7 @@ impl Runtime {
                     rt.log_text()
                 );
             }
-            if rt.port == 0 {
-                // Port 0: the runtime binds a free port and logs it (see
-                // `paperbot_testkit::logged_addr`).
-                rt.port = paperbot_testkit::logged_addr(&rt.log_text(), "API listening")
-                    .map_or(0, |a| a.port());
-            }
-            let port = rt.port;
-            if port != 0
-                && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            if TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && http(port, "GET", "/healthz", None, None).0 == 200
             {
                 // Probes are open; the session's routes need its token.

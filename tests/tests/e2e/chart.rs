@@ -1227,7 +1227,7 @@ impl Replica {
     fn start(name: &str, id: &paperbot_e2e::Identity, lease: &str, ns: &str) -> Replica {
         let logs = repo().join(format!("target/e2e-{name}-{}.log", std::process::id()));
         let log = std::fs::File::create(&logs).expect("operator log file");
-        let child = std::process::Command::new(paperbot_e2e::scale::operator_binary(false))
+        let mut child = std::process::Command::new(paperbot_e2e::scale::operator_binary(false))
             .env("KUBECONFIG", &id.kubeconfig)
             .env("POD_NAMESPACE", &id.namespace)
             .env("POD_NAME", name)
@@ -1247,28 +1247,18 @@ impl Replica {
             .stderr(log)
             .spawn()
             .expect("starting paperbot-operator");
-        let mut replica = Replica {
+        let addr = paperbot_testkit::wait_for_logged_addr(
+            &mut child,
+            &logs,
+            "/readyz",
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("operator {name} {e}"));
+        Replica {
             name: name.to_string(),
             child,
-            base: String::new(),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let addr = loop {
-            let text = std::fs::read_to_string(&logs).unwrap_or_default();
-            if let Some(addr) = paperbot_e2e::scale::logged_metrics_addr(&text) {
-                break addr;
-            }
-            if let Ok(Some(status)) = replica.child.try_wait() {
-                panic!("operator {name} exited ({status}):\n{text}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "operator {name} never logged its metrics address:\n{text}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        };
-        replica.base = format!("http://{addr}");
-        replica
+            base: format!("http://{addr}"),
+        }
     }
 
     /// `/readyz` status code (0 when it does not answer) and the value of

@@ -160,21 +160,14 @@ impl Runtime {
             .stderr(log)
             .spawn()
             .expect("starting bot-runtime serve");
-        let log_path = dir.path().join("runtime.log");
-        let port = wait_for(
-            &format!("{ns}/{session}: the runtime's API address"),
-            60,
-            || {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "{ns}/{session}: bot-runtime serve exited ({status}):\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
-                }
-                let log = std::fs::read_to_string(&log_path).ok()?;
-                paperbot_testkit::logged_addr(&log, "API listening").map(|a| a.port())
-            },
-        );
+        let port = paperbot_testkit::wait_for_logged_addr(
+            &mut child,
+            &dir.path().join("runtime.log"),
+            "API listening",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{ns}/{session}: bot-runtime serve {e}"))
+        .port();
         println!("{ns}/{session}: bot-runtime serve on 127.0.0.1:{port}");
         let rt = Runtime { child, port, dir };
         cp.kubectl_ok(&[
